@@ -1,0 +1,98 @@
+// Package contract names everything that crosses a process boundary in vgpu:
+// Kubernetes resource names, annotation keys, the environment variables and
+// paths of the container contract. Every component takes these names from here
+// so that the parts cannot drift apart; docs/contract.md documents them.
+package contract
+
+// Extended resources a container may ask for (DESIGN §1).
+const (
+	// ResourceGPU is the number of vGPUs; each lands on a different physical GPU.
+	ResourceGPU = "nvidia.com/gpu"
+	// ResourceMemory is the GPU memory limit per vGPU, in MiB.
+	ResourceMemory = "nvidia.com/gpumem"
+	// ResourceMemoryPercentage is the memory limit as 1–100 % of the GPU.
+	ResourceMemoryPercentage = "nvidia.com/gpumem-percentage"
+	// ResourceCores is the compute share per vGPU, 1–100 % of the SMs.
+	ResourceCores = "nvidia.com/gpucores"
+)
+
+// Resources lists every vgpu resource name, ResourceGPU first.
+var Resources = []string{ResourceGPU, ResourceMemory, ResourceMemoryPercentage, ResourceCores}
+
+// Pod annotations a user may set.
+const (
+	AnnotationUseGPUType   = "nvidia.com/use-gputype"
+	AnnotationNoUseGPUType = "nvidia.com/nouse-gputype"
+	AnnotationUseGPUUUID   = "nvidia.com/use-gpuuuid"
+	AnnotationNoUseGPUUUID = "nvidia.com/nouse-gpuuuid"
+	AnnotationNodePolicy   = "vgpu.io/node-scheduler-policy"
+	AnnotationGPUPolicy    = "vgpu.io/gpu-scheduler-policy"
+)
+
+// Annotations written by vgpu components.
+const (
+	// AnnotationDevices is the node inventory, written by the device plugin on its Node.
+	AnnotationDevices = "vgpu.io/devices"
+	// AnnotationAssignment is written once on a pod by the extender at bind.
+	AnnotationAssignment = "vgpu.io/assignment"
+	// AnnotationAllocated is written on a pod by the device plugin after Allocate.
+	AnnotationAllocated = "vgpu.io/allocated"
+)
+
+// Labels.
+const (
+	// LabelOptOut on a namespace or pod with value "disabled" makes the webhook skip it.
+	LabelOptOut = "vgpu.io/webhook"
+	// LabelGPUNode marks the nodes the device plugin and monitor run on.
+	LabelGPUNode = "vgpu.io/gpu-node"
+)
+
+// Environment variables of the container contract, set by the device plugin's
+// Allocate and read by libvgpu.
+const (
+	// EnvVisibleDevices lists the assigned GPU uuids, comma separated.
+	EnvVisibleDevices = "NVIDIA_VISIBLE_DEVICES"
+	// EnvMemoryLimits is the memory limit in MiB of each visible device, comma
+	// separated, in the order of EnvVisibleDevices.
+	EnvMemoryLimits = "VGPU_MEMORY_LIMITS_MIB"
+	// EnvCoreLimits is the SM share (1–100, 0 = no limit) of each visible
+	// device, comma separated, in the order of EnvVisibleDevices.
+	EnvCoreLimits = "VGPU_CORE_LIMITS"
+	// EnvRegion is the path, inside the container, of the shared region file.
+	EnvRegion = "VGPU_REGION"
+	// EnvLogLevel sets libvgpu's verbosity: error (default), warn, info, debug.
+	EnvLogLevel = "VGPU_LOG_LEVEL"
+	// EnvLDPreload is set as well as the mounted ld.so.preload, for musl images.
+	EnvLDPreload = "LD_PRELOAD"
+)
+
+// Paths of the container contract.
+const (
+	// HostRoot is vgpu's directory on every GPU node.
+	HostRoot = "/var/lib/vgpu"
+	// HostContainersDir holds one region directory per container:
+	// <HostContainersDir>/<pod-uid>_<container>/.
+	HostContainersDir = HostRoot + "/containers"
+	// HostLibDir holds libvgpu, one versioned directory per installed build.
+	HostLibDir = HostRoot + "/lib"
+	// ContainerRegionDir is where the region directory is mounted in a container.
+	ContainerRegionDir = "/var/run/vgpu"
+	// RegionFileName is the name of the shared region file in that directory.
+	RegionFileName = "region"
+	// ContainerLibPath is where libvgpu is mounted in a container.
+	ContainerLibPath = "/usr/local/vgpu/libvgpu.so"
+	// ContainerPreloadPath is the file mounted over the container's ld.so.preload.
+	ContainerPreloadPath = "/etc/ld.so.preload"
+)
+
+// ContainerDirName is the host region directory name of one container.
+func ContainerDirName(podUID, container string) string {
+	return podUID + "_" + container
+}
+
+// Settings ConfigMap (DESIGN §2), read by every component.
+const (
+	DefaultNamespace     = "vgpu-system"
+	SettingsConfigMap    = "vgpu-settings"
+	DefaultSchedulerName = "vgpu-scheduler"
+)

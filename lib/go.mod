@@ -1,0 +1,3 @@
+module github.com/vgpu-io/vgpu/lib
+
+go 1.26
