@@ -1,0 +1,292 @@
+package placement
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/ledger"
+	"github.com/vgpu-io/vgpu/lib/request"
+)
+
+const reasonNoInventory = "node publishes no vGPU inventory (" + contract.AnnotationDevices + " annotation)"
+
+// own is what the pod being placed takes on one GPU.
+type own struct {
+	slots int
+	mem   int64
+	cores int
+	excl  bool
+}
+
+// pick is one vGPU of one container: container index, GPU index, amounts.
+type pick struct {
+	c, g  int
+	mem   int64
+	cores int
+}
+
+// fitter places one pod on one node at a time. Its scratch slices are
+// reused from node to node so that filtering thousands of nodes allocates
+// nothing per node.
+type fitter struct {
+	pod *request.Pod
+	gpu config.Policy
+
+	app   []own // sum of the app containers, per GPU
+	init  []own // max of the init containers, per GPU
+	cand  []int
+	loads []float64
+	picks []pick
+}
+
+func newFitter(pod *request.Pod, gpu config.Policy) *fitter {
+	return &fitter{pod: pod, gpu: gpu}
+}
+
+func (f *fitter) reset(n int) {
+	if cap(f.app) < n {
+		f.app = make([]own, n)
+		f.init = make([]own, n)
+		f.cand = make([]int, 0, n)
+		f.loads = make([]float64, n)
+	}
+	f.app = f.app[:n]
+	f.init = f.init[:n]
+	f.loads = f.loads[:n]
+	clear(f.app)
+	clear(f.init)
+	f.picks = f.picks[:0]
+}
+
+// fit places the pod on v, greedily in container order (app containers,
+// then init containers), each container's vGPUs on the GPUs its policy
+// prefers. It returns "" on success and the reason otherwise.
+func (f *fitter) fit(v *ledger.View) string {
+	if !v.Known {
+		return reasonNoInventory
+	}
+	f.reset(len(v.GPUs))
+	for pass := 0; pass < 2; pass++ {
+		isInit := pass == 1
+		for ci := range f.pod.Containers {
+			c := &f.pod.Containers[ci]
+			if c.Init != isInit {
+				continue
+			}
+			if r := f.place(v, ci, c); r != "" {
+				return r
+			}
+		}
+	}
+	return ""
+}
+
+// take is what container c asks of GPU g.
+func take(c *request.Container, memMiB int64) own {
+	return own{slots: 1, mem: c.MemoryOn(memMiB), cores: c.CoresOn(), excl: c.Exclusive}
+}
+
+// after is what the pod would hold on GPU g if container c took it.
+func (f *fitter) after(g int, c *request.Container, t own) own {
+	if c.Init {
+		// Init containers run alone, before the app containers.
+		a, o := f.app[g], f.init[g]
+		return own{slots: max(a.slots, o.slots, 1), mem: max(a.mem, o.mem, t.mem), cores: max(a.cores, o.cores, t.cores), excl: a.excl || o.excl || t.excl}
+	}
+	a := f.app[g]
+	o := own{slots: a.slots + 1, mem: a.mem + t.mem, cores: a.cores + t.cores, excl: a.excl || t.excl}
+	i := f.init[g]
+	return own{slots: max(o.slots, i.slots), mem: max(o.mem, i.mem), cores: max(o.cores, i.cores), excl: o.excl || i.excl}
+}
+
+// Reasons a GPU cannot take a container's vGPU, in the order they are tested.
+const (
+	whyUnhealthy = iota
+	whySelector
+	whyHeldWhole
+	whyNotWhole
+	whySlots
+	whyMemory
+	whyCores
+	whyCount
+)
+
+// why returns -1 if container c's vGPU can go on GPU g, else the reason.
+func (f *fitter) why(v *ledger.View, g int, c *request.Container) int {
+	gpu := &v.GPUs[g]
+	if !gpu.Healthy {
+		return whyUnhealthy
+	}
+	if !f.pod.Selector.Allows(gpu.Model, gpu.UUID) {
+		return whySelector
+	}
+	base := &v.Used[g]
+	if base.Exclusive > 0 {
+		return whyHeldWhole
+	}
+	if !c.Init && f.app[g].excl {
+		return whyHeldWhole
+	}
+	if c.Exclusive && (base.Pods > 0 || (!c.Init && f.app[g].slots > 0)) {
+		return whyNotWhole
+	}
+	t := take(c, gpu.MemoryMiB)
+	a := f.after(g, c, t)
+	if base.Slots+a.slots > v.SplitCount {
+		return whySlots
+	}
+	if base.MemoryMiB+a.mem > ledger.MemoryCapacity(gpu.MemoryMiB, v.MemoryScaling) {
+		return whyMemory
+	}
+	if base.Cores+a.cores > 100 {
+		return whyCores
+	}
+	return -1
+}
+
+func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
+	f.cand = f.cand[:0]
+	for g := range v.GPUs {
+		if f.why(v, g, c) < 0 {
+			f.cand = append(f.cand, g)
+			f.loads[g] = load(&v.Used[g], f.after(g, c, take(c, v.GPUs[g].MemoryMiB)), v, g)
+		}
+	}
+	if len(f.cand) < c.Count {
+		return f.reason(v, c)
+	}
+	// Choose c.Count candidates: the fullest (binpack) or emptiest (spread)
+	// after placement, ties to the lower inventory position. A partial
+	// selection sort: Count and the GPU count are small.
+	for k := 0; k < c.Count; k++ {
+		best := k
+		for j := k + 1; j < len(f.cand); j++ {
+			if f.better(f.cand[j], f.cand[best]) {
+				best = j
+			}
+		}
+		f.cand[k], f.cand[best] = f.cand[best], f.cand[k]
+	}
+	for _, g := range f.cand[:c.Count] {
+		t := take(c, v.GPUs[g].MemoryMiB)
+		if c.Init {
+			o := &f.init[g]
+			o.slots, o.mem, o.cores, o.excl = max(o.slots, 1), max(o.mem, t.mem), max(o.cores, t.cores), o.excl || t.excl
+		} else {
+			o := &f.app[g]
+			o.slots, o.mem, o.cores, o.excl = o.slots+1, o.mem+t.mem, o.cores+t.cores, o.excl || t.excl
+		}
+		f.picks = append(f.picks, pick{c: ci, g: g, mem: t.mem, cores: t.cores})
+	}
+	return ""
+}
+
+func (f *fitter) better(a, b int) bool {
+	la, lb := f.loads[a], f.loads[b]
+	if la != lb {
+		if f.gpu == config.Spread {
+			return la < lb
+		}
+		return la > lb
+	}
+	return a < b
+}
+
+// load is how full GPU g would be, 0..1: its fullest dimension among vGPU
+// slots, memory and cores; 1 when held whole.
+func load(base *ledger.Usage, o own, v *ledger.View, g int) float64 {
+	if base.Exclusive > 0 || o.excl {
+		return 1
+	}
+	l := float64(base.Slots+o.slots) / float64(v.SplitCount)
+	if m := float64(base.MemoryMiB+o.mem) / float64(ledger.MemoryCapacity(v.GPUs[g].MemoryMiB, v.MemoryScaling)); m > l {
+		l = m
+	}
+	if c := float64(base.Cores+o.cores) / 100; c > l {
+		l = c
+	}
+	return min(l, 1)
+}
+
+// nodeLoad is the mean load of the node's healthy GPUs with the pod placed.
+func (f *fitter) nodeLoad(v *ledger.View) float64 {
+	sum, n := 0.0, 0
+	for g := range v.GPUs {
+		if !v.GPUs[g].Healthy {
+			continue
+		}
+		a, i := f.app[g], f.init[g]
+		o := own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl}
+		sum += load(&v.Used[g], o, v, g)
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / float64(n)
+}
+
+// reason explains, with counts, why container c found too few GPUs.
+func (f *fitter) reason(v *ledger.View, c *request.Container) string {
+	var counts [whyCount]int
+	fit := 0
+	for g := range v.GPUs {
+		if w := f.why(v, g, c); w >= 0 {
+			counts[w]++
+		} else {
+			fit++
+		}
+	}
+	n := len(v.GPUs)
+	var b strings.Builder
+	what := "container"
+	if c.Init {
+		what = "init container"
+	}
+	if n == 0 {
+		fmt.Fprintf(&b, "%s %q needs %d GPU(s): the node has no GPUs", what, c.Name, c.Count)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "%s %q needs %d GPU(s), %d of %d fit", what, c.Name, c.Count, fit, n)
+	add := func(w int, format string, args ...any) {
+		if counts[w] == 0 {
+			return
+		}
+		b.WriteString("; ")
+		fmt.Fprintf(&b, format, append([]any{counts[w], n}, args...)...)
+	}
+	add(whyUnhealthy, "%d of %d GPUs are unhealthy")
+	add(whySelector, "%d of %d GPUs are excluded by the pod's use/nouse-gputype or gpuuuid annotations")
+	add(whyHeldWhole, "%d of %d GPUs are held whole by another pod")
+	add(whyNotWhole, "%d of %d GPUs are in use, and the container needs whole GPUs")
+	add(whySlots, "no free vGPU slot: %d of %d GPUs already hold %d vGPUs (split count)", v.SplitCount)
+	switch {
+	case c.MemoryMiB > 0:
+		add(whyMemory, "insufficient GPU memory: %d of %d GPUs have < %d MiB free", c.MemoryMiB)
+	case c.MemoryPercent > 0:
+		add(whyMemory, "insufficient GPU memory: %d of %d GPUs have < %d %% of their memory free", c.MemoryPercent)
+	default:
+		add(whyMemory, "insufficient GPU memory: %d of %d GPUs are partly in use, and the container takes all of a GPU's memory (set nvidia.com/gpumem)")
+	}
+	add(whyCores, "insufficient GPU cores: %d of %d GPUs have < %d %% of their cores free", c.Cores)
+	return b.String()
+}
+
+// assignment renders the picks of the last successful fit.
+func (f *fitter) assignment(v *ledger.View) assign.Pod {
+	a := assign.Pod{Node: v.Name, Containers: make([]assign.Container, 0, len(f.pod.Containers))}
+	for ci := range f.pod.Containers {
+		c := &f.pod.Containers[ci]
+		ac := assign.Container{Name: c.Name, Init: c.Init, Devices: make([]assign.Device, 0, c.Count)}
+		for _, p := range f.picks {
+			if p.c == ci {
+				ac.Devices = append(ac.Devices, assign.Device{UUID: v.GPUs[p.g].UUID, MemoryMiB: p.mem, Cores: p.cores})
+			}
+		}
+		a.Containers = append(a.Containers, ac)
+	}
+	return a
+}

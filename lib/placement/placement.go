@@ -1,0 +1,185 @@
+package placement
+
+import (
+	"math"
+
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/ledger"
+	"github.com/vgpu-io/vgpu/lib/request"
+)
+
+// Policies are the node and GPU scheduler policies in force for a pod.
+type Policies struct {
+	Node config.Policy
+	GPU  config.Policy
+}
+
+// DefaultPolicies are the cluster settings' policies.
+func DefaultPolicies(s config.Settings) Policies {
+	return Policies{Node: s.NodeSchedulerPolicy, GPU: s.GPUSchedulerPolicy}
+}
+
+// For applies the pod's annotation overrides.
+func (p Policies) For(pod *request.Pod) Policies {
+	n, g := pod.Policies(p.Node, p.GPU)
+	return Policies{Node: n, GPU: g}
+}
+
+// FitError is a failed fit: Reason says why, in words a user can act on.
+type FitError struct {
+	Node   string
+	Reason string
+}
+
+func (e *FitError) Error() string { return "node " + e.Node + ": " + e.Reason }
+
+// MaxExtenderPriority is kube-scheduler's extender score ceiling
+// (extenderv1.MaxExtenderPriority).
+const MaxExtenderPriority = 10
+
+// ExtenderPriority maps a Score (0..100) onto the extender's 0..10 scale,
+// rounding to nearest. Distinct scores may map to the same priority; the
+// extender's weight multiplies the result.
+func ExtenderPriority(score int) int64 {
+	return int64((score*MaxExtenderPriority + 50) / 100)
+}
+
+// Filter reports which of the named nodes can take the pod, in the given
+// order, and why each other node cannot. The pod's GPU policy is used
+// because it decides which GPUs earlier containers take, and so whether
+// later ones still fit; the verdict then agrees with Bind.
+func Filter(l *ledger.Ledger, pod *request.Pod, nodes []string, pol Policies) (fits []string, failed map[string]string) {
+	pol = pol.For(pod)
+	f := newFitter(pod, pol.GPU)
+	handles := l.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
+	fits = make([]string, 0, len(nodes))
+	for i, n := range handles {
+		if n == nil {
+			if failed == nil {
+				failed = map[string]string{}
+			}
+			failed[nodes[i]] = reasonNoInventory
+			continue
+		}
+		var reason string
+		n.View(func(v ledger.View) { reason = f.fit(&v) })
+		if reason != "" {
+			if failed == nil {
+				failed = map[string]string{}
+			}
+			failed[nodes[i]] = reason
+			continue
+		}
+		fits = append(fits, nodes[i])
+	}
+	return fits, failed
+}
+
+// Score rates a node for the pod, 0..100, with the pod placed on it: the
+// mean load of the node's healthy GPUs (binpack) or 100 minus it (spread).
+// A GPU's load is its fullest dimension among vGPU slots, memory (× scaling)
+// and cores; a GPU held whole is full. A node the pod does not fit is a
+// FitError.
+func Score(l *ledger.Ledger, pod *request.Pod, node string, pol Policies) (int, error) {
+	pol = pol.For(pod)
+	f := newFitter(pod, pol.GPU)
+	s, reason := f.score(l.Node(node), pol.Node)
+	if reason != "" {
+		return 0, &FitError{Node: node, Reason: reason}
+	}
+	return int(math.Round(s * 100)), nil
+}
+
+// Prioritize scores each named node, 0..100, 0 for a node the pod does not
+// fit. The result is aligned with nodes.
+func Prioritize(l *ledger.Ledger, pod *request.Pod, nodes []string, pol Policies) []int {
+	pol = pol.For(pod)
+	f := newFitter(pod, pol.GPU)
+	out := make([]int, len(nodes))
+	for i, n := range l.Lookup(nodes, make([]*ledger.Node, 0, len(nodes))) {
+		if s, reason := f.score(n, pol.Node); reason == "" {
+			out[i] = int(math.Round(s * 100))
+		}
+	}
+	return out
+}
+
+// score returns 0..1 with full precision, or the reason the pod does not fit.
+func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
+	if n == nil {
+		return 0, reasonNoInventory
+	}
+	var s float64
+	var reason string
+	n.View(func(v ledger.View) {
+		if reason = f.fit(&v); reason == "" {
+			s = f.nodeLoad(&v)
+		}
+	})
+	if node == config.Spread {
+		s = 1 - s
+	}
+	return s, reason
+}
+
+// Best returns the index of the node the pod should go to among nodes,
+// skipping nil entries and those for which skip (if not nil) says so, or -1
+// if it fits none. It ranks with Score's formula at full precision; ties go
+// to the node whose name sorts first. The simulator uses it; the extender
+// leaves the choice to kube-scheduler.
+func Best(pod *request.Pod, nodes []*ledger.Node, pol Policies, skip func(i int) bool) int {
+	pol = pol.For(pod)
+	f := newFitter(pod, pol.GPU)
+	best, bestScore := -1, 0.0
+	for i, n := range nodes {
+		if n == nil || (skip != nil && skip(i)) {
+			continue
+		}
+		s, reason := f.score(n, pol.Node)
+		if reason != "" {
+			continue
+		}
+		if best < 0 || s > bestScore || (s == bestScore && n.Name() < nodes[best].Name()) {
+			best, bestScore = i, s
+		}
+	}
+	return best
+}
+
+// Plan chooses the GPUs for the pod on node, by the pod's GPU policy,
+// without booking them. Use Bind to plan and book in one step.
+func Plan(l *ledger.Ledger, pod *request.Pod, node string, pol Policies) (assign.Pod, error) {
+	pol = pol.For(pod)
+	f := newFitter(pod, pol.GPU)
+	n := l.Node(node)
+	if n == nil {
+		return assign.Pod{}, &FitError{Node: node, Reason: reasonNoInventory}
+	}
+	var a assign.Pod
+	var reason string
+	n.View(func(v ledger.View) {
+		if reason = f.fit(&v); reason == "" {
+			a = f.assignment(&v)
+		}
+	})
+	if reason != "" {
+		return assign.Pod{}, &FitError{Node: node, Reason: reason}
+	}
+	return a, nil
+}
+
+// Bind plans the pod on node and books it under podKey in one step, with
+// the node locked in between, so that two binds can never take the same
+// share. It fails with a FitError if the pod no longer fits (another bind
+// won the race), or with a ledger error if podKey already holds GPUs.
+func Bind(l *ledger.Ledger, podKey string, pod *request.Pod, node string, pol Policies) (assign.Pod, error) {
+	pol = pol.For(pod)
+	f := newFitter(pod, pol.GPU)
+	return l.ReserveFunc(podKey, node, func(v ledger.View) (assign.Pod, error) {
+		if reason := f.fit(&v); reason != "" {
+			return assign.Pod{}, &FitError{Node: node, Reason: reason}
+		}
+		return f.assignment(&v), nil
+	})
+}
