@@ -1,3 +1,3 @@
-// Package kustomize_test renders vgpu's Kustomize base and overlays with the
+// Package kustomizetest renders vgpu's Kustomize base and overlays with the
 // kustomize library and checks the objects they produce.
-package kustomize_test
+package kustomizetest
