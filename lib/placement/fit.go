@@ -34,6 +34,8 @@ type pick struct {
 type fitter struct {
 	pod *request.Pod
 	gpu config.Policy
+	// selectAll is set when the pod's selector restricts nothing.
+	selectAll bool
 
 	app   []own // sum of the app containers, per GPU
 	init  []own // max of the init containers, per GPU
@@ -43,7 +45,7 @@ type fitter struct {
 }
 
 func newFitter(pod *request.Pod, gpu config.Policy) *fitter {
-	return &fitter{pod: pod, gpu: gpu}
+	return &fitter{pod: pod, gpu: gpu, selectAll: pod.Selector.Empty()}
 }
 
 func (f *fitter) reset(n int) {
@@ -114,45 +116,46 @@ const (
 	whyCount
 )
 
-// why returns -1 if container c's vGPU can go on GPU g, else the reason.
-func (f *fitter) why(v *ledger.View, g int, c *request.Container) int {
+// why returns -1 if container c's vGPU can go on GPU g, else the reason;
+// on success also the GPU's load with it placed.
+func (f *fitter) why(v *ledger.View, g int, c *request.Container) (int, float64) {
 	gpu := &v.GPUs[g]
 	if !gpu.Healthy {
-		return whyUnhealthy
+		return whyUnhealthy, 0
 	}
-	if !f.pod.Selector.Allows(gpu.Model, gpu.UUID) {
-		return whySelector
+	if !f.selectAll && !f.pod.Selector.Allows(gpu.Model, gpu.UUID) {
+		return whySelector, 0
 	}
 	base := &v.Used[g]
 	if base.Exclusive > 0 {
-		return whyHeldWhole
+		return whyHeldWhole, 0
 	}
 	if !c.Init && f.app[g].excl {
-		return whyHeldWhole
+		return whyHeldWhole, 0
 	}
 	if c.Exclusive && (base.Pods > 0 || (!c.Init && f.app[g].slots > 0)) {
-		return whyNotWhole
+		return whyNotWhole, 0
 	}
-	t := take(c, gpu.MemoryMiB)
-	a := f.after(g, c, t)
+	a := f.after(g, c, take(c, gpu.MemoryMiB))
 	if base.Slots+a.slots > v.SplitCount {
-		return whySlots
+		return whySlots, 0
 	}
-	if base.MemoryMiB+a.mem > ledger.MemoryCapacity(gpu.MemoryMiB, v.MemoryScaling) {
-		return whyMemory
+	memCap := ledger.MemoryCapacity(gpu.MemoryMiB, v.MemoryScaling)
+	if base.MemoryMiB+a.mem > memCap {
+		return whyMemory, 0
 	}
 	if base.Cores+a.cores > 100 {
-		return whyCores
+		return whyCores, 0
 	}
-	return -1
+	return -1, load(base, a, v.SplitCount, memCap)
 }
 
 func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 	f.cand = f.cand[:0]
 	for g := range v.GPUs {
-		if f.why(v, g, c) < 0 {
+		if w, l := f.why(v, g, c); w < 0 {
 			f.cand = append(f.cand, g)
-			f.loads[g] = load(&v.Used[g], f.after(g, c, take(c, v.GPUs[g].MemoryMiB)), v, g)
+			f.loads[g] = l
 		}
 	}
 	if len(f.cand) < c.Count {
@@ -197,12 +200,12 @@ func (f *fitter) better(a, b int) bool {
 
 // load is how full GPU g would be, 0..1: its fullest dimension among vGPU
 // slots, memory and cores; 1 when held whole.
-func load(base *ledger.Usage, o own, v *ledger.View, g int) float64 {
+func load(base *ledger.Usage, o own, split int, memCap int64) float64 {
 	if base.Exclusive > 0 || o.excl {
 		return 1
 	}
-	l := float64(base.Slots+o.slots) / float64(v.SplitCount)
-	if m := float64(base.MemoryMiB+o.mem) / float64(ledger.MemoryCapacity(v.GPUs[g].MemoryMiB, v.MemoryScaling)); m > l {
+	l := float64(base.Slots+o.slots) / float64(split)
+	if m := float64(base.MemoryMiB+o.mem) / float64(memCap); m > l {
 		l = m
 	}
 	if c := float64(base.Cores+o.cores) / 100; c > l {
@@ -220,7 +223,7 @@ func (f *fitter) nodeLoad(v *ledger.View) float64 {
 		}
 		a, i := f.app[g], f.init[g]
 		o := own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl}
-		sum += load(&v.Used[g], o, v, g)
+		sum += load(&v.Used[g], o, v.SplitCount, ledger.MemoryCapacity(v.GPUs[g].MemoryMiB, v.MemoryScaling))
 		n++
 	}
 	if n == 0 {
@@ -234,7 +237,7 @@ func (f *fitter) reason(v *ledger.View, c *request.Container) string {
 	var counts [whyCount]int
 	fit := 0
 	for g := range v.GPUs {
-		if w := f.why(v, g, c); w >= 0 {
+		if w, _ := f.why(v, g, c); w >= 0 {
 			counts[w]++
 		} else {
 			fit++

@@ -2,6 +2,8 @@ package placement
 
 import (
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/config"
@@ -51,29 +53,54 @@ func ExtenderPriority(score int) int64 {
 // later ones still fit; the verdict then agrees with Bind.
 func Filter(l *ledger.Ledger, pod *request.Pod, nodes []string, pol Policies) (fits []string, failed map[string]string) {
 	pol = pol.For(pod)
-	f := newFitter(pod, pol.GPU)
 	handles := l.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
+	reasons := make([]string, len(nodes))
+	chunks(len(nodes), func(lo, hi int) {
+		f := newFitter(pod, pol.GPU)
+		for i := lo; i < hi; i++ {
+			if handles[i] == nil {
+				reasons[i] = reasonNoInventory
+				continue
+			}
+			handles[i].View(func(v ledger.View) { reasons[i] = f.fit(&v) })
+		}
+	})
 	fits = make([]string, 0, len(nodes))
-	for i, n := range handles {
-		if n == nil {
-			if failed == nil {
-				failed = map[string]string{}
-			}
-			failed[nodes[i]] = reasonNoInventory
+	for i, r := range reasons {
+		if r == "" {
+			fits = append(fits, nodes[i])
 			continue
 		}
-		var reason string
-		n.View(func(v ledger.View) { reason = f.fit(&v) })
-		if reason != "" {
-			if failed == nil {
-				failed = map[string]string{}
-			}
-			failed[nodes[i]] = reason
-			continue
+		if failed == nil {
+			failed = map[string]string{}
 		}
-		fits = append(fits, nodes[i])
+		failed[nodes[i]] = r
 	}
 	return fits, failed
+}
+
+// chunkSize is the fewest nodes worth a goroutine of their own.
+const chunkSize = 512
+
+// chunks runs fn over [0, n) split into up to GOMAXPROCS contiguous ranges,
+// as kube-scheduler parallelises its own filters.
+func chunks(n int, fn func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), (n+chunkSize-1)/chunkSize)
+	if workers <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += per {
+		hi := min(lo+per, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
 }
 
 // Score rates a node for the pod, 0..100, with the pod placed on it: the
@@ -95,13 +122,16 @@ func Score(l *ledger.Ledger, pod *request.Pod, node string, pol Policies) (int, 
 // fit. The result is aligned with nodes.
 func Prioritize(l *ledger.Ledger, pod *request.Pod, nodes []string, pol Policies) []int {
 	pol = pol.For(pod)
-	f := newFitter(pod, pol.GPU)
+	handles := l.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
 	out := make([]int, len(nodes))
-	for i, n := range l.Lookup(nodes, make([]*ledger.Node, 0, len(nodes))) {
-		if s, reason := f.score(n, pol.Node); reason == "" {
-			out[i] = int(math.Round(s * 100))
+	chunks(len(nodes), func(lo, hi int) {
+		f := newFitter(pod, pol.GPU)
+		for i := lo; i < hi; i++ {
+			if s, reason := f.score(handles[i], pol.Node); reason == "" {
+				out[i] = int(math.Round(s * 100))
+			}
 		}
-	}
+	})
 	return out
 }
 
@@ -126,25 +156,38 @@ func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
 // Best returns the index of the node the pod should go to among nodes,
 // skipping nil entries and those for which skip (if not nil) says so, or -1
 // if it fits none. It ranks with Score's formula at full precision; ties go
-// to the node whose name sorts first. The simulator uses it; the extender
-// leaves the choice to kube-scheduler.
+// to the node whose name sorts first. skip may be called from several
+// goroutines at once. The simulator uses it; the extender leaves the choice
+// to kube-scheduler.
 func Best(pod *request.Pod, nodes []*ledger.Node, pol Policies, skip func(i int) bool) int {
 	pol = pol.For(pod)
-	f := newFitter(pod, pol.GPU)
-	best, bestScore := -1, 0.0
-	for i, n := range nodes {
-		if n == nil || (skip != nil && skip(i)) {
-			continue
-		}
-		s, reason := f.score(n, pol.Node)
-		if reason != "" {
-			continue
-		}
-		if best < 0 || s > bestScore || (s == bestScore && n.Name() < nodes[best].Name()) {
-			best, bestScore = i, s
-		}
+	type pick struct {
+		i int
+		s float64
 	}
-	return best
+	better := func(a, b pick) bool {
+		return b.i < 0 || (a.i >= 0 && (a.s > b.s || (a.s == b.s && nodes[a.i].Name() < nodes[b.i].Name())))
+	}
+	var mu sync.Mutex
+	best := pick{i: -1}
+	chunks(len(nodes), func(lo, hi int) {
+		f := newFitter(pod, pol.GPU)
+		local := pick{i: -1}
+		for i := lo; i < hi; i++ {
+			if nodes[i] == nil || (skip != nil && skip(i)) {
+				continue
+			}
+			if s, reason := f.score(nodes[i], pol.Node); reason == "" && better(pick{i, s}, local) {
+				local = pick{i, s}
+			}
+		}
+		mu.Lock()
+		if better(local, best) {
+			best = local
+		}
+		mu.Unlock()
+	})
+	return best.i
 }
 
 // Plan chooses the GPUs for the pod on node, by the pod's GPU policy,

@@ -81,13 +81,13 @@ type Selector struct {
 	NoUseUUIDs []string
 }
 
-// Allows reports whether a GPU of this model and uuid may be used.
+// Allows reports whether a GPU of this model and uuid may be used. It does
+// not allocate: the extender calls it for every GPU of every node.
 func (s *Selector) Allows(model, uuid string) bool {
-	m := strings.ToLower(model)
-	if len(s.UseTypes) > 0 && !anySubstring(m, s.UseTypes) {
+	if len(s.UseTypes) > 0 && !anySubstring(model, s.UseTypes) {
 		return false
 	}
-	if anySubstring(m, s.NoUseTypes) {
+	if anySubstring(model, s.NoUseTypes) {
 		return false
 	}
 	if len(s.UseUUIDs) > 0 && !anyEqualFold(uuid, s.UseUUIDs) {
@@ -101,9 +101,20 @@ func (s *Selector) Empty() bool {
 	return len(s.UseTypes)+len(s.NoUseTypes)+len(s.UseUUIDs)+len(s.NoUseUUIDs) == 0
 }
 
-func anySubstring(lowerModel string, list []string) bool {
+func anySubstring(model string, list []string) bool {
 	for _, t := range list {
-		if strings.Contains(lowerModel, strings.ToLower(t)) {
+		if containsFold(model, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFold is a case-insensitive strings.Contains for the ASCII model
+// names GPUs report.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
 			return true
 		}
 	}
