@@ -125,10 +125,10 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			sa: "vgpu-device-plugin",
 			rules: map[string][]rbacv1.PolicyRule{
 				"": {
-					rule(core, []string{"nodes"}, []string{"get", "patch"}),
+					rule(core, []string{"nodes"}, []string{"get", "list", "watch", "patch"}),
 					rule(core, []string{"pods"}, []string{"get", "list", "watch", "patch"}),
 				},
-				ns: {rule(core, []string{"configmaps"}, ro)},
+				ns: {rule(core, []string{"configmaps"}, ro, contract.SettingsConfigMap)},
 			},
 		},
 		{
