@@ -1,28 +1,107 @@
-// Command deviceplugin is vgpu's kubelet device plugin and node GPU inventory publisher.
+// Command deviceplugin is vgpu's kubelet device plugin and node GPU inventory
+// publisher. See docs/deviceplugin.md.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/daemon"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
 
 func main() {
+	cfg := daemon.Config{}
+	var kubeconfig, logLevel, ignoredXids string
 	root := &cobra.Command{
 		Use:           "deviceplugin",
 		Short:         "vgpu kubelet device plugin and node GPU inventory publisher",
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("not implemented yet")
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			if cfg.IgnoredXids, err = discovery.ParseXids(ignoredXids); err != nil {
+				return fmt.Errorf("--ignored-xids: %w", err)
+			}
+			if cfg.NodeName == "" {
+				return fmt.Errorf("the node name is empty: set --node-name or NODE_NAME (the downward API's spec.nodeName)")
+			}
+			// GPUs first: a node without any has nothing to do here.
+			lib, err := daemon.OpenNVML(cfg.NVML, cfg.NodeName)
+			if err != nil {
+				return err
+			}
+			defer lib.Shutdown()
+			rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+				&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, nil).ClientConfig()
+			if err != nil {
+				return fmt.Errorf("kubernetes client config (in-cluster, or --kubeconfig): %w", err)
+			}
+			rc.UserAgent = "vgpu-deviceplugin/" + version.Version
+			client, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			log.Info("starting", zap.String("version", version.Version), zap.String("node", cfg.NodeName), zap.String("nvml", cfg.NVML))
+			return daemon.Run(ctx, cfg, daemon.Deps{Client: client, NVML: lib, Log: log})
 		},
 	}
+	f := root.Flags()
+	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
+	f.StringVar(&cfg.NVML, "nvml", "", "NVML to use: empty for the driver's libnvidia-ml.so.1, or mock:<model>[:<count>] for go-nvml's mock (dgxa100, dgxh100, dgxh200, dgxb200, a100-40gb, a100-80gb, a30)")
+	f.StringVar(&cfg.SocketDir, "kubelet-socket-dir", pluginapi.DevicePluginPath, "the kubelet's device plugin directory (holds kubelet.sock)")
+	f.StringVar(&cfg.SocketName, "socket-name", "vgpu.sock", "this plugin's socket name in --kubelet-socket-dir")
+	f.StringVar(&cfg.HostRoot, "host-root", contract.HostRoot, "vgpu's directory on the host: libvgpu in lib/, region directories in containers/")
+	f.StringVar(&cfg.LibvgpuSource, "libvgpu", "/opt/vgpu/libvgpu.so", "libvgpu in the plugin image, installed into --host-root/lib")
+	f.StringVar(&cfg.SysfsRoot, "sysfs-root", "/sys", "where sysfs is mounted (read for GPU NUMA nodes)")
+	f.StringVar(&cfg.Namespace, "namespace", contract.DefaultNamespace, "namespace of the settings ConfigMap")
+	f.StringVar(&cfg.SettingsConfigMap, "settings-configmap", contract.SettingsConfigMap, "name of the settings ConfigMap")
+	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":9394", "address of /healthz and /metrics; empty to disable")
+	f.BoolVar(&cfg.AdvertiseCapacity, "advertise-capacity", false, "also write nvidia.com/gpu capacity into the Node status (for kwok nodes, which have no kubelet)")
+	f.StringVar(&ignoredXids, "ignored-xids", joinXids(discovery.DefaultIgnoredXids), "Xid errors that do not make a GPU unhealthy (application errors)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; empty for in-cluster config")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "deviceplugin:", err)
 		os.Exit(1)
 	}
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level %q: must be debug, info, warn or error", level)
+	}
+	c := zap.NewProductionConfig()
+	c.Level = zap.NewAtomicLevelAt(lvl)
+	return c.Build()
+}
+
+func joinXids(xs []uint64) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ",")
 }

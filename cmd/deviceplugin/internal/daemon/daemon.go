@@ -1,0 +1,269 @@
+// Package daemon wires the device plugin's parts together: NVML discovery
+// and health, the settings watcher, the node inventory publisher, the pod
+// resolver, libvgpu installation and the kubelet plugin server.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/install"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/inventory"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/kubeletplugin"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/nvmlmock"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/podresolver"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/settings"
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/version"
+)
+
+// Config is what the command line sets.
+type Config struct {
+	NodeName string
+	// NVML is "" for the real library or "mock:<model>[:<count>]".
+	NVML              string
+	SocketDir         string
+	SocketName        string
+	HostRoot          string
+	LibvgpuSource     string
+	SysfsRoot         string
+	Namespace         string
+	SettingsConfigMap string
+	// MetricsAddress serves /healthz and /metrics; "" serves nothing.
+	MetricsAddress    string
+	IgnoredXids       []uint64
+	AdvertiseCapacity bool
+}
+
+// Deps are what tests replace.
+type Deps struct {
+	Client kubernetes.Interface
+	// NVML, when set, is used instead of what Config.NVML names.
+	NVML     nvml.Interface
+	Registry *prometheus.Registry
+	Log      *zap.Logger
+	// Ready, when set, is called once the plugin serves.
+	Ready func()
+}
+
+// OpenNVML returns the NVML that cfg.NVML names, initialised.
+func OpenNVML(spec, node string) (nvml.Interface, error) {
+	var lib nvml.Interface
+	if m, ok := strings.CutPrefix(spec, "mock:"); ok {
+		s, err := nvmlmock.ParseSpec(m)
+		if err != nil {
+			return nil, fmt.Errorf("--nvml=%s: %w", spec, err)
+		}
+		lib = nvmlmock.New(s, node)
+	} else if spec == "" {
+		lib = nvml.New()
+	} else {
+		return nil, fmt.Errorf("--nvml=%q: must be empty (the real NVML) or mock:<model>[:<count>] with a model among %s",
+			spec, strings.Join(nvmlmock.Models(), ", "))
+	}
+	if ret := lib.Init(); ret != nvml.SUCCESS {
+		return nil, fmt.Errorf("NVML cannot start (%v): this node has no NVIDIA GPU, or its driver (libnvidia-ml.so.1) is not installed or not visible to the plugin; "+
+			"to simulate a GPU node, run with --nvml=mock:<model> (models: %s)", ret, strings.Join(nvmlmock.Models(), ", "))
+	}
+	return lib, nil
+}
+
+// Run runs the device plugin until ctx ends.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	log := deps.Log
+	if cfg.NodeName == "" {
+		return errors.New("the node name is empty: set --node-name or NODE_NAME (the downward API's spec.nodeName)")
+	}
+	lib := deps.NVML
+	if lib == nil {
+		var err error
+		if lib, err = OpenNVML(cfg.NVML, cfg.NodeName); err != nil {
+			return err
+		}
+		defer lib.Shutdown()
+	}
+	gpus, err := discovery.Discover(lib, cfg.SysfsRoot)
+	if errors.Is(err, discovery.ErrNoGPU) {
+		return fmt.Errorf("%w: nothing to share on node %s; run the plugin only on GPU nodes (label %s)", err, cfg.NodeName, "vgpu.io/gpu-node")
+	}
+	if err != nil {
+		return fmt.Errorf("GPU discovery: %w", err)
+	}
+	for _, g := range gpus {
+		log.Info("found GPU", zap.Int("index", g.Index), zap.String("uuid", g.UUID), zap.String("model", g.Model),
+			zap.Int64("memoryMiB", g.MemoryMiB), zap.Int("numaNode", g.NUMANode))
+	}
+
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := metrics.New(reg)
+	state := gpustate.New(gpus, config.Default())
+
+	host := containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "containers")}
+	libDir, err := install.Install(cfg.LibvgpuSource, filepath.Join(cfg.HostRoot, "lib"), version.Version)
+	switch {
+	case errors.Is(err, install.ErrSourceMissing):
+		log.Warn("libvgpu is not in the plugin image: containers get their GPUs but no memory or compute limits (no libvgpu mount, no LD_PRELOAD)",
+			zap.String("source", cfg.LibvgpuSource))
+	case err != nil:
+		return fmt.Errorf("installing libvgpu: %w", err)
+	default:
+		host.LibDir = libDir
+		log.Info("installed libvgpu", zap.String("dir", libDir))
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Settings first: the first inventory and device list use them.
+	cmFactory := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0, informers.WithNamespace(cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.SettingsConfigMap).String()
+		}))
+	cmInformer := cmFactory.Core().V1().ConfigMaps().Informer()
+	if _, err := cmInformer.AddEventHandler(settings.Handler(state, log)); err != nil {
+		return err
+	}
+	cmFactory.Start(ctx.Done())
+	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
+	if !cache.WaitForCacheSync(syncCtx.Done(), cmInformer.HasSynced) {
+		log.Warn("settings ConfigMap not readable yet; starting with the defaults",
+			zap.String("configMap", cfg.Namespace+"/"+cfg.SettingsConfigMap))
+	}
+	syncCancel()
+
+	podFactory := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
+		}))
+	podInformer := podFactory.Core().V1().Pods()
+	resolver := podresolver.New(cfg.NodeName, deps.Client, podInformer.Lister(), log)
+	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if pod, ok := obj.(*corev1.Pod); ok {
+				resolver.Forget(pod.UID)
+				removeRegionDirs(host.ContainersDir, string(pod.UID), log)
+			}
+		},
+	}); err != nil {
+		return err
+	}
+
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
+		}))
+	nodeInformer := nodeFactory.Core().V1().Nodes()
+	kick := make(chan struct{}, 1)
+	poke := func(any) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	if _, err := nodeInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: poke, UpdateFunc: func(_, n any) { poke(n) },
+	}); err != nil {
+		return err
+	}
+	podFactory.Start(ctx.Done())
+	nodeFactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced) {
+		return ctx.Err()
+	}
+
+	errs := make(chan error, 3)
+	go func() {
+		uuids := make([]string, len(gpus))
+		for i, g := range gpus {
+			uuids[i] = g.UUID
+		}
+		err := discovery.WatchHealth(ctx, lib, uuids, cfg.IgnoredXids, func(ev discovery.Event) {
+			if state.SetHealthy(ev.UUID, false) {
+				m.UnhealthyGPUs.Inc()
+				log.Error("GPU marked unhealthy", zap.String("gpu", ev.UUID), zap.Uint64("xid", ev.Xid), zap.Uint64("eventType", ev.Type))
+			}
+		}, func(msg, uuid string, err error) {
+			log.Warn(msg, zap.String("gpu", uuid), zap.Error(err))
+		})
+		if err != nil {
+			// Without events health is unknown; keep serving what we know.
+			log.Error("GPU health watch stopped", zap.Error(err))
+		}
+	}()
+	pub := &inventory.Publisher{Node: cfg.NodeName, Client: deps.Client, Nodes: nodeInformer.Lister(), State: state,
+		Metrics: m, Log: log, AdvertiseCapacity: cfg.AdvertiseCapacity}
+	go pub.Run(ctx, kick)
+
+	if cfg.MetricsAddress != "" {
+		srv, err := serveHTTP(cfg.MetricsAddress, reg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+
+	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host}, state, resolver, m, log)
+	go func() { errs <- plugin.Run(ctx) }()
+	if deps.Ready != nil {
+		deps.Ready()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errs:
+		return err
+	}
+}
+
+func serveHTTP(addr string, reg *prometheus.Registry) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics address %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return srv, nil
+}
+
+// removeRegionDirs deletes a deleted pod's region directories.
+func removeRegionDirs(dir, podUID string, log *zap.Logger) {
+	matches, _ := filepath.Glob(filepath.Join(dir, podUID+"_*"))
+	for _, m := range matches {
+		if err := os.RemoveAll(m); err != nil {
+			log.Warn("removing a deleted pod's region directory", zap.String("dir", m), zap.Error(err))
+		}
+	}
+}

@@ -1,0 +1,360 @@
+// Package podresolver answers the question the kubelet's Allocate leaves
+// open: which pod and container is this for? The kubelet admits pods one at a
+// time in creation order and allocates a pod's containers in order (init
+// containers first), so the container being allocated is the next unserved
+// vGPU container of the oldest bound pod still waiting for one, among those
+// asking for this many devices. No lock is held between the scheduler's bind
+// and the kubelet's admission (DESIGN §4); the resolver only reads the pods
+// bound to its node from an informer and records what it served.
+package podresolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/allocated"
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
+)
+
+// Target is the resolved pod and container, with what it was assigned.
+type Target struct {
+	Pod       *corev1.Pod
+	Container assign.Container
+}
+
+// Resolver is safe for concurrent use.
+type Resolver struct {
+	node   string
+	client kubernetes.Interface
+	pods   corelisters.PodLister
+	log    *zap.Logger
+
+	mu sync.Mutex
+	// served holds what this process served, ahead of the informer seeing
+	// its own vgpu.io/allocated patches.
+	served map[types.UID][]allocated.Container
+	// rejected pods got an Allocate error; the kubelet fails their
+	// admission, so they must not stand in the queue before other pods.
+	rejected map[types.UID]bool
+}
+
+// New returns a resolver for node over an informer's pod lister, which
+// should hold the pods bound to node (field selector spec.nodeName).
+func New(node string, client kubernetes.Interface, pods corelisters.PodLister, log *zap.Logger) *Resolver {
+	return &Resolver{
+		node: node, client: client, pods: pods, log: log,
+		served:   map[types.UID][]allocated.Container{},
+		rejected: map[types.UID]bool{},
+	}
+}
+
+// Forget drops what is remembered about a deleted pod.
+func (r *Resolver) Forget(uid types.UID) {
+	r.mu.Lock()
+	delete(r.served, uid)
+	delete(r.rejected, uid)
+	r.mu.Unlock()
+}
+
+// waiting is a pod's next container that waits for Allocate.
+type waiting struct {
+	pod        *corev1.Pod
+	name       string
+	init       bool
+	count      int
+	assignment assign.Pod
+	// invalid says why the assignment cannot serve this container.
+	invalid error
+}
+
+// GPUs is the sorted GPU uuids of the waiting container's assignment.
+func (w waiting) gpus() []string {
+	c, _ := w.assignment.Container(w.name, w.init)
+	out := make([]string, 0, len(c.Devices))
+	for _, d := range c.Devices {
+		out = append(out, d.UUID)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Preferred returns the GPUs of the container the next Allocate of count
+// devices will be for, so the kubelet can be steered to device ids on them;
+// nil when there is no such container or its assignment is unusable.
+func (r *Resolver) Preferred(count int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ws := r.waitingLocked(r.cached(), count)
+	if len(ws) == 0 || ws[0].invalid != nil {
+		return nil
+	}
+	return ws[0].gpus()
+}
+
+// Resolve finds the container an Allocate of count devices on gpus (the
+// GPUs of the device ids the kubelet chose) is for, and reserves it: the
+// next Resolve will not return it again. Call Release if the allocation
+// fails after all, Record once it succeeds.
+func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Target, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pods := r.cached()
+	ws := r.waitingLocked(pods, count)
+	source := "informer cache"
+	if len(ws) == 0 {
+		// The kubelet can see a pod before our informer does. One fresh
+		// read settles it.
+		list, err := r.client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+			FieldSelector: fields.OneTermEqualSelector("spec.nodeName", r.node).String(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node %s: no pod in the informer cache waits for %d %s, and listing the node's pods failed: %w",
+				r.node, count, contract.ResourceGPU, err)
+		}
+		pods = make([]*corev1.Pod, 0, len(list.Items))
+		for i := range list.Items {
+			pods = append(pods, &list.Items[i])
+		}
+		ws = r.waitingLocked(pods, count)
+		source = "API server"
+	}
+	if len(ws) == 0 {
+		return nil, fmt.Errorf("node %s: no pod bound to this node has a container waiting for %d %s "+
+			"(searched %d pods from the %s; a pod is waiting while it is Pending, not being deleted, and some container with a %s limit has no entry in %s)",
+			r.node, count, contract.ResourceGPU, len(pods), source, contract.ResourceGPU, contract.AnnotationAllocated)
+	}
+	w := pick(ws, gpus)
+	if w.invalid != nil {
+		r.rejected[w.pod.UID] = true
+		return nil, fmt.Errorf("node %s: pod %s/%s container %q (%d %s): %w",
+			r.node, w.pod.Namespace, w.pod.Name, w.name, w.count, contract.ResourceGPU, w.invalid)
+	}
+	c, _ := w.assignment.Container(w.name, w.init)
+	uuids := make([]string, len(c.Devices))
+	for i, d := range c.Devices {
+		uuids[i] = d.UUID
+	}
+	r.served[w.pod.UID] = append(r.served[w.pod.UID], allocated.Container{Name: w.name, Init: w.init, Devices: uuids})
+	return &Target{Pod: w.pod, Container: *c}, nil
+}
+
+// pick chooses among the waiting containers, oldest pod first. Pods created
+// in the same second are ordered by name here, but the kubelet's order among
+// them is not defined; the device ids it chose were steered by Preferred
+// onto one of them, so among those the one whose GPUs match wins.
+func pick(ws []waiting, gpus []string) waiting {
+	want := slices.Clone(gpus)
+	sort.Strings(want)
+	first := ws[0].pod.CreationTimestamp
+	for _, w := range ws {
+		if !w.pod.CreationTimestamp.Equal(&first) {
+			break
+		}
+		if w.invalid == nil && slices.Equal(w.gpus(), want) {
+			return w
+		}
+	}
+	return ws[0]
+}
+
+// Release undoes a Resolve whose allocation failed.
+func (r *Resolver) Release(t *Target) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.served[t.Pod.UID]
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i].Name == t.Container.Name && s[i].Init == t.Container.Init {
+			r.served[t.Pod.UID] = slices.Delete(s, i, i+1)
+			return
+		}
+	}
+}
+
+// Record writes vgpu.io/allocated on the target's pod. The reservation
+// made by Resolve already keeps the container from being resolved again in
+// this process; the annotation carries that across restarts, so a failed
+// write is retried in the background until ctx ends.
+func (r *Resolver) Record(ctx, bgCtx context.Context, t *Target) error {
+	err := r.patch(ctx, t.Pod)
+	if err == nil {
+		return nil
+	}
+	r.log.Warn("recording the allocation on the pod failed; retrying in the background",
+		zap.String("pod", t.Pod.Namespace+"/"+t.Pod.Name), zap.Error(err))
+	go func() {
+		_ = wait.ExponentialBackoffWithContext(bgCtx, wait.Backoff{Duration: time.Second, Factor: 2, Steps: 10, Cap: time.Minute},
+			func(ctx context.Context) (bool, error) {
+				if err := r.patch(ctx, t.Pod); err != nil {
+					r.log.Warn("recording the allocation on the pod failed", zap.String("pod", t.Pod.Namespace+"/"+t.Pod.Name), zap.Error(err))
+					return false, nil
+				}
+				return true, nil
+			})
+	}()
+	return err
+}
+
+func (r *Resolver) patch(ctx context.Context, pod *corev1.Pod) error {
+	r.mu.Lock()
+	rec := allocated.Record{Node: r.node, Containers: r.servedLocked(pod)}
+	r.mu.Unlock()
+	val, err := allocated.Encode(rec)
+	if err != nil {
+		return err
+	}
+	body, err := jsonMergePatch(contract.AnnotationAllocated, val)
+	if err != nil {
+		return err
+	}
+	_, err = r.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, body, metav1.PatchOptions{})
+	return err
+}
+
+func (r *Resolver) cached() []*corev1.Pod {
+	pods, err := r.pods.List(labels.Everything())
+	if err != nil {
+		// A lister over a cache does not fail.
+		r.log.Error("listing cached pods", zap.Error(err))
+	}
+	return pods
+}
+
+// servedLocked is what was served to pod: its annotation and this process's
+// own record, which may be ahead of the annotation the cache holds.
+func (r *Resolver) servedLocked(pod *corev1.Pod) []allocated.Container {
+	var out []allocated.Container
+	if v, ok := pod.Annotations[contract.AnnotationAllocated]; ok {
+		rec, err := allocated.Decode(v)
+		if err != nil {
+			r.log.Warn("ignoring unreadable allocation record", zap.String("pod", pod.Namespace+"/"+pod.Name), zap.Error(err))
+		}
+		out = append(out, rec.Containers...)
+	}
+	for _, c := range r.served[pod.UID] {
+		if !slices.ContainsFunc(out, func(o allocated.Container) bool { return o.Name == c.Name && o.Init == c.Init }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// waitingLocked lists the pods' next waiting containers that ask for count
+// devices, oldest pod first.
+func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
+	var out []waiting
+	for _, p := range pods {
+		if p.Spec.NodeName != r.node || p.DeletionTimestamp != nil || r.rejected[p.UID] {
+			continue
+		}
+		if p.Status.Phase != corev1.PodPending && p.Status.Phase != "" {
+			// Admission allocates every container at once, before the pod
+			// runs: a running pod waits for nothing.
+			continue
+		}
+		w, ok := r.nextLocked(p)
+		if !ok || w.count != count {
+			continue
+		}
+		out = append(out, w)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].pod, out[j].pod
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	return out
+}
+
+// nextLocked is the pod's first vGPU container, in the kubelet's order,
+// that has not been served.
+func (r *Resolver) nextLocked(p *corev1.Pod) (waiting, bool) {
+	served := r.servedLocked(p)
+	isServed := func(name string, init bool) bool {
+		return slices.ContainsFunc(served, func(c allocated.Container) bool { return c.Name == name && c.Init == init })
+	}
+	for _, group := range []struct {
+		cs   []corev1.Container
+		init bool
+	}{{p.Spec.InitContainers, true}, {p.Spec.Containers, false}} {
+		for _, c := range group.cs {
+			n := gpuCount(c)
+			if n == 0 || isServed(c.Name, group.init) {
+				continue
+			}
+			w := waiting{pod: p, name: c.Name, init: group.init, count: n}
+			w.assignment, w.invalid = assignmentFor(p, c.Name, group.init, n, r.node)
+			return w, true
+		}
+	}
+	return waiting{}, false
+}
+
+func gpuCount(c corev1.Container) int {
+	q, ok := c.Resources.Limits[corev1.ResourceName(contract.ResourceGPU)]
+	if !ok {
+		q, ok = c.Resources.Requests[corev1.ResourceName(contract.ResourceGPU)]
+	}
+	if !ok {
+		return 0
+	}
+	return int(q.Value())
+}
+
+// assignmentFor checks that the pod's assignment can serve the container.
+func assignmentFor(p *corev1.Pod, name string, init bool, count int, node string) (assign.Pod, error) {
+	a, err := annotation.DecodeAssignment(p.Annotations[contract.AnnotationAssignment])
+	if errors.Is(err, annotation.ErrMissing) {
+		return a, fmt.Errorf("annotation %s is missing: the pod was not scheduled by the vgpu scheduler extender (schedulerName %q)",
+			contract.AnnotationAssignment, p.Spec.SchedulerName)
+	}
+	if err != nil {
+		return a, err
+	}
+	if a.Node != node {
+		return a, fmt.Errorf("%s is for node %q, not this node", contract.AnnotationAssignment, a.Node)
+	}
+	kind := "container"
+	if init {
+		kind = "init container"
+	}
+	c, ok := a.Container(name, init)
+	if !ok {
+		return a, fmt.Errorf("%s has no entry for %s %q", contract.AnnotationAssignment, kind, name)
+	}
+	if len(c.Devices) != count {
+		return a, fmt.Errorf("%s gives %s %q %d devices (%s), but it asks for %d %s",
+			contract.AnnotationAssignment, kind, name, len(c.Devices), deviceList(c.Devices), count, contract.ResourceGPU)
+	}
+	return a, nil
+}
+
+func deviceList(ds []assign.Device) string {
+	s := make([]string, len(ds))
+	for i, d := range ds {
+		s[i] = d.UUID
+	}
+	return strings.Join(s, ",")
+}
