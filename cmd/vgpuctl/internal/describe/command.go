@@ -1,0 +1,237 @@
+// Package describe is `vgpuctl describe node`: how a node's GPUs are
+// shared, per GPU and per pod, read from the Node's vgpu.io/devices and the
+// pods' vgpu.io/assignment annotations (get/list only), and, with --usage,
+// what the node's monitor measures.
+package describe
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/contract"
+)
+
+type options struct {
+	kubeconfig     string
+	context        string
+	requestTimeout time.Duration
+	output         string
+	usage          bool
+	monitorPort    int
+	monitorAddress string
+	usageTimeout   time.Duration
+
+	newClient func(o *options) (kubernetes.Interface, error)
+}
+
+// NewCommand returns `describe` with its `node` subcommand.
+func NewCommand() *cobra.Command {
+	return newCommand(clientFromKubeconfig)
+}
+
+func newCommand(newClient func(o *options) (kubernetes.Interface, error)) *cobra.Command {
+	o := &options{newClient: newClient}
+	describe := &cobra.Command{
+		Use:   "describe",
+		Short: "Show how GPUs are shared",
+	}
+	node := &cobra.Command{
+		Use:   "node [NAME]",
+		Short: "Show a node's GPUs, what is allocated on each and to which pods; without NAME, one line per GPU node",
+		Example: `  vgpuctl describe node                 # every GPU node, one line each
+  vgpuctl describe node gpu-1           # per GPU: allocation, a bar, the pods on it
+  vgpuctl describe node gpu-1 --usage   # also what the node's monitor measures
+  vgpuctl describe node gpu-1 -o yaml`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.output != "" && o.output != "json" && o.output != "yaml" {
+				return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,yaml", o.output)
+			}
+			client, err := o.newClient(o)
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				return o.list(cmd.Context(), client, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
+			return o.one(cmd.Context(), client, args[0], cmd.OutOrStdout())
+		},
+	}
+	f := node.Flags()
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+	f.StringVar(&o.context, "context", "", "the kubeconfig context to use")
+	f.DurationVar(&o.requestTimeout, "request-timeout", 30*time.Second, "timeout of each request to the API server")
+	f.StringVarP(&o.output, "output", "o", "", "output format: json or yaml (default: a table for people)")
+	f.BoolVar(&o.usage, "usage", false, "also show actual usage measured by the node's monitor (needs a node NAME)")
+	f.IntVar(&o.monitorPort, "monitor-port", defaultPort, "port of the monitor's /metrics on the node's address")
+	f.StringVar(&o.monitorAddress, "monitor-address", "", "host:port of the node's monitor, instead of the node's InternalIP and --monitor-port")
+	f.DurationVar(&o.usageTimeout, "usage-timeout", 3*time.Second, "how long to wait for the monitor before showing allocation only")
+	describe.AddCommand(node)
+	return describe
+}
+
+func clientFromKubeconfig(o *options) (kubernetes.Interface, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = o.kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: o.context})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	rc.Timeout = o.requestTimeout
+	return kubernetes.NewForConfig(rc)
+}
+
+// apiError words API errors as kubectl does.
+func apiError(err error) error {
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		s := st.Status()
+		if s.Reason != "" {
+			return fmt.Errorf("Error from server (%s): %s", s.Reason, s.Message)
+		}
+		return fmt.Errorf("Error from server: %s", s.Message)
+	}
+	return err
+}
+
+// errNoInventory is returned for a node the device plugin has not described.
+func errNoInventory(name string) error {
+	return fmt.Errorf("node %q has no vgpu GPU inventory (annotation %s is missing): it is not a vgpu GPU node, or its device plugin has not started", name, contract.AnnotationDevices)
+}
+
+func (o *options) one(ctx context.Context, c kubernetes.Interface, name string, out io.Writer) error {
+	node, err := c.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return apiError(err)
+	}
+	if !hasInventory(node) {
+		return errNoInventory(name)
+	}
+	inv, err := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
+	if err != nil {
+		return fmt.Errorf("node %q: %v", name, err)
+	}
+	pods, err := c.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", name).String(),
+	})
+	if err != nil {
+		return apiError(err)
+	}
+	r := buildNode(node, inv, onNode(pods.Items, name))
+	if o.usage {
+		o.addUsage(ctx, node, &r)
+	}
+	switch o.output {
+	case "json", "yaml":
+		return write(out, o.output, r)
+	}
+	return renderNode(out, r)
+}
+
+func (o *options) addUsage(ctx context.Context, node *corev1.Node, r *NodeReport) {
+	addr := o.monitorAddress
+	if addr == "" {
+		var err error
+		if addr, err = monitorAddress(node, o.monitorPort); err != nil {
+			r.Usage = &UsageStatus{Source: "(none)", Error: err.Error()}
+			return
+		}
+	}
+	r.Usage = &UsageStatus{Source: addr}
+	fams, err := scrape(ctx, addr, o.usageTimeout)
+	if err != nil {
+		r.Usage.Error = err.Error()
+		return
+	}
+	applyUsage(r, fams)
+}
+
+// onNode keeps the pods bound to the node; a fake or old API server may
+// ignore the field selector.
+func onNode(pods []corev1.Pod, name string) []corev1.Pod {
+	out := pods[:0:0]
+	for _, p := range pods {
+		if p.Spec.NodeName == name {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (o *options) list(ctx context.Context, c kubernetes.Interface, out, errOut io.Writer) error {
+	if o.usage {
+		return fmt.Errorf("--usage needs a node NAME: it asks that node's monitor")
+	}
+	nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return apiError(err)
+	}
+	var gpuNodes []corev1.Node
+	for _, n := range nodes.Items {
+		if hasInventory(&n) {
+			gpuNodes = append(gpuNodes, n)
+		}
+	}
+	sort.Slice(gpuNodes, func(i, j int) bool { return gpuNodes[i].Name < gpuNodes[j].Name })
+	summaries := []NodeSummary{}
+	if len(gpuNodes) > 0 {
+		pods, err := c.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return apiError(err)
+		}
+		byNode := map[string][]corev1.Pod{}
+		for _, p := range pods.Items {
+			byNode[p.Spec.NodeName] = append(byNode[p.Spec.NodeName], p)
+		}
+		for i := range gpuNodes {
+			n := &gpuNodes[i]
+			inv, err := annotation.DecodeDevices(n.Annotations[contract.AnnotationDevices])
+			if err != nil {
+				fmt.Fprintf(errOut, "warning: node %q skipped: %v\n", n.Name, err)
+				continue
+			}
+			summaries = append(summaries, summarize(buildNode(n, inv, byNode[n.Name])))
+		}
+	}
+	switch o.output {
+	case "json", "yaml":
+		return write(out, o.output, map[string]any{"nodes": summaries})
+	}
+	if len(summaries) == 0 {
+		fmt.Fprintln(errOut, "No vgpu GPU nodes found.")
+		return nil
+	}
+	return renderList(out, summaries)
+}
+
+func write(w io.Writer, format string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if format == "yaml" {
+		if b, err = yaml.JSONToYAML(b); err != nil {
+			return err
+		}
+	} else {
+		b = append(b, '\n')
+	}
+	_, err = w.Write(b)
+	return err
+}

@@ -1,0 +1,280 @@
+package describe
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/device"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden with the current output")
+
+const (
+	uuid0 = "GPU-a0000000-0000-4000-8000-000000000000"
+	uuid1 = "GPU-a1000000-0000-4000-8000-000000000001"
+	uuid2 = "GPU-a2000000-0000-4000-8000-000000000002"
+)
+
+func gpuNode(t *testing.T, name string, inv device.Inventory) *corev1.Node {
+	t.Helper()
+	v, err := annotation.EncodeDevices(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{contract.AnnotationDevices: v}},
+		Status:     corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.7"}}},
+	}
+}
+
+func a100s(n int, uuids ...string) []device.GPU {
+	var gs []device.GPU
+	for i := 0; i < n; i++ {
+		gs = append(gs, device.GPU{UUID: uuids[i], Index: i, Model: "NVIDIA A100-SXM4-40GB", MemoryMiB: 40960, NUMANode: 0, Healthy: true})
+	}
+	return gs
+}
+
+func pod(t *testing.T, ns, name, node string, phase corev1.PodPhase, a *assign.Pod) *corev1.Pod {
+	t.Helper()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(ns + "-" + name)},
+		Spec:       corev1.PodSpec{NodeName: node},
+		Status:     corev1.PodStatus{Phase: phase},
+	}
+	if a != nil {
+		v, err := annotation.EncodeAssignment(*a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Annotations = map[string]string{contract.AnnotationAssignment: v}
+	}
+	return p
+}
+
+func ctr(name string, devs ...assign.Device) assign.Container {
+	return assign.Container{Name: name, Devices: devs}
+}
+
+// cluster: gpu-node-1 has three shared A100s; gpu-node-2 one A100 held
+// whole and one unhealthy; cpu-node has no GPUs.
+func cluster(t *testing.T) []runtime.Object {
+	n1 := gpuNode(t, "gpu-node-1", device.Inventory{GPUs: a100s(3, uuid0, uuid1, uuid2), SplitCount: 10, MemoryScaling: 1})
+	n2gpus := a100s(2, "GPU-b0000000-0000-4000-8000-000000000000", "GPU-b1000000-0000-4000-8000-000000000001")
+	n2gpus[1].Healthy = false
+	n2 := gpuNode(t, "gpu-node-2", device.Inventory{GPUs: n2gpus, SplitCount: 4, MemoryScaling: 1.5})
+	cpu := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cpu-node"}}
+	on1 := func(cs ...assign.Container) *assign.Pod { return &assign.Pod{Node: "gpu-node-1", Containers: cs} }
+	dev := func(u string, mem int64, cores int) assign.Device {
+		return assign.Device{UUID: u, MemoryMiB: mem, Cores: cores}
+	}
+	initC := ctr("fetch-weights", dev(uuid1, 20480, 0))
+	initC.Init = true
+	objs := []runtime.Object{n1, n2, cpu,
+		pod(t, "team-a", "train-0", "gpu-node-1", corev1.PodRunning, on1(ctr("trainer", dev(uuid0, 16384, 30), dev(uuid2, 16384, 30)))),
+		pod(t, "team-a", "train-1", "gpu-node-1", corev1.PodRunning, on1(ctr("trainer", dev(uuid0, 8192, 30)))),
+		pod(t, "team-b", "infer", "gpu-node-1", corev1.PodRunning, on1(initC, ctr("server", dev(uuid1, 10240, 0)), ctr("metrics", dev(uuid1, 1024, 10)))),
+		pod(t, "team-c", "notebook", "gpu-node-1", corev1.PodRunning, on1(ctr("jupyter", dev(uuid2, 4096, 20)))),
+		// finished: holds nothing
+		pod(t, "team-c", "done", "gpu-node-1", corev1.PodSucceeded, on1(ctr("job", dev(uuid2, 30000, 50)))),
+		// no GPU at all
+		pod(t, "team-c", "web", "gpu-node-1", corev1.PodRunning, nil),
+		pod(t, "team-d", "whole", "gpu-node-2", corev1.PodRunning, &assign.Pod{Node: "gpu-node-2", Containers: []assign.Container{
+			ctr("sim", assign.Device{UUID: "GPU-b0000000-0000-4000-8000-000000000000", MemoryMiB: 40960, Cores: 100})}}),
+	}
+	return objs
+}
+
+func fakeClient(objs ...runtime.Object) func(*options) (kubernetes.Interface, error) {
+	c := fake.NewClientset(objs...)
+	return func(*options) (kubernetes.Interface, error) { return c, nil }
+}
+
+func run(t *testing.T, objs []runtime.Object, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := newCommand(fakeClient(objs...))
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs(append([]string{"node"}, args...))
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestDescribeGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"node", []string{"gpu-node-1"}},
+		{"node-json", []string{"gpu-node-1", "-o", "json"}},
+		{"node-yaml", []string{"gpu-node-1", "-o", "yaml"}},
+		{"node-exclusive", []string{"gpu-node-2"}},
+		{"list", nil},
+		{"list-json", []string{"-o", "json"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, err := run(t, cluster(t), tc.args...)
+			if err != nil || errOut != "" {
+				t.Fatalf("err %v, stderr %q", err, errOut)
+			}
+			golden(t, tc.name, out)
+		})
+	}
+}
+
+// The numbers a user reads off the table, asserted directly so that a
+// wrong golden file cannot hide them.
+func TestDescribeCountsLikeTheLedger(t *testing.T) {
+	out, _, err := run(t, cluster(t), "gpu-node-1", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		// GPU 0: train-0 16384 + train-1 8192, 60 cores, 2 slots
+		`"memoryAllocatedMiB": 24576`,
+		// GPU 1: app containers 10240+1024 < init 20480: the init container counts
+		`"memoryAllocatedMiB": 20480`,
+		// GPU 2: train-0 16384 + notebook 4096; the finished pod does not count
+		`"memoryAllocatedMiB": 20480,
+      "coresAllocated": 50,`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("json lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+func TestDescribeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"nope"}, `Error from server (NotFound): nodes "nope" not found`},
+		{[]string{"cpu-node"}, `node "cpu-node" has no vgpu GPU inventory (annotation vgpu.io/devices is missing)`},
+		{[]string{"gpu-node-1", "-o", "xml"}, `unable to match a printer suitable for the output format "xml", allowed formats are: json,yaml`},
+		{[]string{"--usage"}, `--usage needs a node NAME`},
+		{[]string{"a", "b"}, `accepts at most 1 arg(s), received 2`},
+	} {
+		_, _, err := run(t, cluster(t), tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("describe node %v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	_, errOut, err := run(t, []runtime.Object{&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cpu"}}})
+	if err != nil || errOut != "No vgpu GPU nodes found.\n" {
+		t.Errorf("no GPU nodes: err %v, stderr %q", err, errOut)
+	}
+	bad := gpuNode(t, "broken", device.Inventory{GPUs: a100s(1, uuid0), SplitCount: 10, MemoryScaling: 1})
+	bad.Annotations[contract.AnnotationDevices] = `{"version":"v9"}`
+	if _, _, err := run(t, []runtime.Object{bad}, "broken"); err == nil || !strings.Contains(err.Error(), `node "broken": vgpu.io/devices: unknown version "v9"`) {
+		t.Errorf("bad inventory: %v", err)
+	}
+}
+
+// monitorText is what the node's monitor serves, in its own metric names
+// (docs/metrics.md); the real monitor is checked against these in the e2e test.
+func monitorText() string {
+	var b strings.Builder
+	b.WriteString("# TYPE vgpu_gpu_memory_used_bytes gauge\n")
+	for i, u := range []string{uuid0, uuid1, uuid2} {
+		fmt.Fprintf(&b, "vgpu_gpu_memory_used_bytes{gpu=%q,index=\"%d\",model=\"NVIDIA A100-SXM4-40GB\",node=\"gpu-node-1\"} %d\n", u, i, int64(3000+1000*i)<<20)
+	}
+	b.WriteString("# TYPE vgpu_gpu_utilization_percent gauge\n")
+	fmt.Fprintf(&b, "vgpu_gpu_utilization_percent{gpu=%q,index=\"0\",model=\"m\",node=\"gpu-node-1\"} 57\n", uuid0)
+	b.WriteString("# TYPE vgpu_container_memory_used_bytes gauge\n")
+	fmt.Fprintf(&b, "vgpu_container_memory_used_bytes{container=\"trainer\",gpu=%q,index=\"0\",namespace=\"team-a\",node=\"gpu-node-1\",pod=\"train-0\"} %d\n", uuid0, int64(2500)<<20)
+	b.WriteString("# TYPE vgpu_container_utilization_percent gauge\n")
+	fmt.Fprintf(&b, "vgpu_container_utilization_percent{container=\"trainer\",gpu=%q,index=\"0\",namespace=\"team-a\",node=\"gpu-node-1\",pod=\"train-0\"} 31\n", uuid0)
+	b.WriteString("# TYPE vgpu_container_enforced gauge\n")
+	fmt.Fprintf(&b, "vgpu_container_enforced{container=\"trainer\",gpu=%q,index=\"0\",namespace=\"team-a\",node=\"gpu-node-1\",pod=\"train-0\"} 1\n", uuid0)
+	fmt.Fprintf(&b, "vgpu_container_enforced{container=\"trainer\",gpu=%q,index=\"0\",namespace=\"team-a\",node=\"gpu-node-1\",pod=\"train-1\"} 0\n", uuid0)
+	return b.String()
+}
+
+func TestDescribeUsage(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = w.Write([]byte(monitorText()))
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	out, _, err := run(t, cluster(t), "gpu-node-1", "--usage", "--monitor-address", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "node-usage", strings.ReplaceAll(out, addr, "MONITOR"))
+
+	// Unreachable: allocation is still shown, with a note saying why not usage.
+	srv.Close()
+	out, _, err = run(t, cluster(t), "gpu-node-1", "--usage", "--monitor-address", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "Usage:          unavailable, showing allocation only (monitor "+addr+": ") ||
+		!strings.Contains(out, "connection refused") || !strings.Contains(out, "team-a     train-0") {
+		t.Errorf("unreachable monitor:\n%s", out)
+	}
+}
+
+func TestMonitorAddressFromNode(t *testing.T) {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeHostName, Address: "n.local"}, {Type: corev1.NodeInternalIP, Address: "fd00::5"}}}}
+	if a, err := monitorAddress(n, 9394); err != nil || a != "[fd00::5]:9394" {
+		t.Fatalf("got %q, %v; want the InternalIP", a, err)
+	}
+	if _, err := monitorAddress(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}}, 9394); err == nil {
+		t.Fatal("a node without addresses gave an address")
+	}
+}
+
+func TestBar(t *testing.T) {
+	for _, tc := range []struct {
+		used, total int64
+		want        string
+	}{{0, 100, "[----------]"}, {1, 100, "[#---------]"}, {50, 100, "[#####-----]"}, {100, 100, "[##########]"}, {150, 100, "[##########]"}, {3, 0, "[#---------]"}} {
+		if got := bar(tc.used, tc.total); got != tc.want {
+			t.Errorf("bar(%d,%d) = %s, want %s", tc.used, tc.total, got, tc.want)
+		}
+	}
+}
