@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/vgpu-io/vgpu/cmd/webhook/config"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/app"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/version"
@@ -39,20 +40,22 @@ func main() {
 		},
 	}
 	f := root.Flags()
-	f.StringVar(&o.Listen, "listen", ":9443", "address of the HTTPS admission server (/mutate, /validate)")
-	f.StringVar(&o.ProbeListen, "probe-listen", ":8080", "address of the plain HTTP server for /healthz, /readyz and /metrics; empty disables it")
+	f.StringVar(&o.Listen, "listen", ":8443", "address of the HTTPS server: /mutate, /validate, /healthz, /readyz, /metrics")
 	f.StringVar(&o.CertFile, "tls-cert-file", "", "serving certificate (PEM, chain allowed); reloaded when it changes")
 	f.StringVar(&o.KeyFile, "tls-key-file", "", "serving key (PEM); reloaded when it changes")
-	f.StringVar(&o.CAFile, "ca-file", "", "CA of the serving certificate, for --patch-ca-bundle and --register-url")
-	f.StringVar(&o.SelfSignedDir, "self-signed-dir", "", "without --tls-cert-file: keep a generated CA and serving certificate in this directory (created on first start)")
-	f.StringSliceVar(&o.SelfSignedHosts, "self-signed-hosts", []string{"vgpu-webhook." + contract.DefaultNamespace + ".svc", "localhost", "127.0.0.1"},
-		"DNS names and IPs of the generated serving certificate; the first is its subject")
+	f.StringVar(&o.CAFile, "ca-file", "", "CA of --tls-cert-file, written into the caBundle of --webhook-configuration")
+	f.BoolVar(&o.SelfSigned, "self-signed", false, "generate a CA and serving certificate instead of --tls-cert-file, and write the CA into the caBundle")
+	f.StringVar(&o.CertSecret, "cert-secret", "", "with --self-signed: keep the CA and certificate in this Secret (namespace/name), created if missing and shared by replicas")
+	f.StringVar(&o.SelfSignedDir, "self-signed-dir", "", "with --self-signed and no --cert-secret: keep them in this directory (tls.crt, tls.key, ca.crt)")
+	f.StringVar(&o.Service, "service", "", "Service (namespace/name) whose DNS names the generated certificate is valid for")
+	f.StringSliceVar(&o.ExtraHosts, "self-signed-hosts", []string{"localhost", "127.0.0.1"}, "more DNS names and IPs for the generated certificate")
+	f.StringVar(&o.WebhookConfiguration, "webhook-configuration", config.ConfigurationName,
+		"name of the Mutating- and ValidatingWebhookConfiguration whose caBundle is set to the CA at start; empty leaves them alone")
+	f.StringVar(&o.RegisterURL, "register-url", "", "create or update the webhook configurations to call this base URL (e.g. https://127.0.0.1:8443), for local clusters")
 	f.StringVar(&o.SchedulerName, "scheduler-name", contract.DefaultSchedulerName, "schedulerName given to vgpu pods that name no scheduler")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then the in-cluster service account")
 	f.Float32Var(&o.QPS, "kube-api-qps", 20, "queries per second to the API server")
 	f.IntVar(&o.Burst, "kube-api-burst", 40, "burst of queries to the API server")
-	f.StringVar(&o.RegisterURL, "register-url", "", "create or update the webhook configurations to call this base URL (e.g. https://127.0.0.1:9443) with the CA")
-	f.BoolVar(&o.PatchCABundle, "patch-ca-bundle", false, "set the caBundle of the existing webhook configurations to the CA at start")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 
 	var dir string

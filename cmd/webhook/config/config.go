@@ -222,21 +222,22 @@ func Apply(ctx context.Context, cs kubernetes.Interface, e Endpoint) error {
 }
 
 // PatchCABundle sets the caBundle of vgpu's webhooks in both existing
-// configurations (JSON patch of each webhook's clientConfig.caBundle).
-func PatchCABundle(ctx context.Context, cs kubernetes.Interface, caPEM []byte) error {
+// configurations called name (JSON patch of each webhook's
+// clientConfig.caBundle).
+func PatchCABundle(ctx context.Context, cs kubernetes.Interface, name string, caPEM []byte) error {
 	// A JSON patch with "test" on the name guards against a configuration
 	// whose webhook list was reordered by someone else.
 	patch := func(name string) []byte {
 		return []byte(fmt.Sprintf(`[{"op":"test","path":"/webhooks/0/name","value":%q},{"op":"add","path":"/webhooks/0/clientConfig/caBundle","value":%q}]`,
 			name, base64.StdEncoding.EncodeToString(caPEM)))
 	}
-	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, ConfigurationName, types.JSONPatchType,
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, name, types.JSONPatchType,
 		patch(MutatingWebhookName), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("patch caBundle of MutatingWebhookConfiguration %s: %w", ConfigurationName, err)
+		return fmt.Errorf("patch caBundle of MutatingWebhookConfiguration %s: %w", name, err)
 	}
-	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Patch(ctx, ConfigurationName, types.JSONPatchType,
+	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Patch(ctx, name, types.JSONPatchType,
 		patch(ValidatingWebhookName), metav1.PatchOptions{}); err != nil {
-		return fmt.Errorf("patch caBundle of ValidatingWebhookConfiguration %s: %w", ConfigurationName, err)
+		return fmt.Errorf("patch caBundle of ValidatingWebhookConfiguration %s: %w", name, err)
 	}
 	return nil
 }

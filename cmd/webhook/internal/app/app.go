@@ -1,5 +1,5 @@
-// Package app wires the webhook: certificate, Node informer, admission
-// handlers, the HTTPS server and the probe/metrics server.
+// Package app wires the webhook: serving certificate, Node informer,
+// admission handlers and one HTTPS server for reviews, probes and metrics.
 package app
 
 import (
@@ -11,7 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -31,52 +32,44 @@ import (
 
 // Options are the webhook's flags.
 type Options struct {
-	Listen, ProbeListen string
-	CertFile, KeyFile   string
-	// SelfSignedDir, used when CertFile is empty, holds a generated CA and
-	// serving certificate for SelfSignedHosts (created on first start).
-	SelfSignedDir   string
-	SelfSignedHosts []string
-	// CAFile is the CA to put in caBundle when serving from CertFile.
-	CAFile        string
+	Listen string
+	// CertFile and KeyFile are served and reloaded when they change.
+	CertFile, KeyFile string
+	// CAFile is the CA of CertFile, for the caBundle.
+	CAFile string
+	// SelfSigned generates a CA and serving certificate, kept in CertSecret
+	// (namespace/name) if set, else in SelfSignedDir if set, else in memory.
+	SelfSigned    bool
+	CertSecret    string
+	SelfSignedDir string
+	// Service (namespace/name) and ExtraHosts are the names the generated
+	// certificate is valid for.
+	Service    string
+	ExtraHosts []string
+	// WebhookConfiguration names the two configurations whose caBundle is
+	// set to the CA at start, when the CA is known; empty leaves them alone.
+	WebhookConfiguration string
+	// RegisterURL, when set, creates or updates both configurations to call
+	// this base URL (local clusters and tests) instead.
+	RegisterURL   string
 	SchedulerName string
 	Kubeconfig    string
 	QPS           float32
 	Burst         int
-	// RegisterURL, when set, creates or updates both webhook configurations
-	// to call this base URL (local clusters and tests).
-	RegisterURL string
-	// PatchCABundle sets the caBundle of the existing configurations.
-	PatchCABundle bool
 }
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, o Options, log *zap.Logger) error {
-	certFile, keyFile, ca, err := o.certificate()
-	if err != nil {
-		return err
-	}
-	reloader, err := certs.NewReloader(certFile, keyFile, log)
-	if err != nil {
-		return err
-	}
 	cs, err := Client(o.Kubeconfig, o.QPS, o.Burst)
 	if err != nil {
 		return err
 	}
-	if o.RegisterURL != "" {
-		if err := config.Apply(ctx, cs, config.AtURL(o.RegisterURL, ca)); err != nil {
-			return err
-		}
-		log.Info("webhook configurations registered", zap.String("url", o.RegisterURL))
-	} else if o.PatchCABundle {
-		if len(ca) == 0 {
-			return errors.New("--patch-ca-bundle needs the CA: give --ca-file, or use --self-signed-dir")
-		}
-		if err := config.PatchCABundle(ctx, cs, ca); err != nil {
-			return err
-		}
-		log.Info("caBundle patched", zap.String("configuration", config.ConfigurationName))
+	getCert, ca, reloader, err := o.certificate(ctx, cs, log)
+	if err != nil {
+		return err
+	}
+	if err := o.register(ctx, cs, ca, log); err != nil {
+		return err
 	}
 
 	factory := informers.NewSharedInformerFactory(cs, 0)
@@ -92,31 +85,31 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle(config.MutatePath, admission.Handler(reviewer, true, metrics, log))
 	mux.Handle(config.ValidatePath, admission.Handler(reviewer, false, metrics, log))
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{
-		Handler:           mux,
-		TLSConfig:         &tls.Config{GetCertificate: reloader.GetCertificate, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          zap.NewStdLog(log.Named("https")),
-	}
-	probes := http.NewServeMux()
-	probes.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	probes.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !largest.HasSynced() {
 			http.Error(w, "node informer not synced yet", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
-	probes.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	probeSrv := &http.Server{Addr: o.ProbeListen, Handler: probes, ReadHeaderTimeout: 10 * time.Second}
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		TLSConfig:         &tls.Config{GetCertificate: getCert, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          zap.NewStdLog(log.Named("https")),
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	factory.Start(ctx.Done())
-	g.Go(func() error { return reloader.Run(ctx) })
+	if reloader != nil {
+		g.Go(func() error { return reloader.Run(ctx) })
+	}
 	g.Go(func() error {
 		log.Info("serving admission reviews", zap.String("address", ln.Addr().String()), zap.String("scheduler", o.SchedulerName))
 		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
@@ -124,19 +117,10 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 		}
 		return nil
 	})
-	if o.ProbeListen != "" {
-		g.Go(func() error {
-			if err := probeSrv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-	}
 	g.Go(func() error {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = probeSrv.Shutdown(shutdown)
 		_ = srv.Shutdown(shutdown)
 		factory.Shutdown()
 		return nil
@@ -144,27 +128,104 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	return g.Wait()
 }
 
-// certificate returns the key pair files to serve and the CA for caBundle.
-func (o Options) certificate() (certFile, keyFile string, ca []byte, err error) {
+// certificate returns what serves the TLS certificate and the CA for the
+// caBundle (nil when unknown), and the file reloader if there is one.
+func (o Options) certificate(ctx context.Context, cs kubernetes.Interface, log *zap.Logger) (
+	func(*tls.ClientHelloInfo) (*tls.Certificate, error), []byte, *certs.Reloader, error) {
 	if o.CertFile != "" || o.KeyFile != "" {
-		if o.CertFile == "" || o.KeyFile == "" {
-			return "", "", nil, errors.New("--tls-cert-file and --tls-key-file go together")
+		if o.SelfSigned {
+			return nil, nil, nil, errors.New("--self-signed and --tls-cert-file exclude each other")
 		}
+		if o.CertFile == "" || o.KeyFile == "" {
+			return nil, nil, nil, errors.New("--tls-cert-file and --tls-key-file go together")
+		}
+		var ca []byte
 		if o.CAFile != "" {
+			var err error
 			if ca, err = os.ReadFile(o.CAFile); err != nil {
-				return "", "", nil, fmt.Errorf("--ca-file: %w", err)
+				return nil, nil, nil, fmt.Errorf("--ca-file: %w", err)
 			}
 		}
-		return o.CertFile, o.KeyFile, ca, nil
+		r, err := certs.NewReloader(o.CertFile, o.KeyFile, log)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return r.GetCertificate, ca, r, nil
 	}
-	if o.SelfSignedDir == "" {
-		return "", "", nil, errors.New("no serving certificate: give --tls-cert-file and --tls-key-file, or --self-signed-dir")
+	if !o.SelfSigned {
+		return nil, nil, nil, errors.New("no serving certificate: give --tls-cert-file and --tls-key-file, or --self-signed")
 	}
-	b, err := certs.LoadOrGenerate(o.SelfSignedDir, o.SelfSignedHosts)
+	hosts, err := o.hosts()
 	if err != nil {
-		return "", "", nil, err
+		return nil, nil, nil, err
 	}
-	return filepath.Join(o.SelfSignedDir, certs.CertFileName), filepath.Join(o.SelfSignedDir, certs.KeyFileName), b.CAPEM, nil
+	var b certs.Bundle
+	switch {
+	case o.CertSecret != "":
+		ns, name, ok := strings.Cut(o.CertSecret, "/")
+		if !ok || ns == "" || name == "" {
+			return nil, nil, nil, fmt.Errorf("--cert-secret=%q: want namespace/name", o.CertSecret)
+		}
+		b, err = certs.FromSecret(ctx, cs, ns, name, hosts)
+	case o.SelfSignedDir != "":
+		b, err = certs.LoadOrGenerate(o.SelfSignedDir, hosts)
+	default:
+		b, err = certs.Generate(hosts)
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pair, err := b.KeyPair()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }, b.CAPEM, nil, nil
+}
+
+// hosts are the names of a generated certificate: the Service's DNS names
+// first, then the extra hosts.
+func (o Options) hosts() ([]string, error) {
+	var hosts []string
+	if o.Service != "" {
+		ns, name, ok := strings.Cut(o.Service, "/")
+		if !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("--service=%q: want namespace/name", o.Service)
+		}
+		hosts = append(hosts, name+"."+ns+".svc", name+"."+ns+".svc.cluster.local", name+"."+ns, name)
+	}
+	hosts = append(hosts, o.ExtraHosts...)
+	if len(hosts) == 0 {
+		return nil, errors.New("a generated certificate needs --service or --self-signed-hosts")
+	}
+	return hosts, nil
+}
+
+// register points the API server at this webhook (--register-url) or keeps
+// the caBundle of the existing configurations equal to the CA.
+func (o Options) register(ctx context.Context, cs kubernetes.Interface, ca []byte, log *zap.Logger) error {
+	if o.RegisterURL != "" {
+		if err := config.Apply(ctx, cs, config.AtURL(o.RegisterURL, ca)); err != nil {
+			return err
+		}
+		log.Info("webhook configurations registered", zap.String("url", o.RegisterURL))
+		return nil
+	}
+	if o.WebhookConfiguration == "" || len(ca) == 0 {
+		return nil
+	}
+	err := config.PatchCABundle(ctx, cs, o.WebhookConfiguration, ca)
+	if apierrors.IsNotFound(err) {
+		// Installed before its configurations (kubectl apply order): the
+		// API server does not call it until they exist, and a restart
+		// patches them then.
+		log.Warn("webhook configurations not found; caBundle not set", zap.String("name", o.WebhookConfiguration))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("caBundle set", zap.String("configuration", o.WebhookConfiguration))
+	return nil
 }
 
 // CABundle loads or generates the self-signed bundle in dir and returns its

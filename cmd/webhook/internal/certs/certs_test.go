@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 // serve starts an HTTPS server that takes its certificate from r.
@@ -127,5 +130,32 @@ func TestNewReloaderRejectsMismatchedPair(t *testing.T) {
 func TestGenerateNeedsAHost(t *testing.T) {
 	if _, err := Generate(nil); err == nil {
 		t.Fatal("Generate without hosts succeeded")
+	}
+}
+
+func TestFromSecretCreatesOnceAndReuses(t *testing.T) {
+	cs := fake.NewClientset()
+	ctx := context.Background()
+	a, err := FromSecret(ctx, cs, "vgpu-system", "tls", []string{"svc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := FromSecret(ctx, cs, "vgpu-system", "tls", []string{"svc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a.CAPEM) != string(b.CAPEM) || string(a.KeyPEM) != string(b.KeyPEM) {
+		t.Fatal("a second replica got a different CA than the Secret's")
+	}
+	if _, err := b.KeyPair(); err != nil {
+		t.Fatalf("pair from the Secret: %v", err)
+	}
+	s, _ := cs.CoreV1().Secrets("vgpu-system").Get(ctx, "tls", metav1.GetOptions{})
+	delete(s.Data, "ca.crt")
+	if _, err := cs.CoreV1().Secrets("vgpu-system").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := FromSecret(ctx, cs, "vgpu-system", "tls", []string{"svc"}); err == nil || !strings.Contains(err.Error(), "delete it") {
+		t.Fatalf("a Secret without its CA: err %v", err)
 	}
 }

@@ -1,6 +1,8 @@
 package certs
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -8,6 +10,10 @@ import (
 	"os"
 	"path/filepath"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	certutil "k8s.io/client-go/util/cert"
 )
 
@@ -102,4 +108,53 @@ func LoadOrGenerate(dir string, hosts []string) (Bundle, error) {
 		return Bundle{}, err
 	}
 	return b, b.Write(dir)
+}
+
+// Secret keys, as in a kubernetes.io/tls Secret plus the CA.
+const (
+	secretCert = corev1.TLSCertKey
+	secretKey  = corev1.TLSPrivateKeyKey
+	secretCA   = "ca.crt"
+)
+
+// FromSecret returns the bundle kept in the Secret namespace/name, creating
+// the Secret with a fresh bundle for hosts if it does not exist. Replicas
+// that start together race to create it; the losers read the winner's, so
+// that every replica serves under the one CA in the caBundle.
+func FromSecret(ctx context.Context, cs kubernetes.Interface, namespace, name string, hosts []string) (Bundle, error) {
+	secrets := cs.CoreV1().Secrets(namespace)
+	for attempt := 0; attempt < 3; attempt++ {
+		s, err := secrets.Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			b := Bundle{CertPEM: s.Data[secretCert], KeyPEM: s.Data[secretKey], CAPEM: s.Data[secretCA]}
+			if len(b.CertPEM) == 0 || len(b.KeyPEM) == 0 || len(b.CAPEM) == 0 {
+				return Bundle{}, fmt.Errorf("secret %s/%s lacks %s, %s or %s: delete it to have a new one generated", namespace, name, secretCert, secretKey, secretCA)
+			}
+			return b, nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return Bundle{}, fmt.Errorf("secret %s/%s: %w", namespace, name, err)
+		}
+		b, err := Generate(hosts)
+		if err != nil {
+			return Bundle{}, err
+		}
+		_, err = secrets.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{"app.kubernetes.io/part-of": "vgpu"}},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{secretCert: b.CertPEM, secretKey: b.KeyPEM, secretCA: b.CAPEM},
+		}, metav1.CreateOptions{})
+		if err == nil {
+			return b, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return Bundle{}, fmt.Errorf("create secret %s/%s: %w", namespace, name, err)
+		}
+	}
+	return Bundle{}, fmt.Errorf("secret %s/%s: created and deleted concurrently, giving up", namespace, name)
+}
+
+// KeyPair parses the bundle's serving pair.
+func (b Bundle) KeyPair() (tls.Certificate, error) {
+	return tls.X509KeyPair(b.CertPEM, b.KeyPEM)
 }

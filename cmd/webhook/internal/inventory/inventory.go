@@ -14,6 +14,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/ledger"
 )
 
 // Largest tracks, per node, the memory of its largest GPU as the scheduler
@@ -83,7 +84,7 @@ func (l *Largest) set(obj any) {
 	}
 	var best int64
 	for _, g := range inv.GPUs {
-		if m := int64(float64(g.MemoryMiB) * inv.MemoryScaling); m > best {
+		if m := ledger.MemoryCapacity(g.MemoryMiB, inv.MemoryScaling); m > best {
 			best = m
 		}
 	}
