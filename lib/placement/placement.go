@@ -226,3 +226,26 @@ func Bind(l *ledger.Ledger, podKey string, pod *request.Pod, node string, pol Po
 		return f.assignment(&v), nil
 	})
 }
+
+// Scorer rates nodes for one pod at full precision, reusing its scratch
+// space; it is what Best does for each node, for callers that choose the
+// node themselves (the simulator memoises scores of unchanged nodes). A
+// Scorer is not safe for concurrent use.
+type Scorer struct {
+	f    *fitter
+	node config.Policy
+}
+
+// NewScorer prepares to score nodes for pod under pol (with the pod's
+// overrides applied).
+func NewScorer(pod *request.Pod, pol Policies) *Scorer {
+	pol = pol.For(pod)
+	return &Scorer{f: newFitter(pod, pol.GPU), node: pol.Node}
+}
+
+// Score returns the node's score in 0..1 (Score's value / 100, unrounded)
+// and "" if the pod fits, or the reason it does not. Higher is better; on
+// equal scores Best prefers the node whose name sorts first.
+func (s *Scorer) Score(n *ledger.Node) (float64, string) {
+	return s.f.score(n, s.node)
+}

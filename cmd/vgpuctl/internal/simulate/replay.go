@@ -1,0 +1,299 @@
+// Package simulate replays a workload against a cluster with vgpu's own
+// placement code (lib/placement, the extender's), following the method of
+// the openb trace's paper, and reports how much GPU capacity gets allocated.
+package simulate
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/ledger"
+	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/request"
+)
+
+// Options are the knobs of one replay.
+type Options struct {
+	Policies      placement.Policies
+	SplitCount    int
+	MemoryScaling float64
+	Seed          uint64
+	// TargetPercent is how much GPU demand arrives, in % of capacity.
+	TargetPercent float64
+	// CPUWeight weighs the CPU and host-memory score that kube-scheduler
+	// adds to the extender's (NodeResourcesFit: MostAllocated under the
+	// binpack node policy, LeastAllocated under spread) against vgpu's GPU
+	// score. 0 ranks GPU pods by the GPU score alone.
+	CPUWeight float64
+}
+
+// Event is the state after one pod was submitted.
+type Event struct {
+	ArrivedPct float64
+	AllocPct   float64
+}
+
+// Run is the outcome of one replay.
+type Run struct {
+	Seed   uint64
+	Events []Event
+	// Submitted counts the pods submitted; Failed those that fit nowhere
+	// (FailedGPU of them asked for GPUs).
+	Submitted, Failed, FailedGPU int
+	// FirstFailPct is the arrived % at the first GPU pod that failed, -1
+	// if none did.
+	FirstFailPct float64
+	// Fragmented counts GPUs partly used with less free than the typical
+	// share (FragmentThreshold milli) at the end; FragmentedFreePct is
+	// their free capacity in % of the cluster's.
+	Fragmented        int
+	FragmentedFreePct float64
+	FragmentThreshold int64
+	Wall              time.Duration
+}
+
+// Replay submits the workload in the paper's order: a seeded shuffle of
+// the tasks, then tasks drawn with replacement until the next one would
+// take the GPU demand past TargetPercent of capacity. Pods never leave; a
+// pod that fits nowhere is dropped. GPU pods go through placement.Scorer
+// and placement.Bind on a ledger.Ledger, exactly the extender's code; the
+// node must also fit the pod's CPU and host memory.
+func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
+	start := time.Now()
+	capMilli := int64(c.GPUCount()) * 1000
+	if capMilli == 0 {
+		return nil, fmt.Errorf("cluster %s has no GPUs", c.Source)
+	}
+	var demand int64
+	for _, t := range w.Tasks {
+		demand += t.DemandMilli
+	}
+	if demand == 0 {
+		return nil, fmt.Errorf("workload %s asks for no GPU: nothing to replay", w.Source)
+	}
+	l := ledger.New()
+	names := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		names[i] = n.Name
+		inv := device.Inventory{GPUs: n.GPUs, SplitCount: o.SplitCount, MemoryScaling: o.MemoryScaling}
+		if err := inv.Validate(); err != nil {
+			return nil, fmt.Errorf("node %s: %v", n.Name, err)
+		}
+		l.SetInventory(n.Name, inv)
+	}
+	handles := l.Lookup(names, nil)
+	gpuIndex := map[string]int{} // uuid → position in usedMilli
+	for _, n := range c.Nodes {
+		for _, g := range n.GPUs {
+			gpuIndex[g.UUID] = len(gpuIndex)
+		}
+	}
+	usedMilli := make([]int64, len(gpuIndex))
+	cpuFree := make([]int64, len(c.Nodes))
+	memFree := make([]int64, len(c.Nodes))
+	for i, n := range c.Nodes {
+		cpuFree[i], memFree[i] = unlimited(n.CPUMilli), unlimited(n.MemoryMiB)
+	}
+
+	// Scores of a node change only when a pod lands on it, so they are
+	// memoised per request shape (identical *request.Pod) and node version.
+	version := make([]uint32, len(c.Nodes))
+	for i := range version {
+		version[i] = 1
+	}
+	type memo struct {
+		version uint32
+		fits    bool
+		score   float64
+	}
+	memos := map[*request.Pod][]memo{}
+	scorers := map[*request.Pod]*placement.Scorer{}
+
+	r := rand.New(rand.NewPCG(o.Seed, 0x76677075))
+	order := r.Perm(len(w.Tasks))
+	target := int64(math.Floor(float64(capMilli) * o.TargetPercent / 100))
+	run := &Run{Seed: o.Seed, FirstFailPct: -1}
+	var arrived, allocated int64
+	for k := 0; ; k++ {
+		var ti int
+		if k < len(order) {
+			ti = order[k]
+		} else {
+			ti = r.IntN(len(w.Tasks))
+		}
+		t := &w.Tasks[ti]
+		if arrived+t.DemandMilli > target {
+			break
+		}
+		arrived += t.DemandMilli
+		run.Submitted++
+		best := -1
+		if t.Pod == nil {
+			best = bestCPUNode(c, cpuFree, memFree, t, o.Policies.Node)
+		} else {
+			sc := scorers[t.Pod]
+			if sc == nil {
+				sc = placement.NewScorer(t.Pod, o.Policies)
+				scorers[t.Pod] = sc
+				memos[t.Pod] = make([]memo, len(c.Nodes))
+			}
+			ms := memos[t.Pod]
+			bestScore := 0.0
+			for i := range handles {
+				if cpuFree[i] < t.CPUMilli || memFree[i] < t.MemoryMiB {
+					continue
+				}
+				m := &ms[i]
+				if m.version != version[i] {
+					s, reason := sc.Score(handles[i])
+					*m = memo{version: version[i], fits: reason == "", score: s}
+				}
+				if !m.fits {
+					continue
+				}
+				score := m.score
+				if o.CPUWeight > 0 {
+					score += o.CPUWeight * hostScore(&c.Nodes[i], cpuFree[i], memFree[i], t, o.Policies.Node)
+				}
+				if best < 0 || score > bestScore || (score == bestScore && names[i] < names[best]) {
+					best, bestScore = i, score
+				}
+			}
+		}
+		if best < 0 {
+			run.Failed++
+			if t.Pod != nil {
+				run.FailedGPU++
+				if run.FirstFailPct < 0 {
+					run.FirstFailPct = pct(arrived, capMilli)
+				}
+			}
+		} else {
+			if t.Pod != nil {
+				a, err := placement.Bind(l, fmt.Sprint("task-", k), t.Pod, names[best], o.Policies)
+				if err != nil {
+					return nil, fmt.Errorf("task %s: the node chosen refused the bind: %v", t.Name, err)
+				}
+				for _, ctr := range a.Containers {
+					if ctr.Init {
+						continue
+					}
+					for _, d := range ctr.Devices {
+						usedMilli[gpuIndex[d.UUID]] += t.ShareMilli[ctr.Name]
+					}
+				}
+				allocated += t.DemandMilli
+				version[best]++
+			}
+			cpuFree[best] -= t.CPUMilli
+			memFree[best] -= t.MemoryMiB
+		}
+		run.Events = append(run.Events, Event{ArrivedPct: pct(arrived, capMilli), AllocPct: pct(allocated, capMilli)})
+	}
+	run.FragmentThreshold = typicalShare(w)
+	var fragFree int64
+	for _, u := range usedMilli {
+		if free := 1000 - u; u > 0 && free > 0 && free < run.FragmentThreshold {
+			run.Fragmented++
+			fragFree += free
+		}
+	}
+	run.FragmentedFreePct = pct(fragFree, capMilli)
+	run.Wall = time.Since(start)
+	return run, nil
+}
+
+func unlimited(v int64) int64 {
+	if v <= 0 {
+		return math.MaxInt64
+	}
+	return v
+}
+
+func pct(v, capacity int64) float64 { return float64(v) * 100 / float64(capacity) }
+
+// bestCPUNode places a CPU-only pod by hostScore alone (no GPU is
+// involved, so lib/placement has nothing to say), ties to the name that
+// sorts first.
+func bestCPUNode(c *Cluster, cpuFree, memFree []int64, t *Task, pol config.Policy) int {
+	best, bestScore := -1, 0.0
+	for i := range c.Nodes {
+		if cpuFree[i] < t.CPUMilli || memFree[i] < t.MemoryMiB {
+			continue
+		}
+		s := hostScore(&c.Nodes[i], cpuFree[i], memFree[i], t, pol)
+		if best < 0 || s > bestScore || (s == bestScore && c.Nodes[i].Name < c.Nodes[best].Name) {
+			best, bestScore = i, s
+		}
+	}
+	return best
+}
+
+// hostScore is kube-scheduler's NodeResourcesFit score in 0..1 with the
+// pod placed: the mean of the CPU and memory fractions in use (binpack,
+// MostAllocated) or of those free (spread, LeastAllocated).
+func hostScore(n *Node, cpuFree, memFree int64, t *Task, pol config.Policy) float64 {
+	s := (fraction(n.CPUMilli, cpuFree-t.CPUMilli) + fraction(n.MemoryMiB, memFree-t.MemoryMiB)) / 2
+	if pol == config.Spread {
+		s = 1 - s
+	}
+	return s
+}
+
+// fraction is how full a resource of capacity total is with free left.
+func fraction(total, free int64) float64 {
+	if total <= 0 {
+		return 0
+	}
+	return float64(total-free) / float64(total)
+}
+
+// typicalShare is the median share, in milli, of the workload's vGPUs that
+// take part of a GPU; 1000 if none does.
+func typicalShare(w *Workload) int64 {
+	var shares []int64
+	for _, t := range w.Tasks {
+		for _, s := range t.ShareMilli {
+			if s < 1000 {
+				shares = append(shares, s)
+			}
+		}
+	}
+	if len(shares) == 0 {
+		return 1000
+	}
+	sort.Slice(shares, func(i, j int) bool { return shares[i] < shares[j] })
+	return shares[len(shares)/2]
+}
+
+// Levels are the arrived percentages the curve reports.
+var Levels = []int{10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130}
+
+// AllocAt is the allocation % at an arrived level: the mean over the
+// events whose arrived % rounds to it, else that of the last event below
+// it; NaN if the replay never got near the level.
+func (r *Run) AllocAt(level int) float64 {
+	sum, n := 0.0, 0
+	last := math.NaN()
+	for _, e := range r.Events {
+		switch rounded := int(math.Round(e.ArrivedPct)); {
+		case rounded == level:
+			sum += e.AllocPct
+			n++
+		case rounded < level:
+			last = e.AllocPct
+		}
+	}
+	if n > 0 {
+		return sum / float64(n)
+	}
+	if len(r.Events) > 0 && r.Events[len(r.Events)-1].ArrivedPct < float64(level)-5 {
+		return math.NaN()
+	}
+	return last
+}

@@ -1,0 +1,267 @@
+package simulate
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/openb"
+	"github.com/vgpu-io/vgpu/lib/placement"
+)
+
+const oneGPU = `
+nodes:
+- name: solo
+  gpus: [{model: T4, memoryMiB: 16000, count: 1}]
+`
+
+const fortyPercent = `
+apiVersion: v1
+kind: Pod
+metadata: {name: share}
+spec:
+  containers:
+  - name: c
+    resources:
+      limits: {nvidia.com/gpucores: "40", nvidia.com/gpumem-percentage: "40"}
+`
+
+var binpack = placement.Policies{Node: config.Binpack, GPU: config.Binpack}
+
+func mustCluster(t *testing.T, y string) *Cluster {
+	t.Helper()
+	c, err := ReadClusterYAML("test", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func mustWorkload(t *testing.T, c *Cluster, y string) *Workload {
+	t.Helper()
+	w, err := ReadWorkloadYAML("test", []byte(y), medianGPUMemory(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// TestHandChecked: one GPU, pods of 40 %. Demand arrives 40, 80, 120 % (the
+// next, 160 %, would pass 130 %); the third pod cannot fit (120 cores).
+func TestHandChecked(t *testing.T) {
+	c := mustCluster(t, oneGPU)
+	w := mustWorkload(t, c, fortyPercent)
+	r, err := Replay(c, w, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1, Seed: 7, TargetPercent: 130})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Event{{40, 40}, {80, 80}, {120, 80}}
+	if len(r.Events) != len(want) {
+		t.Fatalf("events %+v", r.Events)
+	}
+	for i, e := range want {
+		if math.Abs(r.Events[i].ArrivedPct-e.ArrivedPct) > 1e-9 || math.Abs(r.Events[i].AllocPct-e.AllocPct) > 1e-9 {
+			t.Fatalf("event %d = %+v, want %+v", i, r.Events[i], e)
+		}
+	}
+	if r.Submitted != 3 || r.Failed != 1 || r.FailedGPU != 1 || r.FirstFailPct != 120 {
+		t.Fatalf("run %+v", r)
+	}
+	for lv, want := range map[int]float64{40: 40, 80: 80, 100: 80, 120: 80} {
+		if got := r.AllocAt(lv); got != want {
+			t.Errorf("AllocAt(%d) = %v, want %v", lv, got, want)
+		}
+	}
+	if !math.IsNaN(r.AllocAt(130)) || !math.IsNaN(r.AllocAt(10)) {
+		t.Errorf("levels the replay never reached must be NaN: %v %v", r.AllocAt(130), r.AllocAt(10))
+	}
+	// The GPU is 800 milli used, 200 free: less than the typical 400 share.
+	if r.Fragmented != 1 || r.FragmentThreshold != 400 || math.Abs(r.FragmentedFreePct-20) > 1e-9 {
+		t.Fatalf("fragmentation %d GPUs, %v%% free, threshold %d", r.Fragmented, r.FragmentedFreePct, r.FragmentThreshold)
+	}
+}
+
+// TestSplitCountLimitsPacking: 20 % shares on one GPU with split count 3
+// stop at 3 pods (60 %), not 5.
+func TestSplitCountLimitsPacking(t *testing.T) {
+	c := mustCluster(t, oneGPU)
+	w := mustWorkload(t, c, strings.ReplaceAll(fortyPercent, `"40"`, `"20"`))
+	for split, want := range map[int]float64{3: 60, 10: 100} {
+		r, err := Replay(c, w, Options{Policies: binpack, SplitCount: split, MemoryScaling: 1, Seed: 1, TargetPercent: 130})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Events[len(r.Events)-1].AllocPct; math.Abs(got-want) > 1e-9 {
+			t.Errorf("split %d: allocated %v%%, want %v%%", split, got, want)
+		}
+	}
+}
+
+func openbInput(t *testing.T, nodes, tasks string) (*Cluster, *Workload) {
+	t.Helper()
+	on, err := openb.ReadNodes(strings.NewReader("sn,cpu_milli,memory_mib,gpu,model\n" + nodes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ot, err := openb.ReadTasks(strings.NewReader("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n" + tasks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ClusterFromOpenB("n", on, OpenBGPUMemoryMiB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := WorkloadFromOpenB("t", ot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, w
+}
+
+func TestOpenBMapping(t *testing.T) {
+	_, w := openbInput(t, "n,1000,1000,1,T4\n", "cpu,4000,1024,0,0,\nwhole,1000,1024,2,1000,\nshare,1000,1024,1,333,V100M32|A10\n")
+	if w.Tasks[0].Pod != nil || w.Tasks[0].DemandMilli != 0 {
+		t.Fatalf("CPU-only task: %+v", w.Tasks[0])
+	}
+	if c := w.Tasks[1].Pod.Containers[0]; c.Count != 2 || !c.Exclusive || w.Tasks[1].DemandMilli != 2000 {
+		t.Fatalf("whole GPUs: %+v", w.Tasks[1])
+	}
+	share := w.Tasks[2]
+	if c := share.Pod.Containers[0]; c.Cores != 34 || c.MemoryPercent != 34 || c.Exclusive || share.DemandMilli != 333 {
+		t.Fatalf("share: %+v %+v", c, share)
+	}
+	if sel := share.Pod.Selector.UseTypes; strings.Join(sel, ",") != "V100M32,A10" {
+		t.Fatalf("gpu_spec not mapped to use-gputype: %v", sel)
+	}
+}
+
+// TestHostResources: two whole-GPU pods needing 2 CPUs each; only one node
+// has the CPU, though the GPU score alone prefers neither. One must fail.
+func TestHostResources(t *testing.T) {
+	c, w := openbInput(t, "a-poor,1000,65536,1,T4\nb-rich,64000,65536,1,T4\n", "whole,2000,1024,1,1000,\n")
+	for seed := uint64(1); seed <= 5; seed++ {
+		r, err := Replay(c, w, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1, Seed: seed, TargetPercent: 100, CPUWeight: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Submitted != 2 || r.FailedGPU != 1 || r.FirstFailPct != 100 {
+			t.Fatalf("seed %d: %+v", seed, r)
+		}
+	}
+}
+
+// TestGPUSpec: V100-only shares fill the V100 and then fail, though the
+// T4 (whose node name sorts first) stays free.
+func TestGPUSpec(t *testing.T) {
+	c, w := openbInput(t, "a-t4,64000,65536,1,T4\nb-v100,64000,65536,1,V100M32\n", "v,1000,1024,1,500,V100M32\n")
+	r, err := Replay(c, w, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1, Seed: 1, TargetPercent: 75})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Submitted != 3 || r.FailedGPU != 1 || r.Events[2].AllocPct != 50 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+// TestNoGPUDemand: a workload of CPU-only pods could never reach the
+// target; it is refused instead of looping.
+func TestNoGPUDemand(t *testing.T) {
+	c, w := openbInput(t, "n,64000,65536,1,T4\n", "cpu,1000,1024,0,0,\n")
+	if _, err := Replay(c, w, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1, Seed: 1, TargetPercent: 130}); err == nil || !strings.Contains(err.Error(), "asks for no GPU") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func runCommand(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := NewCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(append([]string{"placement"}, args...))
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return out.String()
+}
+
+func TestBuiltinExample(t *testing.T) {
+	out := runCommand(t)
+	for _, want := range []string{"built-in example", "4 nodes, 12 GPUs", "binpack/spread", "» 100", "first failure at arrived %", "fragmented GPUs at end"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	all := runCommand(t, "--policy", "all", "--seeds", "3")
+	for _, want := range []string{"binpack/binpack", "binpack/spread", "spread/binpack", "spread/spread", "seeds 1..3"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("--policy all lacks %q:\n%s", want, all)
+		}
+	}
+}
+
+// TestSameSeedSameNumbers runs the JSON output twice per seed.
+func TestSameSeedSameNumbers(t *testing.T) {
+	decode := func(s string) Report {
+		var r Report
+		if err := json.Unmarshal([]byte(s), &r); err != nil {
+			t.Fatalf("%v\n%s", err, s)
+		}
+		for i := range r.Results {
+			r.Results[i].WallSeconds = Stat{}
+		}
+		return r
+	}
+	a := decode(runCommand(t, "-o", "json", "--policy", "all", "--seed", "5"))
+	b := decode(runCommand(t, "-o", "json", "--policy", "all", "--seed", "5"))
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if !bytes.Equal(ja, jb) {
+		t.Fatalf("same seed, different numbers:\n%s\n%s", ja, jb)
+	}
+	if len(a.Results) != 4 || a.GPUs != 12 || len(a.Results[0].Curve) != len(Levels) {
+		t.Fatalf("report %+v", a)
+	}
+	c := decode(runCommand(t, "-o", "json", "--policy", "all", "--seed", "6"))
+	jc, _ := json.Marshal(c)
+	if bytes.Equal(ja, jc) {
+		t.Fatal("seeds 5 and 6 gave identical reports: the seed is ignored")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	cases := map[string][]string{
+		`--node-policy: policy "fast"`:         {"--node-policy", "fast"},
+		`--split-count 0: must be from 1`:      {"--split-count", "0"},
+		`--policy "some"`:                      {"--policy", "some"},
+		`-o "yaml": must be table or json`:     {"-o", "yaml"},
+		`no such file`:                         {"--cluster", "/nonexistent.yaml"},
+		`container "c": nvidia.com/gpucores=0`: {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
+	}
+	for want, args := range cases {
+		cmd := NewCommand()
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		cmd.SetArgs(append([]string{"placement"}, args...))
+		if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%v: err = %v, want %q", args, err, want)
+		}
+	}
+}
+
+func writeTemp(t *testing.T, s string) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return f.Name()
+}
