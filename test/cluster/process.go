@@ -1,0 +1,182 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// spawner starts child processes from one OS thread that stays alive until
+// the cluster stops. Pdeathsig fires when the *thread* that forked a child
+// exits, so forking from arbitrary goroutines (whose threads the runtime may
+// retire) could kill components early; a dedicated locked thread makes the
+// signal mean "the harness process is gone".
+type spawner struct {
+	reqs chan spawnReq
+	done chan struct{}
+}
+
+type spawnReq struct {
+	cmd *exec.Cmd
+	err chan error
+}
+
+func newSpawner() *spawner {
+	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		// Never unlocked: when this goroutine returns the thread exits with
+		// it, which is what delivers Pdeathsig to anything still running.
+		runtime.LockOSThread()
+		close(ready)
+		for {
+			select {
+			case r := <-s.reqs:
+				r.err <- r.cmd.Start()
+			case <-s.done:
+				return
+			}
+		}
+	}()
+	<-ready
+	return s
+}
+
+func (s *spawner) start(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	select {
+	case s.reqs <- spawnReq{cmd: cmd, err: errc}:
+		return <-errc
+	case <-s.done:
+		return errors.New("cluster is stopped")
+	}
+}
+
+func (s *spawner) close() { close(s.done) }
+
+// process is one running component.
+type process struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	logFile *os.File
+	exited  chan struct{}
+	waitErr error
+
+	stopOnce sync.Once
+}
+
+func (s *spawner) run(name, bin string, args []string, logDir string) (*process, error) {
+	logPath := filepath.Join(logDir, name+".log")
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = lf
+	cmd.Stderr = lf
+	cmd.Env = append(os.Environ(), "HOME="+logDir) // kwok and kubectl read ~/.kube and ~/.kwok
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:   true,
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := s.start(cmd); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
+	}
+	p := &process{name: name, cmd: cmd, logPath: logPath, logFile: lf, exited: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		lf.Close()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// running reports whether the process has not exited yet.
+func (p *process) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM to the process group, then SIGKILL after grace.
+func (p *process) stop(grace time.Duration) {
+	p.stopOnce.Do(func() {
+		pgid := p.pid()
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(grace):
+		}
+		// Anything left in the group (the leader included) is killed now.
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.exited
+	})
+}
+
+// exitError describes how the process ended, with the tail of its log.
+func (p *process) exitError() error {
+	return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.waitErr, p.logPath, tail(p.logPath, 20))
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ProcessesUsing lists the live processes whose command line mentions dir,
+// as "pid: cmdline". Every component is started with arguments under the
+// cluster's data folder, so an empty result after Stop means nothing leaked.
+func ProcessesUsing(dir string) []string {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(raw) == 0 {
+			continue // gone, or a zombie/kernel thread
+		}
+		if state, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); isZombie(state) {
+			continue
+		}
+		if bytes.Contains(raw, []byte(dir)) {
+			out = append(out, fmt.Sprintf("%d: %s", pid, strings.ReplaceAll(strings.TrimRight(string(raw), "\x00"), "\x00", " ")))
+		}
+	}
+	return out
+}
+
+func isZombie(stat []byte) bool {
+	// /proc/<pid>/stat: "pid (comm) S ..."; comm may hold spaces or parens.
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
