@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/describe"
 	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
@@ -21,6 +22,7 @@ func main() {
 	}
 	// Each subcommand lives in its own internal/<name> package.
 	root.AddCommand(simulate.NewCommand())
+	root.AddCommand(describe.NewCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vgpuctl:", err)
 		os.Exit(1)
