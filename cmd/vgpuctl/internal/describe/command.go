@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,14 +29,16 @@ import (
 )
 
 type options struct {
-	kubeconfig     string
-	context        string
-	requestTimeout time.Duration
-	output         string
-	usage          bool
-	monitorPort    int
-	monitorAddress string
-	usageTimeout   time.Duration
+	kubeconfig       string
+	context          string
+	requestTimeout   time.Duration
+	output           string
+	usage            bool
+	monitorPort      int
+	monitorAddress   string
+	monitorNamespace string
+	monitorSelector  string
+	usageTimeout     time.Duration
 
 	newClient func(o *options) (kubernetes.Interface, error)
 }
@@ -78,8 +82,10 @@ func newCommand(newClient func(o *options) (kubernetes.Interface, error)) *cobra
 	f.DurationVar(&o.requestTimeout, "request-timeout", 30*time.Second, "timeout of each request to the API server")
 	f.StringVarP(&o.output, "output", "o", "", "output format: json or yaml (default: a table for people)")
 	f.BoolVar(&o.usage, "usage", false, "also show actual usage measured by the node's monitor (needs a node NAME)")
-	f.IntVar(&o.monitorPort, "monitor-port", defaultPort, "port of the monitor's /metrics on the node's address")
-	f.StringVar(&o.monitorAddress, "monitor-address", "", "host:port of the node's monitor, instead of the node's InternalIP and --monitor-port")
+	f.IntVar(&o.monitorPort, "monitor-port", defaultPort, "port of the monitor's /metrics")
+	f.StringVar(&o.monitorNamespace, "monitor-namespace", contract.DefaultNamespace, "namespace of the monitor DaemonSet")
+	f.StringVar(&o.monitorSelector, "monitor-selector", "app.kubernetes.io/name=vgpu-monitor", "label selector of the monitor pods")
+	f.StringVar(&o.monitorAddress, "monitor-address", "", "host:port of the node's monitor, instead of finding its pod (or the node's InternalIP) and --monitor-port")
 	f.DurationVar(&o.usageTimeout, "usage-timeout", 3*time.Second, "how long to wait for the monitor before showing allocation only")
 	describe.AddCommand(node)
 	return describe
@@ -135,7 +141,7 @@ func (o *options) one(ctx context.Context, c kubernetes.Interface, name string, 
 	}
 	r := buildNode(node, inv, onNode(pods.Items, name))
 	if o.usage {
-		o.addUsage(ctx, node, &r)
+		o.addUsage(ctx, c, node, &r)
 	}
 	switch o.output {
 	case "json", "yaml":
@@ -144,11 +150,11 @@ func (o *options) one(ctx context.Context, c kubernetes.Interface, name string, 
 	return renderNode(out, r)
 }
 
-func (o *options) addUsage(ctx context.Context, node *corev1.Node, r *NodeReport) {
+func (o *options) addUsage(ctx context.Context, c kubernetes.Interface, node *corev1.Node, r *NodeReport) {
 	addr := o.monitorAddress
 	if addr == "" {
 		var err error
-		if addr, err = monitorAddress(node, o.monitorPort); err != nil {
+		if addr, err = o.findMonitor(ctx, c, node); err != nil {
 			r.Usage = &UsageStatus{Source: "(none)", Error: err.Error()}
 			return
 		}
@@ -160,6 +166,28 @@ func (o *options) addUsage(ctx context.Context, node *corev1.Node, r *NodeReport
 		return
 	}
 	applyUsage(r, fams)
+}
+
+// findMonitor returns the address of the monitor pod running on the node;
+// a monitor on the host network answers on the node's address instead.
+func (o *options) findMonitor(ctx context.Context, c kubernetes.Interface, node *corev1.Node) (string, error) {
+	pods, err := c.CoreV1().Pods(o.monitorNamespace).List(ctx, metav1.ListOptions{
+		LabelSelector: o.monitorSelector,
+		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", node.Name).String(),
+	})
+	if err != nil {
+		return "", apiError(err)
+	}
+	for _, p := range onNode(pods.Items, node.Name) {
+		if p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		if p.Spec.HostNetwork {
+			break
+		}
+		return net.JoinHostPort(p.Status.PodIP, strconv.Itoa(o.monitorPort)), nil
+	}
+	return monitorAddress(node, o.monitorPort)
 }
 
 // onNode keeps the pods bound to the node; a fake or old API server may

@@ -257,6 +257,28 @@ func TestDescribeUsage(t *testing.T) {
 	}
 }
 
+func TestFindMonitor(t *testing.T) {
+	mon := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "vgpu-system", Name: "vgpu-monitor-x", Labels: map[string]string{"app.kubernetes.io/name": "vgpu-monitor"}},
+		Spec:       corev1.PodSpec{NodeName: "gpu-node-1"},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.9"},
+	}
+	other := mon.DeepCopy()
+	other.Name, other.Spec.NodeName, other.Status.PodIP = "vgpu-monitor-y", "gpu-node-2", "10.244.2.9"
+	objs := append(cluster(t), mon, other)
+	o := &options{monitorNamespace: "vgpu-system", monitorSelector: "app.kubernetes.io/name=vgpu-monitor", monitorPort: 9394}
+	c, _ := fakeClient(objs...)(o)
+	n := gpuNode(t, "gpu-node-1", device.Inventory{SplitCount: 1, MemoryScaling: 1})
+	if a, err := o.findMonitor(context.Background(), c, n); err != nil || a != "10.244.1.9:9394" {
+		t.Fatalf("got %q, %v; want the monitor pod on the node", a, err)
+	}
+	// No monitor pod: the node's own address (a monitor on the host network).
+	n.Name = "gpu-node-3"
+	if a, err := o.findMonitor(context.Background(), c, n); err != nil || a != "10.0.0.7:9394" {
+		t.Fatalf("got %q, %v; want the node's InternalIP", a, err)
+	}
+}
+
 func TestMonitorAddressFromNode(t *testing.T) {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
 		{Type: corev1.NodeHostName, Address: "n.local"}, {Type: corev1.NodeInternalIP, Address: "fd00::5"}}}}
