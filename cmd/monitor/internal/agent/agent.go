@@ -1,0 +1,118 @@
+// Package agent wires the monitor together: the node's pod cache, NVML, the
+// region reader, the Prometheus collector, the stale-region sweeper and the
+// HTTP server.
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/cleanup"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/metrics"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/server"
+)
+
+// Config is what the flags set.
+type Config struct {
+	NodeName string
+	// HostRoot is vgpu's host directory as the monitor sees it; the regions
+	// are in its containers/ subdirectory.
+	HostRoot string
+	// ProcRoot is the host's /proc as the monitor sees it.
+	ProcRoot string
+	// StaleGrace is how long a region outlives its pod.
+	StaleGrace    time.Duration
+	SweepInterval time.Duration
+}
+
+// Agent is a configured monitor.
+type Agent struct {
+	cfg      Config
+	log      *zap.Logger
+	node     *pods.Node
+	registry *prometheus.Registry
+	sweeper  *cleanup.Sweeper
+}
+
+// New builds an agent reading GPUs from gpus and decoding regions with decode.
+func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode regions.Decoder, log *zap.Logger) (*Agent, error) {
+	node := pods.New(client, cfg.NodeName, log)
+	dir := filepath.Join(cfg.HostRoot, "containers")
+	reg := prometheus.NewRegistry()
+	wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"node": cfg.NodeName}, reg)
+	removed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: metrics.Prefix + "monitor_regions_removed_total",
+		Help: "Region directories removed because their pod no longer exists.",
+	})
+	coll := &metrics.Collector{
+		GPUs:       gpus,
+		Pods:       node,
+		Procs:      procs.Resolver{Root: cfg.ProcRoot},
+		RegionsDir: dir,
+		Regions:    regions.NewReader(decode, log),
+		Log:        log,
+	}
+	if err := wrapped.Register(coll); err != nil {
+		return nil, err
+	}
+	if err := wrapped.Register(removed); err != nil {
+		return nil, err
+	}
+	return &Agent{
+		cfg:      cfg,
+		log:      log,
+		node:     node,
+		registry: reg,
+		sweeper:  &cleanup.Sweeper{Dir: dir, Pods: node, Grace: cfg.StaleGrace, Log: log, Removed: removed},
+	}, nil
+}
+
+// Run serves on ln until ctx ends. The HTTP server starts at once so that
+// /healthz can say what the monitor waits for.
+func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           server.Handler(a.registry, a.ready),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.log.Info("serving", zap.String("address", ln.Addr().String()), zap.String("node", a.cfg.NodeName))
+
+	if err := a.node.Run(ctx); err != nil {
+		_ = srv.Close()
+		if ctx.Err() != nil {
+			return nil // stopped while waiting: not a failure
+		}
+		return err
+	}
+	go a.sweeper.Run(ctx, a.cfg.SweepInterval)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return srv.Shutdown(shut)
+}
+
+func (a *Agent) ready() (bool, string) {
+	if !a.node.Synced() {
+		return false, "waiting for the pod and node caches of " + a.cfg.NodeName
+	}
+	return true, ""
+}

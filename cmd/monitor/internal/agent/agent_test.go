@@ -1,0 +1,277 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/device"
+)
+
+const (
+	nodeName = "gpu-node-1"
+	uuid0    = "GPU-a0000000-0000-4000-8000-000000000000"
+	uuid1    = "GPU-a1000000-0000-4000-8000-000000000001"
+	uidTrain = "5f1c2a3b-1d2e-4f00-8a9b-0c1d2e3f4a5b"
+	uidInfer = "6a2b3c4d-1d2e-4f00-8a9b-0c1d2e3f4a5c"
+	uidGone  = "7b3c4d5e-1d2e-4f00-8a9b-0c1d2e3f4a5d"
+)
+
+// jsonDecoder stands in for the binary region format in this test of the
+// wiring; the format itself is tested against libvgpu's own programs.
+func jsonDecoder(b []byte) (regions.Region, error) {
+	var r regions.Region
+	if err := json.Unmarshal(b, &r); err != nil {
+		return regions.Region{}, err
+	}
+	return r, nil
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeRegion(t *testing.T, root, uid, ctr string, r regions.Region) {
+	b, _ := json.Marshal(r)
+	writeFile(t, filepath.Join(root, "containers", contract.ContainerDirName(uid, ctr), contract.RegionFileName), string(b))
+}
+
+func fakeProcess(t *testing.T, procRoot string, hostPID int, podUID string, nsPID int) {
+	d := filepath.Join(procRoot, fmt.Sprint(hostPID))
+	writeFile(t, filepath.Join(d, "cgroup"), "0::/kubepods.slice/kubepods-pod"+strings.ReplaceAll(podUID, "-", "_")+".slice/cri-containerd-1.scope\n")
+	writeFile(t, filepath.Join(d, "status"), fmt.Sprintf("Name:\tpython\nNSpid:\t%d\t%d\n", hostPID, nsPID))
+}
+
+func testPod(t *testing.T, ns, name, uid string, a assign.Pod) *corev1.Pod {
+	v, err := annotation.EncodeAssignment(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid), Annotations: map[string]string{contract.AnnotationAssignment: v}},
+		Spec:       corev1.PodSpec{NodeName: nodeName},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+}
+
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("not the Prometheus text format: %v", err)
+	}
+	return fams
+}
+
+// value finds the one sample of name whose labels include want.
+func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	t.Helper()
+	f, ok := fams[name]
+	if !ok {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		return m.GetGauge().GetValue() + m.GetCounter().GetValue(), true
+	}
+	return 0, false
+}
+
+func TestMetricsOverHTTP(t *testing.T) {
+	root, procRoot := t.TempDir(), t.TempDir()
+
+	// NVML: an A100 DGX; GPU 0 is busy with two processes of the train pod
+	// and one of a process outside any pod.
+	srv := dgxa100.New()
+	gpus.Idle(srv)
+	d0, d1 := srv.Devices[0].(*server.Device), srv.Devices[1].(*server.Device)
+	d0.UUID, d1.UUID = uuid0, uuid1
+	d0.MemoryInfo.Used = 9 << 30
+	d0.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: 71}, nvml.SUCCESS }
+	d0.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
+		return []nvml.ProcessInfo{{Pid: 4001, UsedGpuMemory: 3 << 30}, {Pid: 4002, UsedGpuMemory: 1 << 30}, {Pid: 4100, UsedGpuMemory: 1 << 30}}, nvml.SUCCESS
+	}
+	d0.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+		return []nvml.ProcessUtilizationSample{{Pid: 4001, TimeStamp: 10, SmUtil: 20}, {Pid: 4002, TimeStamp: 10, SmUtil: 7}, {Pid: 4100, TimeStamp: 10, SmUtil: 40}}, nvml.SUCCESS
+	}
+	fakeProcess(t, procRoot, 4001, uidTrain, 12)
+	fakeProcess(t, procRoot, 4002, uidTrain, 13)
+	writeFile(t, filepath.Join(procRoot, "4100", "cgroup"), "0::/system.slice/x.service\n")
+
+	// Regions: train (enforced, GPU 0), infer's server (unenforced, both
+	// GPUs), a corrupt one, an empty directory, and one of a deleted pod.
+	writeRegion(t, root, uidTrain, "trainer", regions.Region{Enforced: true,
+		Devices:   []regions.Device{{UUID: uuid0, MemoryLimitBytes: 10 << 30, MemoryUsedBytes: 4 << 30, CoresLimit: 30}},
+		Processes: []regions.Process{{PID: 12}, {PID: 13}}})
+	writeRegion(t, root, uidInfer, "server", regions.Region{Enforced: false,
+		Devices: []regions.Device{{UUID: uuid0, MemoryLimitBytes: 2 << 30, MemoryUsedBytes: 1 << 29}, {UUID: uuid1, MemoryLimitBytes: 2 << 30}}})
+	writeFile(t, filepath.Join(root, "containers", uidInfer+"_sidecar", "region"), "\x56\x47\x50\x55truncated")
+	if err := os.MkdirAll(filepath.Join(root, "containers", uidInfer+"_starting"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeRegion(t, root, uidGone, "old", regions.Region{Enforced: true})
+
+	inv, _ := annotation.EncodeDevices(device.Inventory{SplitCount: 10, MemoryScaling: 1, GPUs: []device.GPU{
+		{UUID: uuid0, Index: 0, Model: "NVIDIA A100-SXM4-40GB", MemoryMiB: 40960, Healthy: true},
+		{UUID: uuid1, Index: 1, Model: "NVIDIA A100-SXM4-40GB", MemoryMiB: 40960, Healthy: true}}})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Annotations: map[string]string{contract.AnnotationDevices: inv}}}
+	client := fake.NewClientset(node,
+		testPod(t, "team-a", "train-0", uidTrain, assign.Pod{Node: nodeName, Containers: []assign.Container{
+			{Name: "trainer", Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 10240, Cores: 30}}}}}),
+		testPod(t, "team-b", "infer", uidInfer, assign.Pod{Node: nodeName, Containers: []assign.Container{
+			{Name: "server", Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 2048}, {UUID: uuid1, MemoryMiB: 2048}}},
+			{Name: "sidecar", Devices: []assign.Device{{UUID: uuid1, MemoryMiB: 1024, Cores: 10}}}}}),
+	)
+
+	core, logs := observer.New(zap.WarnLevel)
+	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour},
+		client, gpus.New(srv), jsonDecoder, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	base := "http://" + ln.Addr().String()
+	waitHealthy(t, base+"/healthz")
+
+	var fams map[string]*dto.MetricFamily
+	for i := 0; i < 3; i++ {
+		fams = scrape(t, base+"/metrics")
+	}
+	g0 := map[string]string{"node": nodeName, "gpu": uuid0, "index": "0", "model": "Mock NVIDIA A100-SXM4-40GB"}
+	g1 := map[string]string{"gpu": uuid1, "index": "1"}
+	train := map[string]string{"node": nodeName, "namespace": "team-a", "pod": "train-0", "container": "trainer", "gpu": uuid0, "index": "0"}
+	infer0 := map[string]string{"namespace": "team-b", "pod": "infer", "container": "server", "gpu": uuid0}
+	infer1 := map[string]string{"namespace": "team-b", "pod": "infer", "container": "server", "gpu": uuid1, "index": "1"}
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"vgpu_gpu_memory_used_bytes", g0, 9 << 30},
+		{"vgpu_gpu_memory_total_bytes", g0, 40960 << 20},
+		{"vgpu_gpu_utilization_percent", g0, 71},
+		{"vgpu_gpu_slots_allocated", g0, 2},
+		{"vgpu_gpu_slots_total", g0, 10},
+		{"vgpu_gpu_memory_allocated_bytes", g0, (10240 + 2048) << 20},
+		{"vgpu_gpu_cores_allocated_percent", g0, 30},
+		{"vgpu_gpu_slots_allocated", g1, 2},
+		{"vgpu_gpu_memory_allocated_bytes", g1, (2048 + 1024) << 20},
+		{"vgpu_gpu_cores_allocated_percent", g1, 10},
+		{"vgpu_container_memory_limit_bytes", train, 10 << 30},
+		{"vgpu_container_memory_used_bytes", train, 4 << 30},
+		{"vgpu_container_cores_limit_percent", train, 30},
+		// 20 + 7 from its two processes; the host process's 40 is nobody's
+		{"vgpu_container_utilization_percent", train, 27},
+		{"vgpu_container_enforced", train, 1},
+		{"vgpu_container_enforced", infer0, 0},
+		{"vgpu_container_memory_used_bytes", infer0, 1 << 29},
+		{"vgpu_container_memory_limit_bytes", infer1, 2 << 30},
+		{"vgpu_container_utilization_percent", infer1, 0},
+		{"vgpu_monitor_regions", map[string]string{"state": "ok"}, 2},
+		{"vgpu_monitor_regions", map[string]string{"state": "corrupt"}, 1},
+		{"vgpu_monitor_regions", map[string]string{"state": "absent"}, 1},
+		{"vgpu_monitor_regions", map[string]string{"state": "orphaned"}, 1},
+		{"vgpu_monitor_nvml_up", nil, 1},
+		{"vgpu_monitor_regions_removed_total", nil, 0},
+	} {
+		got, ok := value(t, fams, c.name, c.labels)
+		if !ok {
+			t.Errorf("%s%v missing", c.name, c.labels)
+			continue
+		}
+		if got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	for name := range fams {
+		if !strings.HasPrefix(name, "vgpu_") {
+			t.Errorf("metric %s lacks the vgpu_ prefix", name)
+		}
+	}
+	if _, ok := value(t, fams, "vgpu_container_memory_used_bytes", map[string]string{"container": "old"}); ok {
+		t.Error("the region of a pod that no longer exists is exported")
+	}
+	corrupt := logs.FilterMessageSnippet("unreadable region").Len()
+	if corrupt != 1 {
+		t.Errorf("3 scrapes logged the corrupt region %d times, want once", corrupt)
+	}
+}
+
+func waitHealthy(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not healthy after 10s (last: %v)", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,161 @@
+// Package pods keeps the monitor's view of its own node from the API
+// server: the pods bound to it (to name region directories and to sum what
+// the scheduler assigned) and the node's GPU inventory. Both come from
+// informers limited to this node, so a scrape never lists anything.
+package pods
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/device"
+)
+
+// Ref names a pod.
+type Ref struct {
+	Namespace string
+	Name      string
+	UID       types.UID
+}
+
+// Assigned is a live pod on this node with its vgpu assignment.
+type Assigned struct {
+	Ref
+	Assignment assign.Pod
+}
+
+// Node watches one node and the pods bound to it.
+type Node struct {
+	name  string
+	log   *zap.Logger
+	pods  cache.SharedIndexInformer
+	nodes cache.SharedIndexInformer
+
+	mu sync.Mutex
+	// badAssignment remembers pods whose annotation did not decode, so
+	// each is logged once.
+	badAssignment map[types.UID]bool
+}
+
+const byUID = "uid"
+
+// New prepares informers for node name; call Run to start them.
+func New(client kubernetes.Interface, name string, log *zap.Logger) *Node {
+	podFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", name).String()
+		}))
+	nodeFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+		}))
+	n := &Node{
+		name:          name,
+		log:           log,
+		pods:          podFactory.Core().V1().Pods().Informer(),
+		nodes:         nodeFactory.Core().V1().Nodes().Informer(),
+		badAssignment: map[types.UID]bool{},
+	}
+	_ = n.pods.AddIndexers(cache.Indexers{byUID: func(obj any) ([]string, error) {
+		return []string{string(obj.(*corev1.Pod).UID)}, nil
+	}})
+	return n
+}
+
+// Run starts the informers and waits until their caches are filled or ctx
+// ends.
+func (n *Node) Run(ctx context.Context) error {
+	go n.pods.Run(ctx.Done())
+	go n.nodes.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), n.pods.HasSynced, n.nodes.HasSynced) {
+		return fmt.Errorf("node %s: pod and node caches did not sync", n.name)
+	}
+	return nil
+}
+
+// Synced reports whether both caches hold a full list. Until then, a pod
+// missing from the cache may well exist.
+func (n *Node) Synced() bool { return n.pods.HasSynced() && n.nodes.HasSynced() }
+
+// Lookup finds a pod of this node by uid.
+func (n *Node) Lookup(uid string) (Ref, bool) {
+	objs, err := n.pods.GetIndexer().ByIndex(byUID, uid)
+	if err != nil || len(objs) == 0 {
+		return Ref{}, false
+	}
+	p := objs[0].(*corev1.Pod)
+	return Ref{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, true
+}
+
+// Assignments returns the assignments of this node's pods that still hold
+// their GPUs (not finished), ordered by namespace and name.
+func (n *Node) Assignments() []Assigned {
+	var out []Assigned
+	for _, obj := range n.pods.GetStore().List() {
+		p := obj.(*corev1.Pod)
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		v, ok := p.Annotations[contract.AnnotationAssignment]
+		if !ok {
+			continue
+		}
+		a, err := annotation.DecodeAssignment(v)
+		if err != nil {
+			n.mu.Lock()
+			first := !n.badAssignment[p.UID]
+			n.badAssignment[p.UID] = true
+			n.mu.Unlock()
+			if first {
+				n.log.Warn("pod has an unreadable assignment; its GPUs are not counted",
+					zap.String("namespace", p.Namespace), zap.String("pod", p.Name), zap.Error(err))
+			}
+			continue
+		}
+		out = append(out, Assigned{Ref: Ref{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, Assignment: a})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// Inventory is the node's vgpu.io/devices annotation, if present and valid.
+func (n *Node) Inventory() (device.Inventory, bool) {
+	obj, ok, err := n.nodes.GetStore().GetByKey(n.name)
+	if err != nil || !ok {
+		return device.Inventory{}, false
+	}
+	v, ok := obj.(*corev1.Node).Annotations[contract.AnnotationDevices]
+	if !ok {
+		return device.Inventory{}, false
+	}
+	inv, err := annotation.DecodeDevices(v)
+	if err != nil {
+		return device.Inventory{}, false
+	}
+	return inv, true
+}
+
+// Exists reports whether a pod with this uid is bound to the node.
+func (n *Node) Exists(uid string) bool {
+	_, ok := n.Lookup(uid)
+	return ok
+}

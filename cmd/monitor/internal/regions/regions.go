@@ -1,0 +1,177 @@
+// Package regions finds and reads the shared region files that libvgpu
+// writes, one per container, under the node's containers directory
+// (<dir>/<pod-uid>_<container>/region). A file that cannot be decoded is
+// skipped and reported once, not on every scan: a half-written or foreign
+// file must neither crash the monitor nor flood its log.
+package regions
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vgpu-io/vgpu/lib/contract"
+)
+
+// Device is one vGPU of a container as its region records it.
+type Device struct {
+	UUID             string
+	MemoryLimitBytes uint64
+	MemoryUsedBytes  uint64
+	// CoresLimit is the SM share in percent, 0 = no limit.
+	CoresLimit int
+}
+
+// Process is one process of the container that opened the region, in the
+// container's own pid namespace.
+type Process struct {
+	PID int32
+}
+
+// Region is what the monitor needs from one container's shared region.
+type Region struct {
+	// Enforced is false when libvgpu could not enforce the limits and said so.
+	Enforced  bool
+	Devices   []Device
+	Processes []Process
+}
+
+// Decoder turns a region file's bytes into a Region, or says why it cannot.
+type Decoder func([]byte) (Region, error)
+
+// Entry is one container's region directory.
+type Entry struct {
+	PodUID    string
+	Container string
+	// Dir is the region directory; the file is Dir/contract.RegionFileName.
+	Dir string
+	// ModTime is the directory's modification time.
+	ModTime time.Time
+}
+
+// Path is the region file of the entry.
+func (e Entry) Path() string { return filepath.Join(e.Dir, contract.RegionFileName) }
+
+// ParseDirName splits "<pod-uid>_<container>". Pod uids never contain an
+// underscore and container names are DNS labels, so the first underscore
+// is the separator.
+func ParseDirName(name string) (podUID, container string, ok bool) {
+	podUID, container, ok = strings.Cut(name, "_")
+	if !ok || podUID == "" || container == "" {
+		return "", "", false
+	}
+	return podUID, container, true
+}
+
+// List returns the region directories under dir, sorted by name. A missing
+// dir is not an error: no container has a region yet.
+func List(dir string) ([]Entry, error) {
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(des))
+	for _, de := range des {
+		if !de.IsDir() {
+			continue
+		}
+		uid, ctr, ok := ParseDirName(de.Name())
+		if !ok {
+			continue
+		}
+		e := Entry{PodUID: uid, Container: ctr, Dir: filepath.Join(dir, de.Name())}
+		if info, err := de.Info(); err == nil {
+			e.ModTime = info.ModTime()
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Dir < out[j].Dir })
+	return out, nil
+}
+
+// Reader reads region files and remembers which ones were bad, so that
+// each bad file is logged once until it turns good or disappears.
+type Reader struct {
+	decode Decoder
+	log    *zap.Logger
+	mu     sync.Mutex
+	bad    map[string]bool
+}
+
+// NewReader returns a Reader that decodes with decode.
+func NewReader(decode Decoder, log *zap.Logger) *Reader {
+	return &Reader{decode: decode, log: log, bad: map[string]bool{}}
+}
+
+// Status of one read.
+type Status int
+
+const (
+	// OK: the region was read.
+	OK Status = iota
+	// Absent: the directory exists but libvgpu has not created the file yet.
+	Absent
+	// Corrupt: the file exists but cannot be decoded.
+	Corrupt
+)
+
+// Read reads the entry's region file.
+func (r *Reader) Read(e Entry) (Region, Status) {
+	path := e.Path()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		r.forget(path)
+		return Region{}, Absent
+	}
+	if err == nil {
+		var reg Region
+		reg, err = r.decode(b)
+		if err == nil {
+			r.forget(path)
+			return reg, OK
+		}
+	}
+	r.mu.Lock()
+	first := !r.bad[path]
+	r.bad[path] = true
+	r.mu.Unlock()
+	if first {
+		r.log.Warn("skipping unreadable region file; it is reported once until it changes state",
+			zap.String("path", path), zap.String("pod_uid", e.PodUID), zap.String("container", e.Container), zap.Error(err))
+	}
+	return Region{}, Corrupt
+}
+
+func (r *Reader) forget(path string) {
+	r.mu.Lock()
+	delete(r.bad, path)
+	r.mu.Unlock()
+}
+
+// Prune drops the memory of bad files that are no longer listed.
+func (r *Reader) Prune(live []Entry) {
+	keep := make(map[string]bool, len(live))
+	for _, e := range live {
+		keep[e.Path()] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p := range r.bad {
+		if !keep[p] {
+			delete(r.bad, p)
+		}
+	}
+}
+
+// String names the entry as its directory does, for logs.
+func (e Entry) String() string { return contract.ContainerDirName(e.PodUID, e.Container) }
