@@ -36,6 +36,8 @@ type fitter struct {
 	gpu config.Policy
 	// selectAll is set when the pod's selector restricts nothing.
 	selectAll bool
+	// invSplit is 1/split count of the node being fitted.
+	invSplit float64
 
 	app   []own // sum of the app containers, per GPU
 	init  []own // max of the init containers, per GPU
@@ -71,6 +73,7 @@ func (f *fitter) fit(v *ledger.View) string {
 		return reasonNoInventory
 	}
 	f.reset(len(v.GPUs))
+	f.invSplit = 1 / float64(v.SplitCount)
 	for pass := 0; pass < 2; pass++ {
 		isInit := pass == 1
 		for ci := range f.pod.Containers {
@@ -147,7 +150,7 @@ func (f *fitter) why(v *ledger.View, g int, c *request.Container) (int, float64)
 	if base.Cores+a.cores > 100 {
 		return whyCores, 0
 	}
-	return -1, load(base, a, v.SplitCount, memCap)
+	return -1, load(base, a, f.invSplit, memCap)
 }
 
 func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
@@ -199,17 +202,18 @@ func (f *fitter) better(a, b int) bool {
 }
 
 // load is how full GPU g would be, 0..1: its fullest dimension among vGPU
-// slots, memory and cores; 1 when held whole.
-func load(base *ledger.Usage, o own, split int, memCap int64) float64 {
+// slots, memory and cores; 1 when held whole. It runs for every GPU of every
+// node filtered, so it divides once at most.
+func load(base *ledger.Usage, o own, invSplit float64, memCap int64) float64 {
 	if base.Exclusive > 0 || o.excl {
 		return 1
 	}
-	l := float64(base.Slots+o.slots) / float64(split)
-	if m := float64(base.MemoryMiB+o.mem) / float64(memCap); m > l {
-		l = m
-	}
-	if c := float64(base.Cores+o.cores) / 100; c > l {
+	l := float64(base.Slots+o.slots) * invSplit
+	if c := float64(base.Cores+o.cores) * 0.01; c > l {
 		l = c
+	}
+	if mem := float64(base.MemoryMiB + o.mem); mem > l*float64(memCap) {
+		l = mem / float64(memCap)
 	}
 	return min(l, 1)
 }
@@ -223,7 +227,7 @@ func (f *fitter) nodeLoad(v *ledger.View) float64 {
 		}
 		a, i := f.app[g], f.init[g]
 		o := own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl}
-		sum += load(&v.Used[g], o, v.SplitCount, ledger.MemoryCapacity(v.GPUs[g].MemoryMiB, v.MemoryScaling))
+		sum += load(&v.Used[g], o, f.invSplit, ledger.MemoryCapacity(v.GPUs[g].MemoryMiB, v.MemoryScaling))
 		n++
 	}
 	if n == 0 {
