@@ -39,6 +39,9 @@ type GPU struct {
 	// cannot tell (e.g. not supported on this device).
 	UtilizationPercent int
 	Processes          []Process
+	// PerProcessSM is false when NVML cannot sample utilisation per
+	// process on this GPU; SMPercent is then 0 for every process.
+	PerProcessSM bool
 }
 
 // Source reads GPUs from one NVML library handle. It is safe for
@@ -173,7 +176,8 @@ func (s *Source) read(i int) (GPU, error) {
 	if ret != nvml.SUCCESS {
 		return g, nil
 	}
-	sm := s.processSM(d, g.UUID)
+	sm, ok := s.processSM(d, g.UUID)
+	g.PerProcessSM = ok
 	for _, p := range procs {
 		g.Processes = append(g.Processes, Process{PID: p.Pid, MemoryUsedBytes: p.UsedGpuMemory, SMPercent: sm[p.Pid]})
 	}
@@ -192,16 +196,18 @@ type smSample struct {
 	at      time.Time
 }
 
-// processSM returns the newest SM utilisation of each process of the GPU.
-// NVML answers NOT_FOUND when no process ran since the last timestamp.
-func (s *Source) processSM(d nvml.Device, uuid string) map[uint32]uint32 {
+// processSM returns the newest SM utilisation of each process of the GPU,
+// and false when the GPU cannot sample per process. NVML answers NOT_FOUND
+// when no process ran since the last timestamp.
+func (s *Source) processSM(d nvml.Device, uuid string) (map[uint32]uint32, bool) {
 	now := s.now()
 	cache := s.sm[uuid]
 	if cache == nil {
 		cache = map[uint32]smSample{}
 		s.sm[uuid] = cache
 	}
-	if samples, ret := d.GetProcessUtilization(s.lastSample[uuid]); ret == nvml.SUCCESS {
+	samples, ret := d.GetProcessUtilization(s.lastSample[uuid])
+	if ret == nvml.SUCCESS {
 		newest := make(map[uint32]uint64, len(samples))
 		for _, smp := range samples {
 			if smp.TimeStamp >= newest[smp.Pid] {
@@ -221,5 +227,5 @@ func (s *Source) processSM(d nvml.Device, uuid string) map[uint32]uint32 {
 		}
 		out[pid] = smp.percent
 	}
-	return out
+	return out, ret == nvml.SUCCESS || ret == nvml.ERROR_NOT_FOUND
 }

@@ -29,6 +29,7 @@ func TestReadMockDGX(t *testing.T) {
 	}
 	d1 := srv.Devices[1].(*server.Device)
 	d1.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{}, nvml.ERROR_NOT_SUPPORTED }
+	d1.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) { return nil, nvml.ERROR_NOT_SUPPORTED }
 
 	s := New(srv)
 	now := time.Unix(100, 0)
@@ -47,6 +48,9 @@ func TestReadMockDGX(t *testing.T) {
 	want := []Process{{PID: 800, MemoryUsedBytes: 2 << 30, SMPercent: 5}, {PID: 900, MemoryUsedBytes: 1 << 30, SMPercent: 35}}
 	if len(g.Processes) != 2 || g.Processes[0] != want[0] || g.Processes[1] != want[1] {
 		t.Fatalf("processes = %+v, want newest sample per pid %+v", g.Processes, want)
+	}
+	if !gs[0].PerProcessSM || gs[1].PerProcessSM || !gs[2].PerProcessSM {
+		t.Fatalf("per-process sampling: %v %v %v, want true (samples), false (not supported), true (none yet)", gs[0].PerProcessSM, gs[1].PerProcessSM, gs[2].PerProcessSM)
 	}
 	if gs[1].UtilizationPercent != -1 {
 		t.Fatalf("unsupported utilisation read as %d, want -1 (unknown)", gs[1].UtilizationPercent)

@@ -1,0 +1,137 @@
+// Package feed is the monitor's side of libvgpu's compute throttle: for
+// every container with a cores limit it writes, into the container's region,
+// the SM utilisation its processes reached over the last sample, so that
+// libvgpu can pace kernel launches to the share (docs/shared-region.md). A
+// container with a cores limit and no feed is reported unenforced by
+// libvgpu after a few seconds, so this loop is what makes gpucores real.
+package feed
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/usage"
+)
+
+// Writer publishes one utilisation sample into device i of a region file.
+type Writer interface {
+	Publish(path string, device int, permille uint32) error
+}
+
+// GPUReader reads the node's GPUs.
+type GPUReader interface {
+	Read() ([]gpus.GPU, error)
+}
+
+// Feeder measures and publishes.
+type Feeder struct {
+	Dir     string
+	GPUs    GPUReader
+	Regions *regions.Reader
+	Procs   usage.OwnerResolver
+	Writer  Writer
+	Log     *zap.Logger
+
+	failed map[string]bool // region paths whose last publish failed, logged once
+}
+
+// limited reports whether any device of the region has a cores limit that
+// libvgpu throttles (1-99; 0 is none and 100 a whole GPU).
+func limited(r regions.Region) bool {
+	for _, d := range r.Devices {
+		if d.CoresLimit > 0 && d.CoresLimit < 100 {
+			return true
+		}
+	}
+	return false
+}
+
+// Tick makes one pass: measure once, publish to every limited container.
+// It returns the number of samples published.
+func (f *Feeder) Tick() int {
+	entries, err := regions.List(f.Dir)
+	if err != nil || len(entries) == 0 {
+		return 0
+	}
+	var cs []usage.Container
+	var paths []string
+	for _, e := range entries {
+		// Region directories are named by pod uid, which is all the
+		// attribution needs: a pod the cache has not seen yet is fed too.
+		reg, st := f.Regions.Read(e)
+		if st != regions.OK || !limited(reg) {
+			continue
+		}
+		cs = append(cs, usage.Container{PodUID: e.PodUID, Region: reg})
+		paths = append(paths, e.Path())
+	}
+	if len(cs) == 0 {
+		return 0
+	}
+	gs, err := f.GPUs.Read()
+	if err != nil && len(gs) == 0 {
+		return 0 // nothing measured: publishing zeros would unleash every container
+	}
+	byUUID := make(map[string]gpus.GPU, len(gs))
+	for _, g := range gs {
+		byUUID[g.UUID] = g
+	}
+	util := usage.Utilization(cs, gs, f.Procs)
+	n := 0
+	failed := map[string]bool{}
+	for i, c := range cs {
+		var failure error
+		for dev, d := range c.Region.Devices {
+			if d.CoresLimit <= 0 || d.CoresLimit >= 100 {
+				continue
+			}
+			g, ok := byUUID[d.UUID]
+			if !ok {
+				continue
+			}
+			if err := f.Writer.Publish(paths[i], dev, Permille(g, util[i][d.UUID])); err != nil {
+				failure = err
+				continue
+			}
+			n++
+		}
+		if failure != nil && !f.failed[paths[i]] {
+			f.Log.Warn("cannot publish utilisation into region; its compute limit is not fed", zap.String("path", paths[i]), zap.Error(failure))
+		}
+		if failure != nil {
+			failed[paths[i]] = true
+		}
+	}
+	f.failed = failed
+	return n
+}
+
+// Permille is the sample for a container on GPU g whose processes used
+// smPercent of the SMs. Where NVML cannot sample per process, the whole
+// GPU's utilisation stands in: it over-counts when the GPU is shared, which
+// throttles harder, never looser, than the limit.
+func Permille(g gpus.GPU, smPercent uint32) uint32 {
+	p := smPercent
+	if !g.PerProcessSM && g.UtilizationPercent >= 0 {
+		p = uint32(g.UtilizationPercent)
+	}
+	return min(p*10, 1000)
+}
+
+// Run ticks every interval until ctx ends.
+func (f *Feeder) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f.Tick()
+		}
+	}
+}

@@ -1,0 +1,129 @@
+package feed
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+)
+
+type sample struct {
+	path     string
+	device   int
+	permille uint32
+}
+
+type recorder struct {
+	got  []sample
+	fail error
+}
+
+func (r *recorder) Publish(path string, device int, permille uint32) error {
+	if r.fail != nil {
+		return r.fail
+	}
+	r.got = append(r.got, sample{filepath.Base(filepath.Dir(path)), device, permille})
+	return nil
+}
+
+type fixedGPUs []gpus.GPU
+
+func (g fixedGPUs) Read() ([]gpus.GPU, error) { return g, nil }
+
+type owners map[uint32]procs.Owner
+
+func (o owners) Owner(pid uint32) (procs.Owner, error) {
+	if w, ok := o[pid]; ok {
+		return w, nil
+	}
+	return procs.Owner{}, errors.New("not in a pod")
+}
+
+func jsonDecoder(b []byte) (regions.Region, error) {
+	var r regions.Region
+	return r, json.Unmarshal(b, &r)
+}
+
+func put(t *testing.T, dir, name string, r regions.Region) {
+	b, _ := json.Marshal(r)
+	if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name, "region"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTickPublishesPerContainerUtilization(t *testing.T) {
+	dir := t.TempDir()
+	// pod A: one container limited to 30 % on GPU a, 0 (none) on GPU b.
+	put(t, dir, "podA_train", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 0}, {UUID: "b", CoresLimit: 30}}, Processes: []regions.Process{{PID: 7}}})
+	// pod B: limited on GPU a, whose NVML cannot sample per process.
+	put(t, dir, "podB_infer", regions.Region{Devices: []regions.Device{{UUID: "c", CoresLimit: 50}}})
+	// pod C: no limit at all: nothing to feed.
+	put(t, dir, "podC_free", regions.Region{Devices: []regions.Device{{UUID: "b"}}})
+	// pod D: a whole GPU (100): libvgpu does not throttle it.
+	put(t, dir, "podD_whole", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 100}}})
+
+	g := fixedGPUs{
+		{UUID: "a", UtilizationPercent: 90, PerProcessSM: true},
+		{UUID: "b", UtilizationPercent: 80, PerProcessSM: true, Processes: []gpus.Process{{PID: 1007, SMPercent: 24}, {PID: 1008, SMPercent: 40}, {PID: 1009, SMPercent: 16}}},
+		{UUID: "c", UtilizationPercent: 65, PerProcessSM: false, Processes: []gpus.Process{{PID: 2001}}},
+	}
+	o := owners{
+		1007: {PodUID: "podA", NSPID: 7},
+		1008: {PodUID: "podC", NSPID: 1},  // another pod's process on GPU b
+		1009: {PodUID: "podA", NSPID: 99}, // pod A, but not a pid the region lists
+		2001: {PodUID: "podB", NSPID: 1},
+	}
+	rec := &recorder{}
+	f := &Feeder{Dir: dir, GPUs: g, Regions: regions.NewReader(jsonDecoder, zap.NewNop()), Procs: o, Writer: rec, Log: zap.NewNop()}
+	if n := f.Tick(); n != 2 {
+		t.Fatalf("published %d samples, want 2: %+v", n, rec.got)
+	}
+	want := []sample{{"podA_train", 1, 240}, {"podB_infer", 0, 650}}
+	for i := range want {
+		if rec.got[i] != want[i] {
+			t.Errorf("sample %d = %+v, want %+v", i, rec.got[i], want[i])
+		}
+	}
+}
+
+func TestPublishFailureLoggedOnce(t *testing.T) {
+	dir := t.TempDir()
+	put(t, dir, "p_c", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 30}}})
+	core, logs := observer.New(zap.WarnLevel)
+	rec := &recorder{fail: errors.New("read-only file system")}
+	f := &Feeder{Dir: dir, GPUs: fixedGPUs{{UUID: "a", PerProcessSM: true}}, Regions: regions.NewReader(jsonDecoder, zap.NewNop()), Writer: rec, Log: zap.New(core)}
+	for i := 0; i < 10; i++ {
+		f.Tick()
+	}
+	if logs.Len() != 1 {
+		t.Fatalf("10 failing ticks logged %d lines, want 1", logs.Len())
+	}
+}
+
+func TestPermille(t *testing.T) {
+	for _, tc := range []struct {
+		g    gpus.GPU
+		sm   uint32
+		want uint32
+	}{
+		{gpus.GPU{PerProcessSM: true, UtilizationPercent: 90}, 25, 250},
+		{gpus.GPU{PerProcessSM: true}, 130, 1000}, // samples of several processes can exceed 100
+		{gpus.GPU{PerProcessSM: false, UtilizationPercent: 42}, 0, 420},
+		{gpus.GPU{PerProcessSM: false, UtilizationPercent: -1}, 0, 0},
+	} {
+		if got := Permille(tc.g, tc.sm); got != tc.want {
+			t.Errorf("Permille(%+v, %d) = %d, want %d", tc.g, tc.sm, got, tc.want)
+		}
+	}
+}
