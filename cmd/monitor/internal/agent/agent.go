@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/cleanup"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/feed"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/metrics"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
@@ -34,6 +35,9 @@ type Config struct {
 	// StaleGrace is how long a region outlives its pod.
 	StaleGrace    time.Duration
 	SweepInterval time.Duration
+	// FeedInterval is how often utilisation is written into the regions of
+	// containers with a cores limit.
+	FeedInterval time.Duration
 }
 
 // Agent is a configured monitor.
@@ -43,10 +47,12 @@ type Agent struct {
 	node     *pods.Node
 	registry *prometheus.Registry
 	sweeper  *cleanup.Sweeper
+	feeder   *feed.Feeder
 }
 
-// New builds an agent reading GPUs from gpus and decoding regions with decode.
-func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode regions.Decoder, log *zap.Logger) (*Agent, error) {
+// New builds an agent reading GPUs from gpus, decoding regions with decode
+// and feeding utilisation through w (nil: no feed).
+func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode regions.Decoder, w feed.Writer, log *zap.Logger) (*Agent, error) {
 	node := pods.New(client, cfg.NodeName, log)
 	dir := filepath.Join(cfg.HostRoot, "containers")
 	reg := prometheus.NewRegistry()
@@ -55,12 +61,14 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 		Name: metrics.Prefix + "monitor_regions_removed_total",
 		Help: "Region directories removed because their pod no longer exists.",
 	})
+	reader := regions.NewReader(decode, log)
+	owners := procs.Resolver{Root: cfg.ProcRoot}
 	coll := &metrics.Collector{
 		GPUs:       gpus,
 		Pods:       node,
-		Procs:      procs.Resolver{Root: cfg.ProcRoot},
+		Procs:      owners,
 		RegionsDir: dir,
-		Regions:    regions.NewReader(decode, log),
+		Regions:    reader,
 		Log:        log,
 	}
 	if err := wrapped.Register(coll); err != nil {
@@ -69,13 +77,17 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 	if err := wrapped.Register(removed); err != nil {
 		return nil, err
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:      cfg,
 		log:      log,
 		node:     node,
 		registry: reg,
 		sweeper:  &cleanup.Sweeper{Dir: dir, Pods: node, Grace: cfg.StaleGrace, Log: log, Removed: removed},
-	}, nil
+	}
+	if w != nil {
+		a.feeder = &feed.Feeder{Dir: dir, GPUs: gpus, Regions: reader, Procs: owners, Writer: w, Log: log}
+	}
+	return a, nil
 }
 
 // Run serves on ln until ctx ends. The HTTP server starts at once so that
@@ -97,6 +109,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	go a.sweeper.Run(ctx, a.cfg.SweepInterval)
+	if a.feeder != nil {
+		go a.feeder.Run(ctx, a.cfg.FeedInterval)
+	}
 
 	select {
 	case <-ctx.Done():

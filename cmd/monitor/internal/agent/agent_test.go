@@ -174,7 +174,7 @@ func TestMetricsOverHTTP(t *testing.T) {
 
 	core, logs := observer.New(zap.WarnLevel)
 	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour},
-		client, gpus.New(srv), jsonDecoder, zap.New(core))
+		client, gpus.New(srv), jsonDecoder, nil, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
