@@ -1,0 +1,101 @@
+/*
+ * The shared region: one small file per container, mapped by every process
+ * of the container (libvgpu) and by the node's monitor.
+ *
+ * Specified in docs/shared-region.md; declared again in Go in lib/region.
+ * The Go test in lib/region compiles libvgpu/test/region_tool.c against this
+ * header and checks that both declarations agree byte for byte, so any
+ * change here must be made there too (and the version bumped).
+ *
+ * All integers are little-endian (x86_64/arm64 native). Fields written
+ * concurrently are naturally aligned so that they can be used with atomics.
+ */
+#ifndef VGPU_REGION_H
+#define VGPU_REGION_H
+
+#include <stdint.h>
+
+#define VGPU_REGION_MAGIC 0x55504756u /* "VGPU" in file byte order */
+#define VGPU_REGION_VERSION 1u
+#define VGPU_MAX_DEVICES 16
+#define VGPU_MAX_PROCS 128
+#define VGPU_UUID_LEN 48
+#define VGPU_REASON_LEN 128
+
+/* header.flags */
+#define VGPU_FLAG_UNENFORCED 0x1u /* libvgpu could not enforce the limits */
+
+/* header.reason: why a region is unenforced (first cause wins). */
+enum vgpu_reason {
+	VGPU_REASON_NONE = 0,
+	VGPU_REASON_BAD_ENV = 1,        /* limits env malformed */
+	VGPU_REASON_DRIVER_UNKNOWN = 2, /* the driver returned entry points libvgpu cannot match */
+	VGPU_REASON_NO_DLSYM = 3,       /* the C library's dlsym could not be found */
+	VGPU_REASON_NO_DRIVER_SYMBOL = 4, /* libcuda lacks an entry point libvgpu needs */
+	VGPU_REASON_NO_UTIL_FEED = 5,   /* core limit set but the monitor writes no utilisation */
+};
+
+/* process.state */
+#define VGPU_PROC_FREE 0u
+#define VGPU_PROC_ACTIVE 1u
+#define VGPU_PROC_RECLAIMING 2u
+
+struct vgpu_region_header {
+	uint32_t magic;          /* VGPU_REGION_MAGIC, written last at creation */
+	uint32_t version;        /* VGPU_REGION_VERSION */
+	uint32_t size;           /* sizeof(struct vgpu_region) */
+	uint32_t header_size;    /* sizeof(struct vgpu_region_header) */
+	uint32_t device_size;    /* sizeof(struct vgpu_region_device) */
+	uint32_t process_size;   /* sizeof(struct vgpu_region_process) */
+	uint32_t device_count;   /* visible devices described below */
+	uint32_t process_capacity; /* VGPU_MAX_PROCS */
+	uint32_t flags;          /* VGPU_FLAG_* */
+	uint32_t reason;         /* enum vgpu_reason */
+	uint64_t created_ns;     /* CLOCK_REALTIME at creation */
+	uint8_t pad0[16];
+	char reason_text[VGPU_REASON_LEN]; /* NUL-terminated, for humans */
+	uint8_t pad1[64];
+};
+
+struct vgpu_region_device {
+	/* line 0: configuration, written at attach from the container env */
+	char uuid[VGPU_UUID_LEN];  /* NUL-terminated, as in NVIDIA_VISIBLE_DEVICES */
+	uint64_t mem_limit;        /* bytes, 0 = no limit */
+	uint32_t core_limit;       /* percent of SMs, 0 = no limit */
+	uint32_t pad0;
+	/* line 1: memory accounting (libvgpu, atomics) */
+	uint64_t mem_used;         /* bytes held by all processes of the container */
+	uint64_t mem_peak;         /* high-water mark of mem_used */
+	uint64_t alloc_failures;   /* allocations refused for the limit */
+	uint8_t pad1[40];
+	/* line 2: utilisation feed (monitor writes, libvgpu reads) */
+	uint64_t util_seq;         /* incremented by the monitor after each sample */
+	uint64_t util_time_ns;     /* CLOCK_MONOTONIC at the end of the sample window */
+	uint32_t util_permille;    /* SM utilisation of this container's processes, 0-1000 */
+	uint32_t pad2;
+	uint8_t pad3[40];
+	/* line 3: launch throttle (libvgpu, atomics) */
+	uint64_t tat_ns;           /* next free launch time (GCRA), CLOCK_MONOTONIC */
+	uint64_t interval_ns;      /* pacing between launches, 0 = none */
+	uint64_t launches;         /* launches seen, all processes */
+	uint64_t seen_seq;         /* last util_seq applied */
+	uint64_t seen_launches;    /* launches at that time */
+	uint64_t seen_time_ns;     /* CLOCK_MONOTONIC at that time */
+	uint64_t throttled_ns;     /* total time launches were delayed */
+	uint64_t pad4;
+};
+
+struct vgpu_region_process {
+	int32_t pid;               /* pid in the container's pid namespace */
+	uint32_t state;            /* VGPU_PROC_* */
+	uint64_t start_time;       /* field 22 of /proc/<pid>/stat (clock ticks since boot) */
+	uint64_t mem_used[VGPU_MAX_DEVICES]; /* bytes, per device index */
+};
+
+struct vgpu_region {
+	struct vgpu_region_header header;
+	struct vgpu_region_device devices[VGPU_MAX_DEVICES];
+	struct vgpu_region_process procs[VGPU_MAX_PROCS];
+};
+
+#endif

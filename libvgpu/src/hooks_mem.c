@@ -1,0 +1,360 @@
+/*
+ * Memory: every allocation entry point reserves its size in the container's
+ * ledger before the driver allocates, gives it back if the driver fails, and
+ * records it so that the free gives back exactly what was reserved.
+ */
+#include <string.h>
+
+#include "vgpu.h"
+
+/* Reserve on the current device: 1 = go ahead (idx set), 0 = over the limit. */
+static int reserve_current(uint64_t size, int *idx)
+{
+	*idx = vgpu_current_index();
+	if (*idx < 0)
+		return 1;
+	return vgpu_mem_reserve(*idx, size) == 0;
+}
+
+static void unreserve(int idx, uint64_t size)
+{
+	if (idx >= 0)
+		vgpu_mem_release(idx, size);
+}
+
+static void record(int kind, uint64_t key, int idx, uint64_t size)
+{
+	if (idx >= 0)
+		vgpu_tab_put(kind, key, idx, size);
+}
+
+static void forget(int kind, uint64_t key)
+{
+	int idx;
+	uint64_t size;
+	if (vgpu_cfg.active && vgpu_tab_take(kind, key, &idx, &size))
+		vgpu_mem_release(idx, size);
+}
+
+#define ALLOC_BODY(call, size, kind, keyexpr)                        \
+	do {                                                         \
+		int idx_ = -1;                                       \
+		if (vgpu_cfg.active && !reserve_current((size), &idx_)) \
+			return CUDA_ERROR_OUT_OF_MEMORY;             \
+		CUresult r_ = (call);                                \
+		if (r_ != CUDA_SUCCESS)                              \
+			unreserve(idx_, (size));                     \
+		else                                                 \
+			record((kind), (keyexpr), idx_, (size));     \
+		return r_;                                           \
+	} while (0)
+
+#define NEED(name) do { CU_ENTER(); if (!REAL(name)) return CUDA_ERROR_NOT_FOUND; } while (0)
+
+VGPU_EXPORT CUresult cuInit(unsigned int flags)
+{
+	NEED(cuInit);
+	return REAL(cuInit)(flags);
+}
+
+VGPU_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
+{
+	NEED(cuMemAlloc_v2);
+	ALLOC_BODY(REAL(cuMemAlloc_v2)(dptr, bytesize), bytesize, VGPU_KIND_MEM, *dptr);
+}
+
+VGPU_EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int bytesize)
+{
+	NEED(cuMemAlloc);
+	ALLOC_BODY(REAL(cuMemAlloc)(dptr, bytesize), bytesize, VGPU_KIND_MEM, *dptr);
+}
+
+VGPU_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags)
+{
+	NEED(cuMemAllocManaged);
+	ALLOC_BODY(REAL(cuMemAllocManaged)(dptr, bytesize, flags), bytesize, VGPU_KIND_MEM, *dptr);
+}
+
+VGPU_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream s)
+{
+	NEED(cuMemAllocAsync);
+	ALLOC_BODY(REAL(cuMemAllocAsync)(dptr, bytesize, s), bytesize, VGPU_KIND_MEM, *dptr);
+}
+
+VGPU_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream s)
+{
+	NEED(cuMemAllocAsync_ptsz);
+	ALLOC_BODY(REAL(cuMemAllocAsync_ptsz)(dptr, bytesize, s), bytesize, VGPU_KIND_MEM, *dptr);
+}
+
+VGPU_EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream s)
+{
+	NEED(cuMemAllocFromPoolAsync);
+	ALLOC_BODY(REAL(cuMemAllocFromPoolAsync)(dptr, bytesize, pool, s), bytesize, VGPU_KIND_MEM, *dptr);
+}
+
+VGPU_EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream s)
+{
+	NEED(cuMemAllocFromPoolAsync_ptsz);
+	ALLOC_BODY(REAL(cuMemAllocFromPoolAsync_ptsz)(dptr, bytesize, pool, s), bytesize, VGPU_KIND_MEM, *dptr);
+}
+
+/*
+ * The pitch is only known after the allocation: reserve the unpadded size,
+ * then reserve the padding too or undo the allocation.
+ */
+static CUresult pitch_fixup(CUresult r, int idx, uint64_t guess, uint64_t actual, uint64_t ptr,
+			    CUresult (*free_fn)(CUdeviceptr))
+{
+	if (r != CUDA_SUCCESS) {
+		unreserve(idx, guess);
+		return r;
+	}
+	if (idx >= 0 && actual > guess && vgpu_mem_reserve(idx, actual - guess) != 0) {
+		unreserve(idx, guess);
+		free_fn(ptr);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	if (idx >= 0 && actual < guess)
+		unreserve(idx, guess - actual);
+	record(VGPU_KIND_MEM, ptr, idx, actual);
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, size_t height,
+					unsigned int elem)
+{
+	NEED(cuMemAllocPitch_v2);
+	int idx = -1;
+	uint64_t guess = (uint64_t)width * height;
+	if (vgpu_cfg.active && !reserve_current(guess, &idx))
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	CUresult r = REAL(cuMemAllocPitch_v2)(dptr, pitch, width, height, elem);
+	return pitch_fixup(r, idx, guess, r == CUDA_SUCCESS ? (uint64_t)*pitch * height : 0,
+			   r == CUDA_SUCCESS ? *dptr : 0, (CUresult(*)(CUdeviceptr))vgpu_cu_real[CU_cuMemFree_v2]);
+}
+
+static CUresult free_v1(CUdeviceptr p)
+{
+	return ((CUresult(*)(CUdeviceptr_v1))vgpu_cu_real[CU_cuMemFree])((CUdeviceptr_v1)p);
+}
+
+VGPU_EXPORT CUresult cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pitch, unsigned int width,
+				     unsigned int height, unsigned int elem)
+{
+	NEED(cuMemAllocPitch);
+	int idx = -1;
+	uint64_t guess = (uint64_t)width * height;
+	if (vgpu_cfg.active && !reserve_current(guess, &idx))
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	CUresult r = REAL(cuMemAllocPitch)(dptr, pitch, width, height, elem);
+	return pitch_fixup(r, idx, guess, r == CUDA_SUCCESS ? (uint64_t)*pitch * height : 0,
+			   r == CUDA_SUCCESS ? *dptr : 0, free_v1);
+}
+
+VGPU_EXPORT CUresult cuMemFree_v2(CUdeviceptr p)
+{
+	NEED(cuMemFree_v2);
+	CUresult r = REAL(cuMemFree_v2)(p);
+	if (r == CUDA_SUCCESS)
+		forget(VGPU_KIND_MEM, p);
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemFree(CUdeviceptr_v1 p)
+{
+	NEED(cuMemFree);
+	CUresult r = REAL(cuMemFree)(p);
+	if (r == CUDA_SUCCESS)
+		forget(VGPU_KIND_MEM, p);
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s)
+{
+	NEED(cuMemFreeAsync);
+	CUresult r = REAL(cuMemFreeAsync)(p, s);
+	if (r == CUDA_SUCCESS)
+		forget(VGPU_KIND_MEM, p);
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s)
+{
+	NEED(cuMemFreeAsync_ptsz);
+	CUresult r = REAL(cuMemFreeAsync_ptsz)(p, s);
+	if (r == CUDA_SUCCESS)
+		forget(VGPU_KIND_MEM, p);
+	return r;
+}
+
+/* VMM (cuMemCreate): physical memory is counted on the device the properties name. */
+VGPU_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
+				 unsigned long long flags)
+{
+	NEED(cuMemCreate);
+	int idx = -1;
+	if (vgpu_cfg.active && prop && prop->location.type == CU_MEM_LOCATION_TYPE_DEVICE) {
+		idx = vgpu_device_index(prop->location.id);
+		if (idx >= 0 && vgpu_mem_reserve(idx, size) != 0)
+			return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	CUresult r = REAL(cuMemCreate)(handle, size, prop, flags);
+	if (r != CUDA_SUCCESS)
+		unreserve(idx, size);
+	else
+		record(VGPU_KIND_VMM, *handle, idx, size);
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
+{
+	NEED(cuMemRelease);
+	CUresult r = REAL(cuMemRelease)(handle);
+	if (r == CUDA_SUCCESS)
+		forget(VGPU_KIND_VMM, handle);
+	return r;
+}
+
+/* Bytes per element of a CUarray_format; 4 for formats this table does not know. */
+static uint64_t format_bytes(int f)
+{
+	switch (f) {
+	case 0x01: case 0x08: return 1;                 /* (un)signed int8 */
+	case 0x02: case 0x09: case 0x10: return 2;      /* (un)signed int16, half */
+	case 0x03: case 0x0a: case 0x20: return 4;      /* (un)signed int32, float */
+	default: return 4;
+	}
+}
+
+static uint64_t array_bytes(size_t w, size_t h, size_t d, int format, unsigned int channels)
+{
+	return (uint64_t)w * (h ? h : 1) * (d ? d : 1) * format_bytes(format) * (channels ? channels : 1);
+}
+
+VGPU_EXPORT CUresult cuArrayCreate_v2(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR *desc)
+{
+	NEED(cuArrayCreate_v2);
+	uint64_t size = desc ? array_bytes(desc->Width, desc->Height, 1, desc->Format, desc->NumChannels) : 0;
+	ALLOC_BODY(REAL(cuArrayCreate_v2)(arr, desc), size, VGPU_KIND_ARRAY, (uint64_t)(uintptr_t)*arr);
+}
+
+VGPU_EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR *desc)
+{
+	NEED(cuArray3DCreate_v2);
+	uint64_t size = desc ? array_bytes(desc->Width, desc->Height, desc->Depth, desc->Format, desc->NumChannels) : 0;
+	ALLOC_BODY(REAL(cuArray3DCreate_v2)(arr, desc), size, VGPU_KIND_ARRAY, (uint64_t)(uintptr_t)*arr);
+}
+
+VGPU_EXPORT CUresult cuArrayDestroy(CUarray arr)
+{
+	NEED(cuArrayDestroy);
+	CUresult r = REAL(cuArrayDestroy)(arr);
+	if (r == CUDA_SUCCESS)
+		forget(VGPU_KIND_ARRAY, (uint64_t)(uintptr_t)arr);
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr, const CUDA_ARRAY3D_DESCRIPTOR *desc,
+					    unsigned int levels)
+{
+	NEED(cuMipmappedArrayCreate);
+	uint64_t size = 0;
+	if (desc) {
+		size_t w = desc->Width, h = desc->Height, d = desc->Depth;
+		for (unsigned int l = 0; l < (levels ? levels : 1); l++) {
+			size += array_bytes(w, h, d, desc->Format, desc->NumChannels);
+			w = w > 1 ? w / 2 : 1;
+			h = h > 1 ? h / 2 : h;
+			d = d > 1 ? d / 2 : d;
+		}
+	}
+	ALLOC_BODY(REAL(cuMipmappedArrayCreate)(arr, desc, levels), size, VGPU_KIND_MIPMAP,
+		   (uint64_t)(uintptr_t)*arr);
+}
+
+VGPU_EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
+{
+	NEED(cuMipmappedArrayDestroy);
+	CUresult r = REAL(cuMipmappedArrayDestroy)(arr);
+	if (r == CUDA_SUCCESS)
+		forget(VGPU_KIND_MIPMAP, (uint64_t)(uintptr_t)arr);
+	return r;
+}
+
+/* What a limited device reports: the limit as total, never more free than really is. */
+static void clamp_info(int idx, uint64_t *freep, uint64_t *totalp)
+{
+	if (idx < 0)
+		return;
+	struct vgpu_region_device *d = &vgpu_region->devices[idx];
+	uint64_t limit = __atomic_load_n(&d->mem_limit, __ATOMIC_RELAXED);
+	if (!limit)
+		return;
+	uint64_t used = __atomic_load_n(&d->mem_used, __ATOMIC_RELAXED);
+	uint64_t avail = used < limit ? limit - used : 0;
+	if (*totalp > limit)
+		*totalp = limit;
+	if (*freep > avail)
+		*freep = avail;
+}
+
+VGPU_EXPORT CUresult cuMemGetInfo_v2(size_t *freep, size_t *totalp)
+{
+	NEED(cuMemGetInfo_v2);
+	size_t f = 0, t = 0;
+	CUresult r = REAL(cuMemGetInfo_v2)(&f, &t);
+	if (r != CUDA_SUCCESS)
+		return r;
+	uint64_t f64 = f, t64 = t;
+	if (vgpu_cfg.active)
+		clamp_info(vgpu_current_index(), &f64, &t64);
+	if (freep)
+		*freep = f64;
+	if (totalp)
+		*totalp = t64;
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemGetInfo(unsigned int *freep, unsigned int *totalp)
+{
+	NEED(cuMemGetInfo);
+	unsigned int f = 0, t = 0;
+	CUresult r = REAL(cuMemGetInfo)(&f, &t);
+	if (r != CUDA_SUCCESS)
+		return r;
+	uint64_t f64 = f, t64 = t;
+	if (vgpu_cfg.active)
+		clamp_info(vgpu_current_index(), &f64, &t64);
+	if (freep)
+		*freep = (unsigned int)f64;
+	if (totalp)
+		*totalp = (unsigned int)t64;
+	return r;
+}
+
+VGPU_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
+{
+	NEED(cuDeviceTotalMem_v2);
+	CUresult r = REAL(cuDeviceTotalMem_v2)(bytes, dev);
+	if (r == CUDA_SUCCESS && bytes && vgpu_cfg.active) {
+		int idx = vgpu_device_index(dev);
+		uint64_t limit = idx >= 0 ? vgpu_region->devices[idx].mem_limit : 0;
+		if (limit && *bytes > limit)
+			*bytes = limit;
+	}
+	return r;
+}
+
+VGPU_EXPORT CUresult cuDeviceTotalMem(unsigned int *bytes, CUdevice dev)
+{
+	NEED(cuDeviceTotalMem);
+	CUresult r = REAL(cuDeviceTotalMem)(bytes, dev);
+	if (r == CUDA_SUCCESS && bytes && vgpu_cfg.active) {
+		int idx = vgpu_device_index(dev);
+		uint64_t limit = idx >= 0 ? vgpu_region->devices[idx].mem_limit : 0;
+		if (limit && *bytes > limit)
+			*bytes = (unsigned int)limit;
+	}
+	return r;
+}

@@ -1,0 +1,116 @@
+/* libvgpu internals shared between its translation units. */
+#ifndef VGPU_INTERNAL_H
+#define VGPU_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cuda_abi.h"
+#include "vgpu_region.h"
+
+#define VGPU_HIDDEN __attribute__((visibility("hidden")))
+#define VGPU_EXPORT __attribute__((visibility("default")))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+/*
+ * Every driver entry point libvgpu replaces, one per ABI variant. The hook
+ * of each is the exported function of the same name; its real counterpart
+ * is looked up in libcuda by name and indexed by CU_<name>.
+ */
+#define VGPU_CU_HOOKS(X)                                                      \
+	X(cuInit) X(cuGetProcAddress) X(cuGetProcAddress_v2)                      \
+	X(cuMemAlloc) X(cuMemAlloc_v2) X(cuMemAllocPitch) X(cuMemAllocPitch_v2)   \
+	X(cuMemAllocManaged) X(cuMemFree) X(cuMemFree_v2)                         \
+	X(cuMemAllocAsync) X(cuMemAllocAsync_ptsz)                                \
+	X(cuMemAllocFromPoolAsync) X(cuMemAllocFromPoolAsync_ptsz)                \
+	X(cuMemFreeAsync) X(cuMemFreeAsync_ptsz)                                  \
+	X(cuMemCreate) X(cuMemRelease)                                            \
+	X(cuArrayCreate_v2) X(cuArray3DCreate_v2) X(cuArrayDestroy)               \
+	X(cuMipmappedArrayCreate) X(cuMipmappedArrayDestroy)                      \
+	X(cuMemGetInfo) X(cuMemGetInfo_v2) X(cuDeviceTotalMem)                    \
+	X(cuDeviceTotalMem_v2)                                                    \
+	X(cuLaunchKernel) X(cuLaunchKernel_ptsz)                                  \
+	X(cuLaunchKernelEx) X(cuLaunchKernelEx_ptsz)                              \
+	X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz)            \
+	X(cuGraphLaunch) X(cuGraphLaunch_ptsz)                                    \
+	X(cuLaunch) X(cuLaunchGrid) X(cuLaunchGridAsync)
+
+/* Driver functions libvgpu calls for itself (never hooked). */
+#define VGPU_CU_HELPERS(X) X(cuCtxGetDevice) X(cuDeviceGetUuid)
+
+#define VGPU_NVML_HOOKS(X) X(nvmlDeviceGetMemoryInfo) X(nvmlDeviceGetMemoryInfo_v2)
+#define VGPU_NVML_HELPERS(X) X(nvmlDeviceGetUUID) X(nvmlDeviceGetIndex)
+
+#define VGPU_ENUM(n) CU_##n,
+enum { VGPU_CU_HOOKS(VGPU_ENUM) CU_HOOK_COUNT };
+enum { VGPU_CU_HELPERS(VGPU_ENUM) CU_HELPER_COUNT };
+#undef VGPU_ENUM
+#define VGPU_ENUM(n) NV_##n,
+enum { VGPU_NVML_HOOKS(VGPU_ENUM) NV_HOOK_COUNT };
+enum { VGPU_NVML_HELPERS(VGPU_ENUM) NV_HELPER_COUNT };
+#undef VGPU_ENUM
+
+/* resolve.c: the real driver */
+VGPU_HIDDEN extern void *vgpu_cu_real[CU_HOOK_COUNT];
+VGPU_HIDDEN extern void *vgpu_cu_helper[CU_HELPER_COUNT];
+VGPU_HIDDEN extern void *vgpu_nv_real[NV_HOOK_COUNT];
+VGPU_HIDDEN extern void *vgpu_nv_helper[NV_HELPER_COUNT];
+VGPU_HIDDEN void vgpu_cuda_table_init(void);
+VGPU_HIDDEN void vgpu_nvml_table_init(void);
+VGPU_HIDDEN void *vgpu_map_cuda(const char *symbol, void *real, int checked);
+
+/*
+ * cu_flag is the only state a launch reads when nothing is limited:
+ * 0 = not initialised, 1 = ready, launches unthrottled, 2 = ready, throttled.
+ */
+VGPU_HIDDEN extern volatile int vgpu_cu_flag;
+VGPU_HIDDEN extern volatile int vgpu_nv_flag;
+VGPU_HIDDEN void vgpu_cu_init(void);
+VGPU_HIDDEN void vgpu_nv_init(void);
+
+#define REAL(name) ((__typeof__(&name))vgpu_cu_real[CU_##name])
+#define HELPER(name) vgpu_cu_helper[CU_##name]
+#define CU_ENTER() do { if (unlikely(vgpu_cu_flag == 0)) vgpu_cu_init(); } while (0)
+
+/* init.c: configuration and the attached region */
+struct vgpu_config {
+	int active;  /* a limit is set: libvgpu accounts and enforces */
+	int ndev;
+	int by_uuid; /* NVIDIA_VISIBLE_DEVICES names uuids: map ordinals through them */
+	char uuid[VGPU_MAX_DEVICES][VGPU_UUID_LEN];
+	uint64_t mem_limit[VGPU_MAX_DEVICES];
+	uint32_t core_limit[VGPU_MAX_DEVICES];
+	int log_level;
+};
+VGPU_HIDDEN extern struct vgpu_config vgpu_cfg;
+VGPU_HIDDEN extern struct vgpu_region *vgpu_region;
+VGPU_HIDDEN void vgpu_unenforced(int reason, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+VGPU_HIDDEN int vgpu_device_index(CUdevice ordinal);
+VGPU_HIDDEN int vgpu_current_index(void);
+VGPU_HIDDEN uint64_t vgpu_now_ns(void);
+
+/* log.c */
+enum { VGPU_LOG_ERROR = 0, VGPU_LOG_WARN, VGPU_LOG_INFO, VGPU_LOG_DEBUG };
+VGPU_HIDDEN void vgpu_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+VGPU_HIDDEN int vgpu_parse_log_level(const char *s);
+
+/* account.c: the container's memory ledger */
+VGPU_HIDDEN void vgpu_proc_attach(void);
+VGPU_HIDDEN int vgpu_mem_reserve(int idx, uint64_t size);
+VGPU_HIDDEN void vgpu_mem_release(int idx, uint64_t size);
+VGPU_HIDDEN void vgpu_reclaim_dead(void);
+VGPU_HIDDEN uint64_t vgpu_proc_start_time(pid_t pid, char *state);
+
+/* alloctab.c: what this process allocated, to free by recorded size */
+enum { VGPU_KIND_MEM = 1, VGPU_KIND_VMM = 2, VGPU_KIND_ARRAY = 3, VGPU_KIND_MIPMAP = 4 };
+VGPU_HIDDEN void vgpu_tab_put(int kind, uint64_t key, int idx, uint64_t size);
+VGPU_HIDDEN int vgpu_tab_take(int kind, uint64_t key, int *idx, uint64_t *size);
+VGPU_HIDDEN void vgpu_tab_reset(void);
+
+/* throttle.c */
+VGPU_HIDDEN void vgpu_launch_slow(void);
+#define LAUNCH_ENTER() do { if (unlikely(vgpu_cu_flag != 1)) vgpu_launch_slow(); } while (0)
+
+#endif

@@ -1,0 +1,331 @@
+/*
+ * A fake libcuda.so.1 for libvgpu's tests: FAKE_CUDA_DEVICES devices (default
+ * 1) of FAKE_CUDA_MEM_MIB MiB (default 16384), allocations that take memory,
+ * kernels that take simulated time (a CUfunction's value is its duration in
+ * microseconds), and cuGetProcAddress(_v2) that, like the real driver, picks
+ * per-version and per-thread-stream variants. Built with -Bsymbolic so that
+ * the entry points it hands out are its own, as the real driver's are.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../src/cuda_abi.h"
+#include "fake.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define MAX_ALLOCS 65536
+
+static int initialised, cur_dev = -1;
+static uint64_t next_addr = 0x700000000000ull;
+static struct { uint64_t key, size; int dev; } allocs[MAX_ALLOCS];
+static int nallocs;
+
+static int ndev(void) { return fake_env_int("FAKE_CUDA_DEVICES", 1); }
+static uint64_t total_mem(void) { return (uint64_t)fake_env_int("FAKE_CUDA_MEM_MIB", 16384) << 20; }
+
+static CUresult take(int dev, uint64_t size, uint64_t *key)
+{
+	struct fake_stats *s = fake_stats_map();
+	if (!initialised)
+		return CUDA_ERROR_NOT_INITIALIZED;
+	if (dev < 0 || dev >= ndev())
+		return CUDA_ERROR_INVALID_VALUE;
+	if (size == 0)
+		return CUDA_ERROR_INVALID_VALUE;
+	uint64_t u = __atomic_load_n(&s->mem_used[dev], __ATOMIC_RELAXED);
+	if (u + size > total_mem())
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	if (nallocs == MAX_ALLOCS)
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	__atomic_fetch_add(&s->mem_used[dev], size, __ATOMIC_RELAXED);
+	*key = next_addr;
+	next_addr += (size + 0xfffff) & ~0xfffffull;
+	allocs[nallocs].key = *key;
+	allocs[nallocs].size = size;
+	allocs[nallocs].dev = dev;
+	nallocs++;
+	return CUDA_SUCCESS;
+}
+
+static CUresult give(uint64_t key)
+{
+	for (int i = nallocs - 1; i >= 0; i--) {
+		if (allocs[i].key == key) {
+			__atomic_fetch_sub(&fake_stats_map()->mem_used[allocs[i].dev], allocs[i].size, __ATOMIC_RELAXED);
+			allocs[i] = allocs[--nallocs];
+			return CUDA_SUCCESS;
+		}
+	}
+	return CUDA_ERROR_INVALID_VALUE;
+}
+
+static CUresult run_kernel(CUfunction f)
+{
+	if (!initialised || cur_dev < 0)
+		return CUDA_ERROR_NOT_INITIALIZED;
+	uint64_t us = (uint64_t)(uintptr_t)f;
+	if (us) {
+		struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000}, t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts))
+			;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		uint64_t ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
+		__atomic_fetch_add(&fake_stats_map()->busy_ns[cur_dev], ns, __ATOMIC_RELAXED);
+	}
+	return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuInit(unsigned int flags) { (void)flags; initialised = 1; return CUDA_SUCCESS; }
+EXPORT CUresult cuDriverGetVersion(int *v) { *v = 12040; return CUDA_SUCCESS; }
+EXPORT CUresult cuDeviceGetCount(int *n) { if (!initialised) return CUDA_ERROR_NOT_INITIALIZED; *n = ndev(); return CUDA_SUCCESS; }
+EXPORT CUresult cuDeviceGet(CUdevice *d, int ord)
+{
+	if (!initialised) return CUDA_ERROR_NOT_INITIALIZED;
+	if (ord < 0 || ord >= ndev()) return CUDA_ERROR_INVALID_VALUE;
+	*d = ord;
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuDeviceGetUuid(CUuuid *u, CUdevice d)
+{
+	if (!initialised) return CUDA_ERROR_NOT_INITIALIZED;
+	if (d < 0 || d >= ndev()) return CUDA_ERROR_INVALID_VALUE;
+	memset(u, 0, sizeof(*u));
+	u->bytes[15] = (char)(0xa0 + d);
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *u, CUdevice d) { return cuDeviceGetUuid(u, d); }
+EXPORT CUresult cuDeviceTotalMem_v2(size_t *b, CUdevice d)
+{
+	if (!initialised) return CUDA_ERROR_NOT_INITIALIZED;
+	if (d < 0 || d >= ndev()) return CUDA_ERROR_INVALID_VALUE;
+	*b = total_mem();
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuDeviceTotalMem(unsigned int *b, CUdevice d)
+{
+	size_t v;
+	CUresult r = cuDeviceTotalMem_v2(&v, d);
+	if (!r) *b = v > 0xffffffffu ? 0xffffffffu : (unsigned int)v;
+	return r;
+}
+EXPORT CUresult cuCtxCreate_v2(void **ctx, unsigned int flags, CUdevice d)
+{
+	(void)flags;
+	if (!initialised) return CUDA_ERROR_NOT_INITIALIZED;
+	if (d < 0 || d >= ndev()) return CUDA_ERROR_INVALID_VALUE;
+	cur_dev = d;
+	*ctx = (void *)(uintptr_t)(d + 1);
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuCtxSetCurrent(void *ctx) { cur_dev = (int)(uintptr_t)ctx - 1; return CUDA_SUCCESS; }
+EXPORT CUresult cuCtxGetDevice(CUdevice *d)
+{
+	if (!initialised || cur_dev < 0) return 201; /* CUDA_ERROR_INVALID_CONTEXT */
+	*d = cur_dev;
+	return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) { return take(cur_dev, n, p); }
+EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *p, unsigned int n)
+{
+	uint64_t k;
+	CUresult r = take(cur_dev, n, &k);
+	if (!r) *p = (CUdeviceptr_v1)(k >> 20); /* 32-bit handle, unique per allocation */
+	if (!r) allocs[nallocs - 1].key = *p;
+	return r;
+}
+EXPORT CUresult cuMemAllocManaged(CUdeviceptr *p, size_t n, unsigned int f) { (void)f; return take(cur_dev, n, p); }
+EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *p, size_t *pitch, size_t w, size_t h, unsigned int e)
+{
+	(void)e;
+	*pitch = (w + 511) & ~(size_t)511;
+	return take(cur_dev, *pitch * h, p);
+}
+EXPORT CUresult cuMemAllocPitch(CUdeviceptr_v1 *p, unsigned int *pitch, unsigned int w, unsigned int h, unsigned int e)
+{
+	size_t pp;
+	CUdeviceptr k;
+	CUresult r = cuMemAllocPitch_v2(&k, &pp, w, h, e);
+	if (!r) { *p = (CUdeviceptr_v1)(k >> 20); allocs[nallocs - 1].key = *p; *pitch = (unsigned int)pp; }
+	return r;
+}
+EXPORT CUresult cuMemFree_v2(CUdeviceptr p) { return give(p); }
+EXPORT CUresult cuMemFree(CUdeviceptr_v1 p) { return give(p); }
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *p, size_t n, CUstream s) { (void)s; return take(cur_dev, n, p); }
+EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *p, size_t n, CUstream s) { (void)s; return take(cur_dev, n, p); }
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *p, size_t n, CUmemoryPool pool, CUstream s)
+{
+	(void)s; (void)pool;
+	return take(cur_dev, n, p);
+}
+EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *p, size_t n, CUmemoryPool pool, CUstream s)
+{
+	return cuMemAllocFromPoolAsync(p, n, pool, s);
+}
+EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) { (void)s; return give(p); }
+EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s) { (void)s; return give(p); }
+EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const CUmemAllocationProp *prop,
+			    unsigned long long flags)
+{
+	(void)flags;
+	if (!prop || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE) return CUDA_ERROR_INVALID_VALUE;
+	return take(prop->location.id, n, h);
+}
+EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h) { return give(h); }
+EXPORT CUresult cuArrayCreate_v2(CUarray *a, const CUDA_ARRAY_DESCRIPTOR *d)
+{
+	uint64_t k;
+	CUresult r = take(cur_dev, (uint64_t)d->Width * (d->Height ? d->Height : 1) * 4 * d->NumChannels, &k);
+	if (!r) *a = (CUarray)(uintptr_t)k;
+	return r;
+}
+EXPORT CUresult cuArray3DCreate_v2(CUarray *a, const CUDA_ARRAY3D_DESCRIPTOR *d)
+{
+	uint64_t k;
+	CUresult r = take(cur_dev,
+			  (uint64_t)d->Width * (d->Height ? d->Height : 1) * (d->Depth ? d->Depth : 1) * 4 * d->NumChannels, &k);
+	if (!r) *a = (CUarray)(uintptr_t)k;
+	return r;
+}
+EXPORT CUresult cuArrayDestroy(CUarray a) { return give((uint64_t)(uintptr_t)a); }
+EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *a, const CUDA_ARRAY3D_DESCRIPTOR *d, unsigned int levels)
+{
+	uint64_t k;
+	(void)levels;
+	CUresult r = take(cur_dev, (uint64_t)d->Width * (d->Height ? d->Height : 1) * 4 * d->NumChannels * 2, &k);
+	if (!r) *a = (CUmipmappedArray)(uintptr_t)k;
+	return r;
+}
+EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray a) { return give((uint64_t)(uintptr_t)a); }
+EXPORT CUresult cuMemGetInfo_v2(size_t *f, size_t *t)
+{
+	if (!initialised || cur_dev < 0) return 201;
+	*t = total_mem();
+	*f = *t - __atomic_load_n(&fake_stats_map()->mem_used[cur_dev], __ATOMIC_RELAXED);
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuMemGetInfo(unsigned int *f, unsigned int *t)
+{
+	size_t ff, tt;
+	CUresult r = cuMemGetInfo_v2(&ff, &tt);
+	if (!r) { *f = ff > 0xffffffffu ? 0xffffffffu : (unsigned int)ff; *t = tt > 0xffffffffu ? 0xffffffffu : (unsigned int)tt; }
+	return r;
+}
+
+EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+			       unsigned int by, unsigned int bz, unsigned int sh, CUstream s, void **p, void **e)
+{
+	(void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)sh; (void)s; (void)p; (void)e;
+	return run_kernel(f);
+}
+EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+				    unsigned int by, unsigned int bz, unsigned int sh, CUstream s, void **p, void **e)
+{
+	return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sh, s, p, e);
+}
+EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *c, CUfunction f, void **p, void **e)
+{
+	(void)c; (void)p; (void)e;
+	return run_kernel(f);
+}
+EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *c, CUfunction f, void **p, void **e)
+{
+	return cuLaunchKernelEx(c, f, p, e);
+}
+EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+					  unsigned int bx, unsigned int by, unsigned int bz, unsigned int sh, CUstream s,
+					  void **p)
+{
+	return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sh, s, p, NULL);
+}
+EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+					       unsigned int bx, unsigned int by, unsigned int bz, unsigned int sh,
+					       CUstream s, void **p)
+{
+	return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sh, s, p, NULL);
+}
+/* A graph's value is its total kernel time in microseconds. */
+EXPORT CUresult cuGraphLaunch(CUgraphExec g, CUstream s) { (void)s; return run_kernel((CUfunction)(void *)g); }
+EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec g, CUstream s) { return cuGraphLaunch(g, s); }
+
+/* Same behaviour as cuMemAlloc_v2 but not exported: what an unknown driver build would hand out. */
+static CUresult internal_mem_alloc(CUdeviceptr *p, size_t n) { return take(cur_dev, n, p); }
+
+struct proc {
+	const char *name;
+	void *v1;        /* before v2_since, or always */
+	void *v2;        /* from CUDA version v2_since */
+	int v2_since;
+	void *ptsz;      /* per-thread default stream variant */
+};
+
+#define F(x) (void *)x
+CUresult cuGetProcAddress(const char *, void **, int, cuuint64_t);
+CUresult cuGetProcAddress_v2(const char *, void **, int, cuuint64_t, int *);
+static const struct proc procs[] = {
+	{"cuInit", F(cuInit), 0, 0, 0},
+	{"cuDriverGetVersion", F(cuDriverGetVersion), 0, 0, 0},
+	{"cuGetProcAddress", F(cuGetProcAddress), F(cuGetProcAddress_v2), 12000, 0},
+	{"cuDeviceGet", F(cuDeviceGet), 0, 0, 0},
+	{"cuDeviceGetCount", F(cuDeviceGetCount), 0, 0, 0},
+	{"cuDeviceGetUuid", F(cuDeviceGetUuid), F(cuDeviceGetUuid_v2), 11040, 0},
+	{"cuDeviceTotalMem", F(cuDeviceTotalMem), F(cuDeviceTotalMem_v2), 3020, 0},
+	{"cuCtxCreate", 0, F(cuCtxCreate_v2), 3020, 0},
+	{"cuCtxSetCurrent", F(cuCtxSetCurrent), 0, 0, 0},
+	{"cuCtxGetDevice", F(cuCtxGetDevice), 0, 0, 0},
+	{"cuMemAlloc", F(cuMemAlloc), F(cuMemAlloc_v2), 3020, 0},
+	{"cuMemAllocPitch", F(cuMemAllocPitch), F(cuMemAllocPitch_v2), 3020, 0},
+	{"cuMemAllocManaged", F(cuMemAllocManaged), 0, 0, 0},
+	{"cuMemFree", F(cuMemFree), F(cuMemFree_v2), 3020, 0},
+	{"cuMemAllocAsync", F(cuMemAllocAsync), 0, 0, F(cuMemAllocAsync_ptsz)},
+	{"cuMemAllocFromPoolAsync", F(cuMemAllocFromPoolAsync), 0, 0, F(cuMemAllocFromPoolAsync_ptsz)},
+	{"cuMemFreeAsync", F(cuMemFreeAsync), 0, 0, F(cuMemFreeAsync_ptsz)},
+	{"cuMemCreate", F(cuMemCreate), 0, 0, 0},
+	{"cuMemRelease", F(cuMemRelease), 0, 0, 0},
+	{"cuArrayCreate", 0, F(cuArrayCreate_v2), 3020, 0},
+	{"cuArray3DCreate", 0, F(cuArray3DCreate_v2), 3020, 0},
+	{"cuArrayDestroy", F(cuArrayDestroy), 0, 0, 0},
+	{"cuMemGetInfo", F(cuMemGetInfo), F(cuMemGetInfo_v2), 3020, 0},
+	{"cuLaunchKernel", F(cuLaunchKernel), 0, 0, F(cuLaunchKernel_ptsz)},
+	{"cuLaunchKernelEx", F(cuLaunchKernelEx), 0, 0, F(cuLaunchKernelEx_ptsz)},
+	{"cuLaunchCooperativeKernel", F(cuLaunchCooperativeKernel), 0, 0, F(cuLaunchCooperativeKernel_ptsz)},
+	{"cuGraphLaunch", F(cuGraphLaunch), 0, 0, F(cuGraphLaunch_ptsz)},
+	{0, 0, 0, 0, 0},
+};
+
+static int lookup(const char *sym, void **pfn, int ver, cuuint64_t flags)
+{
+	*pfn = NULL;
+	for (const struct proc *p = procs; p->name; p++) {
+		if (strcmp(p->name, sym))
+			continue;
+		if (!strcmp(sym, "cuMemAlloc") && fake_env_int("FAKE_CUDA_UNKNOWN_PROCADDR", 0) && ver >= 3020) {
+			*pfn = F(internal_mem_alloc);
+			return 0;
+		}
+		if ((flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) && p->ptsz)
+			*pfn = p->ptsz;
+		else if (p->v2 && ver >= p->v2_since)
+			*pfn = p->v2;
+		else
+			*pfn = p->v1;
+		return *pfn ? 0 : 2; /* CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT */
+	}
+	return 1; /* CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND */
+}
+
+EXPORT CUresult cuGetProcAddress(const char *sym, void **pfn, int ver, cuuint64_t flags)
+{
+	return lookup(sym, pfn, ver, flags) ? CUDA_ERROR_NOT_FOUND : CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGetProcAddress_v2(const char *sym, void **pfn, int ver, cuuint64_t flags, int *status)
+{
+	int st = lookup(sym, pfn, ver, flags);
+	if (status)
+		*status = st;
+	return st ? CUDA_ERROR_NOT_FOUND : CUDA_SUCCESS;
+}
