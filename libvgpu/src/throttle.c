@@ -12,7 +12,7 @@
 #include "vgpu.h"
 
 /* How far behind schedule launches may catch up (absorbs sleep overshoot). */
-#define TAU_NS 1000000ull
+#define TAU_NS 2000000ull
 /* Without any sample for this long after the first launch, say so. */
 #define FEED_TIMEOUT_NS 10000000000ull
 

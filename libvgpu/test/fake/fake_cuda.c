@@ -25,7 +25,7 @@ static int nallocs;
 static int ndev(void) { return fake_env_int("FAKE_CUDA_DEVICES", 1); }
 static uint64_t total_mem(void) { return (uint64_t)fake_env_int("FAKE_CUDA_MEM_MIB", 16384) << 20; }
 
-static CUresult take(int dev, uint64_t size, uint64_t *key)
+static CUresult take(int dev, uint64_t size, unsigned long long *key)
 {
 	struct fake_stats *s = fake_stats_map();
 	if (!initialised)
@@ -131,7 +131,7 @@ EXPORT CUresult cuCtxGetDevice(CUdevice *d)
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) { return take(cur_dev, n, p); }
 EXPORT CUresult cuMemAlloc(CUdeviceptr_v1 *p, unsigned int n)
 {
-	uint64_t k;
+	unsigned long long k;
 	CUresult r = take(cur_dev, n, &k);
 	if (!r) *p = (CUdeviceptr_v1)(k >> 20); /* 32-bit handle, unique per allocation */
 	if (!r) allocs[nallocs - 1].key = *p;
@@ -177,14 +177,14 @@ EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const CUm
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h) { return give(h); }
 EXPORT CUresult cuArrayCreate_v2(CUarray *a, const CUDA_ARRAY_DESCRIPTOR *d)
 {
-	uint64_t k;
+	unsigned long long k;
 	CUresult r = take(cur_dev, (uint64_t)d->Width * (d->Height ? d->Height : 1) * 4 * d->NumChannels, &k);
 	if (!r) *a = (CUarray)(uintptr_t)k;
 	return r;
 }
 EXPORT CUresult cuArray3DCreate_v2(CUarray *a, const CUDA_ARRAY3D_DESCRIPTOR *d)
 {
-	uint64_t k;
+	unsigned long long k;
 	CUresult r = take(cur_dev,
 			  (uint64_t)d->Width * (d->Height ? d->Height : 1) * (d->Depth ? d->Depth : 1) * 4 * d->NumChannels, &k);
 	if (!r) *a = (CUarray)(uintptr_t)k;
@@ -193,7 +193,7 @@ EXPORT CUresult cuArray3DCreate_v2(CUarray *a, const CUDA_ARRAY3D_DESCRIPTOR *d)
 EXPORT CUresult cuArrayDestroy(CUarray a) { return give((uint64_t)(uintptr_t)a); }
 EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *a, const CUDA_ARRAY3D_DESCRIPTOR *d, unsigned int levels)
 {
-	uint64_t k;
+	unsigned long long k;
 	(void)levels;
 	CUresult r = take(cur_dev, (uint64_t)d->Width * (d->Height ? d->Height : 1) * 4 * d->NumChannels * 2, &k);
 	if (!r) *a = (CUmipmappedArray)(uintptr_t)k;
