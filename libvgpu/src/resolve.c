@@ -237,8 +237,25 @@ static int must_hook(const char *symbol)
 	return 0;
 }
 
+/*
+ * A lookup of some "cu..." name must not load the driver into a process that
+ * never asked for it: without libcuda loaded, no pointer can be the driver's.
+ */
+static int loaded(int *state, const char *soname)
+{
+	if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == 2)
+		return 1;
+	void *h = dlopen(soname, RTLD_NOW | RTLD_NOLOAD);
+	if (!h)
+		return 0;
+	dlclose(h); /* NOLOAD took a reference */
+	return 1;
+}
+
 void *vgpu_map_cuda(const char *symbol, void *real, int checked)
 {
+	if (!loaded(&cu_table_state, "libcuda.so.1"))
+		return real;
 	vgpu_cuda_table_init();
 	for (int i = 0; i < CU_HOOK_COUNT; i++)
 		if (vgpu_cu_real[i] == real)
@@ -251,6 +268,8 @@ void *vgpu_map_cuda(const char *symbol, void *real, int checked)
 
 static void *map_nvml(void *real)
 {
+	if (!loaded(&nv_table_state, "libnvidia-ml.so.1"))
+		return real;
 	vgpu_nvml_table_init();
 	for (int i = 0; i < NV_HOOK_COUNT; i++)
 		if (vgpu_nv_real[i] == real)

@@ -12,6 +12,7 @@
 VGPU_PIN(dlopen, GLIBC_2.2.5);
 VGPU_PIN(dlvsym, GLIBC_2.2.5);
 VGPU_PIN(dlerror, GLIBC_2.2.5);
+VGPU_PIN(dlclose, GLIBC_2.2.5);
 VGPU_PIN(dladdr, GLIBC_2.2.5);
 VGPU_PIN(dl_iterate_phdr, GLIBC_2.2.5);
 VGPU_PIN(memcpy, GLIBC_2.2.5);
