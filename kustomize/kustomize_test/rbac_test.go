@@ -113,11 +113,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			rules: map[string][]rbacv1.PolicyRule{
 				"": {
 					rule(core, []string{"nodes"}, []string{"list", "watch"}),
-					rule([]string{"admissionregistration.k8s.io"}, hookCf, []string{"get", "patch"}, "vgpu-webhook"),
-				},
-				ns: {
-					rule(core, []string{"secrets"}, []string{"create"}),
-					rule(core, []string{"secrets"}, []string{"get", "update"}, "vgpu-webhook-tls"),
+					rule([]string{"admissionregistration.k8s.io"}, hookCf, []string{"patch"}, "vgpu-webhook"),
 				},
 			},
 		},

@@ -212,6 +212,9 @@ func hostPaths(spec corev1.PodSpec, container string) map[string]string {
 		for _, m := range c.VolumeMounts {
 			if hp, ok := vols[m.Name]; ok {
 				out[hp] = m.MountPath
+				if hp == "/proc" && !m.ReadOnly {
+					out[hp] += " (writable)"
+				}
 			}
 		}
 	}
@@ -220,7 +223,7 @@ func hostPaths(spec corev1.PodSpec, container string) map[string]string {
 
 // The node agents run on the labelled GPU nodes only, and see exactly the
 // host directories of the container contract (lib/contract) at the same
-// paths as on the host.
+// paths as on the host (and the monitor the host's /proc, read-only).
 func TestNodeAgents(t *testing.T) {
 	objs := render(t, "overlays/binpack")
 	for _, tc := range []struct {
@@ -233,6 +236,7 @@ func TestNodeAgents(t *testing.T) {
 		}},
 		{"vgpu-monitor", "monitor", map[string]string{
 			contract.HostContainersDir: contract.HostContainersDir,
+			"/proc":                    "/host/proc",
 		}},
 	} {
 		ds := find[*appsv1.DaemonSet](t, objs, tc.daemonSet)
