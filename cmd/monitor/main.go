@@ -69,9 +69,7 @@ func main() {
 				return err
 			}
 			defer src.Close()
-			// TODO(lib/region): decode regions and feed utilisation with the
-			// Go declaration of the layout once libvgpu's side lands it.
-			a, err := agent.New(cfg, client, src, regions.Unreadable, nil, log)
+			a, err := agent.New(cfg, client, src, regions.Decode, regions.Publisher{}, log)
 			if err != nil {
 				return err
 			}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -31,6 +30,7 @@ import (
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/region"
 )
 
 const (
@@ -42,16 +42,6 @@ const (
 	uidGone  = "7b3c4d5e-1d2e-4f00-8a9b-0c1d2e3f4a5d"
 )
 
-// jsonDecoder stands in for the binary region format in this test of the
-// wiring; the format itself is tested against libvgpu's own programs.
-func jsonDecoder(b []byte) (regions.Region, error) {
-	var r regions.Region
-	if err := json.Unmarshal(b, &r); err != nil {
-		return regions.Region{}, err
-	}
-	return r, nil
-}
-
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -62,9 +52,22 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-func writeRegion(t *testing.T, root, uid, ctr string, r regions.Region) {
-	b, _ := json.Marshal(r)
-	writeFile(t, filepath.Join(root, "containers", contract.ContainerDirName(uid, ctr), contract.RegionFileName), string(b))
+// writeRegion writes a region file in libvgpu's format (lib/region; the
+// format itself is checked against libvgpu's own programs in regions).
+func writeRegion(t *testing.T, root, uid, ctr string, r regions.Region) string {
+	reg := region.Region{Header: region.Header{Magic: region.Magic, Version: region.Version, DeviceCount: uint32(len(r.Devices))}}
+	if !r.Enforced {
+		reg.Header.Flags = region.FlagUnenforced
+	}
+	for i, d := range r.Devices {
+		reg.Devices[i] = region.Device{UUID: d.UUID, MemLimit: d.MemoryLimitBytes, MemUsed: d.MemoryUsedBytes, CoreLimit: uint32(d.CoresLimit)}
+	}
+	for i, p := range r.Processes {
+		reg.Processes[i*3] = region.Process{PID: p.PID, State: region.ProcActive}
+	}
+	path := filepath.Join(root, "containers", contract.ContainerDirName(uid, ctr), contract.RegionFileName)
+	writeFile(t, path, string(reg.Encode()))
+	return path
 }
 
 func fakeProcess(t *testing.T, procRoot string, hostPID int, podUID string, nsPID int) {
@@ -149,7 +152,7 @@ func TestMetricsOverHTTP(t *testing.T) {
 
 	// Regions: train (enforced, GPU 0), infer's server (unenforced, both
 	// GPUs), a corrupt one, an empty directory, and one of a deleted pod.
-	writeRegion(t, root, uidTrain, "trainer", regions.Region{Enforced: true,
+	trainRegion := writeRegion(t, root, uidTrain, "trainer", regions.Region{Enforced: true,
 		Devices:   []regions.Device{{UUID: uuid0, MemoryLimitBytes: 10 << 30, MemoryUsedBytes: 4 << 30, CoresLimit: 30}},
 		Processes: []regions.Process{{PID: 12}, {PID: 13}}})
 	writeRegion(t, root, uidInfer, "server", regions.Region{Enforced: false,
@@ -173,8 +176,8 @@ func TestMetricsOverHTTP(t *testing.T) {
 	)
 
 	core, logs := observer.New(zap.WarnLevel)
-	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour},
-		client, gpus.New(srv), jsonDecoder, nil, zap.New(core))
+	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour, FeedInterval: 10 * time.Millisecond},
+		client, gpus.New(srv), regions.Decode, regions.Publisher{}, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,6 +254,25 @@ func TestMetricsOverHTTP(t *testing.T) {
 	}
 	if _, ok := value(t, fams, "vgpu_container_memory_used_bytes", map[string]string{"container": "old"}); ok {
 		t.Error("the region of a pod that no longer exists is exported")
+	}
+	// The feed: train's 27 % reaches its region, for libvgpu's throttle.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(trainRegion)
+		r, err := region.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := r.Devices[0]; d.UtilSeq > 0 {
+			if d.UtilPermille != 270 {
+				t.Errorf("fed %d permille, want 270 (20 %% + 7 %% of its two processes)", d.UtilPermille)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no utilisation published into the region of a container with a cores limit")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	corrupt := logs.FilterMessageSnippet("unreadable region").Len()
 	if corrupt != 1 {

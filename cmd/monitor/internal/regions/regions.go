@@ -175,10 +175,3 @@ func (r *Reader) Prune(live []Entry) {
 
 // String names the entry as its directory does, for logs.
 func (e Entry) String() string { return contract.ContainerDirName(e.PodUID, e.Container) }
-
-// ErrNoLayout is what Unreadable returns.
-var ErrNoLayout = errors.New("this build cannot decode shared regions: the Go declaration of the layout (lib/region) is not part of it yet")
-
-// Unreadable is the decoder of a build without the region layout: every
-// region is reported, once, as unreadable, and the rest of the monitor works.
-func Unreadable([]byte) (Region, error) { return Region{}, ErrNoLayout }

@@ -103,15 +103,22 @@ func clientFromKubeconfig(o *options) (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(rc)
 }
 
+// serverError is an error the API server answered, worded as kubectl words it.
+type serverError struct{ reason, message string }
+
+func (e *serverError) Error() string {
+	if e.reason == "" {
+		return "Error from server: " + e.message
+	}
+	return "Error from server (" + e.reason + "): " + e.message
+}
+
 // apiError words API errors as kubectl does.
 func apiError(err error) error {
 	var st apierrors.APIStatus
 	if errors.As(err, &st) {
 		s := st.Status()
-		if s.Reason != "" {
-			return fmt.Errorf("Error from server (%s): %s", s.Reason, s.Message)
-		}
-		return fmt.Errorf("Error from server: %s", s.Message)
+		return &serverError{reason: string(s.Reason), message: s.Message}
 	}
 	return err
 }
