@@ -12,7 +12,7 @@
 #include "vgpu.h"
 
 /* How far behind schedule launches may catch up (absorbs sleep overshoot). */
-#define TAU_NS 2000000ull
+#define TAU_NS 10000000ull
 /* Without any sample for this long after the first launch, say so. */
 #define FEED_TIMEOUT_NS 10000000000ull
 
@@ -37,7 +37,18 @@ static void adjust(struct vgpu_region_device *d, uint64_t seq, uint64_t now, uin
 	uint64_t observed = (now - pt) / (launches - pl); /* ns between launches lately */
 	/* Launch cost is u/target of the budget: stretch or shrink the spacing by that. */
 	uint64_t want = u ? observed * u / target : observed / 2;
-	uint64_t next = iv ? (iv + want) / 2 : want;
+	/*
+	 * A sample is noisy (a late monitor, a kernel cut by the window edge):
+	 * move a quarter of the way, and never more than halve or double.
+	 */
+	uint64_t next = want;
+	if (iv) {
+		if (want > 2 * iv)
+			want = 2 * iv;
+		if (want < iv / 2)
+			want = iv / 2;
+		next = want > iv ? iv + (want - iv) / 4 : iv - (iv - want) / 4;
+	}
 	if (next > 1000000000ull)
 		next = 1000000000ull;
 	__atomic_store_n(&d->interval_ns, next, __ATOMIC_RELAXED);

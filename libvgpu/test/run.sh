@@ -120,7 +120,7 @@ pass "unenforceable (bad env, unknown driver, no region): one stderr line, regio
 # 6. A 30 % cores limit, fed by the utilisation the monitor publishes.
 if [ "$SKIP_THROTTLE" != 1 ]; then
 	# Both loops run at once, on separate fake GPUs, so that they see the same machine load.
-	run_bg throttle LD_PRELOAD= -- "$B/feed_util" "$B/run/throttle.region" 50
+	run_bg throttle LD_PRELOAD= -- "$B/feed_util" "$B/run/throttle.region" 100
 	feeder=$BG_PID
 	run_bg tbase VGPU_MEMORY_LIMITS_MIB= -- "$B/t_launch" 1000 1.5 4 >"$B/run/tbase.out"
 	basepid=$BG_PID
