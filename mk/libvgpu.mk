@@ -19,6 +19,9 @@ LIBVGPU_CFLAGS  := -O2 -g -fPIC -fvisibility=hidden -fno-stack-protector -U_FORT
 LIBVGPU_LDFLAGS := -shared -Wl,--version-script=libvgpu/src/libvgpu.map -Wl,-Bsymbolic -Wl,-z,now \
                    -Wl,--no-as-needed -l:libdl.so.2
 
+# apt-get install, refreshing the package lists once if they are missing or stale.
+libvgpu_apt = { apt-get install -y -qq $(1) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; }; }
+
 TEST_TARGETS  += test-libvgpu
 BENCH_TARGETS += bench-libvgpu
 
@@ -42,7 +45,7 @@ test-libvgpu-host: $(LIBVGPU_SO)
 	@libvgpu/test/run.sh $(LIBVGPU_SO) $(LIBVGPU_BUILD)/test-host gcc
 
 test-libvgpu-musl: $(LIBVGPU_SO)
-	@command -v musl-gcc >/dev/null || { echo "== installing musl-tools"; apt-get install -y -qq musl-tools >/dev/null; }
+	@command -v musl-gcc >/dev/null || { echo "== installing musl-tools"; $(call libvgpu_apt,musl-tools); }
 	@echo "== libvgpu: musl $$(dpkg-query -W -f '$${Version}' musl 2>/dev/null), the same libvgpu.so"
 	@libvgpu/test/run.sh $(LIBVGPU_SO) $(LIBVGPU_BUILD)/test-musl musl-gcc
 
@@ -50,7 +53,7 @@ test-libvgpu-distros: $(addprefix $(LIBVGPU_CHROOTS)/,$(addsuffix /usr/bin/gcc,$
 	@for d in $(LIBVGPU_DISTROS); do $(MAKE) --no-print-directory libvgpu-chroot-$$d; done
 
 $(LIBVGPU_CHROOTS)/%/usr/bin/gcc:
-	@command -v debootstrap >/dev/null || { echo "== installing debootstrap"; apt-get install -y -qq debootstrap >/dev/null; }
+	@command -v debootstrap >/dev/null || { echo "== installing debootstrap"; $(call libvgpu_apt,debootstrap); }
 	@mkdir -p $(LIBVGPU_CHROOTS) && rm -rf $(LIBVGPU_CHROOTS)/$*.tmp
 	@echo "== debootstrap $* into $(LIBVGPU_CHROOTS)/$* (log: $*.log)"
 	debootstrap --variant=minbase --include=gcc,libc6-dev $* $(LIBVGPU_CHROOTS)/$*.tmp $(LIBVGPU_MIRROR) \
