@@ -92,19 +92,18 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				`Role extension-apiserver-authentication-reader in "kube-system"`,
 			},
 			rules: map[string][]rbacv1.PolicyRule{
-				// The extender: informers on nodes and pods, the assignment
-				// patch, the Binding, and events about both.
+				// The extender: informers on nodes and pods, a fresh read
+				// and the assignment patch at bind, the Binding.
 				"": {
-					rule(core, []string{"nodes"}, ro),
+					rule(core, []string{"nodes"}, []string{"list", "watch"}),
 					rule(core, []string{"pods"}, []string{"get", "list", "watch", "patch"}),
-					rule(core, []string{"pods/binding", "bindings"}, []string{"create"}),
-					rule([]string{"", "events.k8s.io"}, []string{"events"}, []string{"create", "patch"}),
+					rule(core, []string{"pods/binding"}, []string{"create"}),
 				},
 				// The leader election lease under vgpu's own name; the settings.
 				ns: {
 					rule([]string{"coordination.k8s.io"}, []string{"leases"}, []string{"create"}),
 					rule([]string{"coordination.k8s.io"}, []string{"leases"}, []string{"get", "update"}, contract.DefaultSchedulerName),
-					rule(core, []string{"configmaps"}, ro),
+					rule(core, []string{"configmaps"}, ro, contract.SettingsConfigMap),
 				},
 			},
 		},

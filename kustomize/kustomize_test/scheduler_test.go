@@ -3,7 +3,10 @@ package kustomizetest
 import (
 	"net"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -144,5 +147,21 @@ func TestSchedulerConfiguration(t *testing.T) {
 	listen, ok := flag(container(t, d.Spec.Template.Spec, "extender").Args, extenderListenFlag)
 	if !ok || listen != u.Host {
 		t.Errorf("extender listens on --%s=%s, kube-scheduler calls %s", extenderListenFlag, listen, u.Host)
+	}
+}
+
+// The manifests carry a copy of the extender's own scheduler configuration,
+// which the extender's tests run against the real kube-scheduler: the copy
+// must not drift from it.
+func TestSchedulerConfigurationIsTheExtendersOwn(t *testing.T) {
+	own := filepath.Join("..", "cmd", "extender", "config", "scheduler-config.yaml")
+	b, err := os.ReadFile(filepath.Join(root(), own))
+	if err != nil {
+		t.Fatalf("the extender's scheduler configuration: %v", err)
+	}
+	want := decodeSchedulerConfig(t, b)
+	_, got := schedulerConfig(t, render(t, "overlays/binpack"))
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the scheduler configuration in kustomize/base/scheduler differs from %s", own)
 	}
 }
