@@ -1,0 +1,82 @@
+// Package config is the KubeSchedulerConfiguration that wires kube-scheduler
+// to vgpu's extender: scheduler-config.yaml, embedded, for the manifests,
+// and ForLocal, the same wiring for a scheduler run outside the cluster by
+// tests and the local harness.
+package config
+
+import (
+	_ "embed"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/json"
+	kubeschedulerv1 "k8s.io/kube-scheduler/config/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// YAML is scheduler-config.yaml.
+//
+//go:embed scheduler-config.yaml
+var YAML []byte
+
+// DefaultURL is where the extender listens by default (its --listen flag)
+// and where the configuration sends the scheduler.
+const DefaultURL = "http://127.0.0.1:8888"
+
+var scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := kubeschedulerv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// Parse decodes a KubeSchedulerConfiguration strictly, as kube-scheduler
+// does: an unknown field is an error.
+func Parse(data []byte) (*kubeschedulerv1.KubeSchedulerConfiguration, error) {
+	dec := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme, scheme, json.SerializerOptions{Yaml: true, Strict: true})
+	obj, _, err := dec.Decode(data, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("KubeSchedulerConfiguration: %w", err)
+	}
+	cfg, ok := obj.(*kubeschedulerv1.KubeSchedulerConfiguration)
+	if !ok {
+		return nil, fmt.Errorf("KubeSchedulerConfiguration: decoded a %T", obj)
+	}
+	return cfg, nil
+}
+
+// Local adjusts the configuration for a kube-scheduler outside the cluster.
+type Local struct {
+	// Kubeconfig is the scheduler's kubeconfig file.
+	Kubeconfig string
+	// URL of the extender; DefaultURL when empty.
+	URL string
+	// QPS and Burst override the client limits when not zero.
+	QPS   float32
+	Burst int32
+}
+
+// ForLocal returns scheduler-config.yaml with a kubeconfig, the extender's
+// URL and, since a lone scheduler has nobody to elect, no leader election.
+func ForLocal(l Local) ([]byte, error) {
+	cfg, err := Parse(YAML)
+	if err != nil {
+		return nil, err
+	}
+	no := false
+	cfg.LeaderElection.LeaderElect = &no
+	cfg.LeaderElection.ResourceName, cfg.LeaderElection.ResourceNamespace = "", ""
+	cfg.ClientConnection.Kubeconfig = l.Kubeconfig
+	if l.QPS != 0 {
+		cfg.ClientConnection.QPS = l.QPS
+	}
+	if l.Burst != 0 {
+		cfg.ClientConnection.Burst = l.Burst
+	}
+	if l.URL != "" {
+		cfg.Extenders[0].URLPrefix = l.URL
+	}
+	cfg.APIVersion, cfg.Kind = kubeschedulerv1.SchemeGroupVersion.String(), "KubeSchedulerConfiguration"
+	return yaml.Marshal(cfg)
+}

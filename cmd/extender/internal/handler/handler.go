@@ -1,0 +1,188 @@
+// Package handler answers kube-scheduler's extender calls (filter,
+// prioritize, bind; k8s.io/kube-scheduler/extender/v1 over HTTP) from the
+// in-memory ledger. Filter and prioritize read memory only: no API call.
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/ledger"
+	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/request"
+)
+
+// Binder binds a pod and labels the result for metrics.
+type Binder interface {
+	Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs) (result string, err error)
+}
+
+// Handler serves the extender verbs.
+type Handler struct {
+	Ledger   *ledger.Ledger
+	Ready    func() bool
+	Settings func() config.Settings
+	Binder   Binder
+	// Rejected is told of a pod no node could take for lack of capacity.
+	Rejected func(*corev1.Pod)
+	Metrics  *metrics.Metrics
+	Log      *zap.Logger
+}
+
+// errNotReady is what kube-scheduler sees before the ledger is built; it
+// retries the pod with backoff.
+var errNotReady = errors.New("vgpu extender is starting: its GPU ledger is not built from the API server yet")
+
+// Routes registers /filter, /prioritize and /bind.
+func (h *Handler) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("/filter", serve(h, metrics.VerbFilter, func(_ context.Context, a *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
+		return h.Filter(a)
+	}))
+	mux.HandleFunc("/prioritize", serve(h, metrics.VerbPrioritize, func(_ context.Context, a *extenderv1.ExtenderArgs) *extenderv1.HostPriorityList {
+		return h.Prioritize(a)
+	}))
+	mux.HandleFunc("/bind", serve(h, metrics.VerbBind, h.Bind))
+}
+
+// serve decodes a request of type A, answers it and times it.
+func serve[A, R any](h *Handler, verb string, fn func(context.Context, *A) *R) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		if r.Method != http.MethodPost {
+			http.Error(w, verb+" takes a POST", http.StatusMethodNotAllowed)
+			return
+		}
+		var args A
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&args); err != nil {
+			http.Error(w, fmt.Sprintf("%s: decoding the request: %v", verb, err), http.StatusBadRequest)
+			return
+		}
+		res := fn(r.Context(), &args)
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(res); err != nil {
+			h.Log.Warn("writing response", zap.String("verb", verb), zap.Error(err))
+		}
+		h.Metrics.Latency.WithLabelValues(verb).Observe(time.Since(start).Seconds())
+	}
+}
+
+// Filter returns every node the pod fits and, for every other node, why.
+func (h *Handler) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
+	if args.NodeNames == nil || args.Pod == nil {
+		return &extenderv1.ExtenderFilterResult{Error: "vgpu extender: the request has no pod or no node names; configure the extender with nodeCacheCapable: true"}
+	}
+	if !h.Ready() {
+		return &extenderv1.ExtenderFilterResult{Error: errNotReady.Error()}
+	}
+	nodes := *args.NodeNames
+	req, err := request.FromPod(args.Pod)
+	if errors.Is(err, request.ErrNoGPU) {
+		return &extenderv1.ExtenderFilterResult{NodeNames: &nodes}
+	}
+	if err != nil {
+		// The webhook denies such pods; one that got past it (created
+		// while the webhook was opted out) fits nowhere, and says why.
+		msg := "invalid vGPU request: " + oneLine(err)
+		failed := make(extenderv1.FailedNodesMap, len(nodes))
+		for _, n := range nodes {
+			failed[n] = msg
+		}
+		h.Metrics.FailedFits.WithLabelValues(metrics.ReasonInvalid).Add(float64(len(nodes)))
+		empty := []string{}
+		return &extenderv1.ExtenderFilterResult{NodeNames: &empty, FailedAndUnresolvableNodes: failed}
+	}
+	fits, failed := placement.Filter(h.Ledger, req, nodes, placement.DefaultPolicies(h.Settings()))
+	capacity := false
+	for _, why := range failed {
+		for _, label := range metrics.Reasons(why) {
+			h.Metrics.FailedFits.WithLabelValues(label).Inc()
+			capacity = capacity || metrics.Capacity(label)
+		}
+	}
+	if len(fits) == 0 && capacity && h.Rejected != nil {
+		h.Rejected(args.Pod)
+	}
+	return &extenderv1.ExtenderFilterResult{NodeNames: &fits, FailedNodes: failed}
+}
+
+// Prioritize scores each node 0..10 by the node policy (the pod's
+// override annotation first). lib/placement rates each node at full
+// precision; kube-scheduler's scale has 11 steps, too coarse to tell apart
+// nodes a small share changes little, so the ratings are normalised over
+// the nodes of this call, as the scheduler's own plugins normalise theirs:
+// the best node scores 10, the worst 0, and any node rated below the best
+// at most 9, so the scheduler's choice always follows the policy.
+func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPriorityList {
+	out := extenderv1.HostPriorityList{}
+	if args.NodeNames == nil || args.Pod == nil || !h.Ready() {
+		return &out
+	}
+	nodes := *args.NodeNames
+	out = make(extenderv1.HostPriorityList, len(nodes))
+	for i, n := range nodes {
+		out[i] = extenderv1.HostPriority{Host: n}
+	}
+	req, err := request.FromPod(args.Pod)
+	if err != nil {
+		return &out
+	}
+	s := placement.NewScorer(req, placement.DefaultPolicies(h.Settings()))
+	handles := h.Ledger.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
+	rating := make([]float64, len(nodes))
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i := range nodes {
+		rating[i] = math.NaN()
+		if handles[i] == nil {
+			continue
+		}
+		if v, reason := s.Score(handles[i]); reason == "" {
+			rating[i] = v
+			lo, hi = min(lo, v), max(hi, v)
+		}
+	}
+	const top = extenderv1.MaxExtenderPriority
+	for i, v := range rating {
+		switch {
+		case math.IsNaN(v):
+			// Does not fit: the filter already removed it.
+		case v == hi:
+			out[i].Score = top
+		default:
+			out[i].Score = min(top-1, int64(math.Floor(float64(top)*(v-lo)/(hi-lo))))
+		}
+	}
+	return &out
+}
+
+// Bind binds the pod to the node; an error goes back to kube-scheduler,
+// which retries the pod.
+func (h *Handler) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs) *extenderv1.ExtenderBindingResult {
+	if !h.Ready() {
+		return &extenderv1.ExtenderBindingResult{Error: errNotReady.Error()}
+	}
+	result, err := h.Binder.Bind(ctx, args)
+	h.Metrics.Binds.WithLabelValues(result).Inc()
+	if err != nil {
+		h.Log.Info("bind failed", zap.String("pod", args.PodNamespace+"/"+args.PodName), zap.String("node", args.Node),
+			zap.String("result", result), zap.Error(err))
+		return &extenderv1.ExtenderBindingResult{Error: err.Error()}
+	}
+	return &extenderv1.ExtenderBindingResult{}
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}

@@ -1,0 +1,69 @@
+package settings
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/vgpu-io/vgpu/lib/config"
+)
+
+func TestFollowsTheConfigMap(t *testing.T) {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "vgpu-settings", Namespace: "vgpu-system"},
+		Data: map[string]string{"nodeSchedulerPolicy": "spread"}}
+	cs := fake.NewClientset(cm)
+	w, f, err := New(cs, "vgpu-system", "vgpu-settings", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.Start(ctx.Done())
+	f.WaitForCacheSync(ctx.Done())
+	if !w.HasSynced() {
+		t.Fatal("not synced")
+	}
+	want := config.Default()
+	want.NodeSchedulerPolicy = config.Spread
+	eventually(t, w, want)
+
+	cms := cs.CoreV1().ConfigMaps("vgpu-system")
+	cm.Data = map[string]string{"gpuSchedulerPolicy": "binpack", "deviceSplitCount": "4"}
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want = config.Default()
+	want.GPUSchedulerPolicy, want.DeviceSplitCount = config.Binpack, 4
+	eventually(t, w, want)
+
+	// A typo keeps what is in force.
+	cm.Data = map[string]string{"gpuSchedulerPolicy": "binpak"}
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := w.Get(); got != want {
+		t.Fatalf("after an invalid update: %+v, want the previous %+v", got, want)
+	}
+
+	if err := cms.Delete(ctx, "vgpu-settings", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, config.Default())
+}
+
+func eventually(t *testing.T, w *Watcher, want config.Settings) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for w.Get() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("settings %+v, want %+v", w.Get(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
