@@ -57,7 +57,7 @@ func writeFile(t *testing.T, path, content string) {
 func writeRegion(t *testing.T, root, uid, ctr string, r regions.Region) string {
 	reg := region.Region{Header: region.Header{Magic: region.Magic, Version: region.Version, DeviceCount: uint32(len(r.Devices))}}
 	if !r.Enforced {
-		reg.Header.Flags = region.FlagUnenforced
+		reg.Header.Flags, reg.Header.Reason, reg.Header.ReasonText = region.FlagUnenforced, region.ReasonDriverUnknown, "unknown driver"
 	}
 	for i, d := range r.Devices {
 		reg.Devices[i] = region.Device{UUID: d.UUID, MemLimit: d.MemoryLimitBytes, MemUsed: d.MemoryUsedBytes, CoreLimit: uint32(d.CoresLimit)}
@@ -236,6 +236,7 @@ func TestMetricsOverHTTP(t *testing.T) {
 		{"vgpu_monitor_regions", map[string]string{"state": "absent"}, 1},
 		{"vgpu_monitor_regions", map[string]string{"state": "orphaned"}, 1},
 		{"vgpu_monitor_nvml_up", nil, 1},
+		{"vgpu_container_unenforced_info", map[string]string{"namespace": "team-b", "pod": "infer", "container": "server", "reason": "driver-unknown", "message": "unknown driver"}, 1},
 		{"vgpu_monitor_regions_removed_total", nil, 0},
 	} {
 		got, ok := value(t, fams, c.name, c.labels)
@@ -251,6 +252,9 @@ func TestMetricsOverHTTP(t *testing.T) {
 		if !strings.HasPrefix(name, "vgpu_") {
 			t.Errorf("metric %s lacks the vgpu_ prefix", name)
 		}
+	}
+	if _, ok := value(t, fams, "vgpu_container_unenforced_info", map[string]string{"pod": "train-0"}); ok {
+		t.Error("an enforced container is reported unenforced")
 	}
 	if _, ok := value(t, fams, "vgpu_container_memory_used_bytes", map[string]string{"container": "old"}); ok {
 		t.Error("the region of a pod that no longer exists is exported")

@@ -93,7 +93,11 @@ func (f *Feeder) Tick() int {
 			if !ok {
 				continue
 			}
-			if err := f.Writer.Publish(paths[i], dev, Permille(g, util[i][d.UUID])); err != nil {
+			permille, ok := Permille(g, util[i][d.UUID])
+			if !ok {
+				continue // a 0 would tell libvgpu the container has headroom
+			}
+			if err := f.Writer.Publish(paths[i], dev, permille); err != nil {
 				failure = err
 				continue
 			}
@@ -111,15 +115,19 @@ func (f *Feeder) Tick() int {
 }
 
 // Permille is the sample for a container on GPU g whose processes used
-// smPercent of the SMs. Where NVML cannot sample per process, the whole
-// GPU's utilisation stands in: it over-counts when the GPU is shared, which
-// throttles harder, never looser, than the limit.
-func Permille(g gpus.GPU, smPercent uint32) uint32 {
+// smPercent of the SMs, and false when nothing was measured. Where NVML
+// cannot sample per process, the whole GPU's utilisation stands in: it
+// over-counts when the GPU is shared, which throttles harder, never looser,
+// than the limit.
+func Permille(g gpus.GPU, smPercent uint32) (uint32, bool) {
 	p := smPercent
-	if !g.PerProcessSM && g.UtilizationPercent >= 0 {
+	if !g.PerProcessSM {
+		if g.UtilizationPercent < 0 {
+			return 0, false
+		}
 		p = uint32(g.UtilizationPercent)
 	}
-	return min(p*10, 1000)
+	return min(p*10, 1000), true
 }
 
 // Run ticks every interval until ctx ends.

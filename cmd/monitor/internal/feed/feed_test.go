@@ -68,6 +68,8 @@ func TestTickPublishesPerContainerUtilization(t *testing.T) {
 	put(t, dir, "podA_train", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 0}, {UUID: "b", CoresLimit: 30}}, Processes: []regions.Process{{PID: 7}}})
 	// pod B: limited on GPU a, whose NVML cannot sample per process.
 	put(t, dir, "podB_infer", regions.Region{Devices: []regions.Device{{UUID: "c", CoresLimit: 50}}})
+	// pod E: limited on a GPU where NVML measures nothing: no sample.
+	put(t, dir, "podE_blind", regions.Region{Devices: []regions.Device{{UUID: "d", CoresLimit: 40}}})
 	// pod C: no limit at all: nothing to feed.
 	put(t, dir, "podC_free", regions.Region{Devices: []regions.Device{{UUID: "b"}}})
 	// pod D: a whole GPU (100): libvgpu does not throttle it.
@@ -77,6 +79,7 @@ func TestTickPublishesPerContainerUtilization(t *testing.T) {
 		{UUID: "a", UtilizationPercent: 90, PerProcessSM: true},
 		{UUID: "b", UtilizationPercent: 80, PerProcessSM: true, Processes: []gpus.Process{{PID: 1007, SMPercent: 24}, {PID: 1008, SMPercent: 40}, {PID: 1009, SMPercent: 16}}},
 		{UUID: "c", UtilizationPercent: 65, PerProcessSM: false, Processes: []gpus.Process{{PID: 2001}}},
+		{UUID: "d", UtilizationPercent: -1, PerProcessSM: false},
 	}
 	o := owners{
 		1007: {PodUID: "podA", NSPID: 7},
@@ -116,14 +119,16 @@ func TestPermille(t *testing.T) {
 		g    gpus.GPU
 		sm   uint32
 		want uint32
+		ok   bool
 	}{
-		{gpus.GPU{PerProcessSM: true, UtilizationPercent: 90}, 25, 250},
-		{gpus.GPU{PerProcessSM: true}, 130, 1000}, // samples of several processes can exceed 100
-		{gpus.GPU{PerProcessSM: false, UtilizationPercent: 42}, 0, 420},
-		{gpus.GPU{PerProcessSM: false, UtilizationPercent: -1}, 0, 0},
+		{gpus.GPU{PerProcessSM: true, UtilizationPercent: 90}, 25, 250, true},
+		{gpus.GPU{PerProcessSM: true}, 0, 0, true},      // ran nothing: 0 is a measurement
+		{gpus.GPU{PerProcessSM: true}, 130, 1000, true}, // samples of several processes can exceed 100
+		{gpus.GPU{PerProcessSM: false, UtilizationPercent: 42}, 0, 420, true},
+		{gpus.GPU{PerProcessSM: false, UtilizationPercent: -1}, 0, 0, false}, // nothing measured: skip
 	} {
-		if got := Permille(tc.g, tc.sm); got != tc.want {
-			t.Errorf("Permille(%+v, %d) = %d, want %d", tc.g, tc.sm, got, tc.want)
+		if got, ok := Permille(tc.g, tc.sm); got != tc.want || ok != tc.ok {
+			t.Errorf("Permille(%+v, %d) = %d, %v; want %d, %v", tc.g, tc.sm, got, ok, tc.want, tc.ok)
 		}
 	}
 }

@@ -66,6 +66,9 @@ var (
 	ctrUtil      = desc("container_utilization_percent", "SM utilisation of the container's processes on the GPU (NVML per-process samples).", ctrLabels)
 	ctrEnforced  = desc("container_enforced", "1 when libvgpu enforces the container's limits, 0 when it reported that it cannot.", ctrLabels)
 
+	ctrUnenforced = desc("container_unenforced_info", "1 for each container whose limits libvgpu cannot enforce, with its reason and libvgpu's message.",
+		[]string{"namespace", "pod", "container", "reason", "message"})
+
 	regionsDesc = desc("monitor_regions", "Region directories found on the node, by state: ok, absent (no file yet), corrupt, orphaned (pod not known).", []string{"state"})
 	nvmlUp      = desc("monitor_nvml_up", "1 when the last NVML read succeeded for every GPU.", nil)
 )
@@ -77,7 +80,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 // Describe sends every descriptor.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{gpuMemUsed, gpuMemTotal, gpuUtil, gpuSlotsUsed, gpuSlots, gpuMemAlloc, gpuCoreAlloc,
-		ctrMemLimit, ctrMemUsed, ctrCoreLimit, ctrUtil, ctrEnforced, regionsDesc, nvmlUp} {
+		ctrMemLimit, ctrMemUsed, ctrCoreLimit, ctrUtil, ctrEnforced, ctrUnenforced, regionsDesc, nvmlUp} {
 		ch <- d
 	}
 }
@@ -188,6 +191,9 @@ func (c *Collector) collectContainers(ch chan<- prometheus.Metric, gs []gpus.GPU
 	}
 	util := usage.Utilization(cs, gs, c.Procs)
 	for i, r := range live {
+		if !r.region.Enforced {
+			gauge(ch, ctrUnenforced, 1, []string{r.ref.Namespace, r.ref.Name, r.entry.Container, r.region.Reason, r.region.ReasonText})
+		}
 		for _, d := range r.region.Devices {
 			idx := ""
 			if g, ok := index[d.UUID]; ok {

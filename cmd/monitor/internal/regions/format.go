@@ -17,6 +17,9 @@ func Decode(b []byte) (Region, error) {
 		return Region{}, err
 	}
 	out := Region{Enforced: r.Enforced()}
+	if !out.Enforced {
+		out.Reason, out.ReasonText = r.Header.Reason.String(), r.Header.ReasonText
+	}
 	for _, d := range r.VisibleDevices() {
 		out.Devices = append(out.Devices, Device{
 			UUID:             d.UUID,

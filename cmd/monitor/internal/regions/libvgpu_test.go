@@ -196,8 +196,8 @@ func TestUnenforcedRegionFromLibvgpu(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reg.Enforced {
-		t.Fatal("libvgpu said NOT enforced on stderr; the region read as enforced")
+	if reg.Enforced || reg.Reason != "bad-env" || reg.ReasonText == "" {
+		t.Fatalf("libvgpu said NOT enforced on stderr; the region reads %+v", reg)
 	}
 }
 

@@ -38,9 +38,11 @@ type Process struct {
 // Region is what the monitor needs from one container's shared region.
 type Region struct {
 	// Enforced is false when libvgpu could not enforce the limits and said so.
-	Enforced  bool
-	Devices   []Device
-	Processes []Process
+	Enforced bool
+	// Reason and ReasonText say why not, when not enforced.
+	Reason, ReasonText string
+	Devices            []Device
+	Processes          []Process
 }
 
 // Decoder turns a region file's bytes into a Region, or says why it cannot.

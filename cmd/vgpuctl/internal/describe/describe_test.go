@@ -225,6 +225,8 @@ func monitorText() string {
 	b.WriteString("# TYPE vgpu_container_enforced gauge\n")
 	fmt.Fprintf(&b, "vgpu_container_enforced{container=\"trainer\",gpu=%q,index=\"0\",namespace=\"team-a\",node=\"gpu-node-1\",pod=\"train-0\"} 1\n", uuid0)
 	fmt.Fprintf(&b, "vgpu_container_enforced{container=\"trainer\",gpu=%q,index=\"0\",namespace=\"team-a\",node=\"gpu-node-1\",pod=\"train-1\"} 0\n", uuid0)
+	b.WriteString("# TYPE vgpu_container_unenforced_info gauge\n")
+	b.WriteString("vgpu_container_unenforced_info{container=\"trainer\",message=\"VGPU_MEMORY_LIMITS_MIB: \\\"lots\\\" is not a size in MiB\",namespace=\"team-a\",node=\"gpu-node-1\",pod=\"train-1\",reason=\"bad-env\"} 1\n")
 	return b.String()
 }
 

@@ -115,6 +115,11 @@ func renderNode(w io.Writer, r NodeReport) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+		for _, p := range g.Pods {
+			if withUsage && p.Used != nil && p.Used.Unenforced != "" {
+				fmt.Fprintf(&b, "  ! %s/%s/%s: limits NOT enforced (%s)\n", p.Namespace, p.Pod, p.Container, p.Used.Unenforced)
+			}
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -31,6 +31,8 @@ type ContainerUsed struct {
 	MemoryUsedMiB      int64 `json:"memoryUsedMiB"`
 	UtilizationPercent *int  `json:"utilizationPercent,omitempty"`
 	Enforced           bool  `json:"enforced"`
+	// Unenforced is libvgpu's reason, when it cannot enforce the limits.
+	Unenforced string `json:"unenforced,omitempty"`
 }
 
 // Metric names read from the monitor (docs/metrics.md).
@@ -40,6 +42,7 @@ const (
 	mCtrMemUsed   = "vgpu_container_memory_used_bytes"
 	mCtrUtil      = "vgpu_container_utilization_percent"
 	mCtrEnforced  = "vgpu_container_enforced"
+	mCtrReason    = "vgpu_container_unenforced_info"
 	mib           = 1 << 20
 	defaultPort   = 9394
 	metricsSuffix = "/metrics"
@@ -153,6 +156,17 @@ func applyUsage(r *NodeReport, fams map[string]*dto.MetricFamily) {
 	each(fams, mCtrEnforced, func(l map[string]string, v float64) {
 		if p := share(l); p != nil {
 			p.Used.Enforced = v == 1
+		}
+	})
+	// The reason is per container, on every GPU it has.
+	each(fams, mCtrReason, func(l map[string]string, _ float64) {
+		for i := range r.GPUs {
+			for j := range r.GPUs[i].Pods {
+				p := &r.GPUs[i].Pods[j]
+				if p.Used != nil && p.Namespace == l["namespace"] && p.Pod == l["pod"] && p.Container == l["container"] {
+					p.Used.Unenforced = l["reason"] + ": " + l["message"]
+				}
+			}
 		}
 	})
 }
