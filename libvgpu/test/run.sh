@@ -14,7 +14,7 @@ SKIP_THROTTLE=${SKIP_THROTTLE:-0}
 rm -rf "$W" && mkdir -p "$W/lib" "$W/run"
 B=$W; L=$W/lib
 CFLAGS="-O2 -g -Wall -I$HERE/../include"
-$CC $CFLAGS -fPIC -shared -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libcuda.so.1 \
+$CC $CFLAGS -fPIC -shared -pthread -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libcuda.so.1 \
 	-o "$L/libcuda.so.1" "$HERE/fake/fake_cuda.c" "$HERE/fake/fake_common.c"
 $CC $CFLAGS -fPIC -shared -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libnvidia-ml.so.1 \
 	-o "$L/libnvidia-ml.so.1" "$HERE/fake/fake_nvml.c" "$HERE/fake/fake_common.c"
@@ -25,6 +25,7 @@ $CC $CFLAGS -fPIC -shared -o "$L/libprobe_b.so" "$HERE/probe_b.c"
 for t in t_linked t_kinds t_hold t_fork t_launch bench feed_util; do
 	$CC $CFLAGS -o "$B/$t" "$HERE/$t.c" -L"$L" -lcuda -lnvidia-ml
 done
+$CC $CFLAGS -pthread -o "$B/t_race" "$HERE/t_race.c" -L"$L" -lcuda
 $CC $CFLAGS -o "$B/t_runtime" "$HERE/t_runtime.c" -ldl
 $CC $CFLAGS -rdynamic -o "$B/t_next" "$HERE/t_next.c" -L"$L" -lprobe_b -ldl
 $CC $CFLAGS -o "$B/region_tool" "$HERE/region_tool.c"
@@ -98,6 +99,14 @@ kill -9 "${pids[0]}" "${pids[2]}"; wait || true
 exec 2>&3
 [ "$(run multi -- "$B/t_hold" 1000)" = ok ] || fail "all memory back after every holder is killed"
 pass "4 three processes share one 1 GiB limit; kill -9 returns the dead one's 300 MiB"
+
+# 4b. Reservations are atomic: 3 processes x 4 threads racing for 64 KiB blocks get exactly 1 GiB.
+for i in 1 2 3; do run_bg race -- "$B/t_race" 4 2 "$B/run/race.go" >"$B/run/race$i.out"; done
+sleep 0.5; touch "$B/run/race.go"
+wait
+total=$(cat "$B/run"/race?.out | awk '{ s += $1 } END { print s }')
+[ "$total" = 16384 ] || fail "racing processes got $total blocks of 64 KiB under a 1 GiB limit, want exactly 16384 ($(cat "$B/run"/race?.out | tr '\n' ' '))"
+pass "4b 3 processes x 4 threads racing: exactly 16384 x 64 KiB blocks granted under 1 GiB ($(cat "$B/run"/race?.out | paste -sd+))"
 
 # 5. fork, then CUDA in the child.
 run fork -- "$B/t_fork" >/dev/null || fail "t_fork"

@@ -7,6 +7,7 @@
  * the entry points it hands out are its own, as the real driver's are.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -21,6 +22,7 @@ static int initialised, cur_dev = -1;
 static uint64_t next_addr = 0x700000000000ull;
 static struct { uint64_t key, size; int dev; } allocs[MAX_ALLOCS];
 static int nallocs;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
 static int ndev(void) { return fake_env_int("FAKE_CUDA_DEVICES", 1); }
 static uint64_t total_mem(void) { return (uint64_t)fake_env_int("FAKE_CUDA_MEM_MIB", 16384) << 20; }
@@ -34,11 +36,12 @@ static CUresult take(int dev, uint64_t size, unsigned long long *key)
 		return CUDA_ERROR_INVALID_VALUE;
 	if (size == 0)
 		return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
 	uint64_t u = __atomic_load_n(&s->mem_used[dev], __ATOMIC_RELAXED);
-	if (u + size > total_mem())
+	if (u + size > total_mem() || nallocs == MAX_ALLOCS) {
+		pthread_mutex_unlock(&mu);
 		return CUDA_ERROR_OUT_OF_MEMORY;
-	if (nallocs == MAX_ALLOCS)
-		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
 	__atomic_fetch_add(&s->mem_used[dev], size, __ATOMIC_RELAXED);
 	*key = next_addr;
 	next_addr += (size + 0xfffff) & ~0xfffffull;
@@ -46,19 +49,24 @@ static CUresult take(int dev, uint64_t size, unsigned long long *key)
 	allocs[nallocs].size = size;
 	allocs[nallocs].dev = dev;
 	nallocs++;
+	pthread_mutex_unlock(&mu);
 	return CUDA_SUCCESS;
 }
 
 static CUresult give(uint64_t key)
 {
+	CUresult r = CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
 	for (int i = nallocs - 1; i >= 0; i--) {
 		if (allocs[i].key == key) {
 			__atomic_fetch_sub(&fake_stats_map()->mem_used[allocs[i].dev], allocs[i].size, __ATOMIC_RELAXED);
 			allocs[i] = allocs[--nallocs];
-			return CUDA_SUCCESS;
+			r = CUDA_SUCCESS;
+			break;
 		}
 	}
-	return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_unlock(&mu);
+	return r;
 }
 
 static CUresult run_kernel(CUfunction f)
