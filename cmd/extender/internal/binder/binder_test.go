@@ -1,0 +1,219 @@
+package binder
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	extenderv1 "k8s.io/kube-scheduler/extender/v1"
+
+	"github.com/vgpu-io/vgpu/cmd/extender/internal/state"
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/device"
+)
+
+func gpuNode(t *testing.T, name string, gpus int) *corev1.Node {
+	t.Helper()
+	inv := device.Inventory{SplitCount: 10, MemoryScaling: 1}
+	for i := range gpus {
+		inv.GPUs = append(inv.GPUs, device.GPU{UUID: name + "-gpu" + string(rune('0'+i)), Index: i, Model: "NVIDIA A100-SXM4-80GB", MemoryMiB: 81920, Healthy: true})
+	}
+	raw, err := annotation.EncodeDevices(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{contract.AnnotationDevices: raw}}}
+}
+
+func pendingPod(name string, memMiB string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: k8stypes.UID("uid-" + name)},
+		Spec: corev1.PodSpec{SchedulerName: contract.DefaultSchedulerName, Containers: []corev1.Container{{
+			Name: "work", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+				contract.ResourceMemory: resource.MustParse(memMiB), contract.ResourceCores: resource.MustParse("20")}},
+		}}},
+	}
+}
+
+
+func setup(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *state.State, *Binder) {
+	t.Helper()
+	cs := fake.NewClientset(objs...)
+	st, err := state.New(cs, contract.DefaultSchedulerName, zap.NewNop(), state.Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st.Start(ctx.Done())
+	deadline := time.Now().Add(5 * time.Second)
+	for !st.HasSynced() {
+		if time.Now().After(deadline) {
+			t.Fatal("informers did not sync")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cs, st, &Binder{CS: cs, State: st, Settings: config.Default, Log: zap.NewNop()}
+}
+
+func args(p *corev1.Pod, node string) *extenderv1.ExtenderBindingArgs {
+	return &extenderv1.ExtenderBindingArgs{PodName: p.Name, PodNamespace: p.Namespace, PodUID: p.UID, Node: node}
+}
+
+func bindings(cs *fake.Clientset) int {
+	n := 0
+	for _, a := range cs.Actions() {
+		if a.GetVerb() == "create" && a.GetSubresource() == "binding" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestBindBooksAnnotatesAndBinds(t *testing.T) {
+	pod := pendingPod("a", "30000")
+	cs, st, b := setup(t, gpuNode(t, "n1", 2), pod)
+	result, err := b.Bind(context.Background(), args(pod, "n1"))
+	if err != nil || result != Bound {
+		t.Fatalf("bind: %s %v", result, err)
+	}
+	if node, ok := st.Ledger.Holds(string(pod.UID)); !ok || node != "n1" {
+		t.Fatalf("ledger holds the pod on %q (%v), want n1", node, ok)
+	}
+	got, err := cs.CoreV1().Pods("ns").Get(context.Background(), "a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := annotation.DecodeAssignment(got.Annotations[contract.AnnotationAssignment])
+	if err != nil {
+		t.Fatalf("assignment on the pod: %v", err)
+	}
+	if a.Node != "n1" || len(a.Containers) != 1 || len(a.Containers[0].Devices) != 1 ||
+		a.Containers[0].Devices[0].MemoryMiB != 30000 || a.Containers[0].Devices[0].Cores != 20 {
+		t.Fatalf("assignment %+v", a)
+	}
+	if bindings(cs) != 1 {
+		t.Fatalf("%d Bindings created, want 1", bindings(cs))
+	}
+
+	// The scheduler retries (say its call timed out): once the annotation
+	// is visible the same GPUs are reused, no second patch.
+	waitFor(t, func() bool { p, ok := st.Pod("ns", "a"); return ok && p.Annotations[contract.AnnotationAssignment] != "" })
+	patches := countVerb(cs, "patch")
+	result, err = b.Bind(context.Background(), args(pod, "n1"))
+	if err != nil || result != Already {
+		t.Fatalf("retried bind: %s %v", result, err)
+	}
+	if countVerb(cs, "patch") != patches {
+		t.Error("a retried bind rewrote the assignment")
+	}
+	if st.Ledger.PodCount() != 1 {
+		t.Errorf("ledger books %d pods after a retry, want 1", st.Ledger.PodCount())
+	}
+}
+
+func TestConcurrentBindsNeverShareAGPU(t *testing.T) {
+	// One GPU of 80 GiB, two pods of 60 GiB: one bind must lose.
+	p1, p2 := pendingPod("p1", "61440"), pendingPod("p2", "61440")
+	_, st, b := setup(t, gpuNode(t, "n1", 1), p1, p2)
+	errs := make(chan error, 2)
+	results := make(chan string, 2)
+	for _, p := range []*corev1.Pod{p1, p2} {
+		go func() {
+			r, err := b.Bind(context.Background(), args(p, "n1"))
+			results <- r
+			errs <- err
+		}()
+	}
+	var failed []error
+	var rs []string
+	for range 2 {
+		rs = append(rs, <-results)
+		if err := <-errs; err != nil {
+			failed = append(failed, err)
+		}
+	}
+	if len(failed) != 1 || !strings.Contains(failed[0].Error(), "no longer fits") {
+		t.Fatalf("results %v, errors %v: want exactly one lost race", rs, failed)
+	}
+	if st.Ledger.PodCount() != 1 {
+		t.Fatalf("ledger books %d pods, want 1", st.Ledger.PodCount())
+	}
+}
+
+func TestFailedBindingUndoesEverything(t *testing.T) {
+	pod := pendingPod("a", "30000")
+	cs, st, b := setup(t, gpuNode(t, "n1", 2), pod)
+	cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "binding" {
+			return true, nil, errors.New("etcd unavailable")
+		}
+		return false, nil, nil
+	})
+	result, err := b.Bind(context.Background(), args(pod, "n1"))
+	if err == nil || result != Failed || !strings.Contains(err.Error(), "etcd unavailable") {
+		t.Fatalf("bind: %s %v, want the Binding's error", result, err)
+	}
+	if _, ok := st.Ledger.Holds(string(pod.UID)); ok {
+		t.Fatal("a failed bind left the GPUs booked")
+	}
+	got, _ := cs.CoreV1().Pods("ns").Get(context.Background(), "a", metav1.GetOptions{})
+	if _, ok := got.Annotations[contract.AnnotationAssignment]; ok {
+		t.Fatal("a failed bind left the assignment on the pod: a restarted extender would count it")
+	}
+	// Stale informer events (the patch, then its removal) must not book it again.
+	time.Sleep(200 * time.Millisecond)
+	if _, ok := st.Ledger.Holds(string(pod.UID)); ok {
+		t.Fatal("the informer re-booked the GPUs of the failed bind")
+	}
+}
+
+func TestBindErrors(t *testing.T) {
+	pod := pendingPod("a", "30000")
+	_, _, b := setup(t, gpuNode(t, "n1", 1), pod)
+	if _, err := b.Bind(context.Background(), args(pod, "nowhere")); err == nil || !strings.Contains(err.Error(), "nowhere") {
+		t.Errorf("bind to a node without inventory: %v", err)
+	}
+	other := args(pod, "n1")
+	other.PodUID = "someone-else"
+	if _, err := b.Bind(context.Background(), other); err == nil || !strings.Contains(err.Error(), "recreated") {
+		t.Errorf("bind of a recreated pod: %v", err)
+	}
+	missing := args(pendingPod("ghost", "1"), "n1")
+	if _, err := b.Bind(context.Background(), missing); err == nil {
+		t.Error("bind of a pod that does not exist succeeded")
+	}
+}
+
+func countVerb(cs *fake.Clientset, verb string) int {
+	n := 0
+	for _, a := range cs.Actions() {
+		if a.GetVerb() == verb {
+			n++
+		}
+	}
+	return n
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
