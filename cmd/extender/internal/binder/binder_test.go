@@ -11,8 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/runtime"
+	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
@@ -46,7 +46,6 @@ func pendingPod(name string, memMiB string) *corev1.Pod {
 		}}},
 	}
 }
-
 
 func setup(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *state.State, *Binder) {
 	t.Helper()
@@ -110,7 +109,10 @@ func TestBindBooksAnnotatesAndBinds(t *testing.T) {
 
 	// The scheduler retries (say its call timed out): once the annotation
 	// is visible the same GPUs are reused, no second patch.
-	waitFor(t, func() bool { p, ok := st.Pod("ns", "a"); return ok && p.Annotations[contract.AnnotationAssignment] != "" })
+	waitFor(t, func() bool {
+		p, ok := st.Pod("ns", "a")
+		return ok && p.Annotations[contract.AnnotationAssignment] != ""
+	})
 	patches := countVerb(cs, "patch")
 	result, err = b.Bind(context.Background(), args(pod, "n1"))
 	if err != nil || result != Already {
