@@ -8,11 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
 
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 )
@@ -52,6 +54,29 @@ func (o object) key() string {
 var strict = json.NewSerializerWithOptions(json.DefaultMetaFactory, clientgoscheme.Scheme, clientgoscheme.Scheme,
 	json.SerializerOptions{Yaml: true, Strict: true})
 
+// decode decodes one object into its typed struct: from client-go's scheme,
+// or, for the custom resources of the optional components, into the types
+// of crds_test.go.
+func decode(y []byte) (object, error) {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(y, &tm); err != nil {
+		return object{}, err
+	}
+	gvk := tm.GroupVersionKind()
+	if newCR, ok := customResources[gvk]; ok {
+		cr := newCR()
+		if err := yaml.UnmarshalStrict(y, cr); err != nil {
+			return object{}, err
+		}
+		return object{gvk: gvk, obj: cr, yaml: y}, nil
+	}
+	obj, got, err := strict.Decode(y, nil, nil)
+	if err != nil {
+		return object{}, err
+	}
+	return object{gvk: *got, obj: obj, yaml: y}, nil
+}
+
 // render runs kustomize (the library kubectl apply -k uses) on a directory
 // relative to kustomize/ and decodes every object it produces.
 func render(t testing.TB, dir string) []object {
@@ -73,11 +98,10 @@ func renderAbs(t testing.TB, dir string) []object {
 		if err != nil {
 			t.Fatalf("%s: %s: %v", dir, r.CurId(), err)
 		}
-		obj, gvk, err := strict.Decode(y, nil, nil)
+		o, err := decode(y)
 		if err != nil {
 			t.Fatalf("%s: %s: decoding into its Kubernetes type: %v", dir, r.CurId(), err)
 		}
-		o := object{gvk: *gvk, obj: obj, yaml: y}
 		if seen[o.key()] {
 			t.Fatalf("%s: %s twice", dir, o.key())
 		}

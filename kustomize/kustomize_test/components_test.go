@@ -1,0 +1,151 @@
+package kustomizetest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// withComponents renders an overlay with optional components added, as a
+// user's own kustomization would.
+func withComponents(t *testing.T, overlay string, components ...string) []object {
+	t.Helper()
+	dir := t.TempDir()
+	// kustomize takes relative paths only.
+	rel := func(p string) string {
+		r, err := filepath.Rel(dir, filepath.Join(root(), p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %s\ncomponents:\n", rel(overlay))
+	for _, c := range components {
+		k += "  - " + rel(c) + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return renderAbs(t, dir)
+}
+
+// With cert-manager, the webhook serves the Secret that cert-manager issues
+// for the name the API server calls, the CA injector fills both caBundles,
+// and the webhook loses the permission it needed to patch them itself.
+func TestCertManagerComponent(t *testing.T) {
+	objs := withComponents(t, "overlays/binpack", "components/cert-manager")
+	cert := find[*Certificate](t, objs, "vgpu-webhook")
+	issuer := find[*Issuer](t, objs, cert.Spec.IssuerRef.Name)
+	if issuer.Namespace != cert.Namespace || cert.Spec.IssuerRef.Kind != "Issuer" {
+		t.Errorf("Certificate %s/%s refers to %s %s", cert.Namespace, cert.Name, cert.Spec.IssuerRef.Kind, issuer.Name)
+	}
+	svc := find[*corev1.Service](t, objs, "vgpu-webhook")
+	if want := svc.Name + "." + svc.Namespace + ".svc"; !slices.Contains(cert.Spec.DNSNames, want) {
+		t.Errorf("certificate names %v; the API server calls %s", cert.Spec.DNSNames, want)
+	}
+	inject := cert.Namespace + "/" + cert.Name
+	m := find[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "vgpu-webhook")
+	v := find[*admissionregistrationv1.ValidatingWebhookConfiguration](t, objs, "vgpu-webhook")
+	for kind, ann := range map[string]map[string]string{"mutating": m.Annotations, "validating": v.Annotations} {
+		if ann["cert-manager.io/inject-ca-from"] != inject {
+			t.Errorf("%s configuration: inject-ca-from = %q, want %q", kind, ann["cert-manager.io/inject-ca-from"], inject)
+		}
+	}
+
+	d := find[*appsv1.Deployment](t, objs, "vgpu-webhook")
+	spec := d.Spec.Template.Spec
+	c := container(t, spec, "webhook")
+	certFile, _ := flag(c.Args, "tls-cert-file")
+	keyFile, _ := flag(c.Args, "tls-key-file")
+	for _, f := range []string{"self-signed-dir", "patch-ca-bundle"} {
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--"+f) {
+				t.Errorf("webhook still has %s", a)
+			}
+		}
+	}
+	mounted := false
+	for _, vm := range c.VolumeMounts {
+		for _, vol := range spec.Volumes {
+			if vol.Name == vm.Name && vol.Secret != nil && vol.Secret.SecretName == cert.Spec.SecretName &&
+				filepath.Dir(certFile) == vm.MountPath && filepath.Dir(keyFile) == vm.MountPath {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("webhook serves %s and %s, not from the Secret %s", certFile, keyFile, cert.Spec.SecretName)
+	}
+	if *d.Spec.Replicas < 2 {
+		t.Errorf("webhook runs %d replica(s) with a shared certificate", *d.Spec.Replicas)
+	}
+	for _, r := range find[*rbacv1.ClusterRole](t, objs, "vgpu-webhook").Rules {
+		if slices.Contains(r.APIGroups, "admissionregistration.k8s.io") {
+			t.Errorf("webhook may still %v webhook configurations", r.Verbs)
+		}
+	}
+}
+
+// The ServiceMonitor reaches every component's metrics port.
+func TestServiceMonitorComponent(t *testing.T) {
+	objs := withComponents(t, "overlays/binpack", "components/servicemonitor")
+	sm := find[*ServiceMonitor](t, objs, "vgpu")
+	sel := labels.SelectorFromSet(sm.Spec.Selector.MatchLabels)
+	scraped := map[string]bool{}
+	for _, svc := range all[*corev1.Service](objs) {
+		if !sel.Matches(labels.Set(svc.Labels)) || !slices.Contains(sm.Spec.NamespaceSelector.MatchNames, svc.Namespace) {
+			continue
+		}
+		var target string
+		for _, p := range svc.Spec.Ports {
+			if p.Name == sm.Spec.Endpoints[0].Port {
+				target = p.TargetPort.String()
+			}
+		}
+		if target == "" {
+			t.Errorf("Service %s has no port %q", svc.Name, sm.Spec.Endpoints[0].Port)
+			continue
+		}
+		for _, w := range workloads(objs) {
+			podLabels := labels.Set(podTemplateLabels(objs, w.name))
+			if !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
+				continue
+			}
+			for _, c := range w.spec.Containers {
+				for _, p := range c.Ports {
+					if p.Name == target {
+						scraped[w.name] = true
+					}
+				}
+			}
+		}
+	}
+	for _, w := range workloads(objs) {
+		if !scraped[w.name] {
+			t.Errorf("%s's metrics are not scraped", w.name)
+		}
+	}
+}
+
+func podTemplateLabels(objs []object, workload string) map[string]string {
+	for _, d := range all[*appsv1.Deployment](objs) {
+		if "Deployment "+d.Name == workload {
+			return d.Spec.Template.Labels
+		}
+	}
+	for _, d := range all[*appsv1.DaemonSet](objs) {
+		if "DaemonSet "+d.Name == workload {
+			return d.Spec.Template.Labels
+		}
+	}
+	return nil
+}
