@@ -328,11 +328,8 @@ func TestSettingsChangeReadvertisesAndInventoryWritesOnlyOnChange(t *testing.T) 
 	if n := e.nodePatches(); n != 2 {
 		t.Fatalf("%d inventory writes after one valid and one invalid change, want 2", n)
 	}
-	if d := e.kubelet; d != nil {
-		p := e.plugin("still 32", func(d []*pluginapi.Device) bool { return true })
-		if len(p.Devices()) != 32 {
-			t.Fatalf("an invalid ConfigMap changed the device list to %d", len(p.Devices()))
-		}
+	if p := e.plugin("device list", func([]*pluginapi.Device) bool { return true }); len(p.Devices()) != 32 {
+		t.Fatalf("an invalid ConfigMap changed the device list to %d", len(p.Devices()))
 	}
 }
 
@@ -453,5 +450,3 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
-
-

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -317,14 +316,4 @@ func (p *Plugin) Admit(ctx context.Context, pod *corev1.Pod, resource string) (*
 		}
 	}
 	return a, nil
-}
-
-// SortedIDs returns the device ids of the last list, sorted.
-func SortedIDs(devs []*pluginapi.Device) []string {
-	out := make([]string, len(devs))
-	for i, d := range devs {
-		out[i] = d.ID
-	}
-	sort.Strings(out)
-	return out
 }
