@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fake.h"
@@ -30,4 +31,21 @@ struct fake_stats *fake_stats_map(void)
 		p = mmap(NULL, sizeof(struct fake_stats), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	s = p;
 	return s;
+}
+
+uint64_t fake_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t fake_busy_ns(int dev)
+{
+	struct fake_stats *s = fake_stats_map();
+	uint64_t until = __atomic_load_n(&s->busy_until_ns[dev], __ATOMIC_ACQUIRE);
+	uint64_t queued = __atomic_load_n(&s->queued_ns[dev], __ATOMIC_ACQUIRE);
+	uint64_t now = fake_now_ns();
+	uint64_t pending = until > now ? until - now : 0;
+	return queued > pending ? queued - pending : 0;
 }

@@ -2,7 +2,7 @@
  * A fake libcuda.so.1 for libvgpu's tests: FAKE_CUDA_DEVICES devices (default
  * 1) of FAKE_CUDA_MEM_MIB MiB (default 16384), allocations that take memory,
  * kernels that take simulated time (a CUfunction's value is its duration in
- * microseconds), and cuGetProcAddress(_v2) that, like the real driver, picks
+ * microseconds, queued and executed back to back as on a GPU), and cuGetProcAddress(_v2) that, like the real driver, picks
  * per-version and per-thread-stream variants. Built with -Bsymbolic so that
  * the entry points it hands out are its own, as the real driver's are.
  */
@@ -69,19 +69,31 @@ static CUresult give(uint64_t key)
 	return r;
 }
 
+/*
+ * Like a GPU: a launch queues the kernel behind the ones already queued and
+ * returns; the device executes them back to back, whatever the CPU does. The
+ * launch blocks only while the queue holds more than QUEUE_NS of work.
+ */
+#define QUEUE_NS 100000000ull
 static CUresult run_kernel(CUfunction f)
 {
 	if (!initialised || cur_dev < 0)
 		return CUDA_ERROR_NOT_INITIALIZED;
-	uint64_t us = (uint64_t)(uintptr_t)f;
-	if (us) {
-		struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000}, t0, t1;
-		clock_gettime(CLOCK_MONOTONIC, &t0);
-		while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts))
+	uint64_t ns = (uint64_t)(uintptr_t)f * 1000;
+	if (!ns)
+		return CUDA_SUCCESS;
+	struct fake_stats *s = fake_stats_map();
+	uint64_t now = fake_now_ns(), until = __atomic_load_n(&s->busy_until_ns[cur_dev], __ATOMIC_RELAXED), next;
+	do {
+		next = (until > now ? until : now) + ns;
+	} while (!__atomic_compare_exchange_n(&s->busy_until_ns[cur_dev], &until, next, 1, __ATOMIC_ACQ_REL,
+					      __ATOMIC_RELAXED));
+	__atomic_fetch_add(&s->queued_ns[cur_dev], ns, __ATOMIC_ACQ_REL);
+	if (next - now > QUEUE_NS) {
+		uint64_t wake = next - QUEUE_NS;
+		struct timespec ts = {(time_t)(wake / 1000000000u), (long)(wake % 1000000000u)};
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL))
 			;
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		uint64_t ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
-		__atomic_fetch_add(&fake_stats_map()->busy_ns[cur_dev], ns, __ATOMIC_RELAXED);
 	}
 	return CUDA_SUCCESS;
 }

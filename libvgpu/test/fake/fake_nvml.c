@@ -1,6 +1,6 @@
 /*
  * A fake libnvidia-ml.so.1: the fake driver's devices, their memory in use
- * and their utilisation (simulated kernel time per wall time since the
+ * and their utilisation (kernel time executed per wall time since the
  * previous call in this process), read from FAKE_CUDA_STATS.
  */
 #define _GNU_SOURCE
@@ -51,11 +51,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t *
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t *u)
 {
 	static uint64_t last_busy[FAKE_MAX_DEV], last_t[FAKE_MAX_DEV];
-	struct timespec ts;
 	int i = dev_of(d);
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	uint64_t busy = __atomic_load_n(&fake_stats_map()->busy_ns[i], __ATOMIC_RELAXED);
+	uint64_t now = fake_now_ns(), busy = fake_busy_ns(i);
 	u->gpu = last_t[i] && now > last_t[i] ? (unsigned int)((busy - last_busy[i]) * 100 / (now - last_t[i])) : 0;
 	if (u->gpu > 100) u->gpu = 100;
 	u->memory = 0;
