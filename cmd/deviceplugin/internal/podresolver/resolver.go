@@ -327,7 +327,7 @@ func gpuCount(c corev1.Container) int {
 func assignmentFor(p *corev1.Pod, name string, init bool, count int, node string) (assign.Pod, error) {
 	a, err := annotation.DecodeAssignment(p.Annotations[contract.AnnotationAssignment])
 	if errors.Is(err, annotation.ErrMissing) {
-		return a, fmt.Errorf("annotation %s is missing: the pod was not scheduled by the vgpu scheduler extender (schedulerName %q)",
+		return a, fmt.Errorf("annotation %s is missing (the vgpu scheduler extender writes it at bind; the pod's schedulerName is %q)",
 			contract.AnnotationAssignment, p.Spec.SchedulerName)
 	}
 	if err != nil {
