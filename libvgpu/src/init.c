@@ -72,7 +72,10 @@ void vgpu_unenforced(int reason, const char *fmt, ...)
 	if (__atomic_exchange_n(&complained, 1, __ATOMIC_ACQ_REL))
 		return;
 	char line[VGPU_REASON_LEN + 96];
-	int n = snprintf(line, sizeof(line), "vgpu: GPU limits are NOT enforced in this container: %s\n", text);
+	int n = snprintf(line, sizeof(line), "vgpu: %s: %s\n",
+			 reason == VGPU_REASON_NONE ? "GPU limits hold per process only, not for the whole container"
+						    : "GPU limits are NOT enforced in this container",
+			 text);
 	if (n > (int)sizeof(line) - 1)
 		n = (int)sizeof(line) - 1;
 	if (write(2, line, (size_t)n) < 0)
@@ -294,8 +297,7 @@ static void common_init(void)
 				init_header(vgpu_region);
 				fill_devices(vgpu_region);
 			}
-			vgpu_unenforced(VGPU_REASON_NONE, "shared region %s: %s; limits hold per process only",
-					path ? path : "", why);
+			vgpu_unenforced(VGPU_REASON_NONE, "shared region \"%s\": %s", path ? path : "", why);
 		}
 		if (vgpu_region)
 			vgpu_proc_attach();
