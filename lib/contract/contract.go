@@ -35,7 +35,9 @@ const (
 	AnnotationDevices = "vgpu.io/devices"
 	// AnnotationAssignment is written once on a pod by the extender at bind.
 	AnnotationAssignment = "vgpu.io/assignment"
-	// AnnotationAllocated is written on a pod by the device plugin after Allocate.
+	// AnnotationAllocated is written on a pod by the device plugin after Allocate:
+	// versioned JSON of the containers served and the GPU uuids each got
+	// (docs/contract.md).
 	AnnotationAllocated = "vgpu.io/allocated"
 )
 

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -167,9 +166,10 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
 			}
+			// The region directories stay: the monitor reads them last
+			// and removes them after its grace period.
 			if pod, ok := obj.(*corev1.Pod); ok {
 				resolver.Forget(pod.UID)
-				removeRegionDirs(host.ContainersDir, string(pod.UID), log)
 			}
 		},
 	}); err != nil {
@@ -256,14 +256,4 @@ func serveHTTP(addr string, reg *prometheus.Registry) (*http.Server, error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return srv, nil
-}
-
-// removeRegionDirs deletes a deleted pod's region directories.
-func removeRegionDirs(dir, podUID string, log *zap.Logger) {
-	matches, _ := filepath.Glob(filepath.Join(dir, podUID+"_*"))
-	for _, m := range matches {
-		if err := os.RemoveAll(m); err != nil {
-			log.Warn("removing a deleted pod's region directory", zap.String("dir", m), zap.Error(err))
-		}
-	}
 }
