@@ -101,6 +101,20 @@ int main(void)
 	CHECK_RC(gpa1("cuMemAlloc", &p, 12000, 0), CUDA_SUCCESS);
 	expect(p, "libvgpu", "cuMemAlloc_v2");
 	CHECK_RC(((CUresult(*)(CUdeviceptr *, size_t))p)(&a, 100 * MiB), CUDA_ERROR_OUT_OF_MEMORY);
+	/* NVML found the way go-nvml finds it: dlopen + dlsym. */
+	void *nv = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+	CHECK(nv, "dlopen libnvidia-ml: %s", dlerror());
+	void *meminfo = dlsym(nv, "nvmlDeviceGetMemoryInfo_v2");
+	expect(meminfo, "libvgpu", "nvmlDeviceGetMemoryInfo_v2");
+	expect(dlsym(nv, "nvmlDeviceGetCount_v2"), "libnvidia-ml", "nvmlDeviceGetCount_v2");
+	nvmlDevice_t nd;
+	nvmlMemory_v2_t m;
+	memset(&m, 0, sizeof(m));
+	CHECK(((nvmlReturn_t(*)(unsigned int, nvmlDevice_t *))dlsym(nv, "nvmlDeviceGetHandleByIndex_v2"))(0, &nd) == 0,
+	      "nvml handle");
+	CHECK(((nvmlReturn_t(*)(nvmlDevice_t, nvmlMemory_v2_t *))meminfo)(nd, &m) == 0 && m.total == 1024 * MiB &&
+		      m.used + m.free + m.reserved == m.total,
+	      "nvml memory through dlsym: total %llu", m.total);
 	printf("PASS t_runtime\n");
 	return 0;
 }
