@@ -219,6 +219,10 @@ func load(base *ledger.Usage, o own, invSplit float64, memCap int64) float64 {
 }
 
 // nodeLoad is the mean load of the node's healthy GPUs with the pod placed.
+// A node without a healthy GPU has no GPU capacity to spare: it counts as
+// full. Only a pod that asks for no GPU can fit there (the simulator ranks
+// CPU-only pods by the node policy), and binpack then prefers such a node
+// to one whose free GPUs the pod's CPU would strand.
 func (f *fitter) nodeLoad(v *ledger.View) float64 {
 	sum, n := 0.0, 0
 	for g := range v.GPUs {
@@ -231,7 +235,7 @@ func (f *fitter) nodeLoad(v *ledger.View) float64 {
 		n++
 	}
 	if n == 0 {
-		return 0
+		return 1
 	}
 	return sum / float64(n)
 }

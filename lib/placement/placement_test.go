@@ -278,6 +278,28 @@ func TestScoreAndBest(t *testing.T) {
 	}
 }
 
+// TestScoreNoGPUPod: a pod that asks for no GPU (the simulator ranks
+// CPU-only pods this way) scores each node by its GPUs as they stand, and a
+// node without a GPU counts as full, so binpack sends the pod where it can
+// strand no free GPU.
+func TestScoreNoGPUPod(t *testing.T) {
+	l := ledger.New()
+	l.SetInventory("a-free", gpus(10, 1, repeat(2, "T4:16000")...))
+	l.SetInventory("b-full", gpus(10, 1, "T4:16000", "T4:16000"))
+	l.SetInventory("c-cpu", gpus(10, 1))
+	l.SetInventory("d-quarter", gpus(10, 1, repeat(2, "T4:16000")...))
+	book(t, l, []held{{"b-full", "GPU-0", 16000, 100}, {"b-full", "GPU-1", 8000, 50}, {"d-quarter", "GPU-0", 8000, 50}})
+	cpuOnly := &request.Pod{}
+	names := []string{"a-free", "b-full", "c-cpu", "d-quarter"}
+	// b-full: (1 + 0.5) / 2 = 75 %; d-quarter: 0.5 / 2 = 25 %.
+	if got, want := Prioritize(l, cpuOnly, names, Policies{Node: config.Binpack, GPU: config.Binpack}), []int{0, 75, 100, 25}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("binpack scores %v, want %v", got, want)
+	}
+	if got, want := Prioritize(l, cpuOnly, names, Policies{Node: config.Spread, GPU: config.Spread}), []int{100, 25, 0, 75}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("spread scores %v, want %v", got, want)
+	}
+}
+
 func TestFilterReasons(t *testing.T) {
 	l := ledger.New()
 	l.SetInventory("ok", gpus(10, 1, "T4:16000"))

@@ -40,6 +40,7 @@ type flags struct {
 	output                string
 	arrive                float64
 	cpuWeight             float64
+	cpuPods               string
 }
 
 func newPlacement() *cobra.Command {
@@ -60,7 +61,10 @@ A node must fit the pod's CPU and memory requests too. Nodes are ranked as
 kube-scheduler ranks them with the vgpu extender: vgpu's GPU score (the
 extender's, from lib/placement) plus --cpu-weight times the CPU/memory score of
 its NodeResourcesFit plugin under the same policy (MostAllocated for binpack,
-LeastAllocated for spread). CPU-only pods are ranked by the latter alone.
+LeastAllocated for spread). CPU-only pods are ranked the same way (their GPU
+score is the node's as it stands, so binpack sends them where the GPUs are
+full), as the paper's policies rank every pod; --cpu-pods host ranks them by
+the CPU/memory score alone.
 
 Inputs: --cluster is a YAML cluster (see example/cluster.yaml) or the openb
 node list CSV; --workload is a YAML stream of Pods (annotation
@@ -93,8 +97,15 @@ comparable with the paper's.`,
 	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	fl.Float64Var(&f.arrive, "arrive", 130, "stop when the GPU demand would pass this % of capacity")
 	fl.Float64Var(&f.cpuWeight, "cpu-weight", 1, "weight of kube-scheduler's CPU/memory score (NodeResourcesFit) beside vgpu's GPU score; 0 = GPU score alone")
+	fl.StringVar(&f.cpuPods, "cpu-pods", cpuPodsPolicy, `how CPU-only pods are ranked: "policy" (like GPU pods: vgpu's GPU score of the node as it stands, plus --cpu-weight × the CPU/memory score; the paper's method) or "host" (the CPU/memory score alone, blind to GPUs, as kube-scheduler ranks pods that vgpu's extender never sees)`)
 	return cmd
 }
+
+// Values of --cpu-pods.
+const (
+	cpuPodsPolicy = "policy"
+	cpuPodsHost   = "host"
+)
 
 func run(out io.Writer, f flags) error {
 	var pols []placement.Policies
@@ -133,6 +144,9 @@ func run(out io.Writer, f flags) error {
 	if f.cpuWeight < 0 || f.cpuWeight > 100 {
 		return fmt.Errorf("--cpu-weight %g: must be from 0 to 100", f.cpuWeight)
 	}
+	if f.cpuPods != cpuPodsPolicy && f.cpuPods != cpuPodsHost {
+		return fmt.Errorf("--cpu-pods %q: must be %s or %s", f.cpuPods, cpuPodsPolicy, cpuPodsHost)
+	}
 	if f.arrive <= 0 || f.arrive > 1000 {
 		return fmt.Errorf("--arrive %g: must be from 1 to 1000", f.arrive)
 	}
@@ -150,7 +164,7 @@ func run(out io.Writer, f flags) error {
 	for _, pol := range pols {
 		var runs []*Run
 		for i := 0; i < f.seeds; i++ {
-			r, err := Replay(c, w, Options{Policies: pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight})
+			r, err := Replay(c, w, Options{Policies: pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost})
 			if err != nil {
 				return err
 			}

@@ -28,8 +28,15 @@ type Options struct {
 	// CPUWeight weighs the CPU and host-memory score that kube-scheduler
 	// adds to the extender's (NodeResourcesFit: MostAllocated under the
 	// binpack node policy, LeastAllocated under spread) against vgpu's GPU
-	// score. 0 ranks GPU pods by the GPU score alone.
+	// score. 0 ranks pods by the GPU score alone.
 	CPUWeight float64
+	// HostOnlyCPUPods ranks CPU-only pods by the CPU/memory score alone,
+	// blind to the nodes' GPUs, as a kube-scheduler without vgpu's extender
+	// does (the extender only sees pods that ask for a vgpu resource). By
+	// default the node policy ranks them like GPU pods, as the paper's
+	// policies do: vgpu's GPU score of the node as it stands, plus
+	// CPUWeight times the CPU/memory score.
+	HostOnlyCPUPods bool
 }
 
 // Event is the state after one pod was submitted.
@@ -62,7 +69,10 @@ type Run struct {
 // take the GPU demand past TargetPercent of capacity. Pods never leave; a
 // pod that fits nowhere is dropped. GPU pods go through placement.Scorer
 // and placement.Bind on a ledger.Ledger, exactly the extender's code; the
-// node must also fit the pod's CPU and host memory.
+// node must also fit the pod's CPU and host memory. CPU-only pods are
+// ranked by the same policy (see Options.HostOnlyCPUPods): under binpack
+// they go where the GPUs are fullest, so that their CPU does not strand
+// free GPUs.
 func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 	start := time.Now()
 	capMilli := int64(c.GPUCount()) * 1000
@@ -113,6 +123,9 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 	}
 	memos := map[*request.Pod][]memo{}
 	scorers := map[*request.Pod]*placement.Scorer{}
+	// noGPU stands for every CPU-only pod: it takes no GPU, so it fits
+	// every node and scores each by its GPUs as they stand.
+	noGPU := &request.Pod{}
 
 	r := rand.New(rand.NewPCG(o.Seed, 0x76677075))
 	order := r.Perm(len(w.Tasks))
@@ -133,16 +146,20 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 		arrived += t.DemandMilli
 		run.Submitted++
 		best := -1
-		if t.Pod == nil {
+		rank := t.Pod
+		if rank == nil && !o.HostOnlyCPUPods {
+			rank = noGPU
+		}
+		if rank == nil {
 			best = bestCPUNode(c, cpuFree, memFree, t, o.Policies.Node)
 		} else {
-			sc := scorers[t.Pod]
+			sc := scorers[rank]
 			if sc == nil {
-				sc = placement.NewScorer(t.Pod, o.Policies)
-				scorers[t.Pod] = sc
-				memos[t.Pod] = make([]memo, len(c.Nodes))
+				sc = placement.NewScorer(rank, o.Policies)
+				scorers[rank] = sc
+				memos[rank] = make([]memo, len(c.Nodes))
 			}
-			ms := memos[t.Pod]
+			ms := memos[rank]
 			bestScore := 0.0
 			for i := range handles {
 				if cpuFree[i] < t.CPUMilli || memFree[i] < t.MemoryMiB {
@@ -217,9 +234,8 @@ func unlimited(v int64) int64 {
 
 func pct(v, capacity int64) float64 { return float64(v) * 100 / float64(capacity) }
 
-// bestCPUNode places a CPU-only pod by hostScore alone (no GPU is
-// involved, so lib/placement has nothing to say), ties to the name that
-// sorts first.
+// bestCPUNode places a CPU-only pod by hostScore alone, blind to GPUs
+// (Options.HostOnlyCPUPods), ties to the name that sorts first.
 func bestCPUNode(c *Cluster, cpuFree, memFree []int64, t *Task, pol config.Policy) int {
 	best, bestScore := -1, 0.0
 	for i := range c.Nodes {

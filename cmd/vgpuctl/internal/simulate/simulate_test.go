@@ -3,6 +3,7 @@ package simulate
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -154,6 +155,33 @@ func TestHostResources(t *testing.T) {
 	}
 }
 
+// TestCPUOnlyPodsFollowThePolicy: a CPU-only pod must not take the CPU a
+// node's free GPU needs. Nodes a (16 cores) and b (6 cores) have one GPU
+// each; seed 2 submits a whole-GPU pod W (6 cores), a CPU-only pod C (5
+// cores), then W again. W goes to a (the GPU scores tie; a's name sorts
+// first). Ranked by the binpack policy, C goes to a, whose GPU is full,
+// and the second W gets b. Ranked by CPU use alone (MostAllocated: 5/6 of
+// b against 11/16 of a), C takes b's CPU and the second W fits nowhere.
+func TestCPUOnlyPodsFollowThePolicy(t *testing.T) {
+	c, w := openbInput(t, "a,16000,65536,1,T4\nb,6000,65536,1,T4\n", "w,6000,0,1,1000,\nc,5000,0,0,0,\n")
+	for host, wantFailed := range map[bool]int{false: 0, true: 1} {
+		r, err := Replay(c, w, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1, Seed: 2, TargetPercent: 100, HostOnlyCPUPods: host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var arrived []float64
+		for _, e := range r.Events {
+			arrived = append(arrived, e.ArrivedPct)
+		}
+		if fmt.Sprint(arrived) != "[50 50 100]" {
+			t.Fatalf("seed 2 no longer submits W, C, W: arrived %v", arrived)
+		}
+		if r.Failed != wantFailed || r.FailedGPU != wantFailed || r.Events[2].AllocPct != 100-50*float64(wantFailed) {
+			t.Errorf("host-only ranking %v: failed %d (GPU %d), allocated %v%%; want %d failed", host, r.Failed, r.FailedGPU, r.Events[2].AllocPct, wantFailed)
+		}
+	}
+}
+
 // TestGPUSpec: V100-only shares fill the V100 and then fail, though the
 // T4 (whose node name sorts first) stays free.
 func TestGPUSpec(t *testing.T) {
@@ -235,12 +263,13 @@ func TestSameSeedSameNumbers(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	cases := map[string][]string{
-		`--node-policy: policy "fast"`:         {"--node-policy", "fast"},
-		`--split-count 0: must be from 1`:      {"--split-count", "0"},
-		`--policy "some"`:                      {"--policy", "some"},
-		`-o "yaml": must be table or json`:     {"-o", "yaml"},
-		`no such file`:                         {"--cluster", "/nonexistent.yaml"},
-		`container "c": nvidia.com/gpucores=0`: {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
+		`--node-policy: policy "fast"`:             {"--node-policy", "fast"},
+		`--split-count 0: must be from 1`:          {"--split-count", "0"},
+		`--policy "some"`:                          {"--policy", "some"},
+		`--cpu-pods "gpu": must be policy or host`: {"--cpu-pods", "gpu"},
+		`-o "yaml": must be table or json`:         {"-o", "yaml"},
+		`no such file`:                             {"--cluster", "/nonexistent.yaml"},
+		`container "c": nvidia.com/gpucores=0`:     {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
 	}
 	for want, args := range cases {
 		cmd := NewCommand()
