@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -449,4 +450,32 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// The inventory is written again when someone else removes it.
+func TestInventoryRestoredAfterRemoval(t *testing.T) {
+	e := start(t, options{})
+	e.eventually("first inventory", func() (bool, string) {
+		return e.node().Annotations[contract.AnnotationDevices] != "", "no annotation"
+	})
+	n := e.node()
+	delete(n.Annotations, contract.AnnotationDevices)
+	if _, err := e.client.CoreV1().Nodes().Update(e.ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.eventually("inventory restored", func() (bool, string) {
+		_, err := annotation.DecodeDevices(e.node().Annotations[contract.AnnotationDevices])
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
+// Devices of nvidia.com/gpu in the kubelet's checkpoint that are not vgpu's
+// mean another plugin served the resource: the plugin warns at start.
+func TestForeignPluginInCheckpointIsReported(t *testing.T) {
+	e := start(t, options{checkpoint: `{"Data":{"PodDeviceEntries":null,"RegisteredDevices":{"nvidia.com/gpu":["GPU-aaaa","GPU-bbbb"]}},"Checksum":1}`})
+	e.plugin("devices", healthyIs(80))
+	logs := e.logs.FilterMessageSnippet("another device plugin has served nvidia.com/gpu").All()
+	if len(logs) != 1 || logs[0].ContextMap()["count"] != int64(2) {
+		t.Fatalf("conflict warning: %+v", logs)
+	}
 }

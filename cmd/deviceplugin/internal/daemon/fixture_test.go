@@ -49,6 +49,8 @@ type options struct {
 	noConfigMap  bool
 	numaBySysfs  bool
 	extraObjects []*podObj
+	// checkpoint is written as the kubelet's checkpoint file before start.
+	checkpoint string
 }
 
 func start(t *testing.T, o options) *env {
@@ -71,6 +73,9 @@ func start(t *testing.T, o options) *env {
 		Namespace:         contract.DefaultNamespace,
 		SettingsConfigMap: contract.SettingsConfigMap,
 		IgnoredXids:       []uint64{13, 31, 43, 45, 68, 109},
+	}
+	if o.checkpoint != "" {
+		mustWrite(t, filepath.Join(sockDir, "kubelet_internal_checkpoint"), o.checkpoint)
 	}
 	if o.libvgpu {
 		mustWrite(t, e.cfg.LibvgpuSource, "\x7fELF fake libvgpu for tests")

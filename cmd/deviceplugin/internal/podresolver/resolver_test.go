@@ -1,0 +1,141 @@
+package podresolver
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
+)
+
+const node = "n1"
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type c struct {
+	name string
+	init bool
+	gpus []string
+}
+
+func pod(name string, sec int, cs ...c) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(name), CreationTimestamp: metav1.NewTime(t0.Add(time.Duration(sec) * time.Second))},
+		Spec:       corev1.PodSpec{NodeName: node},
+		Status:     corev1.PodStatus{Phase: corev1.PodPending},
+	}
+	a := assign.Pod{Node: node}
+	for _, x := range cs {
+		k := corev1.Container{Name: x.name, Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+			contract.ResourceGPU: *resource.NewQuantity(int64(len(x.gpus)), resource.DecimalSI)}}}
+		if x.init {
+			p.Spec.InitContainers = append(p.Spec.InitContainers, k)
+		} else {
+			p.Spec.Containers = append(p.Spec.Containers, k)
+		}
+		ac := assign.Container{Name: x.name, Init: x.init}
+		for _, g := range x.gpus {
+			ac.Devices = append(ac.Devices, assign.Device{UUID: g, MemoryMiB: 100})
+		}
+		a.Containers = append(a.Containers, ac)
+	}
+	v, err := annotation.EncodeAssignment(a)
+	if err != nil {
+		panic(err)
+	}
+	p.Annotations = map[string]string{contract.AnnotationAssignment: v}
+	return p
+}
+
+func resolver(t *testing.T, pods ...*corev1.Pod) *Resolver {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, p := range pods {
+		if err := idx.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
+}
+
+func resolve(t *testing.T, r *Resolver, gpus ...string) string {
+	t.Helper()
+	tg, err := r.Resolve(context.Background(), len(gpus), gpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := tg.Pod.Name + "/" + tg.Container.Name
+	if tg.Container.Init {
+		k += "(init)"
+	}
+	return k
+}
+
+func TestOrder(t *testing.T) {
+	running := pod("running", 0, c{name: "m", gpus: []string{"A"}})
+	running.Status.Phase = corev1.PodRunning
+	elsewhere := pod("elsewhere", 0, c{name: "m", gpus: []string{"A"}})
+	elsewhere.Spec.NodeName = "other"
+	deleting := pod("deleting", 0, c{name: "m", gpus: []string{"A"}})
+	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
+	r := resolver(t,
+		running, elsewhere, deleting,
+		pod("second", 2, c{name: "m", gpus: []string{"B"}}),
+		pod("first", 1, c{name: "setup", init: true, gpus: []string{"C"}}, c{name: "two", gpus: []string{"A", "B"}}, c{name: "m", gpus: []string{"D"}}),
+	)
+	for i, want := range []struct {
+		gpus []string
+		got  string
+	}{
+		{[]string{"C"}, "first/setup(init)"},
+		// Two devices: only first/two asks for two.
+		{[]string{"A", "B"}, "first/two"},
+		{[]string{"D"}, "first/m"},
+		{[]string{"B"}, "second/m"},
+	} {
+		if got := resolve(t, r, want.gpus...); got != want.got {
+			t.Fatalf("allocation %d: resolved %s, want %s", i, got, want.got)
+		}
+	}
+	if _, err := r.Resolve(context.Background(), 1, []string{"A"}); err == nil || !strings.Contains(err.Error(), "node n1: no pod bound to this node") {
+		t.Fatalf("with nothing waiting: %v", err)
+	}
+}
+
+// Pods created in the same second are ordered by the GPUs of the ids the
+// kubelet was steered to; by name only when those do not decide.
+func TestSameSecondTieBrokenByGPUs(t *testing.T) {
+	r := resolver(t, pod("a", 0, c{name: "m", gpus: []string{"A"}}), pod("b", 0, c{name: "m", gpus: []string{"B"}}), pod("later", 1, c{name: "m", gpus: []string{"B"}}))
+	if got := r.Preferred(1); len(got) != 1 || got[0] != "A" {
+		t.Fatalf("Preferred = %v, want the oldest by name, a's GPU A", got)
+	}
+	if got := resolve(t, r, "B"); got != "b/m" {
+		t.Fatalf("ids on B resolved %s, want b/m", got)
+	}
+	if got := resolve(t, r, "B"); got != "a/m" {
+		t.Fatalf("ids on B again resolved %s, want a/m: a pod created later does not overtake", got)
+	}
+}
+
+func TestReleaseReturnsTheContainer(t *testing.T) {
+	r := resolver(t, pod("a", 0, c{name: "m", gpus: []string{"A"}}))
+	tg, err := r.Resolve(context.Background(), 1, []string{"A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Release(tg)
+	if got := resolve(t, r, "A"); got != "a/m" {
+		t.Fatalf("after Release resolved %s", got)
+	}
+}
