@@ -40,9 +40,9 @@ BENCH_PODS ?= 3000
 BENCH_QPS ?= 2000
 BENCH_ARGS ?=
 
-# (test-e2e joins TEST_TARGETS below once defined)
+TEST_TARGETS += test-e2e
 
-.PHONY: tools cluster-up cluster-down test-e2e bench-scheduling
+.PHONY: tools cluster-up cluster-down test-e2e bench-scheduling $(CACHE)/bin/vgpu-cluster $(CACHE)/bin/bench-scheduling
 
 ## tools: build etcd, kube-apiserver, kube-scheduler, kubectl and kwok into .cache/ (once)
 tools: $(K8S_STAMP) $(ETCD_STAMP) $(KWOK_STAMP)
@@ -67,5 +67,28 @@ $(KWOK_STAMP):
 	@echo "== building kwok $(KWOK_VERSION) into $(KWOK_DIR)"
 	cd $(TOOLS_SRC)/kwok && GOWORK=off $(GO) build -trimpath -ldflags '-s -w' -o $(KWOK_DIR)/kwok sigs.k8s.io/kwok/cmd/kwok
 	src=$$(cd $(TOOLS_SRC)/kwok && GOWORK=off $(GO) list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage; \
-	  install -m 0644 $$src/node/fast/node-initialize.yaml $$src/pod/fast/*.yaml $(KWOK_DIR)/stages/
+	  install -m 0644 $$src/node/fast/node-initialize.yaml $$src/pod/fast/pod-*.yaml $(KWOK_DIR)/stages/
 	@rm -f $(KWOK_DIR)/.built-* && touch $@
+
+## test-e2e: end-to-end tests on a local control plane (builds the tools once)
+test-e2e: tools
+	cd test && VGPU_E2E=1 $(CLUSTER_ENV) $(GO) test $(GO_TEST_FLAGS) -timeout 30m ./...
+
+# Small programs of the test module; go build's cache makes a rebuild cheap.
+$(CACHE)/bin/vgpu-cluster $(CACHE)/bin/bench-scheduling:
+	@mkdir -p $(@D)
+	cd test && $(GO) build -o $@ ./cmd/$(@F)
+
+## cluster-up: start a control plane with CLUSTER_NODES simulated GPU nodes in .cache/cluster
+cluster-up: tools $(CACHE)/bin/vgpu-cluster
+	@$(CLUSTER_ENV) $(CACHE)/bin/vgpu-cluster up --dir $(CLUSTER_DIR) --nodes $(CLUSTER_NODES)
+	@echo "export PATH=$(K8S_DIR):\$$PATH   # kubectl $(K8S_VERSION) (any kubectl works)"
+	@echo "# logs: $(CLUSTER_DIR)/logs; stop with: make cluster-down"
+
+## cluster-down: stop the cluster started by cluster-up and remove .cache/cluster
+cluster-down: $(CACHE)/bin/vgpu-cluster
+	@$(CACHE)/bin/vgpu-cluster down --dir $(CLUSTER_DIR)
+
+## bench-scheduling: kube-scheduler throughput, BENCH_NODES × 8 GPUs, BENCH_PODS pods (minutes; not part of make bench)
+bench-scheduling: tools $(CACHE)/bin/bench-scheduling
+	$(CLUSTER_ENV) $(CACHE)/bin/bench-scheduling --nodes $(BENCH_NODES) --pods $(BENCH_PODS) --qps $(BENCH_QPS) $(BENCH_ARGS)

@@ -105,6 +105,14 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	} else if bins, err = FindBinaries(); err != nil {
 		return nil, err
 	}
+	// Fail before starting anything when a binary is missing.
+	for _, b := range []struct{ name, path string }{
+		{"etcd", bins.Etcd}, {"kube-apiserver", bins.APIServer}, {"kube-scheduler", bins.Scheduler}, {"kwok", bins.Kwok},
+	} {
+		if err := checkExecutable(b.path); err != nil {
+			return nil, fmt.Errorf("%s binary %w (run `make tools`)", b.name, err)
+		}
+	}
 	c := &Cluster{opts: opts, bins: bins, procs: map[string]*process{}, schedCfg: opts.SchedulerConfig}
 	if opts.Dir == "" {
 		if c.Dir, err = os.MkdirTemp("", "vgpu-cluster-"); err != nil {
