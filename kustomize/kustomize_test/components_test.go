@@ -11,8 +11,9 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/vgpu-io/vgpu/lib/contract"
 )
 
 // withComponents renders an overlay with optional components added, as a
@@ -66,9 +67,9 @@ func TestCertManagerComponent(t *testing.T) {
 	c := container(t, spec, "webhook")
 	certFile, _ := flag(c.Args, "tls-cert-file")
 	keyFile, _ := flag(c.Args, "tls-key-file")
-	for _, f := range []string{"self-signed-dir", "patch-ca-bundle"} {
+	for _, f := range []string{"self-signed", "cert-secret", "webhook-configuration"} {
 		for _, a := range c.Args {
-			if strings.HasPrefix(a, "--"+f) {
+			if strings.HasPrefix(a, "--"+f+"=") || a == "--"+f {
 				t.Errorf("webhook still has %s", a)
 			}
 		}
@@ -85,22 +86,41 @@ func TestCertManagerComponent(t *testing.T) {
 	if !mounted {
 		t.Errorf("webhook serves %s and %s, not from the Secret %s", certFile, keyFile, cert.Spec.SecretName)
 	}
-	if *d.Spec.Replicas < 2 {
-		t.Errorf("webhook runs %d replica(s) with a shared certificate", *d.Spec.Replicas)
-	}
-	for _, r := range find[*rbacv1.ClusterRole](t, objs, "vgpu-webhook").Rules {
-		if slices.Contains(r.APIGroups, "admissionregistration.k8s.io") {
-			t.Errorf("webhook may still %v webhook configurations", r.Verbs)
+	g := grantsOf(objs, "vgpu-webhook")
+	for scope, rules := range g.rules {
+		for _, r := range rules {
+			if slices.Contains(r.APIGroups, "admissionregistration.k8s.io") || slices.Contains(r.Resources, "secrets") {
+				t.Errorf("webhook may still %v %v in %q", r.Verbs, r.Resources, scope)
+			}
 		}
 	}
 }
 
-// The ServiceMonitor reaches every component's metrics port.
+// The ServiceMonitors reach every component's metrics port.
 func TestServiceMonitorComponent(t *testing.T) {
 	objs := withComponents(t, "overlays/binpack", "components/servicemonitor")
-	sm := find[*ServiceMonitor](t, objs, "vgpu")
-	sel := labels.SelectorFromSet(sm.Spec.Selector.MatchLabels)
 	scraped := map[string]bool{}
+	for _, sm := range all[*ServiceMonitor](objs) {
+		scrapedBy(t, objs, sm, scraped)
+	}
+	for _, w := range workloads(objs) {
+		if !scraped[w.name] {
+			t.Errorf("%s's metrics are not scraped", w.name)
+		}
+	}
+	// The webhook's metrics are behind its serving certificate: Prometheus
+	// must check it against the CA of the Secret that holds it.
+	hook := find[*ServiceMonitor](t, objs, "vgpu-webhook").Spec.Endpoints[0]
+	args := container(t, find[*appsv1.Deployment](t, objs, "vgpu-webhook").Spec.Template.Spec, "webhook").Args
+	secret, _ := flag(args, "cert-secret")
+	if hook.Scheme != "https" || hook.TLSConfig == nil || hook.TLSConfig.CA.Secret.Key != "ca.crt" ||
+		contract.DefaultNamespace+"/"+hook.TLSConfig.CA.Secret.Name != secret {
+		t.Errorf("webhook metrics endpoint %+v: want https checked against ca.crt of %s", hook, secret)
+	}
+}
+
+func scrapedBy(t *testing.T, objs []object, sm *ServiceMonitor, scraped map[string]bool) {
+	sel := labels.SelectorFromSet(sm.Spec.Selector.MatchLabels)
 	for _, svc := range all[*corev1.Service](objs) {
 		if !sel.Matches(labels.Set(svc.Labels)) || !slices.Contains(sm.Spec.NamespaceSelector.MatchNames, svc.Namespace) {
 			continue
@@ -127,11 +147,6 @@ func TestServiceMonitorComponent(t *testing.T) {
 					}
 				}
 			}
-		}
-	}
-	for _, w := range workloads(objs) {
-		if !scraped[w.name] {
-			t.Errorf("%s's metrics are not scraped", w.name)
 		}
 	}
 }

@@ -52,9 +52,19 @@ type ServiceMonitor struct {
 			MatchNames []string `json:"matchNames"`
 		} `json:"namespaceSelector"`
 		Endpoints []struct {
-			Port     string `json:"port"`
-			Path     string `json:"path,omitempty"`
-			Interval string `json:"interval,omitempty"`
+			Port      string `json:"port"`
+			Path      string `json:"path,omitempty"`
+			Interval  string `json:"interval,omitempty"`
+			Scheme    string `json:"scheme,omitempty"`
+			TLSConfig *struct {
+				ServerName string `json:"serverName,omitempty"`
+				CA         struct {
+					Secret struct {
+						Name string `json:"name"`
+						Key  string `json:"key"`
+					} `json:"secret"`
+				} `json:"ca"`
+			} `json:"tlsConfig,omitempty"`
 		} `json:"endpoints"`
 	} `json:"spec"`
 }

@@ -1,7 +1,123 @@
 package kustomizetest
 
-// Flags of vgpu's binaries that the manifests and these tests rely on.
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Flags of vgpu's binaries that these tests look for in the manifests.
 const (
 	extenderListenFlag = "listen"
 	webhookListenFlag  = "listen"
 )
+
+// binaryOfImage maps the manifests' short image names to vgpu's binaries.
+var binaryOfImage = map[string]string{
+	"vgpu-extender":      "extender",
+	"vgpu-webhook":       "webhook",
+	"vgpu-device-plugin": "deviceplugin",
+	"vgpu-monitor":       "monitor",
+}
+
+var flagName = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9][a-z0-9-]*)`)
+
+// helpFlags builds one of vgpu's binaries and returns the flags its --help
+// lists.
+func helpFlags(t *testing.T, binary string) map[string]bool {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go command to build %s: %v", binary, err)
+	}
+	out := filepath.Join(t.TempDir(), binary)
+	build := exec.Command(goBin, "build", "-o", out, ".")
+	build.Dir = filepath.Join(root(), "..", "cmd", binary)
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build cmd/%s: %v\n%s", binary, err, b)
+	}
+	return runHelp(t, out)
+}
+
+func runHelp(t *testing.T, bin string, args ...string) map[string]bool {
+	t.Helper()
+	b, err := exec.Command(bin, append(args, "--help")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s --help: %v\n%s", bin, err, b)
+	}
+	flags := map[string]bool{}
+	for _, m := range flagName.FindAllStringSubmatch(string(b), -1) {
+		flags[m[1]] = true
+	}
+	return flags
+}
+
+// manifestFlags returns the --flags each image is started with, over every
+// overlay.
+func manifestFlags(t *testing.T) map[string]map[string]bool {
+	images := baseImages(t)
+	short := map[string]string{}
+	for s, full := range images {
+		short[full] = s
+	}
+	out := map[string]map[string]bool{}
+	for _, dir := range []string{"overlays/binpack"} {
+		for _, w := range workloads(render(t, dir)) {
+			for _, c := range append(append([]corev1.Container{}, w.spec.InitContainers...), w.spec.Containers...) {
+				img := short[c.Image]
+				if out[img] == nil {
+					out[img] = map[string]bool{}
+				}
+				for _, a := range append(append([]string{}, c.Command...), c.Args...) {
+					if name, ok := strings.CutPrefix(a, "--"); ok {
+						out[img][strings.SplitN(name, "=", 2)[0]] = true
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Every flag the manifests pass to a binary is one that binary defines: a
+// renamed flag fails here, not in a crash-looping pod.
+func TestManifestFlagsExistInTheBinaries(t *testing.T) {
+	for img, flags := range manifestFlags(t) {
+		t.Run(img, func(t *testing.T) {
+			var have map[string]bool
+			if binary, ok := binaryOfImage[img]; ok {
+				have = helpFlags(t, binary)
+			} else if img == "kube-scheduler" {
+				bin := kubeScheduler()
+				if bin == "" {
+					t.Skip("kube-scheduler is not built yet (make tools)")
+				}
+				have = runHelp(t, bin)
+			} else {
+				t.Fatalf("no binary known for image %s", img)
+			}
+			for f := range flags {
+				if !have[f] {
+					t.Errorf("the manifests pass --%s, which %s does not define", f, img)
+				}
+			}
+		})
+	}
+}
+
+// kubeScheduler finds the kube-scheduler that `make tools` builds.
+func kubeScheduler() string {
+	if d := os.Getenv("VGPU_KUBE_BIN_DIR"); d != "" {
+		return filepath.Join(d, "kube-scheduler")
+	}
+	m, _ := filepath.Glob(filepath.Join(root(), "..", ".cache", "k8s-*", "kube-scheduler"))
+	if len(m) == 0 {
+		return ""
+	}
+	return m[len(m)-1]
+}

@@ -114,6 +114,10 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 					rule(core, []string{"nodes"}, []string{"list", "watch"}),
 					rule([]string{"admissionregistration.k8s.io"}, hookCf, []string{"patch"}, "vgpu-webhook"),
 				},
+				ns: {
+					rule(core, []string{"secrets"}, []string{"create"}),
+					rule(core, []string{"secrets"}, []string{"get"}, "vgpu-webhook-tls"),
+				},
 			},
 		},
 		{
