@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Flags of vgpu's binaries that these tests look for in the manifests.
@@ -27,34 +29,75 @@ var binaryOfImage = map[string]string{
 
 var flagName = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9][a-z0-9-]*)`)
 
-// helpFlags builds one of vgpu's binaries and returns the flags its --help
-// lists.
-func helpFlags(t *testing.T, binary string) map[string]bool {
+// build builds one of vgpu's binaries into a temporary directory.
+func build(t *testing.T, binary string) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("no go command to build %s: %v", binary, err)
 	}
 	out := filepath.Join(t.TempDir(), binary)
-	build := exec.Command(goBin, "build", "-o", out, ".")
-	build.Dir = filepath.Join(root(), "..", "cmd", binary)
-	if b, err := build.CombinedOutput(); err != nil {
+	cmd := exec.Command(goBin, "build", "-o", out, ".")
+	cmd.Dir = filepath.Join(root(), "..", "cmd", binary)
+	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build cmd/%s: %v\n%s", binary, err, b)
 	}
-	return runHelp(t, out)
+	return out
 }
 
-func runHelp(t *testing.T, bin string, args ...string) map[string]bool {
+// helpFlags builds one of vgpu's binaries and returns the flags its --help
+// lists.
+func helpFlags(t *testing.T, binary string) map[string]bool {
+	t.Helper()
+	return runHelp(t, build(t, binary))
+}
+
+func help(t *testing.T, bin string, args ...string) string {
 	t.Helper()
 	b, err := exec.Command(bin, append(args, "--help")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s --help: %v\n%s", bin, err, b)
 	}
+	return string(b)
+}
+
+func runHelp(t *testing.T, bin string, args ...string) map[string]bool {
+	t.Helper()
 	flags := map[string]bool{}
-	for _, m := range flagName.FindAllStringSubmatch(string(b), -1) {
+	for _, m := range flagName.FindAllStringSubmatch(help(t, bin, args...), -1) {
 		flags[m[1]] = true
 	}
 	return flags
+}
+
+// vgpuctl describe node --usage finds each node's monitor by its defaults:
+// a pod in the monitor namespace matching a label selector, on a port. The
+// monitor DaemonSet must be what those defaults look for.
+func TestVgpuctlFindsTheMonitor(t *testing.T) {
+	out := help(t, build(t, "vgpuctl"), "describe", "node")
+	def := func(flag string) string {
+		m := regexp.MustCompile(`--` + flag + ` \S+\s.*\(default "?([^")]+)"?\)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("vgpuctl describe node has no default for --%s:\n%s", flag, out)
+		}
+		return m[1]
+	}
+	sel, err := labels.Parse(def("monitor-selector"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, ns := def("monitor-port"), def("monitor-namespace")
+	ds := find[*appsv1.DaemonSet](t, render(t, "overlays/binpack"), "vgpu-monitor")
+	if ds.Namespace != ns || !sel.Matches(labels.Set(ds.Spec.Template.Labels)) {
+		t.Errorf("vgpuctl looks for monitor pods %q in %s; the DaemonSet's pods are labelled %v in %s", sel, ns, ds.Spec.Template.Labels, ds.Namespace)
+	}
+	found := false
+	for _, p := range ds.Spec.Template.Spec.Containers[0].Ports {
+		found = found || itoa(p.ContainerPort) == port
+	}
+	if !found {
+		t.Errorf("vgpuctl reaches the monitor on port %s, which the monitor container does not declare", port)
+	}
 }
 
 // manifestFlags returns the --flags each image is started with, over every
