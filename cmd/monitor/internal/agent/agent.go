@@ -85,7 +85,7 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 		sweeper:  &cleanup.Sweeper{Dir: dir, Pods: node, Grace: cfg.StaleGrace, Log: log, Removed: removed},
 	}
 	if w != nil {
-		a.feeder = &feed.Feeder{Dir: dir, GPUs: gpus, Regions: reader, Procs: owners, Writer: w, Log: log}
+		a.feeder = &feed.Feeder{Dir: dir, GPUs: gpus, Regions: reader, Procs: owners, Writer: w, Log: log, Reread: time.Second}
 	}
 	return a, nil
 }

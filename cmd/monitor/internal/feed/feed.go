@@ -35,8 +35,22 @@ type Feeder struct {
 	Procs   usage.OwnerResolver
 	Writer  Writer
 	Log     *zap.Logger
+	// Reread is how often a region's limits and process list are read
+	// again; samples go out every tick regardless. 0 rereads every tick.
+	Reread time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 
 	failed map[string]bool // region paths whose last publish failed, logged once
+	known  map[string]known
+}
+
+// known is a region as last read, so that a tick every 100 ms does not
+// read and decode every region of the node each time.
+type known struct {
+	region regions.Region
+	ok     bool // decoded and limited
+	at     time.Time
 }
 
 // limited reports whether any device of the region has a cores limit that
@@ -55,20 +69,33 @@ func limited(r regions.Region) bool {
 func (f *Feeder) Tick() int {
 	entries, err := regions.List(f.Dir)
 	if err != nil || len(entries) == 0 {
+		f.known = nil
 		return 0
 	}
+	now := time.Now
+	if f.Now != nil {
+		now = f.Now
+	}
+	t := now()
+	seen := make(map[string]known, len(entries))
 	var cs []usage.Container
 	var paths []string
 	for _, e := range entries {
-		// Region directories are named by pod uid, which is all the
-		// attribution needs: a pod the cache has not seen yet is fed too.
-		reg, st := f.Regions.Read(e)
-		if st != regions.OK || !limited(reg) {
-			continue
+		path := e.Path()
+		k, ok := f.known[path]
+		if !ok || t.Sub(k.at) >= f.Reread {
+			// Region directories are named by pod uid, which is all the
+			// attribution needs: a pod the cache has not seen yet is fed too.
+			reg, st := f.Regions.Read(e)
+			k = known{region: reg, ok: st == regions.OK && limited(reg), at: t}
 		}
-		cs = append(cs, usage.Container{PodUID: e.PodUID, Region: reg})
-		paths = append(paths, e.Path())
+		seen[path] = k
+		if k.ok {
+			cs = append(cs, usage.Container{PodUID: e.PodUID, Region: k.region})
+			paths = append(paths, path)
+		}
 	}
+	f.known = seen
 	if len(cs) == 0 {
 		return 0
 	}

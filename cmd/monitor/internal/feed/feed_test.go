@@ -3,9 +3,11 @@ package feed
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -13,6 +15,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/lib/region"
 )
 
 type sample struct {
@@ -129,6 +132,67 @@ func TestPermille(t *testing.T) {
 	} {
 		if got, ok := Permille(tc.g, tc.sm); got != tc.want || ok != tc.ok {
 			t.Errorf("Permille(%+v, %d) = %d, %v; want %d, %v", tc.g, tc.sm, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestRegionsAreRereadPeriodically(t *testing.T) {
+	dir := t.TempDir()
+	put(t, dir, "p_c", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 30}}})
+	now := time.Unix(0, 0)
+	rec := &recorder{}
+	f := &Feeder{Dir: dir, GPUs: fixedGPUs{{UUID: "a", PerProcessSM: true}}, Regions: regions.NewReader(jsonDecoder, zap.NewNop()),
+		Writer: rec, Log: zap.NewNop(), Reread: time.Second, Now: func() time.Time { return now }}
+	if f.Tick() != 1 {
+		t.Fatal("no sample")
+	}
+	// The limit is lifted: samples continue until the region is read again.
+	put(t, dir, "p_c", regions.Region{Devices: []regions.Device{{UUID: "a"}}})
+	now = now.Add(500 * time.Millisecond)
+	if f.Tick() != 1 {
+		t.Fatal("region reread before Reread passed")
+	}
+	now = now.Add(600 * time.Millisecond)
+	if n := f.Tick(); n != 0 {
+		t.Fatalf("%d samples after the reread showed no limit", n)
+	}
+	// A removed region is forgotten at once.
+	if err := os.RemoveAll(filepath.Join(dir, "p_c")); err != nil {
+		t.Fatal(err)
+	}
+	f.Tick()
+	if len(f.known) != 0 {
+		t.Fatalf("%d regions remembered after removal", len(f.known))
+	}
+}
+
+// BenchmarkTick is one feed pass on a busy node: 80 limited containers on
+// 8 GPUs, with regions reread once a second as the monitor does (so most
+// ticks only measure and publish).
+func BenchmarkTick(b *testing.B) {
+	dir := b.TempDir()
+	var g fixedGPUs
+	for i := 0; i < 8; i++ {
+		g = append(g, gpus.GPU{UUID: fmt.Sprint("GPU-", i), PerProcessSM: true})
+	}
+	for i := 0; i < 80; i++ {
+		r := region.Region{Header: region.Header{Magic: region.Magic, Version: region.Version, DeviceCount: 1}}
+		r.Devices[0] = region.Device{UUID: g[i%8].UUID, CoreLimit: 30}
+		d := filepath.Join(dir, fmt.Sprintf("uid%02d_c", i))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "region"), r.Encode(), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := time.Unix(0, 0)
+	f := &Feeder{Dir: dir, GPUs: g, Regions: regions.NewReader(regions.Decode, zap.NewNop()), Writer: regions.Publisher{},
+		Log: zap.NewNop(), Reread: time.Second, Now: func() time.Time { return now }}
+	for b.Loop() {
+		now = now.Add(100 * time.Millisecond)
+		if f.Tick() != 80 {
+			b.Fatal("not every container was fed")
 		}
 	}
 }
