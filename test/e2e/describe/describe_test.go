@@ -410,7 +410,9 @@ func runMonitor(t *testing.T, ctx context.Context, c *cluster.Cluster, node, roo
 // TestMonitorAndUsageOnControlPlane runs the real monitor against the real
 // API server: it names regions through its node-limited pod informer,
 // describe --usage shows what it measures, and the region of a deleted pod
-// is removed after the grace period.
+// is removed after the grace period. Here the pods are bound directly, with
+// assignments from lib/placement (the code the extender binds with): the
+// scheduler's path is TestDescribeNodeOnControlPlane's.
 func TestMonitorAndUsageOnControlPlane(t *testing.T) {
 	c := cluster.Run(t, cluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
