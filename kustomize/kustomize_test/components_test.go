@@ -20,6 +20,13 @@ import (
 // user's own kustomization would.
 func withComponents(t *testing.T, overlay string, components ...string) []object {
 	t.Helper()
+	return userOverlay(t, overlay, "", components...)
+}
+
+// userOverlay renders a user's kustomization: an overlay, components, and
+// extra kustomization text.
+func userOverlay(t *testing.T, overlay, extra string, components ...string) []object {
+	t.Helper()
 	dir := t.TempDir()
 	// kustomize takes relative paths only.
 	rel := func(p string) string {
@@ -33,10 +40,21 @@ func withComponents(t *testing.T, overlay string, components ...string) []object
 	for _, c := range components {
 		k += "  - " + rel(c) + "\n"
 	}
+	k += extra
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return renderAbs(t, dir)
+}
+
+// A user's overlay points an image elsewhere with the full name, as
+// docs/install.md shows; every container of that image follows.
+func TestImagesCanBeOverriddenByAnOverlay(t *testing.T) {
+	objs := userOverlay(t, "overlays/binpack", "images:\n  - name: ghcr.io/vgpu-io/vgpu-monitor\n    newName: registry.example.com/vgpu-monitor\n    newTag: v9\n")
+	c := find[*appsv1.DaemonSet](t, objs, "vgpu-monitor").Spec.Template.Spec.Containers[0]
+	if c.Image != "registry.example.com/vgpu-monitor:v9" {
+		t.Errorf("monitor image = %s after the override", c.Image)
+	}
 }
 
 // With cert-manager, the webhook serves the Secret that cert-manager issues
