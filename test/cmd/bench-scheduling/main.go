@@ -31,6 +31,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
 	"github.com/vgpu-io/vgpu/test/cluster"
@@ -200,7 +202,15 @@ func runMode(ctx context.Context, log *zap.SugaredLogger, o *options, m mode) (r
 	if err != nil {
 		return res, err
 	}
-	w, err := client.CoreV1().Pods(namespace).Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+	// The API server drops a watcher that falls behind a burst of events
+	// (likely on a busy 2-core machine); the retry watcher resumes from the
+	// last version seen, so no binding is missed.
+	pods := client.CoreV1().Pods(namespace)
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return pods.Watch(ctx, o)
+		},
+	})
 	if err != nil {
 		return res, err
 	}
