@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,6 +253,38 @@ func boundPod(name string, created int, cs ...ctr) *corev1.Pod {
 }
 
 type podObj = corev1.Pod
+
+// metric is the value of one series, named as in the text format.
+func (e *env) metric(series string) float64 {
+	e.t.Helper()
+	mfs, err := e.registry.Gather()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			if len(m.GetLabel()) > 0 {
+				var ls []string
+				for _, l := range m.GetLabel() {
+					ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+				}
+				name += "{" + strings.Join(ls, ",") + "}"
+			}
+			if name != series {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	e.t.Fatalf("no series %s", series)
+	return 0
+}
 
 func newMock() *nvmlmock.Server {
 	return nvmlmock.New(nvmlmock.Spec{Model: "dgxa100", Count: 8}, nodeName)

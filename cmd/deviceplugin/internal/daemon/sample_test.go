@@ -33,6 +33,19 @@ func TestTwoContainerPodAllocateResponse(t *testing.T) {
 	}
 	e.checkContract(pod, trainer, adm.Responses["trainer"])
 	e.checkContract(pod, sidecar, adm.Responses["metrics"])
+	// Registration completes once the kubelet has answered, which may be
+	// after it started reading the device stream.
+	e.eventually("registered gauge", func() (bool, string) {
+		return e.metric("vgpu_deviceplugin_registered") == 1, "0"
+	})
+	for name, want := range map[string]float64{
+		`vgpu_deviceplugin_allocations_total{result="ok"}`:       2,
+		`vgpu_deviceplugin_advertised_devices{health="healthy"}`: 80,
+	} {
+		if got := e.metric(name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
 
 	type call struct {
 		Container string                      `json:"container"`
