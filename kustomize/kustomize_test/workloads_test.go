@@ -9,6 +9,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/yaml"
 
@@ -287,6 +290,26 @@ func TestProbesUseDeclaredPorts(t *testing.T) {
 					t.Errorf("%s: %s probe on port %s, which it does not declare", where, kind, p.HTTPGet.Port.String())
 				}
 			}
+		}
+	}
+}
+
+// The two Deployments every vgpu pod depends on keep a replica through
+// voluntary disruptions (node drains): their PodDisruptionBudgets select
+// their pods and allow one to go.
+func TestDeploymentsHaveDisruptionBudgets(t *testing.T) {
+	objs := render(t, "overlays/binpack")
+	for _, d := range all[*appsv1.Deployment](objs) {
+		pdb := find[*policyv1.PodDisruptionBudget](t, objs, d.Name)
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+			t.Errorf("PodDisruptionBudget %s does not select the pods of Deployment %s", pdb.Name, d.Name)
+		}
+		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() < 1 || int32(pdb.Spec.MinAvailable.IntValue()) >= *d.Spec.Replicas {
+			t.Errorf("PodDisruptionBudget %s minAvailable %v with %d replicas: want at least 1 and a disruption allowed", pdb.Name, pdb.Spec.MinAvailable, *d.Spec.Replicas)
 		}
 	}
 }
