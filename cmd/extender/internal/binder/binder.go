@@ -72,10 +72,13 @@ func (b *Binder) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs)
 	if !reused {
 		// Whatever the pod still holds is from an earlier attempt that
 		// did not end in a Binding: the scheduler would not call bind
-		// otherwise.
+		// otherwise. Until this attempt's patch is seen, the informer's
+		// views of the pod are older than the booking made here.
+		b.State.Expect(pod.UID, planning)
 		b.State.Ledger.Release(key)
 		a, err = placement.Bind(b.State.Ledger, key, req, args.Node, placement.DefaultPolicies(b.Settings()))
 		if err != nil {
+			b.State.Unexpect(pod.UID)
 			var fe *placement.FitError
 			if errors.As(err, &fe) {
 				return LostRace, fmt.Errorf("pod %s no longer fits node %s (a concurrent bind took the GPUs): %s", ref, args.Node, fe.Reason)
@@ -84,6 +87,7 @@ func (b *Binder) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs)
 		}
 		if err := b.annotate(ctx, pod, a); err != nil {
 			b.State.Ledger.Release(key)
+			b.State.Unexpect(pod.UID)
 			return Failed, err
 		}
 	}
@@ -150,7 +154,6 @@ func (b *Binder) annotate(ctx context.Context, pod *corev1.Pod, a assign.Pod) er
 	}
 	b.State.Expect(pod.UID, raw)
 	if _, err := b.CS.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		b.State.Unexpect(pod.UID)
 		return fmt.Errorf("pod %s/%s: writing %s: %w", pod.Namespace, pod.Name, contract.AnnotationAssignment, err)
 	}
 	return nil
@@ -180,9 +183,11 @@ func (b *Binder) boundHere(ctx context.Context, args *extenderv1.ExtenderBinding
 // booked until the pod is bound elsewhere or deleted: wasted, never
 // double-booked.
 func (b *Binder) undo(pod *corev1.Pod, key string) {
+	// Expect the removal first: the informer may still deliver the patch
+	// that wrote the assignment, which must not book it again.
+	b.State.Expect(pod.UID, "")
 	b.State.Ledger.Release(key)
 	patch, _ := mergePatch(pod.UID, nil)
-	b.State.Expect(pod.UID, "")
 	// The request's context may be what failed; the cleanup gets its own.
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTimeout)
 	defer cancel()
@@ -193,6 +198,10 @@ func (b *Binder) undo(pod *corev1.Pod, key string) {
 			zap.String("pod", pod.Namespace+"/"+pod.Name), zap.Error(err))
 	}
 }
+
+// planning is expected while a bind chooses GPUs: no annotation equals it,
+// so every informer view of the pod is ignored until the bind's own patch.
+const planning = "\x00planning"
 
 // defaultTimeout bounds the cleanup after a failed bind.
 const defaultTimeout = 10 * time.Second

@@ -79,7 +79,9 @@ func serve[A, R any](h *Handler, verb string, fn func(context.Context, *A) *R) h
 	}
 }
 
-// Filter returns every node the pod fits and, for every other node, why.
+// Filter returns every node the pod fits and, for every other node, why:
+// short reasons that kube-scheduler can count across nodes; the detailed
+// one (with GPU counts) is logged at debug level.
 func (h *Handler) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilterResult {
 	if args.NodeNames == nil || args.Pod == nil {
 		return &extenderv1.ExtenderFilterResult{Error: "vgpu extender: the request has no pod or no node names; configure the extender with nodeCacheCapable: true"}
@@ -106,10 +108,15 @@ func (h *Handler) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilt
 	}
 	fits, failed := placement.Filter(h.Ledger, req, nodes, placement.DefaultPolicies(h.Settings()))
 	capacity := false
-	for _, why := range failed {
-		for _, label := range metrics.Reasons(why) {
+	for node, why := range failed {
+		labels := metrics.Reasons(why)
+		for _, label := range labels {
 			h.Metrics.FailedFits.WithLabelValues(label).Inc()
 			capacity = capacity || metrics.Capacity(label)
+		}
+		failed[node] = metrics.Short(labels)
+		if ce := h.Log.Check(zap.DebugLevel, "node does not fit"); ce != nil {
+			ce.Write(zap.String("pod", args.Pod.Namespace+"/"+args.Pod.Name), zap.String("node", node), zap.String("why", why))
 		}
 	}
 	if len(fits) == 0 && capacity && h.Rejected != nil {

@@ -101,7 +101,7 @@ func TestFilter(t *testing.T) {
 		{name: "two whole GPUs need two unused GPUs",
 			pod:    gpuPod(nil, "nvidia.com/gpu", "2"),
 			fits:   []string{"big"},
-			failed: map[string]string{"small": "needs 2 GPU(s)", "used": "in use, and the container needs whole GPUs", "cpu": "no vGPU inventory"}},
+			failed: map[string]string{"small": "vgpu: too few GPUs", "used": "GPUs in use while the pod needs whole GPUs", "cpu": "no vGPU inventory"}},
 		{name: "cores share", pod: gpuPod(nil, "nvidia.com/gpucores", "60", "nvidia.com/gpumem", "1000"),
 			fits: []string{"big", "small", "used"}, failed: map[string]string{"cpu": "no vGPU inventory"}},
 		{name: "gpu type selector", pod: gpuPod(map[string]string{"nvidia.com/use-gputype": "H100"}, "nvidia.com/gpumem", "1000"),
@@ -117,7 +117,7 @@ func TestFilter(t *testing.T) {
 			pod:    gpuPod(nil, "nvidia.com/gpu", "3"),
 			nodes:  []string{"big"},
 			fits:   []string{},
-			failed: map[string]string{"big": "needs 3 GPU(s), 2 of 2 fit"}},
+			failed: map[string]string{"big": "vgpu: too few GPUs"}},
 		{name: "invalid request fits nowhere, unresolvably",
 			pod: gpuPod(nil, "nvidia.com/gpucores", "300"), unresolved: `container "work": nvidia.com/gpucores=300: must be an integer from 1 to 100`},
 	}

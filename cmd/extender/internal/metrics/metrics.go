@@ -85,6 +85,33 @@ var reasonPhrases = []struct{ phrase, label string }{
 	{"insufficient GPU cores", ReasonCores},
 }
 
+// phrases are the short forms of the labels that kube-scheduler shows:
+// it counts nodes per distinct reason ("0/1000 nodes are available: 600
+// vgpu: insufficient GPU memory, ..."), which per-node counts would defeat,
+// and an event message over 1,024 bytes is dropped.
+var phrases = map[string]string{
+	ReasonNoInventory: "node publishes no vGPU inventory (vgpu.io/devices)",
+	ReasonNoGPUs:      "node has no GPUs",
+	ReasonUnhealthy:   "GPUs unhealthy",
+	ReasonSelector:    "GPUs excluded by the pod's gputype/gpuuuid annotations",
+	ReasonHeldWhole:   "GPUs held whole by other pods",
+	ReasonNeedsWhole:  "GPUs in use while the pod needs whole GPUs",
+	ReasonSlots:       "no free vGPU slot",
+	ReasonMemory:      "insufficient GPU memory",
+	ReasonCores:       "insufficient GPU cores",
+	ReasonOther:       "too few GPUs",
+}
+
+// Short is the explanation kube-scheduler reports for a node: the phrases
+// of its labels, prefixed with "vgpu: ".
+func Short(labels []string) string {
+	parts := make([]string, len(labels))
+	for i, l := range labels {
+		parts[i] = phrases[l]
+	}
+	return "vgpu: " + strings.Join(parts, ", ")
+}
+
 // Reasons labels one failure explanation; it has at least one label.
 func Reasons(explanation string) []string {
 	var out []string
