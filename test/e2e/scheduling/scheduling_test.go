@@ -391,25 +391,28 @@ func podScheduled(p *corev1.Pod) *corev1.PodCondition {
 func (e *env) burst(t *testing.T, ctx context.Context) {
 	defer e.cleanup(t, ctx)
 	e.settings(t, ctx, config.Binpack, config.Spread)
-	more, err := gpunode.Create(ctx, e.c.Client, gpunode.Spec{Prefix: "h100", Count: 6, GPUs: 8, Model: gpunode.H100_80GB, SplitCount: 4})
+	more, err := gpunode.Create(ctx, e.c.Client, gpunode.Spec{Prefix: "h100", Count: 6, GPUs: 8, Model: gpunode.H100_80GB, SplitCount: 10})
 	must(t, err)
 	must(t, e.c.WaitForNodesReady(ctx, more...))
 	e.waitLedger(t, ctx, 0, 8)
 
+	// 300 pods on 64 GPUs of 80 GiB: about 60 % of the memory and 70 % of
+	// the cores in demand, so that all fit despite fragmentation, while
+	// many GPUs are shared by several pods.
 	const pods = 300
 	rng := rand.New(rand.NewPCG(4, 300))
 	var specs []*corev1.Pod
 	for i := range pods {
 		var kv []string
-		switch rng.IntN(10) {
-		case 0:
+		switch r := rng.IntN(100); {
+		case r < 4:
 			kv = []string{contract.ResourceGPU, "1"} // whole GPU
-		case 1:
-			kv = []string{contract.ResourceGPU, "2", contract.ResourceMemory, fmt.Sprint(1000 + rng.IntN(20000)), contract.ResourceCores, fmt.Sprint(5 + rng.IntN(30))}
-		case 2, 3, 4:
-			kv = []string{contract.ResourceMemoryPercentage, fmt.Sprint(5 + rng.IntN(40)), contract.ResourceCores, fmt.Sprint(5 + rng.IntN(40))}
+		case r < 14:
+			kv = []string{contract.ResourceGPU, "2", contract.ResourceMemory, fmt.Sprint(1000 + rng.IntN(8000)), contract.ResourceCores, fmt.Sprint(1 + rng.IntN(15))}
+		case r < 44:
+			kv = []string{contract.ResourceMemoryPercentage, fmt.Sprint(5 + rng.IntN(16)), contract.ResourceCores, fmt.Sprint(1 + rng.IntN(20))}
 		default:
-			kv = []string{contract.ResourceMemory, fmt.Sprint(1000 + rng.IntN(30000)), contract.ResourceCores, fmt.Sprint(1 + rng.IntN(50))}
+			kv = []string{contract.ResourceMemory, fmt.Sprint(1000 + rng.IntN(9000)), contract.ResourceCores, fmt.Sprint(1 + rng.IntN(20))}
 		}
 		specs = append(specs, gpuPod(fmt.Sprintf("burst-%03d", i), nil, kv...))
 	}
@@ -462,7 +465,9 @@ func (e *env) burst(t *testing.T, ctx context.Context) {
 	must(t, e.ext.Start(ctx))
 	t.Log("extender restarted; its ledger was rebuilt from the API server")
 
-	bound, err := e.c.WaitForPods(ctx, ns, "app=vgpu-e2e", pods, cluster.PodBound)
+	wctx, wcancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer wcancel()
+	bound, err := e.c.WaitForPods(wctx, ns, "app=vgpu-e2e", pods, cluster.PodBound)
 	if err != nil {
 		t.Fatal(err)
 	}
