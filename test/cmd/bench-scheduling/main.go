@@ -56,6 +56,7 @@ type result struct {
 	first         time.Duration // scheduler start → first binding
 	p50, p99, max time.Duration // scheduler start → binding
 	create        time.Duration // creating the M pods
+	stats         string        // the mode's own lines (mode.stats)
 }
 
 func (r result) podsPerSecond() float64 {
@@ -235,6 +236,11 @@ func runMode(ctx context.Context, log *zap.SugaredLogger, o *options, m mode) (r
 	res.span = lat[len(lat)-1] - lat[0]
 	res.p50, res.p99, res.max = quantile(lat, 0.50), quantile(lat, 0.99), lat[len(lat)-1]
 	log.Infof("mode %s: %d pods bound, %.1f pods/s", m.name, res.bound, res.podsPerSecond())
+	if m.stats != nil {
+		if res.stats, err = m.stats(ctx); err != nil {
+			return res, fmt.Errorf("stats: %w", err)
+		}
+	}
 	return res, nil
 }
 
@@ -310,6 +316,11 @@ func report(w *os.File, o *options, results []result) {
 			r.podsPerSecond()/results[0].podsPerSecond())
 	}
 	tw.Flush()
+	for _, r := range results {
+		if r.stats != "" {
+			fmt.Fprintf(w, "%s: %s\n", r.mode, r.stats)
+		}
+	}
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }

@@ -30,6 +30,9 @@ type mode struct {
 	setup func(ctx context.Context, c *cluster.Cluster) (*schedv1.KubeSchedulerConfiguration, error)
 	// pod is the i-th benchmark pod.
 	pod func(i int) *corev1.Pod
+	// stats, if set, runs once every pod is bound, before the cluster
+	// stops, and returns lines for the report (a component's own timings).
+	stats func(ctx context.Context) (string, error)
 }
 
 // modes is the registry; a file per extra mode adds itself in init.

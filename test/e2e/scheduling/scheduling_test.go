@@ -168,7 +168,7 @@ func (e *env) waitLedger(t *testing.T, ctx context.Context, slots, nodes int) {
 func sumMetric(text, name string) int {
 	total := 0
 	for _, line := range strings.Split(text, "\n") {
-		if strings.HasPrefix(line, name+"{") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
 			var v float64
 			fmt.Sscan(line[strings.LastIndex(line, " ")+1:], &v)
 			total += int(v)
@@ -366,7 +366,9 @@ func (e *env) requeue(t *testing.T, ctx context.Context, nodes []string) {
 		case ev := <-w.ResultChan():
 			if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Modified && p.Spec.NodeName != "" {
 				took := time.Since(start)
-				t.Logf("REQUEUE: the pending pod was bound to %s %.2fs after a pod was deleted", p.Spec.NodeName, took.Seconds())
+				m, _ := e.ext.Metrics(ctx)
+				t.Logf("REQUEUE: the pending pod was bound to %s %.2fs after a pod was deleted (extender requeue nudges so far: %d)",
+					p.Spec.NodeName, took.Seconds(), sumMetric(m, "vgpu_extender_requeue_nudges_total"))
 				return
 			}
 		case <-timeout:
@@ -430,7 +432,27 @@ func (e *env) burst(t *testing.T, ctx context.Context) {
 			}
 		}()
 	}
-	for _, p := range specs {
+	// Kill the extender a third of the way into the burst, while pods are
+	// being filtered and bound, and bring it back a second later: binds in
+	// flight are cut, pods created meanwhile meet a dead extender.
+	restarted := make(chan error, 1)
+	for i, p := range specs {
+		if i == pods/3 {
+			list, err := e.c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			must(t, err)
+			n := 0
+			for _, p := range list.Items {
+				if p.Spec.NodeName != "" {
+					n++
+				}
+			}
+			t.Logf("%d pods created, %d bound: killing the extender (SIGKILL)", i, n)
+			e.ext.Kill()
+			go func() {
+				time.Sleep(time.Second)
+				restarted <- e.ext.Start(ctx)
+			}()
+		}
 		next <- p
 	}
 	close(next)
@@ -439,30 +461,9 @@ func (e *env) burst(t *testing.T, ctx context.Context) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-
-	// Kill the extender once binding is under way, and bring it back.
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		list, err := e.c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		must(t, err)
-		bound := 0
-		for _, p := range list.Items {
-			if p.Spec.NodeName != "" {
-				bound++
-			}
-		}
-		if bound >= 30 {
-			t.Logf("%d/%d pods bound: killing the extender (SIGKILL)", bound, pods)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d pods bound after 2 minutes", bound)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := <-restarted; err != nil {
+		t.Fatalf("restart the extender: %v", err)
 	}
-	e.ext.Kill()
-	time.Sleep(2 * time.Second)
-	must(t, e.ext.Start(ctx))
 	t.Log("extender restarted; its ledger was rebuilt from the API server")
 
 	wctx, wcancel := context.WithTimeout(ctx, 4*time.Minute)
