@@ -38,7 +38,9 @@ CLUSTER_NODES ?= 4
 BENCH_NODES ?= 1000
 BENCH_PODS ?= 3000
 BENCH_QPS ?= 2000
-BENCH_ARGS ?=
+# Both modes of issue 4 with the same scheduler client limits: stock
+# kube-scheduler with whole GPUs, and vgpu's extender with fractional pods.
+BENCH_ARGS ?= --modes stock,vgpu --scheduler-qps 1000
 
 TEST_TARGETS += test-e2e
 
