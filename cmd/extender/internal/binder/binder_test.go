@@ -71,17 +71,38 @@ func args(p *corev1.Pod, node string) *extenderv1.ExtenderBindingArgs {
 	return &extenderv1.ExtenderBindingArgs{PodName: p.Name, PodNamespace: p.Namespace, PodUID: p.UID, Node: node}
 }
 
-func bindings(cs *fake.Clientset) int {
-	n := 0
+// bindingsMade returns the Bindings the binder created.
+func bindingsMade(cs *fake.Clientset) []*corev1.Binding {
+	var out []*corev1.Binding
 	for _, a := range cs.Actions() {
-		if a.GetVerb() == "create" && a.GetSubresource() == "binding" {
-			n++
+		if c, ok := a.(k8stesting.CreateAction); ok && a.GetSubresource() == "binding" {
+			out = append(out, c.GetObject().(*corev1.Binding))
 		}
 	}
-	return n
+	return out
 }
 
-func TestBindBooksAnnotatesAndBinds(t *testing.T) {
+// applyBinding does what the API server does with a Binding: set the node
+// and the Binding's annotations on the pod.
+func applyBinding(t *testing.T, cs *fake.Clientset, bnd *corev1.Binding) {
+	t.Helper()
+	p, err := cs.CoreV1().Pods(bnd.Namespace).Get(context.Background(), bnd.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.NodeName = bnd.Target.Name
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	for k, v := range bnd.Annotations {
+		p.Annotations[k] = v
+	}
+	if _, err := cs.CoreV1().Pods(bnd.Namespace).Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBindBooksAndBindsInOneWrite(t *testing.T) {
 	pod := pendingPod("a", "30000")
 	cs, st, b := setup(t, gpuNode(t, "n1", 2), pod)
 	result, err := b.Bind(context.Background(), args(pod, "n1"))
@@ -91,38 +112,33 @@ func TestBindBooksAnnotatesAndBinds(t *testing.T) {
 	if node, ok := st.Ledger.Holds(string(pod.UID)); !ok || node != "n1" {
 		t.Fatalf("ledger holds the pod on %q (%v), want n1", node, ok)
 	}
-	got, err := cs.CoreV1().Pods("ns").Get(context.Background(), "a", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	made := bindingsMade(cs)
+	if len(made) != 1 || countVerb(cs, "patch") != 0 || countVerb(cs, "update") != 0 {
+		t.Fatalf("%d Bindings, %d patches, %d updates; want one Binding and nothing else", len(made), countVerb(cs, "patch"), countVerb(cs, "update"))
 	}
-	a, err := annotation.DecodeAssignment(got.Annotations[contract.AnnotationAssignment])
+	bnd := made[0]
+	if bnd.Target.Name != "n1" || bnd.UID != pod.UID {
+		t.Fatalf("Binding %+v", bnd)
+	}
+	a, err := annotation.DecodeAssignment(bnd.Annotations[contract.AnnotationAssignment])
 	if err != nil {
-		t.Fatalf("assignment on the pod: %v", err)
+		t.Fatalf("assignment in the Binding: %v", err)
 	}
 	if a.Node != "n1" || len(a.Containers) != 1 || len(a.Containers[0].Devices) != 1 ||
 		a.Containers[0].Devices[0].MemoryMiB != 30000 || a.Containers[0].Devices[0].Cores != 20 {
 		t.Fatalf("assignment %+v", a)
 	}
-	if bindings(cs) != 1 {
-		t.Fatalf("%d Bindings created, want 1", bindings(cs))
-	}
 
-	// The scheduler retries (say its call timed out): once the annotation
-	// is visible the same GPUs are reused, no second patch.
-	waitFor(t, func() bool {
-		p, ok := st.Pod("ns", "a")
-		return ok && p.Annotations[contract.AnnotationAssignment] != ""
-	})
-	patches := countVerb(cs, "patch")
+	// The scheduler retries (say its call timed out after the Binding went
+	// through): nothing is written or booked twice.
+	applyBinding(t, cs, bnd)
+	waitFor(t, func() bool { p, ok := st.Pod("ns", "a"); return ok && p.Spec.NodeName == "n1" })
 	result, err = b.Bind(context.Background(), args(pod, "n1"))
 	if err != nil || result != Already {
 		t.Fatalf("retried bind: %s %v", result, err)
 	}
-	if countVerb(cs, "patch") != patches {
-		t.Error("a retried bind rewrote the assignment")
-	}
-	if st.Ledger.PodCount() != 1 {
-		t.Errorf("ledger books %d pods after a retry, want 1", st.Ledger.PodCount())
+	if len(bindingsMade(cs)) != 1 || st.Ledger.PodCount() != 1 {
+		t.Errorf("after a retry: %d Bindings, %d pods booked; want 1 and 1", len(bindingsMade(cs)), st.Ledger.PodCount())
 	}
 }
 
@@ -155,7 +171,7 @@ func TestConcurrentBindsNeverShareAGPU(t *testing.T) {
 	}
 }
 
-func TestFailedBindingUndoesEverything(t *testing.T) {
+func TestFailedBindingUndoesTheBooking(t *testing.T) {
 	pod := pendingPod("a", "30000")
 	cs, st, b := setup(t, gpuNode(t, "n1", 2), pod)
 	cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -171,14 +187,36 @@ func TestFailedBindingUndoesEverything(t *testing.T) {
 	if _, ok := st.Ledger.Holds(string(pod.UID)); ok {
 		t.Fatal("a failed bind left the GPUs booked")
 	}
-	got, _ := cs.CoreV1().Pods("ns").Get(context.Background(), "a", metav1.GetOptions{})
-	if _, ok := got.Annotations[contract.AnnotationAssignment]; ok {
-		t.Fatal("a failed bind left the assignment on the pod: a restarted extender would count it")
+	if countVerb(cs, "patch") != 0 {
+		t.Fatal("a failed bind wrote to the pod")
 	}
-	// Stale informer events (the patch, then its removal) must not book it again.
-	time.Sleep(200 * time.Millisecond)
-	if _, ok := st.Ledger.Holds(string(pod.UID)); ok {
-		t.Fatal("the informer re-booked the GPUs of the failed bind")
+}
+
+func TestBindingThatWentThroughEarlier(t *testing.T) {
+	// An earlier attempt's Binding succeeded but its answer was lost; the
+	// retry's Binding fails (already bound): the earlier assignment counts.
+	pod := pendingPod("a", "30000")
+	cs, st, b := setup(t, gpuNode(t, "n1", 2), pod)
+	if _, err := b.Bind(context.Background(), args(pod, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	first := bindingsMade(cs)[0]
+	st.Ledger.Release(string(pod.UID)) // as if this were a fresh extender
+	applyBinding(t, cs, first)
+	bound, _ := cs.CoreV1().Pods("ns").Get(context.Background(), "a", metav1.GetOptions{})
+	cs.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) { return true, bound, nil })
+	cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "binding" {
+			return true, nil, errors.New("pod a is already assigned to node n1")
+		}
+		return false, nil, nil
+	})
+	result, err := b.Bind(context.Background(), args(pod, "n1"))
+	if err != nil || (result != Already && result != Bound) {
+		t.Fatalf("bind: %s %v", result, err)
+	}
+	if node, ok := st.Ledger.Holds(string(pod.UID)); !ok || node != "n1" {
+		t.Fatalf("the bound pod's GPUs are not booked (holds %q %v)", node, ok)
 	}
 }
 
