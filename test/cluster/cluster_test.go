@@ -3,7 +3,9 @@ package cluster
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -144,3 +146,24 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestProcessesUsingIgnoresTheCallerAndItsAncestors(t *testing.T) {
+	if marker := os.Getenv("VGPU_TEST_MARKER"); marker != "" {
+		// Child: its parent shell's command line names the marker, like
+		// `make cluster-down CLUSTER_DIR=…` above `vgpu-cluster down`.
+		fmt.Printf("found=%q\n", ProcessesUsing(marker))
+		return
+	}
+	marker := t.TempDir()
+	// The shell keeps running (": done" stops it from exec'ing the child),
+	// so it is a live ancestor naming the marker as its $0.
+	cmd := exec.Command("/bin/sh", "-c", `"$1" -test.run='^TestProcessesUsingIgnoresTheCallerAndItsAncestors$'; : done`, marker, os.Args[0])
+	cmd.Env = append(os.Environ(), "VGPU_TEST_MARKER="+marker)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "found=[]") {
+		t.Fatalf("ProcessesUsing counted an ancestor:\n%s", out)
+	}
+}

@@ -149,16 +149,21 @@ func tail(path string, n int) string {
 // ProcessesUsing lists the live processes whose command line mentions dir,
 // as "pid: cmdline". Every component is started with arguments under the
 // cluster's data folder, so an empty result after Stop means nothing leaked.
+// The caller and its ancestors (make, a shell, go test) are not counted:
+// their command lines may name the folder too.
 func ProcessesUsing(dir string) []string {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	self := os.Getpid()
+	skip := map[int]bool{}
+	for pid := os.Getpid(); pid > 1 && !skip[pid]; pid = parentPID(pid) {
+		skip[pid] = true
+	}
 	var out []string
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
+		if err != nil || skip[pid] {
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
@@ -179,4 +184,23 @@ func isZombie(stat []byte) bool {
 	// /proc/<pid>/stat: "pid (comm) S ..."; comm may hold spaces or parens.
 	i := bytes.LastIndexByte(stat, ')')
 	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
+
+// parentPID reads the parent of pid from /proc, 0 when unknown.
+func parentPID(pid int) int {
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	// After "pid (comm) ": state, then ppid.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
