@@ -33,6 +33,17 @@ var models = map[string]gpus.Config{
 	"a100-40gb": gpus.A100_PCIE_40GB,
 	"a100-80gb": gpus.A100_PCIE_80GB,
 	"a30":       gpus.A30_PCIE_24GB,
+	// go-nvml ships no Turing mock; the T4 is the commonest inference GPU,
+	// so it is described here from its public data sheet.
+	"t4": {
+		Name:         "Tesla T4",
+		Architecture: nvml.DEVICE_ARCH_TURING,
+		Brand:        nvml.BRAND_TESLA,
+		MemoryMB:     15360,
+		CudaMajor:    7,
+		CudaMinor:    5,
+		PciDeviceId:  0x1EB810DE,
+	},
 }
 
 // Models lists the accepted model names.
