@@ -29,20 +29,57 @@ var binaryOfImage = map[string]string{
 
 var flagName = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9][a-z0-9-]*)`)
 
-// build builds one of vgpu's binaries into a temporary directory.
+// dockerfileOf maps vgpu's binaries to their image's Dockerfile directory.
+var dockerfileOf = map[string]string{
+	"extender": "extender", "webhook": "webhook", "deviceplugin": "device-plugin",
+	"monitor": "monitor", "vgpuctl": "vgpuctl",
+}
+
+// build builds one of vgpu's binaries the way its Dockerfile does: from a
+// copy of only what the Dockerfile copies, outside the workspace
+// (GOWORK=off), so that a binary that needs more than its image's build
+// context fails here rather than in `make images`.
 func build(t *testing.T, binary string) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("no go command to build %s: %v", binary, err)
 	}
+	repo := filepath.Join(root(), "..")
+	df := filepath.Join("images", dockerfileOf[binary], "Dockerfile")
+	src := filepath.Join(t.TempDir(), "src")
+	for _, from := range dockerfileCopies(t, filepath.Join(repo, df)) {
+		if err := os.CopyFS(filepath.Join(src, from), os.DirFS(filepath.Join(repo, from))); err != nil {
+			t.Fatalf("%s: COPY %s: %v", df, from, err)
+		}
+	}
 	out := filepath.Join(t.TempDir(), binary)
 	cmd := exec.Command(goBin, "build", "-o", out, ".")
-	cmd.Dir = filepath.Join(root(), "..", "cmd", binary)
+	cmd.Dir = filepath.Join(src, "cmd", binary)
+	cmd.Env = append(os.Environ(), "GOWORK=off")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/%s: %v\n%s", binary, err, b)
+		t.Fatalf("go build cmd/%s from the build context of %s: %v\n%s", binary, df, err, b)
 	}
 	return out
+}
+
+// dockerfileCopies returns the repository directories a Dockerfile copies.
+func dockerfileCopies(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == "COPY" && !strings.HasPrefix(f[1], "--") {
+			for _, from := range f[1 : len(f)-1] {
+				dirs = append(dirs, strings.TrimSuffix(from, "/"))
+			}
+		}
+	}
+	return dirs
 }
 
 // helpFlags builds one of vgpu's binaries and returns the flags its --help
@@ -132,6 +169,7 @@ func manifestFlags(t *testing.T) map[string]map[string]bool {
 func TestManifestFlagsExistInTheBinaries(t *testing.T) {
 	for img, flags := range manifestFlags(t) {
 		t.Run(img, func(t *testing.T) {
+			t.Parallel() // builds and links overlap
 			var have map[string]bool
 			if binary, ok := binaryOfImage[img]; ok {
 				have = helpFlags(t, binary)
