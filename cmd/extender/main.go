@@ -53,6 +53,7 @@ func main() {
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then the in-cluster service account")
 	f.Float32Var(&o.QPS, "kube-api-qps", 500, "queries per second to the API server (a scheduler binds in bursts)")
 	f.IntVar(&o.Burst, "kube-api-burst", 1000, "burst of queries to the API server")
+	f.BoolVar(&o.Profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on --health-listen")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "extender:", err)

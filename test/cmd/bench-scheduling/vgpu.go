@@ -29,7 +29,7 @@ func init() {
 				return nil, err
 			}
 			var err error
-			if ext, err = daemons.StartExtender(ctx, c, "--log-level=warn"); err != nil {
+			if ext, err = daemons.StartExtender(ctx, c, "--log-level=warn", "--profiling"); err != nil {
 				return nil, err
 			}
 			cfg, err := daemons.SchedulerConfig(ext.URL)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,9 @@ type Options struct {
 	Kubeconfig    string
 	QPS           float32
 	Burst         int
+	// Profiling serves net/http/pprof under /debug/pprof/ on the health
+	// address.
+	Profiling bool
 }
 
 // Run serves until ctx ends.
@@ -87,6 +91,11 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 		_, _ = w.Write([]byte("ok"))
 	})
 	health.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if o.Profiling {
+		health.HandleFunc("/debug/pprof/", pprof.Index)
+		health.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		health.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 
 	servers := []*http.Server{{Addr: o.Listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	if o.HealthListen != "" {

@@ -12,10 +12,12 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
@@ -40,6 +42,8 @@ type Handler struct {
 	Rejected func(*corev1.Pod)
 	Metrics  *metrics.Metrics
 	Log      *zap.Logger
+
+	ratings ratingCache
 }
 
 // errNotReady is what kube-scheduler sees before the ledger is built; it
@@ -106,7 +110,8 @@ func (h *Handler) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilt
 		empty := []string{}
 		return &extenderv1.ExtenderFilterResult{NodeNames: &empty, FailedAndUnresolvableNodes: failed}
 	}
-	fits, failed := placement.Filter(h.Ledger, req, nodes, placement.DefaultPolicies(h.Settings()))
+	fits, failed, ratings := h.rate(req, nodes)
+	h.ratings.put(args.Pod.UID, ratings)
 	capacity := false
 	for node, why := range failed {
 		labels := metrics.Reasons(why)
@@ -146,19 +151,21 @@ func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPrio
 	if err != nil {
 		return &out
 	}
-	s := placement.NewScorer(req, placement.DefaultPolicies(h.Settings()))
-	handles := h.Ledger.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
+	// The filter of this scheduling cycle rated the nodes already.
+	ratings, ok := h.ratings.take(args.Pod.UID)
+	if !ok {
+		_, _, ratings = h.rate(req, nodes)
+	}
 	rating := make([]float64, len(nodes))
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for i := range nodes {
-		rating[i] = math.NaN()
-		if handles[i] == nil {
+	for i, n := range nodes {
+		v, ok := ratings[n]
+		if !ok {
+			rating[i] = math.NaN()
 			continue
 		}
-		if v, reason := s.Score(handles[i]); reason == "" {
-			rating[i] = v
-			lo, hi = min(lo, v), max(hi, v)
-		}
+		rating[i] = v
+		lo, hi = min(lo, v), max(hi, v)
 	}
 	const top = extenderv1.MaxExtenderPriority
 	for i, v := range rating {
@@ -172,6 +179,57 @@ func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPrio
 		}
 	}
 	return &out
+}
+
+// rate fits the pod on each node and rates those it fits, in one pass of
+// lib/placement's Scorer (the same fit as placement.Filter, plus the
+// node's load), so that prioritize need not fit again.
+func (h *Handler) rate(req *request.Pod, nodes []string) (fits []string, failed map[string]string, ratings map[string]float64) {
+	s := placement.NewScorer(req, placement.DefaultPolicies(h.Settings()))
+	handles := h.Ledger.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
+	fits = make([]string, 0, len(nodes))
+	ratings = make(map[string]float64, len(nodes))
+	for i, n := range nodes {
+		v, reason := s.Score(handles[i])
+		if reason != "" {
+			if failed == nil {
+				failed = map[string]string{}
+			}
+			failed[n] = reason
+			continue
+		}
+		fits = append(fits, n)
+		ratings[n] = v
+	}
+	return fits, failed, ratings
+}
+
+// ratingCache hands the ratings of a pod's filter to its prioritize.
+// kube-scheduler calls prioritize right after filter in the same cycle
+// (and not at all when one node fits), so entries are taken once and the
+// cache is simply emptied when it grows past a bound.
+type ratingCache struct {
+	mu sync.Mutex
+	m  map[types.UID]map[string]float64
+}
+
+const maxRatings = 4096
+
+func (c *ratingCache) put(uid types.UID, r map[string]float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxRatings {
+		c.m = map[types.UID]map[string]float64{}
+	}
+	c.m[uid] = r
+}
+
+func (c *ratingCache) take(uid types.UID) (map[string]float64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.m[uid]
+	delete(c.m, uid)
+	return r, ok
 }
 
 // Bind binds the pod to the node; an error goes back to kube-scheduler,
