@@ -299,3 +299,24 @@ func TestHTTP(t *testing.T) {
 		t.Errorf("GET /filter: %d", resp.StatusCode)
 	}
 }
+
+func TestPrioritizeReusesTheFiltersRatings(t *testing.T) {
+	h, _ := newHandler(t, config.Default())
+	pod := gpuPod(nil, "nvidia.com/gpumem", "30000")
+	nodes := []string{"big", "used"}
+	h.Filter(&extenderv1.ExtenderArgs{Pod: pod, NodeNames: &nodes})
+	// A bind fills "used" between filter and prioritize: prioritize ranks
+	// as the filter saw the nodes (binpack: used first), as kube-scheduler's
+	// own plugins score the cycle's snapshot.
+	if err := h.Ledger.Reserve("late", assign.Pod{Node: "used", Containers: []assign.Container{{Name: "c", Devices: []assign.Device{
+		{UUID: "used-1", MemoryMiB: 81920, Cores: 100}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := scores(h.Prioritize(&extenderv1.ExtenderArgs{Pod: pod, NodeNames: &nodes})); s["used"] != 10 || s["big"] != 0 {
+		t.Errorf("scores %v: want the filter's view, used 10, big 0", s)
+	}
+	// Taken once: the next prioritize of the pod rates afresh.
+	if s := scores(h.Prioritize(&extenderv1.ExtenderArgs{Pod: pod, NodeNames: &nodes})); s["used"] != 0 || s["big"] != 10 {
+		t.Errorf("scores %v: want a fresh view, big 10, used 0 (full)", s)
+	}
+}
