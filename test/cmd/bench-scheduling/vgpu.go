@@ -52,7 +52,17 @@ func init() {
 				q := lat[verb]
 				parts = append(parts, fmt.Sprintf("%s p50 %s p99 %s (n=%d)", verb, ms(q.P50), ms(q.P99), q.Count))
 			}
-			return "extender " + strings.Join(parts, ", "), nil
+			text, err := ext.Metrics(ctx)
+			if err != nil {
+				return "", err
+			}
+			var binds []string
+			for _, line := range strings.Split(text, "\n") {
+				if rest, ok := strings.CutPrefix(line, "vgpu_extender_binds_total{result=\""); ok {
+					binds = append(binds, strings.Replace(rest, "\"} ", "=", 1))
+				}
+			}
+			return "extender " + strings.Join(parts, ", ") + "; binds " + strings.Join(binds, " "), nil
 		},
 	})
 }
