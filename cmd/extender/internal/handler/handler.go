@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,8 +76,19 @@ func serve[A, R any](h *Handler, verb string, fn func(context.Context, *A) *R) h
 			return
 		}
 		res := fn(r.Context(), &args)
+		// Marshalled whole, with its Content-Length and no trailing
+		// newline: kube-scheduler decodes one JSON value and closes the
+		// body, and only a body read to its end lets it reuse the
+		// connection. A chunked answer (anything over 4 KiB written as a
+		// stream) would cost it a new TCP connection per call.
+		body, err := json.Marshal(res)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("%s: encoding the answer: %v", verb, err), http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
-		if err := json.NewEncoder(w).Encode(res); err != nil {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		if _, err := w.Write(body); err != nil {
 			h.Log.Warn("writing response", zap.String("verb", verb), zap.Error(err))
 		}
 		h.Metrics.Latency.WithLabelValues(verb).Observe(time.Since(start).Seconds())

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -318,5 +321,54 @@ func TestPrioritizeReusesTheFiltersRatings(t *testing.T) {
 	// Taken once: the next prioritize of the pod rates afresh.
 	if s := scores(h.Prioritize(&extenderv1.ExtenderArgs{Pod: pod, NodeNames: &nodes})); s["used"] != 0 || s["big"] != 10 {
 		t.Errorf("scores %v: want a fresh view, big 10, used 0 (full)", s)
+	}
+}
+
+// TestSchedulerKeepsItsConnection calls the verbs as kube-scheduler's
+// extender client does (decode one JSON value, close the body) with a
+// cluster-sized node list, and counts TCP connections: every call on one.
+func TestSchedulerKeepsItsConnection(t *testing.T) {
+	h, _ := newHandler(t, config.Default())
+	mux := http.NewServeMux()
+	h.Routes(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	var conns atomic.Int64
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	nodes := []string{"big", "used"}
+	for i := range 500 {
+		nodes = append(nodes, fmt.Sprintf("node-%04d", i))
+	}
+	call := func(path string, in, out any) {
+		b, _ := json.Marshal(in)
+		resp, err := client.Post(srv.URL+path, "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 5 {
+		args := extenderv1.ExtenderArgs{Pod: gpuPod(nil, "nvidia.com/gpumem", "100"), NodeNames: &nodes}
+		var fr extenderv1.ExtenderFilterResult
+		call("/filter", args, &fr)
+		if len(fr.FailedNodes) != 500 {
+			t.Fatalf("%d failed nodes, want 500", len(fr.FailedNodes))
+		}
+		var pr extenderv1.HostPriorityList
+		call("/prioritize", args, &pr)
+		var br extenderv1.ExtenderBindingResult
+		call("/bind", extenderv1.ExtenderBindingArgs{PodName: "p", PodNamespace: "ns", Node: "big"}, &br)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("15 calls took %d TCP connections, want 1", n)
 	}
 }
