@@ -12,6 +12,8 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -105,6 +107,26 @@ func TestE2EOverlaysApplyOnTheAPIServer(t *testing.T) {
 	for _, o := range renderAbs(t, filepath.Join(root(), "..", "examples")) {
 		if err := a.apply(ctx, o, "default", true); err != nil {
 			t.Errorf("examples: %v", err)
+		}
+	}
+
+	// The optional components, on an overlay. The API server needs their
+	// custom resource definitions; stand-ins that accept any spec are
+	// enough to check everything the components change in vgpu's own
+	// objects (the webhook Deployment, its RBAC, the Services).
+	for _, crd := range []struct{ group, kind, plural string }{
+		{"cert-manager.io", "Issuer", "issuers"},
+		{"cert-manager.io", "Certificate", "certificates"},
+		{"monitoring.coreos.com", "ServiceMonitor", "servicemonitors"},
+	} {
+		if err := createStandInCRD(ctx, a.dyn, crd.group, crd.kind, crd.plural); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.mapper.Reset()
+	for _, o := range withComponents(t, "overlays/binpack", "components/cert-manager", "components/servicemonitor") {
+		if err := a.apply(ctx, o, "", true); err != nil {
+			t.Errorf("overlays/binpack with both components: %v", err)
 		}
 	}
 
@@ -268,6 +290,49 @@ func TestE2EInstalledRBACAndWebhookScope(t *testing.T) {
 			t.Errorf("%s was refused, but not by vgpu's webhook: %v", tc.what, err)
 		case !tc.refused && err != nil:
 			t.Errorf("%s depends on the webhook: %v", tc.what, err)
+		}
+	}
+}
+
+// createStandInCRD defines a namespaced custom resource that accepts any
+// spec, and waits until the API server serves it.
+func createStandInCRD(ctx context.Context, dyn dynamic.Interface, group, kind, plural string) error {
+	name := plural + "." + group
+	crd := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1",
+		"kind":       "CustomResourceDefinition",
+		"metadata":   map[string]any{"name": name},
+		"spec": map[string]any{
+			"group": group,
+			"names": map[string]any{"kind": kind, "plural": plural},
+			"scope": "Namespaced",
+			"versions": []any{map[string]any{
+				"name": "v1", "served": true, "storage": true,
+				"schema": map[string]any{"openAPIV3Schema": map[string]any{
+					"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+				}},
+			}},
+		},
+	}}
+	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	if _, err := crds.Create(ctx, crd, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	for {
+		got, err := crds.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Established" && m["status"] == "True" {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("CRD %s not established: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
