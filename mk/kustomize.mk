@@ -1,10 +1,15 @@
 # Kustomize manifests (kustomize/) and their tests.
 #
 # `make test-go` runs kustomize/kustomize_test without a cluster: every
-# overlay rendered and strictly decoded, overlay differences, RBAC, probes,
-# flags against the real binaries. This target adds the checks against the
-# local control plane's real API server: `kubectl apply -k --dry-run=server`
-# for every overlay, and RBAC and webhook scope of an installed overlay.
+# overlay rendered with the kustomize library and strictly decoded, overlay
+# differences, RBAC rules, probes, images, the flags the manifests pass
+# against the binaries built from their image's build context, docs links.
+# This target adds the checks against the local control plane's real API
+# server: every overlay (and the optional components) through
+# `kubectl apply -k --dry-run=server` and server-side apply dry runs; RBAC of
+# an installed overlay by SubjectAccessReview; which pods depend on the
+# webhook; and each binary, started with its manifest's flags, answering its
+# readiness and liveness probes.
 
 TEST_TARGETS += test-kustomize-e2e
 
