@@ -63,10 +63,18 @@ func Build() (extender, webhook string, err error) {
 		}
 		buildDir = filepath.Join(root, ".cache", "e2e-bin")
 		for _, b := range []string{"extender", "webhook"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, b), "./cmd/"+b)
+			// Built under a name of its own, then renamed: another test
+			// process may be running the previous binary, which a rename
+			// leaves intact and an overwrite would fail on (text file busy).
+			tmp := filepath.Join(buildDir, fmt.Sprintf(".%s-%d", b, os.Getpid()))
+			cmd := exec.Command("go", "build", "-o", tmp, "./cmd/"+b)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build ./cmd/%s: %v\n%s", b, err, out)
+				return
+			}
+			if err := os.Rename(tmp, filepath.Join(buildDir, b)); err != nil {
+				buildErr = err
 				return
 			}
 		}
