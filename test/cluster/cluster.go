@@ -261,10 +261,10 @@ func (c *Cluster) waitHealthy(ctx context.Context, p *process, check func(contex
 	}
 }
 
-// freePorts reserves n distinct free loopback TCP ports. They are released
+// FreePorts reserves n distinct free loopback TCP ports. They are released
 // before the components bind them; a component that loses the race exits
 // with "address already in use", which Start reports with its log.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	var ls []net.Listener
 	defer func() {

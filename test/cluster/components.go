@@ -19,7 +19,7 @@ import (
 )
 
 func (c *Cluster) startEtcd(ctx context.Context) error {
-	ports, err := freePorts(2)
+	ports, err := FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 }
 
 func (c *Cluster) startAPIServer(ctx context.Context) error {
-	ports, err := freePorts(1)
+	ports, err := FreePorts(1)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 }
 
 func (c *Cluster) startKwok(ctx context.Context) error {
-	ports, err := freePorts(1)
+	ports, err := FreePorts(1)
 	if err != nil {
 		return err
 	}
@@ -182,7 +182,7 @@ func (c *Cluster) StartScheduler(ctx context.Context) error {
 	if err := writeSchedulerConfig(cfgPath, cfg, c.schedKC); err != nil {
 		return err
 	}
-	ports, err := freePorts(1)
+	ports, err := FreePorts(1)
 	if err != nil {
 		return err
 	}
@@ -291,6 +291,14 @@ func (c *Cluster) StartProcess(ctx context.Context, name, bin string, args []str
 
 // StopProcess stops a component started by StartProcess (or a built-in one).
 func (c *Cluster) StopProcess(name string) { c.stopProcess(name) }
+
+// HTTPReady is a readiness check for StartProcess: url answers 200.
+func HTTPReady(url string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := httpGet(ctx, http.DefaultClient, url)
+		return err
+	}
+}
 
 func httpGet(ctx context.Context, client *http.Client, url string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -165,7 +164,7 @@ func StartExtender(ctx context.Context, c *cluster.Cluster, extraArgs ...string)
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
+	ports, err := cluster.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +201,7 @@ func StartWebhook(ctx context.Context, c *cluster.Cluster, extraArgs ...string) 
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(1)
+	ports, err := cluster.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
@@ -277,24 +276,4 @@ func get(ctx context.Context, url string, body *string) error {
 		*body = string(b)
 	}
 	return nil
-}
-
-// freePorts reserves n distinct free loopback ports.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

@@ -8,8 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -229,7 +227,7 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 			return err
 		}
 	}
-	ports, err := freePorts(2)
+	ports, err := cluster.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -242,7 +240,7 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 		"--libvgpu=" + filepath.Join(o.repo, "libvgpu", "build", "libvgpu.so"),
 		"--metrics-address=" + plugin,
 		"--advertise-capacity",
-	}, httpOK("http://"+plugin+"/healthz"))
+	}, cluster.HTTPReady("http://"+plugin+"/healthz"))
 	if err != nil {
 		return fmt.Errorf("device plugin of %s: %w (log %s)", node, err, c.LogPath("deviceplugin-"+node))
 	}
@@ -251,7 +249,7 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 		"--node-name=" + node, "--nvml=mock:a100", "--kubeconfig=" + c.Kubeconfig,
 		"--host-root=" + filepath.Join(dir, "vgpu"), "--proc-root=" + filepath.Join(dir, "proc"),
 		"--listen=" + monitor,
-	}, httpOK("http://"+monitor+"/healthz"))
+	}, cluster.HTTPReady("http://"+monitor+"/healthz"))
 	if err != nil {
 		return fmt.Errorf("monitor of %s: %w (log %s)", node, err, c.LogPath("monitor-"+node))
 	}
@@ -370,38 +368,4 @@ func show(ctx context.Context, bin string, args ...string) error {
 func step(n, what string) { fmt.Printf("\n==> [%s] %s\n", n, what) }
 func say(format string, args ...any) {
 	fmt.Printf("    "+format+"\n", args...)
-}
-
-// httpOK is a readiness check: url answers 200.
-func httpOK(url string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
-	}
-}
-
-// freePorts reserves n loopback ports by binding them all at once, so that
-// no two are the same, then releases them for the daemons to take.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
