@@ -49,6 +49,15 @@ static void forget(int kind, uint64_t key)
 		return r_;                                           \
 	} while (0)
 
+/* Every free: the driver first, then the booking it held, by the recorded size. */
+#define FREE_BODY(call, kind, key)                                   \
+	do {                                                         \
+		CUresult r_ = (call);                                \
+		if (r_ == CUDA_SUCCESS)                              \
+			forget((kind), (key));                       \
+		return r_;                                           \
+	} while (0)
+
 #define NEED(name) do { CU_ENTER(); if (!REAL(name)) return CUDA_ERROR_NOT_FOUND; } while (0)
 
 VGPU_EXPORT CUresult cuInit(unsigned int flags)
@@ -155,37 +164,25 @@ VGPU_EXPORT CUresult cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pitch, 
 VGPU_EXPORT CUresult cuMemFree_v2(CUdeviceptr p)
 {
 	NEED(cuMemFree_v2);
-	CUresult r = REAL(cuMemFree_v2)(p);
-	if (r == CUDA_SUCCESS)
-		forget(VGPU_KIND_MEM, p);
-	return r;
+	FREE_BODY(REAL(cuMemFree_v2)(p), VGPU_KIND_MEM, p);
 }
 
 VGPU_EXPORT CUresult cuMemFree(CUdeviceptr_v1 p)
 {
 	NEED(cuMemFree);
-	CUresult r = REAL(cuMemFree)(p);
-	if (r == CUDA_SUCCESS)
-		forget(VGPU_KIND_MEM, p);
-	return r;
+	FREE_BODY(REAL(cuMemFree)(p), VGPU_KIND_MEM, p);
 }
 
 VGPU_EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s)
 {
 	NEED(cuMemFreeAsync);
-	CUresult r = REAL(cuMemFreeAsync)(p, s);
-	if (r == CUDA_SUCCESS)
-		forget(VGPU_KIND_MEM, p);
-	return r;
+	FREE_BODY(REAL(cuMemFreeAsync)(p, s), VGPU_KIND_MEM, p);
 }
 
 VGPU_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s)
 {
 	NEED(cuMemFreeAsync_ptsz);
-	CUresult r = REAL(cuMemFreeAsync_ptsz)(p, s);
-	if (r == CUDA_SUCCESS)
-		forget(VGPU_KIND_MEM, p);
-	return r;
+	FREE_BODY(REAL(cuMemFreeAsync_ptsz)(p, s), VGPU_KIND_MEM, p);
 }
 
 /* VMM (cuMemCreate): physical memory is counted on the device the properties name. */
@@ -210,10 +207,7 @@ VGPU_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
 VGPU_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
 	NEED(cuMemRelease);
-	CUresult r = REAL(cuMemRelease)(handle);
-	if (r == CUDA_SUCCESS)
-		forget(VGPU_KIND_VMM, handle);
-	return r;
+	FREE_BODY(REAL(cuMemRelease)(handle), VGPU_KIND_VMM, handle);
 }
 
 /* Bytes per element of a CUarray_format; 4 for formats this table does not know. */
@@ -249,10 +243,7 @@ VGPU_EXPORT CUresult cuArray3DCreate_v2(CUarray *arr, const CUDA_ARRAY3D_DESCRIP
 VGPU_EXPORT CUresult cuArrayDestroy(CUarray arr)
 {
 	NEED(cuArrayDestroy);
-	CUresult r = REAL(cuArrayDestroy)(arr);
-	if (r == CUDA_SUCCESS)
-		forget(VGPU_KIND_ARRAY, (uint64_t)(uintptr_t)arr);
-	return r;
+	FREE_BODY(REAL(cuArrayDestroy)(arr), VGPU_KIND_ARRAY, (uint64_t)(uintptr_t)arr);
 }
 
 VGPU_EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr, const CUDA_ARRAY3D_DESCRIPTOR *desc,
@@ -276,10 +267,7 @@ VGPU_EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *arr, const CUDA_AR
 VGPU_EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
 {
 	NEED(cuMipmappedArrayDestroy);
-	CUresult r = REAL(cuMipmappedArrayDestroy)(arr);
-	if (r == CUDA_SUCCESS)
-		forget(VGPU_KIND_MIPMAP, (uint64_t)(uintptr_t)arr);
-	return r;
+	FREE_BODY(REAL(cuMipmappedArrayDestroy)(arr), VGPU_KIND_MIPMAP, (uint64_t)(uintptr_t)arr);
 }
 
 /* What a limited device reports: the limit as total, never more free than really is. */

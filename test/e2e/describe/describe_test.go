@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,27 +154,12 @@ func startExtender(t *testing.T, ctx context.Context, c *cluster.Cluster) {
 	listen, health := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.Extenders[0].URLPrefix = "http://" + listen
 	args := []string{"--kubeconfig", c.Kubeconfig, "--listen", listen, "--health-listen", health}
-	if err := c.StartProcess(ctx, "extender", build(t, "extender"), args, httpOK("http://"+health+"/readyz")); err != nil {
+	if err := c.StartProcess(ctx, "extender", build(t, "extender"), args, cluster.HTTPReady("http://"+health+"/readyz")); err != nil {
 		t.Fatalf("extender: %v (log %s)", err, c.LogPath("extender"))
 	}
 	c.SetSchedulerConfig(&cfg)
 	if err := c.StartScheduler(ctx); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func httpOK(url string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
 	}
 }
 
@@ -389,18 +373,7 @@ func runMonitor(t *testing.T, ctx context.Context, c *cluster.Cluster, node, roo
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args := []string{"--kubeconfig", kc, "--node-name", node, "--host-root", root, "--proc-root", filepath.Join(root, "proc"),
 		"--nvml", "mock:a100", "--listen", addr, "--stale-grace", "1s", "--sweep-interval", "200ms"}
-	err = c.StartProcess(ctx, "monitor", build(t, "monitor"), args, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/healthz: %s", resp.Status)
-		}
-		return nil
-	})
+	err = c.StartProcess(ctx, "monitor", build(t, "monitor"), args, cluster.HTTPReady("http://"+addr+"/healthz"))
 	if err != nil {
 		t.Fatalf("monitor: %v (log %s)", err, c.LogPath("monitor"))
 	}

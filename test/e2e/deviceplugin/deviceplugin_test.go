@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,18 +147,7 @@ func startPlugin(ctx context.Context, t *testing.T, c *cluster.Cluster, node, nv
 		"--advertise-capacity",
 	}
 	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
-	err = c.StartProcess(ctx, "vgpu-device-plugin-"+node, bin, args, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, healthz, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("healthz: %s", resp.Status)
-		}
-		return nil
-	})
+	err = c.StartProcess(ctx, "vgpu-device-plugin-"+node, bin, args, cluster.HTTPReady(healthz))
 	if err != nil {
 		t.Fatalf("device plugin: %v (log: %s)", err, c.LogPath("vgpu-device-plugin-"+node))
 	}
