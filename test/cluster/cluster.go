@@ -81,6 +81,7 @@ type Cluster struct {
 	order    []string            // start order, for stopping in reverse
 	schedCfg *schedv1.KubeSchedulerConfiguration
 	schedKC  string
+	schedURL string
 	etcdURL  string
 
 	ctrlCancel context.CancelFunc

@@ -199,11 +199,22 @@ func (c *Cluster) StartScheduler(ctx context.Context) error {
 	// The scheduler serves a self-signed certificate; only liveness is
 	// checked here, so skipping verification loses nothing.
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	url := "https://" + hostPort(ports[0]) + "/healthz"
+	base := "https://" + hostPort(ports[0])
+	c.mu.Lock()
+	c.schedURL = base
+	c.mu.Unlock()
 	return c.waitHealthy(ctx, p, func(ctx context.Context) error {
-		_, err := httpGet(ctx, insecure, url)
+		_, err := httpGet(ctx, insecure, base+"/healthz")
 		return err
 	})
+}
+
+// SchedulerURL is https://127.0.0.1:<port> of the running kube-scheduler's
+// secure port (self-signed), "" before it started.
+func (c *Cluster) SchedulerURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.schedURL
 }
 
 // StopScheduler stops kube-scheduler (a no-op when it is not running).

@@ -47,6 +47,7 @@ type options struct {
 	modes             []string
 	timeout           time.Duration
 	keep              bool
+	profileDir        string
 }
 
 type result struct {
@@ -57,6 +58,10 @@ type result struct {
 	p50, p99, max time.Duration // scheduler start → binding
 	create        time.Duration // creating the M pods
 	stats         string        // the mode's own lines (mode.stats)
+	cpu           string        // CPU per component while the scheduler ran
+	idle          string        // CPU per component before it started
+	requests      string        // API requests while the scheduler ran
+	scheduler     string        // kube-scheduler's own timings
 }
 
 func (r result) podsPerSecond() float64 {
@@ -96,6 +101,7 @@ func main() {
 	f.StringSliceVar(&o.modes, "modes", []string{"stock"}, fmt.Sprintf("modes to run, in order; ratios are against the first (known: %v)", modeNames()))
 	f.DurationVar(&o.timeout, "timeout", 15*time.Minute, "limit for each mode")
 	f.BoolVar(&o.keep, "keep", false, "keep each cluster's data folder (logs) instead of deleting it")
+	f.StringVar(&o.profileDir, "profile", "", "write CPU profiles of kube-scheduler (and the mode's own components) to this folder, <mode>-<component>.pprof, recorded while the scheduler binds")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -133,13 +139,18 @@ func runMode(ctx context.Context, log *zap.SugaredLogger, o *options, m mode) (r
 	if err != nil {
 		return res, err
 	}
+	// The default in-flight limits would throttle bulk creation, not the
+	// scheduler.
+	apiServerArgs := []string{"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"}
+	if o.profileDir != "" {
+		apiServerArgs = append(apiServerArgs, "--profiling=true")
+	}
 	c, err := cluster.Start(ctx, cluster.Options{
 		Dir:         dir,
 		NoScheduler: true,
 		Logf:        log.Infof,
-		// The default in-flight limits would throttle bulk creation, not
-		// the scheduler.
-		APIServerArgs: []string{"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"},
+		APIServerArgs: apiServerArgs,
+		SchedulerArgs: schedulerArgs,
 	})
 	if err != nil {
 		return res, err
@@ -217,14 +228,52 @@ func runMode(ctx context.Context, log *zap.SugaredLogger, o *options, m mode) (r
 	}
 	defer w.Stop()
 
+	// What the cluster burns with nothing to schedule (kwok's node
+	// heartbeats, mostly) runs on during the measurement too.
+	idleBefore, idleStart := cpuTimes(c.PIDs()), time.Now()
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(idleWindow):
+	}
+	res.idle = idleReport(idleBefore, cpuTimes(c.PIDs()), time.Since(idleStart))
+
 	schedStart := time.Now()
 	if err := c.StartScheduler(ctx); err != nil {
 		return res, err
 	}
 	log.Infof("mode %s: scheduler started, watching %d pods", m.name, o.pods)
+	// kube-scheduler's own start is counted: it is part of the run.
+	cpuBefore := cpuTimes(c.PIDs())
+	reqBefore, err := apiRequests(ctx, client)
+	if err != nil {
+		return res, err
+	}
+	profiles := func() []string { return nil }
+	if o.profileDir != "" {
+		bases := map[string]string{"kube-scheduler": c.SchedulerURL()}
+		if m.pprof != nil {
+			for name, url := range m.pprof() {
+				bases[name] = url
+			}
+		}
+		profiles = captureProfiles(ctx, o.profileDir, m.name, bases, client)
+	}
 	bound, err := watchBindings(ctx, w, o.pods)
 	if err != nil {
 		return res, fmt.Errorf("%w (%d/%d pods bound; see %s)", err, len(bound), o.pods, c.LogPath("kube-scheduler"))
+	}
+	res.cpu = cpuReport(cpuBefore, cpuTimes(c.PIDs()), len(bound), time.Since(schedStart))
+	reqAfter, err := apiRequests(ctx, client)
+	if err != nil {
+		return res, err
+	}
+	res.requests = requestReport(reqBefore, reqAfter, len(bound))
+	if res.scheduler, err = schedulerReport(ctx, c.SchedulerURL()); err != nil {
+		return res, err
+	}
+	for _, p := range profiles() {
+		log.Infof("mode %s: profile %s", m.name, p)
 	}
 	lat := make([]time.Duration, 0, len(bound))
 	for _, t := range bound {
@@ -317,6 +366,10 @@ func report(w *os.File, o *options, results []result) {
 	}
 	tw.Flush()
 	for _, r := range results {
+		fmt.Fprintf(w, "%s: %s\n", r.mode, r.cpu)
+		fmt.Fprintf(w, "%s: %s\n", r.mode, r.idle)
+		fmt.Fprintf(w, "%s: %s\n", r.mode, r.requests)
+		fmt.Fprintf(w, "%s: %s\n", r.mode, r.scheduler)
 		if r.stats != "" {
 			fmt.Fprintf(w, "%s: %s\n", r.mode, r.stats)
 		}

@@ -33,6 +33,9 @@ type mode struct {
 	// stats, if set, runs once every pod is bound, before the cluster
 	// stops, and returns lines for the report (a component's own timings).
 	stats func(ctx context.Context) (string, error)
+	// pprof, if set, names the mode's own components that serve
+	// /debug/pprof/, by base URL (for --profile).
+	pprof func() map[string]string
 }
 
 // modes is the registry; a file per extra mode adds itself in init.

@@ -41,7 +41,8 @@ func init() {
 			cfg.ClientConnection.QPS, cfg.ClientConnection.Burst = 0, 0
 			return cfg, nil
 		},
-		pod: vgpuPod,
+		pod:   vgpuPod,
+		pprof: func() map[string]string { return map[string]string{"vgpu-extender": ext.HealthURL} },
 		stats: func(ctx context.Context) (string, error) {
 			lat, err := ext.Latency(ctx)
 			if err != nil {
