@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -165,5 +166,11 @@ func client(kubeconfig string, qps float32, burst int) (kubernetes.Interface, er
 	}
 	cfg.QPS, cfg.Burst = qps, burst
 	cfg.UserAgent = "vgpu-extender"
+	// Every object the extender reads or writes is a built-in type, and
+	// protobuf costs the API server and this process a fraction of JSON to
+	// encode and decode: each pod event of the cluster's vgpu pods passes
+	// through here (kube-scheduler's own client does the same).
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	return kubernetes.NewForConfig(cfg)
 }
