@@ -5,7 +5,6 @@ package handler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	jsoniter "github.com/json-iterator/go"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -62,6 +62,13 @@ func (h *Handler) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("/bind", serve(h, metrics.VerbBind, h.Bind))
 }
 
+// codec reads and writes the scheduler's JSON. Every cycle kube-scheduler
+// waits on two calls that each carry the pod and a few hundred node names;
+// json-iterator decodes them in about half the time of encoding/json (see
+// BenchmarkCycle), with the same results: it follows encoding/json's rules,
+// struct tags and Unmarshaler methods included.
+var codec = jsoniter.ConfigCompatibleWithStandardLibrary
+
 // serve decodes a request of type A, answers it and times it.
 func serve[A, R any](h *Handler, verb string, fn func(context.Context, *A) *R) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +78,7 @@ func serve[A, R any](h *Handler, verb string, fn func(context.Context, *A) *R) h
 			return
 		}
 		var args A
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&args); err != nil {
+		if err := codec.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&args); err != nil {
 			http.Error(w, fmt.Sprintf("%s: decoding the request: %v", verb, err), http.StatusBadRequest)
 			return
 		}
@@ -81,7 +88,7 @@ func serve[A, R any](h *Handler, verb string, fn func(context.Context, *A) *R) h
 		// body, and only a body read to its end lets it reuse the
 		// connection. A chunked answer (anything over 4 KiB written as a
 		// stream) would cost it a new TCP connection per call.
-		body, err := json.Marshal(res)
+		body, err := codec.Marshal(res)
 		if err != nil {
 			http.Error(w, fmt.Sprintf("%s: encoding the answer: %v", verb, err), http.StatusInternalServerError)
 			return
@@ -143,7 +150,7 @@ func (h *Handler) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilt
 }
 
 // Prioritize scores each node 0..10 by the node policy (the pod's
-// override annotation first). lib/placement rates each node at full
+// override annotation first) and lists the nodes that score above 0. lib/placement rates each node at full
 // precision; kube-scheduler's scale has 11 steps, too coarse to tell apart
 // nodes a small share changes little, so the ratings are normalised over
 // the nodes of this call, as the scheduler's own plugins normalise theirs:
@@ -155,10 +162,6 @@ func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPrio
 		return &out
 	}
 	nodes := *args.NodeNames
-	out = make(extenderv1.HostPriorityList, len(nodes))
-	for i, n := range nodes {
-		out[i] = extenderv1.HostPriority{Host: n}
-	}
 	req, err := request.FromPod(args.Pod)
 	if err != nil {
 		return &out
@@ -168,26 +171,27 @@ func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPrio
 	if !ok {
 		_, _, ratings = h.rate(req, nodes)
 	}
-	rating := make([]float64, len(nodes))
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for i, n := range nodes {
-		v, ok := ratings[n]
-		if !ok {
-			rating[i] = math.NaN()
-			continue
+	for _, n := range nodes {
+		if v, fits := ratings[n]; fits {
+			lo, hi = min(lo, v), max(hi, v)
 		}
-		rating[i] = v
-		lo, hi = min(lo, v), max(hi, v)
 	}
 	const top = extenderv1.MaxExtenderPriority
-	for i, v := range rating {
-		switch {
-		case math.IsNaN(v):
-			// Does not fit: the filter already removed it.
-		case v == hi:
-			out[i].Score = top
-		default:
-			out[i].Score = min(top-1, int64(math.Floor(float64(top)*(v-lo)/(hi-lo))))
+	for _, n := range nodes {
+		v, fits := ratings[n]
+		if !fits {
+			continue // the filter removed it
+		}
+		score := int64(top)
+		if v < hi {
+			score = min(top-1, int64(math.Floor(float64(top)*(v-lo)/(hi-lo))))
+		}
+		// kube-scheduler adds nothing for a node the answer leaves out, the
+		// same as a 0; leaving them out spares it decoding and adding up
+		// hundreds of zeros per cycle (with binpack, every empty node).
+		if score > 0 {
+			out = append(out, extenderv1.HostPriority{Host: n, Score: score})
 		}
 	}
 	return &out

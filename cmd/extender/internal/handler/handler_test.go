@@ -232,12 +232,11 @@ func TestPrioritize(t *testing.T) {
 			h, _ := newHandler(t, tc.settings)
 			nodes := append([]string(nil), allNodes...)
 			s := scores(h.Prioritize(&extenderv1.ExtenderArgs{Pod: tc.pod, NodeNames: &nodes}))
-			if len(s) != len(allNodes) {
-				t.Fatalf("scores for %d nodes, want %d", len(s), len(allNodes))
-			}
-			for _, v := range s {
-				if v < 0 || v > extenderv1.MaxExtenderPriority {
-					t.Fatalf("score %d outside 0..%d", v, extenderv1.MaxExtenderPriority)
+			for n, v := range s {
+				// kube-scheduler counts a node left out as 0: the answer
+				// lists only the others.
+				if v < 1 || v > extenderv1.MaxExtenderPriority {
+					t.Fatalf("node %s listed with score %d, want 1..%d", n, v, extenderv1.MaxExtenderPriority)
 				}
 			}
 			if !tc.check(s) {
@@ -279,8 +278,9 @@ func TestHTTP(t *testing.T) {
 	}
 	var pr extenderv1.HostPriorityList
 	post("/prioritize", extenderv1.ExtenderArgs{Pod: gpuPod(nil, "nvidia.com/gpumem", "50000"), NodeNames: &nodes}, &pr)
-	if len(pr) != 2 {
-		t.Errorf("prioritize over HTTP: %+v", pr)
+	// small cannot take the pod: left out, which kube-scheduler counts as 0.
+	if len(pr) != 1 || pr[0].Host != "big" || pr[0].Score != extenderv1.MaxExtenderPriority {
+		t.Errorf("prioritize over HTTP: %+v, want big alone with %d", pr, extenderv1.MaxExtenderPriority)
 	}
 	var br extenderv1.ExtenderBindingResult
 	post("/bind", extenderv1.ExtenderBindingArgs{PodName: "p", PodNamespace: "ns", PodUID: "u", Node: "big"}, &br)
