@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
 	"github.com/vgpu-io/vgpu/lib/config"
@@ -88,3 +89,27 @@ func vgpuPod(i int) *corev1.Pod {
 }
 
 func ms(seconds float64) string { return fmt.Sprintf("%.2fms", seconds*1000) }
+
+// shares: the vgpu workload (same nodes, same fractional pods) on the stock
+// kube-scheduler without the extender, NodeResourcesFit told to ignore the
+// share resources. Nothing accounts for GPU memory or cores here, so it is
+// no way to run: it measures what kube-scheduler alone costs for pods that
+// name three extended resources, the floor under the vgpu mode.
+func init() {
+	register(mode{
+		name: "shares",
+		node: gpunode.Spec{Model: gpunode.A100_80GB, SplitCount: 10},
+		setup: func(context.Context, *cluster.Cluster) (*schedv1.KubeSchedulerConfiguration, error) {
+			args := fmt.Sprintf(`{"apiVersion":"kubescheduler.config.k8s.io/v1","kind":"NodeResourcesFitArgs","ignoredResources":["%s","%s","%s"]}`,
+				contract.ResourceMemory, contract.ResourceMemoryPercentage, contract.ResourceCores)
+			return &schedv1.KubeSchedulerConfiguration{Profiles: []schedv1.KubeSchedulerProfile{{
+				PluginConfig: []schedv1.PluginConfig{{Name: "NodeResourcesFit", Args: runtime.RawExtension{Raw: []byte(args)}}},
+			}}}, nil
+		},
+		pod: func(i int) *corev1.Pod {
+			p := vgpuPod(i)
+			p.Spec.SchedulerName = corev1.DefaultSchedulerName
+			return p
+		},
+	})
+}
