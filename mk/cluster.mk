@@ -38,9 +38,10 @@ CLUSTER_NODES ?= 4
 BENCH_NODES ?= 1000
 BENCH_PODS ?= 3000
 BENCH_QPS ?= 2000
-# Both modes of issue 4 with the same scheduler client limits: stock
-# kube-scheduler with whole GPUs, and vgpu's extender with fractional pods.
-BENCH_ARGS ?= --modes stock,vgpu --scheduler-qps 1000
+# The modes of issue 4 with the same scheduler client limits: stock
+# kube-scheduler with whole GPUs, the fractional pods on kube-scheduler alone
+# (shares, the floor), and vgpu's extender with fractional pods.
+BENCH_ARGS ?= --modes stock,shares,vgpu --scheduler-qps 1000
 
 TEST_TARGETS += test-e2e
 

@@ -146,9 +146,9 @@ func runMode(ctx context.Context, log *zap.SugaredLogger, o *options, m mode) (r
 		apiServerArgs = append(apiServerArgs, "--profiling=true")
 	}
 	c, err := cluster.Start(ctx, cluster.Options{
-		Dir:         dir,
-		NoScheduler: true,
-		Logf:        log.Infof,
+		Dir:           dir,
+		NoScheduler:   true,
+		Logf:          log.Infof,
 		APIServerArgs: apiServerArgs,
 		SchedulerArgs: schedulerArgs,
 	})
