@@ -41,6 +41,7 @@ type flags struct {
 	arrive                float64
 	cpuWeight             float64
 	cpuPods               string
+	sample                int
 }
 
 func newPlacement() *cobra.Command {
@@ -98,6 +99,7 @@ comparable with the paper's.`,
 	fl.Float64Var(&f.arrive, "arrive", 130, "stop when the GPU demand would pass this % of capacity")
 	fl.Float64Var(&f.cpuWeight, "cpu-weight", 1, "weight of kube-scheduler's CPU/memory score (NodeResourcesFit) beside vgpu's GPU score; 0 = GPU score alone")
 	fl.StringVar(&f.cpuPods, "cpu-pods", cpuPodsPolicy, `how CPU-only pods are ranked: "policy" (like GPU pods: vgpu's GPU score of the node as it stands, plus --cpu-weight × the CPU/memory score; the paper's method) or "host" (the CPU/memory score alone, blind to GPUs, as kube-scheduler ranks pods that vgpu's extender never sees)`)
+	fl.IntVar(&f.sample, "percentage-of-nodes-to-score", 100, "kube-scheduler's setting of that name: each pod is ranked only among the nodes it would hand the extender, the first that pass its own filters from where the previous pod's search stopped, this % of the cluster but at least 100; 0 = kube-scheduler's adaptive default (50 less 1 per 125 nodes, at least 5); 100 = every node (the paper's method)")
 	return cmd
 }
 
@@ -147,6 +149,9 @@ func run(out io.Writer, f flags) error {
 	if f.cpuPods != cpuPodsPolicy && f.cpuPods != cpuPodsHost {
 		return fmt.Errorf("--cpu-pods %q: must be %s or %s", f.cpuPods, cpuPodsPolicy, cpuPodsHost)
 	}
+	if f.sample < 0 || f.sample > 100 {
+		return fmt.Errorf("--percentage-of-nodes-to-score %d: must be from 0 (kube-scheduler's adaptive default) to 100 (every node)", f.sample)
+	}
 	if f.arrive <= 0 || f.arrive > 1000 {
 		return fmt.Errorf("--arrive %g: must be from 1 to 1000", f.arrive)
 	}
@@ -159,12 +164,16 @@ func run(out io.Writer, f flags) error {
 	if err != nil {
 		return err
 	}
+	sample := f.sample
+	if sample == 0 {
+		sample = AdaptivePercent(len(c.Nodes))
+	}
 	rep := &Report{Cluster: c.Source, Nodes: len(c.Nodes), GPUs: c.GPUCount(), Workload: w.Source, Tasks: len(w.Tasks),
-		SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, TargetPct: f.arrive}
+		SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, TargetPct: f.arrive, SamplePercent: sample}
 	for _, pol := range pols {
 		var runs []*Run
 		for i := 0; i < f.seeds; i++ {
-			r, err := Replay(c, w, Options{Policies: pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost})
+			r, err := Replay(c, w, Options{Policies: pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample})
 			if err != nil {
 				return err
 			}

@@ -37,6 +37,72 @@ type Options struct {
 	// policies do: vgpu's GPU score of the node as it stands, plus
 	// CPUWeight times the CPU/memory score.
 	HostOnlyCPUPods bool
+	// SamplePercent, from 1 to 99, makes each pod see only the sample of
+	// nodes kube-scheduler would hand the extender with that
+	// percentageOfNodesToScore: the first nodes, from where the previous pod's
+	// search stopped, that pass kube-scheduler's own filters (CPU, host
+	// memory, free nvidia.com/gpu), as many as that percentage of the
+	// cluster but at least 100. 0 or 100 ranks every node, the paper's
+	// method.
+	SamplePercent int
+}
+
+// minFeasibleNodes is kube-scheduler's floor on the nodes it samples.
+const minFeasibleNodes = 100
+
+// AdaptivePercent is kube-scheduler's percentageOfNodesToScore when the
+// configuration leaves it unset: 50 % less one point per 125 nodes, at
+// least 5 %.
+func AdaptivePercent(nodes int) int {
+	return max(50-nodes/125, 5)
+}
+
+// sampleSize is how many feasible nodes kube-scheduler looks for.
+func sampleSize(nodes, percent int) int {
+	if percent <= 0 || percent >= 100 || nodes < minFeasibleNodes {
+		return nodes
+	}
+	return max(nodes*percent/100, minFeasibleNodes)
+}
+
+// sampler walks the nodes as kube-scheduler's search for feasible nodes
+// does: each search starts where the previous one stopped, wraps around,
+// and ends once it has found want nodes or looked at every node.
+type sampler struct {
+	nodes, want, next int
+	found             []int
+}
+
+func newSampler(nodes, percent int) *sampler {
+	return &sampler{nodes: nodes, want: sampleSize(nodes, percent), found: make([]int, 0, nodes)}
+}
+
+// sample returns the indexes of the nodes found feasible by fits, valid
+// until the next call.
+func (s *sampler) sample(fits func(i int) bool) []int {
+	s.found = s.found[:0]
+	looked := 0
+	for ; looked < s.nodes && len(s.found) < s.want; looked++ {
+		if i := (s.next + looked) % s.nodes; fits(i) {
+			s.found = append(s.found, i)
+		}
+	}
+	s.next = (s.next + looked) % max(s.nodes, 1)
+	return s.found
+}
+
+// podGPUs is what the pod asks of nvidia.com/gpu, as kube-scheduler counts
+// it: the app containers' vGPUs together, or the largest init container's.
+func podGPUs(p *request.Pod) int {
+	app, init := 0, 0
+	for _, c := range p.Containers {
+		if c.Init {
+			init = max(init, c.Count)
+		} else {
+			app += c.Count
+		}
+	}
+	return max(app, init)
 }
 
 // Event is the state after one pod was submitted.
@@ -106,9 +172,16 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 	usedMilli := make([]int64, len(gpuIndex))
 	cpuFree := make([]int64, len(c.Nodes))
 	memFree := make([]int64, len(c.Nodes))
+	slotsFree := make([]int, len(c.Nodes)) // nvidia.com/gpu the device plugin advertises, less what pods ask
 	for i, n := range c.Nodes {
 		cpuFree[i], memFree[i] = unlimited(n.CPUMilli), unlimited(n.MemoryMiB)
+		for _, g := range n.GPUs {
+			if g.Healthy {
+				slotsFree[i] += o.SplitCount
+			}
+		}
 	}
+	nodes := newSampler(len(c.Nodes), o.SamplePercent)
 
 	// Scores of a node change only when a pod lands on it, so they are
 	// memoised per request shape (identical *request.Pod) and node version.
@@ -145,13 +218,23 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 		}
 		arrived += t.DemandMilli
 		run.Submitted++
+		// The nodes that pass kube-scheduler's own filters, from where the
+		// previous search stopped, until it has found enough.
+		gpus := 0
+		if t.Pod != nil {
+			gpus = podGPUs(t.Pod)
+		}
+		candidates := nodes.sample(func(i int) bool {
+			return cpuFree[i] >= t.CPUMilli && memFree[i] >= t.MemoryMiB && slotsFree[i] >= gpus
+		})
+
 		best := -1
 		rank := t.Pod
 		if rank == nil && !o.HostOnlyCPUPods {
 			rank = noGPU
 		}
 		if rank == nil {
-			best = bestCPUNode(c, cpuFree, memFree, t, o.Policies.Node)
+			best = bestCPUNode(c, candidates, cpuFree, memFree, t, o.Policies.Node)
 		} else {
 			sc := scorers[rank]
 			if sc == nil {
@@ -161,10 +244,7 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 			}
 			ms := memos[rank]
 			bestScore := 0.0
-			for i := range handles {
-				if cpuFree[i] < t.CPUMilli || memFree[i] < t.MemoryMiB {
-					continue
-				}
+			for _, i := range candidates {
 				m := &ms[i]
 				if m.version != version[i] {
 					s, reason := sc.Score(handles[i])
@@ -209,6 +289,7 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 			}
 			cpuFree[best] -= t.CPUMilli
 			memFree[best] -= t.MemoryMiB
+			slotsFree[best] -= gpus
 		}
 		run.Events = append(run.Events, Event{ArrivedPct: pct(arrived, capMilli), AllocPct: pct(allocated, capMilli)})
 	}
@@ -234,14 +315,12 @@ func unlimited(v int64) int64 {
 
 func pct(v, capacity int64) float64 { return float64(v) * 100 / float64(capacity) }
 
-// bestCPUNode places a CPU-only pod by hostScore alone, blind to GPUs
+// bestCPUNode places a CPU-only pod on one of the candidate nodes (which
+// have its CPU and memory free) by hostScore alone, blind to GPUs
 // (Options.HostOnlyCPUPods), ties to the name that sorts first.
-func bestCPUNode(c *Cluster, cpuFree, memFree []int64, t *Task, pol config.Policy) int {
+func bestCPUNode(c *Cluster, candidates []int, cpuFree, memFree []int64, t *Task, pol config.Policy) int {
 	best, bestScore := -1, 0.0
-	for i := range c.Nodes {
-		if cpuFree[i] < t.CPUMilli || memFree[i] < t.MemoryMiB {
-			continue
-		}
+	for _, i := range candidates {
 		s := hostScore(&c.Nodes[i], cpuFree[i], memFree[i], t, pol)
 		if best < 0 || s > bestScore || (s == bestScore && c.Nodes[i].Name < c.Nodes[best].Name) {
 			best, bestScore = i, s

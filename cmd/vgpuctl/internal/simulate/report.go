@@ -109,14 +109,17 @@ func Summarize(pol placement.Policies, runs []*Run) Summary {
 
 // Report is everything one simulate command computed.
 type Report struct {
-	Cluster       string    `json:"cluster"`
-	Nodes         int       `json:"nodes"`
-	GPUs          int       `json:"gpus"`
-	Workload      string    `json:"workload"`
-	Tasks         int       `json:"tasks"`
-	SplitCount    int       `json:"splitCount"`
-	MemoryScaling float64   `json:"memoryScaling"`
-	TargetPct     float64   `json:"targetArrivedPct"`
+	Cluster       string  `json:"cluster"`
+	Nodes         int     `json:"nodes"`
+	GPUs          int     `json:"gpus"`
+	Workload      string  `json:"workload"`
+	Tasks         int     `json:"tasks"`
+	SplitCount    int     `json:"splitCount"`
+	MemoryScaling float64 `json:"memoryScaling"`
+	TargetPct     float64 `json:"targetArrivedPct"`
+	// SamplePercent is the percentageOfNodesToScore modelled; 100 ranks
+	// every node for every pod.
+	SamplePercent int       `json:"percentageOfNodesToScore"`
 	Results       []Summary `json:"results"`
 }
 
@@ -135,7 +138,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		seedText = fmt.Sprintf("seeds %d..%d (mean, [min–max])", seeds[0], seeds[len(seeds)-1])
 	}
 	fmt.Fprintf(w, "cluster %s: %d nodes, %d GPUs · workload %s: %d tasks\n", r.Cluster, r.Nodes, r.GPUs, r.Workload, r.Tasks)
-	fmt.Fprintf(w, "split count %d · memory scaling %g · %s\n\n", r.SplitCount, r.MemoryScaling, seedText)
+	sample := ""
+	if r.SamplePercent < 100 {
+		sample = fmt.Sprintf(" · each pod ranked among %d nodes (percentageOfNodesToScore %d)", sampleSize(r.Nodes, r.SamplePercent), r.SamplePercent)
+	}
+	fmt.Fprintf(w, "split count %d · memory scaling %g · %s%s\n\n", r.SplitCount, r.MemoryScaling, seedText, sample)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := []string{"arrived %"}
 	for _, s := range r.Results {

@@ -263,13 +263,14 @@ func TestSameSeedSameNumbers(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	cases := map[string][]string{
-		`--node-policy: policy "fast"`:             {"--node-policy", "fast"},
-		`--split-count 0: must be from 1`:          {"--split-count", "0"},
-		`--policy "some"`:                          {"--policy", "some"},
-		`--cpu-pods "gpu": must be policy or host`: {"--cpu-pods", "gpu"},
-		`-o "yaml": must be table or json`:         {"-o", "yaml"},
-		`no such file`:                             {"--cluster", "/nonexistent.yaml"},
-		`container "c": nvidia.com/gpucores=0`:     {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
+		`--node-policy: policy "fast"`:                       {"--node-policy", "fast"},
+		`--split-count 0: must be from 1`:                    {"--split-count", "0"},
+		`--policy "some"`:                                    {"--policy", "some"},
+		`--cpu-pods "gpu": must be policy or host`:           {"--cpu-pods", "gpu"},
+		`-o "yaml": must be table or json`:                   {"-o", "yaml"},
+		`--percentage-of-nodes-to-score 101: must be from 0`: {"--percentage-of-nodes-to-score", "101"},
+		`no such file`:                                       {"--cluster", "/nonexistent.yaml"},
+		`container "c": nvidia.com/gpucores=0`:               {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
 	}
 	for want, args := range cases {
 		cmd := NewCommand()
@@ -293,4 +294,48 @@ func writeTemp(t *testing.T, s string) string {
 	}
 	f.Close()
 	return f.Name()
+}
+
+func TestAdaptivePercent(t *testing.T) {
+	// kube-scheduler's default percentageOfNodesToScore.
+	for nodes, want := range map[int]int{100: 50, 1000: 42, 1213: 41, 5000: 10, 6000: 5, 100000: 5} {
+		if got := AdaptivePercent(nodes); got != want {
+			t.Errorf("AdaptivePercent(%d) = %d, want %d", nodes, got, want)
+		}
+	}
+}
+
+func TestSampler(t *testing.T) {
+	all := func(int) bool { return true }
+	even := func(i int) bool { return i%2 == 0 }
+	cases := []struct {
+		name           string
+		nodes, percent int
+		fits           func(int) bool
+		want           [][2]int // per search: first index, count
+	}{
+		{"every node when the setting is 100", 250, 100, all, [][2]int{{0, 250}, {0, 250}}},
+		{"every node of a cluster under 100 nodes", 80, 10, all, [][2]int{{0, 80}, {0, 80}}},
+		{"at least 100 nodes, each search going on where the last stopped, wrapping", 250, 10, all,
+			[][2]int{{0, 100}, {100, 100}, {200, 100}, {50, 100}}},
+		{"nodes failing the filters are looked at but not counted", 250, 10, even,
+			[][2]int{{0, 100}, {200, 100}}},
+		{"a percentage above the floor", 1000, 42, all, [][2]int{{0, 420}, {420, 420}, {840, 420}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSampler(tc.nodes, tc.percent)
+			for k, w := range tc.want {
+				got := s.sample(tc.fits)
+				if len(got) != w[1] || got[0] != w[0] {
+					t.Fatalf("search %d: %d nodes from %d, want %d from %d", k, len(got), got[0], w[1], w[0])
+				}
+				for j := 1; j < len(got); j++ {
+					if !tc.fits(got[j]) {
+						t.Fatalf("search %d: node %d does not pass the filters", k, got[j])
+					}
+				}
+			}
+		})
+	}
 }
