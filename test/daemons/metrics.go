@@ -3,6 +3,7 @@ package daemons
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strings"
@@ -26,8 +27,7 @@ func (e *Extender) Latency(ctx context.Context) (map[string]Quantiles, error) {
 	if err != nil {
 		return nil, err
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	families, err := ParseMetrics(strings.NewReader(text))
 	if err != nil {
 		return nil, fmt.Errorf("extender metrics: %w", err)
 	}
@@ -37,16 +37,27 @@ func (e *Extender) Latency(ctx context.Context) (map[string]Quantiles, error) {
 	}
 	out := map[string]Quantiles{}
 	for _, m := range fam.GetMetric() {
-		verb := ""
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "verb" {
-				verb = l.GetValue()
-			}
-		}
 		h := m.GetHistogram()
-		out[verb] = Quantiles{Count: h.GetSampleCount(), P50: quantile(0.50, h), P99: quantile(0.99, h)}
+		out[Label(m, "verb")] = Quantiles{Count: h.GetSampleCount(), P50: quantile(0.50, h), P99: quantile(0.99, h)}
 	}
 	return out, nil
+}
+
+// ParseMetrics reads the Prometheus text format into metric families, by
+// name.
+func ParseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(r)
+}
+
+// Label is the value of a metric's label, "" when it has none of that name.
+func Label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 // quantile interpolates linearly inside the bucket that holds the rank.

@@ -9,15 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
-	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
@@ -83,10 +80,8 @@ func BenchmarkCycle(b *testing.B) {
 			}
 		}
 	}
-	h := &Handler{
-		Ledger: l, Ready: func() bool { return true }, Settings: config.Default,
-		Binder: &fakeBinder{result: "bound"}, Metrics: metrics.New(prometheus.NewRegistry(), ledger.New()), Log: zap.NewNop(),
-	}
+	h, _ := newHandler(b, config.Default())
+	h.Ledger = l
 	mux := http.NewServeMux()
 	h.Routes(mux)
 	body, err := json.Marshal(extenderv1.ExtenderArgs{Pod: schedulerPod(), NodeNames: &nodes})

@@ -38,7 +38,7 @@ func inventory(prefix string, mems ...int64) device.Inventory {
 
 // books: node "big" 2 × 80 GiB, "small" 1 × 40 GiB, "used" 2 × 80 GiB with
 // 60 GiB taken on one GPU, "cpu" without inventory.
-func books(t *testing.T) *ledger.Ledger {
+func books(t testing.TB) *ledger.Ledger {
 	t.Helper()
 	l := ledger.New()
 	l.SetInventory("big", inventory("big", 81920, 81920))
@@ -70,7 +70,7 @@ func (f *fakeBinder) Bind(_ context.Context, a *extenderv1.ExtenderBindingArgs) 
 	return f.result, f.err
 }
 
-func newHandler(t *testing.T, s config.Settings) (*Handler, *[]*corev1.Pod) {
+func newHandler(t testing.TB, s config.Settings) (*Handler, *[]*corev1.Pod) {
 	t.Helper()
 	var rejected []*corev1.Pod
 	return &Handler{

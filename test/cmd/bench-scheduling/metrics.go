@@ -8,10 +8,9 @@ import (
 	"sort"
 	"strings"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/vgpu-io/vgpu/test/daemons"
 )
 
 // apiRequests reads the API server's request counters
@@ -21,8 +20,7 @@ func apiRequests(ctx context.Context, client kubernetes.Interface) (map[string]f
 	if err != nil {
 		return nil, fmt.Errorf("API server metrics: %w", err)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	families, err := daemons.ParseMetrics(bytes.NewReader(raw))
 	if err != nil {
 		return nil, fmt.Errorf("API server metrics: %w", err)
 	}
@@ -32,22 +30,13 @@ func apiRequests(ctx context.Context, client kubernetes.Interface) (map[string]f
 		return out, nil
 	}
 	for _, m := range f.GetMetric() {
-		l := labels(m)
-		key := l["verb"] + " " + l["resource"]
-		if l["subresource"] != "" {
-			key += "/" + l["subresource"]
+		key := daemons.Label(m, "verb") + " " + daemons.Label(m, "resource")
+		if sub := daemons.Label(m, "subresource"); sub != "" {
+			key += "/" + sub
 		}
 		out[key] += m.GetCounter().GetValue()
 	}
 	return out, nil
-}
-
-func labels(m *dto.Metric) map[string]string {
-	out := map[string]string{}
-	for _, l := range m.GetLabel() {
-		out[l.GetName()] = l.GetValue()
-	}
-	return out
 }
 
 // requestReport lists the API requests made between two readings, per
@@ -88,8 +77,7 @@ func schedulerReport(ctx context.Context, base string) (string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("kube-scheduler metrics: %s", resp.Status)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
+	families, err := daemons.ParseMetrics(resp.Body)
 	if err != nil {
 		return "", fmt.Errorf("kube-scheduler metrics: %w", err)
 	}
@@ -98,7 +86,7 @@ func schedulerReport(ctx context.Context, base string) (string, error) {
 		sum, count := map[string]float64{}, map[string]uint64{}
 		var keys []string
 		for _, m := range families[family].GetMetric() {
-			k := labels(m)[label]
+			k := daemons.Label(m, label)
 			if _, seen := count[k]; !seen {
 				keys = append(keys, k)
 			}
@@ -121,7 +109,7 @@ func schedulerReport(ctx context.Context, base string) (string, error) {
 	mean("scheduler_framework_extension_point_duration_seconds", "extension_point")
 	for _, m := range families["scheduler_batch_attempts_total"].GetMetric() {
 		if v := m.GetCounter().GetValue(); v > 0 {
-			parts = append(parts, fmt.Sprintf("batch %s %.0f", labels(m)["result"], v))
+			parts = append(parts, fmt.Sprintf("batch %s %.0f", daemons.Label(m, "result"), v))
 		}
 	}
 	return "kube-scheduler means: " + strings.Join(parts, ", "), nil
