@@ -46,6 +46,8 @@ const (
 	ReasonNoDlsym        Reason = 3
 	ReasonNoDriverSymbol Reason = 4
 	ReasonNoUtilFeed     Reason = 5
+	// 6 is taken by the unlimited-device reason (docs/contract.md).
+	ReasonUncountedAlloc Reason = 7
 )
 
 func (r Reason) String() string {
@@ -62,6 +64,8 @@ func (r Reason) String() string {
 		return "no-driver-symbol"
 	case ReasonNoUtilFeed:
 		return "no-util-feed"
+	case ReasonUncountedAlloc:
+		return "uncounted-alloc"
 	}
 	return fmt.Sprintf("reason-%d", uint32(r))
 }

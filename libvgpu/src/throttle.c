@@ -200,3 +200,10 @@ VGPU_EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s)
 	LAUNCH(cuLaunchGridAsync);
 	return REAL(cuLaunchGridAsync)(f, w, h, s);
 }
+
+/* Deprecated since CUDA 11.3; paced on the current device like the others. */
+VGPU_EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned int n, unsigned int flags)
+{
+	LAUNCH(cuLaunchCooperativeKernelMultiDevice);
+	return REAL(cuLaunchCooperativeKernelMultiDevice)(list, n, flags);
+}
