@@ -1,13 +1,26 @@
 /*
  * A library that reaches the driver by itself: dlsym(RTLD_NEXT) and
- * dlvsym(RTLD_NEXT) resolve from its own position, after libvgpu.
+ * dlvsym(RTLD_NEXT) resolve from its own position, after libvgpu. The
+ * lookups are not tail calls, so that the C library sees this library, not
+ * its caller, as the one asking.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 
-void *probe_next(const char *name) { return dlsym(RTLD_NEXT, name); }
+static void *volatile last;
+
+void *probe_next(const char *name)
+{
+	last = dlsym(RTLD_NEXT, name);
+	return last;
+}
+
+void *probe_vnext(const char *name)
+{
 #ifdef __GLIBC__
-void *probe_vnext(const char *name) { return dlvsym(RTLD_NEXT, name, "GLIBC_2.2.5"); }
+	last = dlvsym(RTLD_NEXT, name, "GLIBC_2.2.5");
 #else
-void *probe_vnext(const char *name) { return dlsym(RTLD_NEXT, name); }
+	last = dlsym(RTLD_NEXT, name);
 #endif
+	return last;
+}
