@@ -28,6 +28,7 @@ for t in t_linked t_kinds t_hold t_fork t_launch bench feed_util; do
 	$CC $CFLAGS -o "$B/$t" "$HERE/$t.c" -L"$L" -lcuda -lnvidia-ml
 done
 $CC $CFLAGS -pthread -o "$B/t_race" "$HERE/t_race.c" -L"$L" -lcuda
+$CC $CFLAGS -pthread -o "$B/t_share" "$HERE/t_share.c" "$HERE/fake/fake_common.c" -L"$L" -lcuda
 $CC $CFLAGS -o "$B/t_runtime" "$HERE/t_runtime.c" -ldl
 $CC $CFLAGS -o "$B/t_routes" "$HERE/t_routes.c" -L"$L" -lprobe_next -lcuda -ldl
 $CC $CFLAGS -rdynamic -o "$B/t_next" "$HERE/t_next.c" -L"$L" -lprobe_b -ldl
@@ -172,5 +173,10 @@ if [ "$SKIP_THROTTLE" != 1 ]; then
 	awk -v r="$ratio" 'BEGIN { exit !(r >= 0.25 && r <= 0.35) }' \
 		|| fail "30% cores: launch rate $lim/s vs $base/s unthrottled = $ratio, want 0.25-0.35"
 	pass "6 30% cores: $lim launches/s vs $base/s unthrottled, ratio $ratio"
+	# 6b. Long kernels and graph launches (class 3): a representative subset; make bench-libvgpu runs the matrix.
+	"$HERE/share.sh" "$LIB" "$B" "${SHARE_CASES:-20:kernel:30 200000:graph:60 500000:kernel:30}" >"$B/run/share.txt" \
+		|| { cat "$B/run/share.txt"; fail "compute share"; }
+	sed 's/^ok   /     /' "$B/run/share.txt"
+	pass "6b compute share holds ± 5 points for 20 us kernels at 30%, 200 ms graphs at 60%, 500 ms kernels at 30%"
 fi
 echo "libvgpu suite: $n checks passed ($CC, $(basename "$LIB"))"
