@@ -26,6 +26,8 @@
 #define BUSY_TAU_NS 100000000ull
 /* A launch waiting on the paid-off clock looks at new samples this often. */
 #define POLL_NS 50000000ull
+/* Longest pacing interval: a sample period; longer is the paid-off clock's job. */
+#define PACE_MAX_NS 100000000ull
 /* Without any sample for this long after the first launch, say so. */
 #define FEED_TIMEOUT_NS 10000000000ull
 
@@ -75,8 +77,11 @@ static void adjust(struct vgpu_region_device *d, uint64_t seq, uint32_t core_lim
 	uint64_t want = u ? observed * u / target : observed / 2;
 	/*
 	 * A sample is noisy (a late monitor, a kernel cut by the window edge):
-	 * move a quarter of the way, and never more than halve or double. Long
-	 * kernels are the paid-off clock's job; pacing stays under a second.
+	 * move a quarter of the way, and never more than halve or double.
+	 * Pacing only smooths: the share itself is the paid-off clock's, so the
+	 * pace runs a quarter faster than learnt (a long kernel spread over a few
+	 * windows looks costlier per launch than it is) and never spaces launches
+	 * by more than a sample period.
 	 */
 	uint64_t next = want;
 	if (iv) {
@@ -86,8 +91,8 @@ static void adjust(struct vgpu_region_device *d, uint64_t seq, uint32_t core_lim
 			want = iv / 2;
 		next = want > iv ? iv + (want - iv) / 4 : iv - (iv - want) / 4;
 	}
-	if (next > 1000000000ull)
-		next = 1000000000ull;
+	if (next > PACE_MAX_NS)
+		next = PACE_MAX_NS;
 	__atomic_store_n(&d->interval_ns, next, __ATOMIC_RELAXED);
 	vgpu_log(VGPU_LOG_DEBUG, "util %llu/1000 target %llu busy %llu ns: paid off at %llu, interval %llu -> %llu ns",
 		 (unsigned long long)u, (unsigned long long)target, (unsigned long long)busy, (unsigned long long)bt,
@@ -152,7 +157,7 @@ static void throttle(int idx)
 		now = vgpu_now_ns();
 	}
 	__atomic_fetch_add(&d->launches, 1, __ATOMIC_RELAXED);
-	uint64_t iv = __atomic_load_n(&d->interval_ns, __ATOMIC_RELAXED);
+	uint64_t iv = __atomic_load_n(&d->interval_ns, __ATOMIC_RELAXED) * 3 / 4;
 	if (iv) {
 		uint64_t tat = __atomic_load_n(&d->tat_ns, __ATOMIC_RELAXED), start;
 		uint64_t floor = now - TAU_NS;
@@ -165,8 +170,10 @@ static void throttle(int idx)
 			waited += start - now;
 		}
 	}
-	if (waited)
+	if (waited) {
 		__atomic_fetch_add(&d->throttled_ns, waited, __ATOMIC_RELAXED);
+		vgpu_log(VGPU_LOG_DEBUG, "launch held %llu ns", (unsigned long long)waited);
+	}
 }
 
 void vgpu_launch_slow(void)
