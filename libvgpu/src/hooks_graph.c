@@ -4,6 +4,8 @@
  * allocation nodes, whose memory the driver allocates at each launch from
  * a pool libvgpu does not see (docs/libvgpu.md, "Memory").
  */
+#include <sys/mman.h>
+
 #include "vgpu.h"
 
 #define NEED(name) do { CU_ENTER(); if (!REAL(name)) return CUDA_ERROR_NOT_FOUND; } while (0)
@@ -42,22 +44,25 @@ static void check_graph(CUgraph g)
 		return;
 	get_nodes_t get_nodes = (get_nodes_t)HELPER(cuGraphGetNodes);
 	get_type_t get_type = (get_type_t)HELPER(cuGraphNodeGetType);
-	CUgraphNode nodes[256];
-	size_t n = 0, total = 0;
+	size_t n = 0;
 	int found = 0;
-	if (!get_nodes || !get_type || get_nodes(g, NULL, &total) != CUDA_SUCCESS) {
+	if (!get_nodes || !get_type || get_nodes(g, NULL, &n) != CUDA_SUCCESS) {
 		found = -1;
-	} else if (total) {
-		n = total < 256 ? total : 256;
-		if (get_nodes(g, nodes, &n) != CUDA_SUCCESS)
+	} else if (n) {
+		/* Graphs of thousands of nodes are common (captured decoders): no fixed buffer. */
+		size_t len = (n * sizeof(CUgraphNode) + 4095) & ~(size_t)4095;
+		CUgraphNode *nodes = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (nodes == MAP_FAILED || get_nodes(g, nodes, &n) != CUDA_SUCCESS) {
 			found = -1;
-		for (size_t i = 0; i < n && !found; i++) {
-			int t = -1;
-			if (get_type(nodes[i], &t) == CUDA_SUCCESS && t == CU_GRAPH_NODE_TYPE_MEM_ALLOC)
-				found = 1;
+		} else {
+			for (size_t i = 0; i < n && !found; i++) {
+				int t = -1;
+				if (get_type(nodes[i], &t) == CUDA_SUCCESS && t == CU_GRAPH_NODE_TYPE_MEM_ALLOC)
+					found = 1;
+			}
 		}
-		if (!found && total > n)
-			found = -1; /* too large to look at every node: cannot vouch */
+		if (nodes != MAP_FAILED)
+			munmap(nodes, len);
 	}
 	if (found && !__atomic_exchange_n(&reported, 1, __ATOMIC_ACQ_REL))
 		vgpu_unenforced(VGPU_REASON_UNCOUNTED_ALLOC,

@@ -24,6 +24,10 @@
 #define TAU_NS 10000000ull
 /* Credit the paid-off clock keeps across idle time: one sample's noise. */
 #define BUSY_TAU_NS 100000000ull
+/* A sample at least this busy means a kernel of the container may still be running... */
+#define SATURATED_PERMILLE 990
+/* ...unless it is this old (a monitor that stopped publishing must not stop launches). */
+#define SATURATED_FOR_NS 1000000000ull
 /* A launch waiting on the paid-off clock looks at new samples this often. */
 #define POLL_NS 50000000ull
 /* Longest pacing interval: a sample period; longer is the paid-off clock's job. */
@@ -147,10 +151,22 @@ static void throttle(int idx)
 		} else if (unlikely(seq == 0)) {
 			no_feed(now);
 		}
-		/* The paid-off clock: wait while the container is ahead of its share. */
+		/*
+		 * The paid-off clock: wait while the container is ahead of its share.
+		 * While the latest sample saw the GPU saturated with the container's
+		 * work, a kernel is still running and the clock does not yet hold all
+		 * of it: wait for a sample that does (at most a second).
+		 */
 		uint64_t bt = __atomic_load_n(&d->busy_tat_ns, __ATOMIC_ACQUIRE);
-		if (likely(bt <= now))
-			break;
+		if (likely(bt <= now)) {
+			if (likely(__atomic_load_n(&d->util_permille, __ATOMIC_RELAXED) < SATURATED_PERMILLE) ||
+			    limit >= 90)
+				break;
+			uint64_t ut = __atomic_load_n(&d->util_time_ns, __ATOMIC_RELAXED);
+			if (ut + SATURATED_FOR_NS < now)
+				break;
+			bt = now + POLL_NS / 5;
+		}
 		uint64_t until = bt < now + POLL_NS ? bt : now + POLL_NS;
 		sleep_until(until);
 		waited += until - now;
