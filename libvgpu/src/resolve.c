@@ -248,8 +248,8 @@ static const struct route {
 	{"cuMemFree", VGPU_ROUTE_MEM}, {"cuMemFreeAsync", VGPU_ROUTE_MEM}, {"cuMemRelease", VGPU_ROUTE_MEM},
 	{"cuArrayDestroy", VGPU_ROUTE_MEM}, {"cuMipmappedArrayDestroy", VGPU_ROUTE_MEM},
 	{"cuMemGetInfo", VGPU_ROUTE_MEM}, {"cuDeviceTotalMem", VGPU_ROUTE_MEM},
-	/* A lookup libvgpu does not see hands out unhooked entry points. */
-	{"cuGetProcAddress", VGPU_ROUTE_MEM},
+	/* A lookup libvgpu does not see hands out unhooked entry points of every kind. */
+	{"cuGetProcAddress", VGPU_ROUTE_ANY},
 	{"cuLaunchKernel", VGPU_ROUTE_LAUNCH}, {"cuLaunchKernelEx", VGPU_ROUTE_LAUNCH},
 	{"cuLaunchCooperativeKernel", VGPU_ROUTE_LAUNCH}, {"cuLaunchCooperativeKernelMultiDevice", VGPU_ROUTE_LAUNCH},
 	{"cuGraphLaunch", VGPU_ROUTE_LAUNCH}, {"cuLaunch", VGPU_ROUTE_LAUNCH}, {"cuLaunchGrid", VGPU_ROUTE_LAUNCH},
@@ -288,9 +288,9 @@ int vgpu_route_limited(int kind)
 	if (!vgpu_cfg.active)
 		return 0;
 	for (int i = 0; i < vgpu_cfg.ndev; i++) {
-		if (kind == VGPU_ROUTE_MEM && vgpu_cfg.mem_limit[i])
+		if (kind != VGPU_ROUTE_LAUNCH && vgpu_cfg.mem_limit[i])
 			return 1;
-		if (kind == VGPU_ROUTE_LAUNCH && vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
+		if (kind != VGPU_ROUTE_MEM && vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
 			return 1;
 	}
 	return 0;
@@ -356,16 +356,21 @@ static int loaded(int *state, const char *soname)
 
 void *vgpu_map_cuda(const char *symbol, void *real)
 {
-	if (!loaded(&cu_table_state, "libcuda.so.1"))
-		return real;
-	vgpu_cuda_table_init();
-	for (int i = 0; i < CU_HOOK_COUNT; i++)
-		if (vgpu_cu_real[i] == real)
-			return cu_hooks[i];
 	for (int i = 0; i < CU_HOOK_COUNT; i++)
 		if (cu_hooks[i] == real)
 			return real; /* already ours */
 	int kind = vgpu_route_kind(symbol);
+	/*
+	 * Without libcuda loaded here no pointer can be its: do not load it. A
+	 * driver entry point found anyway (a copy in another link-map namespace)
+	 * is one libvgpu does not know.
+	 */
+	if (loaded(&cu_table_state, "libcuda.so.1")) {
+		vgpu_cuda_table_init();
+		for (int i = 0; i < CU_HOOK_COUNT; i++)
+			if (vgpu_cu_real[i] == real)
+				return cu_hooks[i];
+	}
 	return kind ? trampoline(symbol, real, kind) : real;
 }
 

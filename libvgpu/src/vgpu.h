@@ -68,7 +68,7 @@ VGPU_HIDDEN void *vgpu_map_cuda(const char *symbol, void *real);
  * What a driver entry point does to a limit: used to decide when a call
  * through an entry point libvgpu does not recognise must be reported.
  */
-enum { VGPU_ROUTE_NONE = 0, VGPU_ROUTE_MEM, VGPU_ROUTE_LAUNCH };
+enum { VGPU_ROUTE_NONE = 0, VGPU_ROUTE_MEM, VGPU_ROUTE_LAUNCH, VGPU_ROUTE_ANY };
 VGPU_HIDDEN int vgpu_route_kind(const char *symbol);
 VGPU_HIDDEN int vgpu_route_limited(int kind);
 /* dlsym.S: stubs that report, then jump to, an entry point libvgpu does not know. */

@@ -31,6 +31,7 @@ $CC $CFLAGS -pthread -o "$B/t_race" "$HERE/t_race.c" -L"$L" -lcuda
 $CC $CFLAGS -pthread -o "$B/t_share" "$HERE/t_share.c" "$HERE/fake/fake_common.c" -L"$L" -lcuda
 $CC $CFLAGS -o "$B/t_runtime" "$HERE/t_runtime.c" -ldl
 $CC $CFLAGS -o "$B/t_routes" "$HERE/t_routes.c" -L"$L" -lprobe_next -lcuda -ldl
+$CC $CFLAGS -o "$B/t_dlmopen" "$HERE/t_dlmopen.c" -ldl
 $CC $CFLAGS -rdynamic -o "$B/t_next" "$HERE/t_next.c" -L"$L" -lprobe_b -ldl
 $CC $CFLAGS -o "$B/region_tool" "$HERE/region_tool.c"
 
@@ -104,7 +105,11 @@ run graph -- "$B/t_routes" graph >/dev/null 2>"$B/run/graph.err" && [ ! -s "$B/r
 run graph-alloc -- "$B/t_routes" graph alloc >/dev/null 2>"$B/run/graph-alloc.err"
 [ "$(grep -c 'NOT enforced.*memory allocation nodes' "$B/run/graph-alloc.err")" = 1 ] || { cat "$B/run/graph-alloc.err"; fail "graph with allocation nodes: want one line"; }
 "$B/region_tool" read "$B/run/graph-alloc.region" | grep -qx 'header.reason=7' || fail "graph with allocation nodes: region reason"
-pass "2d unknown driver pointers (pool, pitch, LaunchKernelEx, graph launch, alloc): quiet when looked up, one line when called under a limit; graphs with allocation nodes loud"
+if [ "$CC" != musl-gcc ]; then
+	run dlmopen -- "$B/t_dlmopen" >/dev/null 2>"$B/run/dlmopen.err" || { cat "$B/run/dlmopen.err"; fail "t_dlmopen"; }
+	[ "$(grep -c 'NOT enforced.*cuMemAlloc_v2' "$B/run/dlmopen.err")" = 1 ] || { cat "$B/run/dlmopen.err"; fail "a driver in a new namespace: want one line naming cuMemAlloc_v2"; }
+fi
+pass "2d unknown driver pointers (pool, pitch, LaunchKernelEx, graph launch, alloc): quiet when looked up, one line when called under a limit; graphs with allocation nodes loud; a second driver copy (dlmopen) loud when used"
 
 # 3. Async, pools, VMM.
 run kinds -- "$B/t_kinds" >/dev/null || fail "t_kinds"

@@ -151,6 +151,7 @@ int main(int argc, char **argv)
 			routes_next();
 		else if (!strcmp(argv[1], "graph"))
 			routes_graph(argc > 2);
+
 		else
 			routes_heap();
 	}
