@@ -17,7 +17,7 @@ LDFLAGS := -X github.com/vgpu-io/vgpu/lib/version.Version=$(VERSION)
 
 # Product modules of the workspace (go.work). `go test ./...` at the root of a
 # workspace tests nothing, so every target loops over these.
-MODULES  := lib cmd/extender cmd/deviceplugin cmd/webhook cmd/monitor cmd/vgpuctl test kustomize
+MODULES  := lib internal cmd/extender cmd/deviceplugin cmd/webhook cmd/monitor cmd/vgpuctl test kustomize
 BINARIES := extender deviceplugin webhook monitor vgpuctl
 
 GO_TEST_FLAGS ?= -count=1
