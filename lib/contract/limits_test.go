@@ -1,10 +1,16 @@
 package contract
 
 import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 )
+
+var update = flag.Bool("update", false, "rewrite libvgpu/test/testdata/limits")
 
 func TestLimitsRoundTrip(t *testing.T) {
 	l := Limits{Region: "/var/run/vgpu/region", Devices: []DeviceLimits{
@@ -47,5 +53,26 @@ func TestHostLimitsPathIsBesideTheRegionDirectory(t *testing.T) {
 	got := HostLimitsPath(HostContainersDir, "uid-1", "main")
 	if got != "/var/lib/vgpu/containers/uid-1_main.limits" {
 		t.Errorf("HostLimitsPath = %q", got)
+	}
+}
+
+// libvgpu's suite (libvgpu/test/run.sh) runs against this file, so that
+// what the device plugin writes is what libvgpu is proven to read.
+func TestLimitsFileLibvgpuReads(t *testing.T) {
+	got := FormatLimits(Limits{Region: ContainerRegionDir + "/" + RegionFileName, Devices: []DeviceLimits{
+		{UUID: "GPU-00000000-0000-0000-0000-0000000000a0", MemoryMiB: 1024, Cores: 0},
+	}})
+	golden := filepath.Join("..", "..", "libvgpu", "test", "testdata", "limits")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("FormatLimits wrote\n%s\nlibvgpu's suite reads %s:\n%s\n(go test ./contract/ -update rewrites it)", got, golden, want)
 	}
 }

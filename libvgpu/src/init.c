@@ -108,6 +108,9 @@ static void say(const char *lead, const char *text, int reason)
  * said once per cause on stderr, whatever the log level, with what still
  * holds. Called from init and from resolve.c and throttle.c.
  */
+static int pending_reason;
+static char pending_text[VGPU_REASON_LEN];
+
 void vgpu_unenforced(int reason, const char *fmt, ...)
 {
 	static unsigned said;
@@ -117,8 +120,13 @@ void vgpu_unenforced(int reason, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	if (region_shared_now())
+	if (region_shared_now()) {
 		mark_region(reason, text);
+	} else if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2 && !pending_reason) {
+		/* Found before the region is attached (a driver lookup): marked once it is. */
+		memcpy(pending_text, text, sizeof(text));
+		pending_reason = reason;
+	}
 	if (__atomic_fetch_or(&said, 1u << (reason & 31), __ATOMIC_ACQ_REL) & (1u << (reason & 31)))
 		return;
 	char what[256];
@@ -220,10 +228,14 @@ static int from_file(struct source *s)
 		return 0;
 	buf[n] = 0;
 	s->name = limits_path;
-	for (char *line = buf, *next; line && *line; line = next) {
+	for (char *line = buf, *next; line; line = next) {
 		next = strchr(line, '\n');
 		if (next)
 			*next++ = 0;
+		while (*line == ' ' || *line == '\t')
+			line++;
+		for (size_t e = strlen(line); e && strchr(" \t\r", line[e - 1]); e--)
+			line[e - 1] = 0;
 		char *eq = strchr(line, '=');
 		if (*line == '#' || !eq)
 			continue;
@@ -496,6 +508,8 @@ static void common_init(void)
 			vgpu_region = attach_region(src.region, &why);
 		if (vgpu_region) {
 			region_shared = 1;
+			if (pending_reason)
+				mark_region(pending_reason, pending_text);
 		} else {
 			/* Still enforce memory within this process, and say exactly that. */
 			vgpu_region = private_region();
@@ -515,8 +529,11 @@ static void common_init(void)
 	if (bad_file && src.has_region && *src.region) {
 		/* Nothing to enforce with, but let the monitor see why. */
 		const char *why;
-		if ((vgpu_region = attach_region(src.region, &why)))
+		if ((vgpu_region = attach_region(src.region, &why))) {
 			region_shared = 1;
+			if (pending_reason)
+				mark_region(pending_reason, pending_text);
+		}
 	}
 	if (bad_file)
 		vgpu_unenforced(VGPU_REASON_BAD_ENV, "limits file %.60s: %s is not %s", src.name, VGPU_LIMITS_VERSION_KEY,

@@ -124,8 +124,10 @@ mklimits() {
 	printf '%s\n' "# written by run.sh" "$@" >"$d/limits"
 	echo "$d/libvgpu.so"
 }
-F9=$(mklimits file VGPU_LIMITS_VERSION=1 NVIDIA_VISIBLE_DEVICES=$UUID0 VGPU_MEMORY_LIMITS_MIB=1024 VGPU_CORE_LIMITS=0 \
-	VGPU_REGION="$B/run/file.region")
+# The file the device plugin writes (lib/contract keeps testdata/limits equal
+# to its output), with the region moved under this run's directory.
+F9=$(mklimits file) && sed "s|^VGPU_REGION=.*|VGPU_REGION=$B/run/file.region|" "$HERE/testdata/limits" >"${F9%/*}/limits"
+grep -qx "NVIDIA_VISIBLE_DEVICES=$UUID0" "${F9%/*}/limits" || fail "9 testdata/limits must name $UUID0"
 run clean LD_PRELOAD="$F9" -- "$B/t_cleanenv" >"$B/run/clean.out" 2>"$B/run/clean.err" \
 	|| { cat "$B/run/clean.err"; fail "9 a child with a clean environment escaped the limits file"; }
 [ ! -s "$B/run/clean.err" ] || { cat "$B/run/clean.err"; fail "9 libvgpu wrote to stderr with limits enforced from the file"; }
@@ -140,6 +142,11 @@ F9v=$(mklimits badversion VGPU_LIMITS_VERSION=2 NVIDIA_VISIBLE_DEVICES=$UUID0 VG
 run badversion LD_PRELOAD="$F9v" -- "$B/t_hold" 100 >/dev/null 2>"$B/run/badversion.err" || fail "9 bad limits file: the program failed"
 [ "$(wc -l <"$B/run/badversion.err")" = 1 ] && grep -q 'NOT enforced.*limits file' "$B/run/badversion.err" \
 	|| { cat "$B/run/badversion.err"; fail "9 a limits file of another version: want one line naming it"; }
+# Blank lines, indentation and CRLF line ends do not lose an entry.
+F9b=$(mklimits spaced "" "  VGPU_LIMITS_VERSION=1"$'\r' "" "NVIDIA_VISIBLE_DEVICES=$UUID0"$'\r' "" \
+	"VGPU_MEMORY_LIMITS_MIB=1024 "$'\r' "VGPU_REGION=$B/run/spaced.region"$'\r')
+[ "$(run spaced LD_PRELOAD="$F9b" VGPU_MEMORY_LIMITS_MIB= -- "$B/t_hold" 2000 2>"$B/run/spaced.err")" = oom ] \
+	&& [ ! -s "$B/run/spaced.err" ] || { cat "$B/run/spaced.err"; fail "9 a limits file with blank lines and CRLF lost its limit"; }
 pass "9 limits from the file beside libvgpu: a clean-environment child is held, env cannot widen, rewriting the region's limits changes nothing"
 
 # 4. The region cannot kill the application: a process attaching after the
