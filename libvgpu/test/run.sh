@@ -147,7 +147,26 @@ F9b=$(mklimits spaced "" "  VGPU_LIMITS_VERSION=1"$'\r' "" "NVIDIA_VISIBLE_DEVIC
 	"VGPU_MEMORY_LIMITS_MIB=1024 "$'\r' "VGPU_REGION=$B/run/spaced.region"$'\r')
 [ "$(run spaced LD_PRELOAD="$F9b" VGPU_MEMORY_LIMITS_MIB= -- "$B/t_hold" 2000 2>"$B/run/spaced.err")" = oom ] \
 	&& [ ! -s "$B/run/spaced.err" ] || { cat "$B/run/spaced.err"; fail "class 9: a limits file with blank lines and CRLF lost its limit"; }
-pass "class 9: limits from the file beside libvgpu: a clean-environment child is held, env cannot widen, rewriting the region's limits changes nothing"
+# The mounts as the device plugin returns them (docs/contract.md#mounts): the
+# library directory read-only with the empty placeholder, the container's
+# limits file mounted read-only over it. Even root cannot rewrite it.
+if unshare -rm true 2>/dev/null; then
+	mkdir -p "$B/run/mnt/hostlib" "$B/run/mnt/ctr/vgpu"
+	cp "$LIB" "$B/run/mnt/hostlib/libvgpu.so" && : >"$B/run/mnt/hostlib/limits"
+	cp "${F9%/*}/limits" "$B/run/mnt/host.limits"
+	unshare -rm bash -s "$B" <<'EOS' >"$B/run/mnt.out" 2>&1 || { cat "$B/run/mnt.out"; fail "class 9: the mounted limits file"; }
+set -eu
+b=$1 c=$1/run/mnt/ctr/vgpu
+mount --bind "$b/run/mnt/hostlib" "$c" && mount -o remount,bind,ro "$c"
+mount --bind "$b/run/mnt/host.limits" "$c/limits" && mount -o remount,bind,ro "$c/limits"
+if (echo "VGPU_MEMORY_LIMITS_MIB=8192" >>"$c/limits") 2>/dev/null; then echo "root in the container rewrote the limits file"; exit 1; fi
+env LD_PRELOAD="$c/libvgpu.so" LD_LIBRARY_PATH="$b/lib" FAKE_CUDA_STATS="$b/run/mnt.stats" "$b/t_cleanenv"
+EOS
+	mounted="; mounted as the plugin does, root cannot rewrite it"
+else
+	mounted="; mounts: SKIPPED, no user or mount namespace here"
+fi
+pass "class 9: limits from the file beside libvgpu: a clean-environment child is held, env cannot widen, rewriting the region's limits changes nothing$mounted"
 
 # Issue class 4. The region cannot kill the application: a process attaching after the
 # region was truncated and a region on a full filesystem both run, and say so.
