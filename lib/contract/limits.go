@@ -25,9 +25,9 @@ type DeviceLimits struct {
 	Cores int
 }
 
-// FormatLimits renders l as the limits file libvgpu reads: KEY=VALUE lines
-// whose keys are the names of the environment variables of the contract.
-func FormatLimits(l Limits) []byte {
+// Env is l as the container's environment variables, which hold the same
+// values as the limits file (docs/contract.md#environment).
+func (l Limits) Env() map[string]string {
 	uuids := make([]string, len(l.Devices))
 	mem := make([]string, len(l.Devices))
 	cores := make([]string, len(l.Devices))
@@ -36,13 +36,27 @@ func FormatLimits(l Limits) []byte {
 		mem[i] = strconv.FormatInt(d.MemoryMiB, 10)
 		cores[i] = strconv.Itoa(d.Cores)
 	}
+	return map[string]string{
+		EnvVisibleDevices: strings.Join(uuids, ","),
+		EnvMemoryLimits:   strings.Join(mem, ","),
+		EnvCoreLimits:     strings.Join(cores, ","),
+		EnvRegion:         l.Region,
+	}
+}
+
+// limitsKeys is the order of the keys in a limits file.
+var limitsKeys = []string{EnvVisibleDevices, EnvMemoryLimits, EnvCoreLimits, EnvRegion}
+
+// FormatLimits renders l as the limits file libvgpu reads: KEY=VALUE lines
+// whose keys are the names of the environment variables of the contract.
+func FormatLimits(l Limits) []byte {
+	env := l.Env()
 	var b bytes.Buffer
 	b.WriteString("# vgpu container limits (docs/contract.md); written by the node agent, read-only in the container\n")
 	fmt.Fprintf(&b, "%s=%s\n", LimitsVersionKey, LimitsVersion)
-	fmt.Fprintf(&b, "%s=%s\n", EnvVisibleDevices, strings.Join(uuids, ","))
-	fmt.Fprintf(&b, "%s=%s\n", EnvMemoryLimits, strings.Join(mem, ","))
-	fmt.Fprintf(&b, "%s=%s\n", EnvCoreLimits, strings.Join(cores, ","))
-	fmt.Fprintf(&b, "%s=%s\n", EnvRegion, l.Region)
+	for _, k := range limitsKeys {
+		fmt.Fprintf(&b, "%s=%s\n", k, env[k])
+	}
 	return b.Bytes()
 }
 

@@ -11,8 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
@@ -48,15 +46,8 @@ func Build(h Host, podUID string, c assign.Container) (*pluginapi.ContainerAlloc
 	if len(c.Devices) == 0 {
 		return nil, fmt.Errorf("container %q: assignment lists no devices", c.Name)
 	}
-	regionPath := filepath.Join(contract.ContainerRegionDir, contract.RegionFileName)
-	limits := contract.Limits{Region: regionPath}
-	uuids := make([]string, len(c.Devices))
-	mem := make([]string, len(c.Devices))
-	cores := make([]string, len(c.Devices))
-	for i, d := range c.Devices {
-		uuids[i] = d.UUID
-		mem[i] = strconv.FormatInt(d.MemoryMiB, 10)
-		cores[i] = strconv.Itoa(d.Cores)
+	limits := contract.Limits{Region: filepath.Join(contract.ContainerRegionDir, contract.RegionFileName)}
+	for _, d := range c.Devices {
 		limits.Devices = append(limits.Devices, contract.DeviceLimits{UUID: d.UUID, MemoryMiB: d.MemoryMiB, Cores: d.Cores})
 	}
 	regionDir := h.RegionDir(podUID, c.Name)
@@ -74,12 +65,7 @@ func Build(h Host, podUID string, c assign.Container) (*pluginapi.ContainerAlloc
 	resp := &pluginapi.ContainerAllocateResponse{
 		// libvgpu ignores the limit variables when the limits file is
 		// mounted; the NVIDIA runtime and people read them.
-		Envs: map[string]string{
-			contract.EnvVisibleDevices: strings.Join(uuids, ","),
-			contract.EnvMemoryLimits:   strings.Join(mem, ","),
-			contract.EnvCoreLimits:     strings.Join(cores, ","),
-			contract.EnvRegion:         regionPath,
-		},
+		Envs: limits.Env(),
 		Mounts: []*pluginapi.Mount{{
 			ContainerPath: contract.ContainerRegionDir,
 			HostPath:      regionDir,
@@ -90,8 +76,6 @@ func Build(h Host, podUID string, c assign.Container) (*pluginapi.ContainerAlloc
 		if err := writeLimits(limitsPath, contract.FormatLimits(limits)); err != nil {
 			return nil, err
 		}
-		// The limits file is mounted over this placeholder; a directory
-		// installed by an older plugin may lack it.
 		if err := ensurePlaceholder(filepath.Join(h.LibDir, contract.LimitsFileName)); err != nil {
 			return nil, err
 		}
@@ -116,29 +100,43 @@ func Build(h Host, podUID string, c assign.Container) (*pluginapi.ContainerAlloc
 	return resp, nil
 }
 
-// writeLimits replaces the limits file atomically: a container being
-// restarted never reads half of one (docs/contract.md#where-limits-come-from).
-func writeLimits(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".limits-")
+// publish puts data at path whole or not at all: written to a temporary
+// file, synced, given its mode (not subject to the umask), then renamed over
+// path (replace) or linked to it only if path does not exist yet. A reader,
+// or a crash, never meets half a file.
+func publish(path string, data []byte, mode os.FileMode, replace bool) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
 	if err != nil {
-		return fmt.Errorf("limits file: %w", err)
+		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("limits file %s: %w", tmp.Name(), err)
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("limits file %s: %w", tmp.Name(), err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
+	if err == nil {
+		err = os.Chmod(tmp.Name(), mode)
+	}
+	if err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp.Name(), 0o444); err != nil {
+	if replace {
+		return os.Rename(tmp.Name(), path)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	return nil
+}
+
+// writeLimits replaces the limits file: a container restarted later mounts
+// the new one; a running one keeps the file it mounted
+// (docs/contract.md#where-limits-come-from).
+func writeLimits(path string, data []byte) error {
+	if err := publish(path, data, 0o444, true); err != nil {
 		return fmt.Errorf("limits file %s: %w", path, err)
 	}
 	return nil
@@ -146,42 +144,22 @@ func writeLimits(path string, data []byte) error {
 
 // createRegion writes a region file of region.Size zero bytes, every block
 // written, so that a process mapping it can never fault on a full
-// filesystem (docs/contract.md#the-region-file). libvgpu initialises its
+// filesystem (docs/contract.md#the-region-file); libvgpu initialises its
 // header. An existing file is left alone: it holds the ledger of a
-// container that is being restarted.
+// container that is being restarted. Mode 0666: any user of the container
+// opens it.
 func createRegion(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("region file: %w", err)
-	}
-	_, err = f.Write(make([]byte, region.Size))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		// Any user of the container opens it; OpenFile's mode is subject to the umask.
-		err = os.Chmod(path, 0o666)
-	}
-	if err != nil {
-		os.Remove(path)
+	if err := publish(path, make([]byte, region.Size), 0o666, false); err != nil {
 		return fmt.Errorf("region file %s: %w", path, err)
 	}
 	return nil
 }
 
+// ensurePlaceholder creates the empty file the limits file is mounted over,
+// in a library directory installed by an older plugin that lacks it.
 func ensurePlaceholder(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
+	if err := publish(path, nil, 0o444, false); err != nil {
+		return fmt.Errorf("limits placeholder %s: %w", path, err)
 	}
-	if err != nil {
-		return fmt.Errorf("limits placeholder: %w", err)
-	}
-	return f.Close()
+	return nil
 }

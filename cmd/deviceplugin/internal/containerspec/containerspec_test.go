@@ -97,7 +97,9 @@ func TestBuildWritesReadOnlyLimitsFile(t *testing.T) {
 	if l, err := contract.ParseLimits(b); err != nil || len(l.Devices) != 1 || l.Devices[0].MemoryMiB != 1024 {
 		t.Errorf("rewritten limits file: %+v, %v", l, err)
 	}
-	leftovers, _ := filepath.Glob(filepath.Join(h.ContainersDir, ".limits-*"))
+	leftovers, _ := filepath.Glob(filepath.Join(h.ContainersDir, ".tmp-*"))
+	more, _ := filepath.Glob(filepath.Join(h.ContainersDir, "*", ".tmp-*"))
+	leftovers = append(leftovers, more...)
 	if len(leftovers) > 0 {
 		t.Errorf("temporary files left: %v", leftovers)
 	}
