@@ -69,12 +69,14 @@ static void holds(char *b, size_t n, int reason)
 							     : "memory limits hold for the whole container")
 			: "memory limits hold in each process separately, not for the whole container";
 	const char *c = !core ? ""
-			: reason == VGPU_REASON_NO_UTIL_FEED || !throttled() ? "compute limits are NOT enforced"
+			: !throttled() ? "compute limits are NOT enforced"
 			: "compute limits hold";
 	if (reason == VGPU_REASON_DRIVER_UNKNOWN || reason == VGPU_REASON_NO_DLSYM || reason == VGPU_REASON_NO_DRIVER_SYMBOL)
 		m = "calls through the entry points libvgpu recognises are still limited, the others are NOT", c = "";
 	else if (reason == VGPU_REASON_UNLIMITED_DEVICE)
 		m = "the GPUs that have an entry keep their limits", c = "";
+	else if (reason == VGPU_REASON_NO_UTIL_FEED) /* the lead says so */
+		c = "", m = *m ? m : "no memory limit is set";
 	else if (!*m && !*c)
 		m = "no limit holds";
 	snprintf(b, n, "%s%s%s", m, *m && *c ? "; " : "", c);
