@@ -52,9 +52,11 @@ static int throttled(void)
 	return 0;
 }
 
+static uint8_t core_missing[VGPU_MAX_DEVICES]; /* a cores entry was damaged or missing */
+
 static void holds(char *b, size_t n, int reason)
 {
-	int mem = 0, mem_missing = 0, core = 0;
+	int mem = 0, mem_missing = 0, core = 0, core_lost = 0;
 	for (int i = 0; i < vgpu_cfg.ndev; i++) {
 		if (vgpu_cfg.mem_limit[i])
 			mem = 1;
@@ -62,14 +64,17 @@ static void holds(char *b, size_t n, int reason)
 			mem_missing = 1;
 		if (vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
 			core = 1;
+		else if (core_missing[i])
+			core_lost = 1;
 	}
 	const char *m = !vgpu_cfg.active || (!mem && !mem_missing) ? ""
 			: !mem ? "memory is NOT limited"
 			: region_shared_now() ? (mem_missing ? "memory limits hold for the whole container on the other GPUs"
 							     : "memory limits hold for the whole container")
 			: "memory limits hold in each process separately, not for the whole container";
-	const char *c = !core ? ""
+	const char *c = !core ? (core_lost && vgpu_cfg.active ? "compute is NOT limited" : "")
 			: !throttled() ? "compute limits are NOT enforced"
+			: core_lost ? "compute limits hold on the other GPUs"
 			: "compute limits hold";
 	if (reason == VGPU_REASON_DRIVER_UNKNOWN || reason == VGPU_REASON_NO_DLSYM || reason == VGPU_REASON_NO_DRIVER_SYMBOL)
 		m = "calls through the entry points libvgpu recognises are still limited, the others are NOT", c = "";
@@ -141,20 +146,30 @@ void vgpu_unenforced(int reason, const char *fmt, ...)
 	    text, reason);
 }
 
-/* Splits a comma list in place, at most max fields; returns how many there were. */
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	for (size_t e = strlen(s); e && (s[e - 1] == ' ' || s[e - 1] == '\t'); e--)
+		s[e - 1] = 0;
+	return s;
+}
+
+/* Splits a comma list in place, entries trimmed, at most max fields; returns how many there were. */
 static int split(char *s, char **out, int max)
 {
 	int n = 0;
-	if (!s || !*s)
+	if (!s || !*trim(s))
 		return 0;
 	for (;;) {
-		if (n < max)
-			out[n] = s;
-		n++;
 		char *c = strchr(s, ',');
+		if (c)
+			*c = 0;
+		if (n < max)
+			out[n] = trim(s);
+		n++;
 		if (!c)
 			return n;
-		*c = 0;
 		s = c + 1;
 	}
 }
@@ -308,12 +323,15 @@ static void configure(struct source *s)
 			}
 		}
 		if (nc) {
-			if (i >= nc)
+			if (i >= nc) {
 				note(VGPU_ENV_CORE_LIMITS " has %d entries for %d GPUs", nc, n);
-			else if (parse_u64(cores[i], 100, &v))
+				core_missing[i] = 1;
+			} else if (parse_u64(cores[i], 100, &v)) {
 				note(VGPU_ENV_CORE_LIMITS " entry %d \"%.24s\" is not 0-100", i + 1, cores[i]);
-			else
+				core_missing[i] = 1;
+			} else {
 				vgpu_cfg.core_limit[i] = (uint32_t)v;
+			}
 		}
 		if (i < nd) {
 			snprintf(vgpu_cfg.uuid[i], VGPU_UUID_LEN, "%s", devs[i]);

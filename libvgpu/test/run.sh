@@ -229,6 +229,9 @@ check5 damaged "0:oom 1:ok" NVIDIA_VISIBLE_DEVICES=$UUID0,$UUID1 VGPU_MEMORY_LIM
 grep -q '"lots"' "$B/run/damaged.err" || fail "class 5: damaged list: the line must name the bad entry"
 check5 short "0:oom 1:ok" NVIDIA_VISIBLE_DEVICES=$UUID0,$UUID1 VGPU_MEMORY_LIMITS_MIB=1024
 check5 reversed "0:ok 1:oom" NVIDIA_VISIBLE_DEVICES=$UUID1,$UUID0 VGPU_MEMORY_LIMITS_MIB=1024,many
+[ "$(run spaces FAKE_CUDA_DEVICES=2 NVIDIA_VISIBLE_DEVICES="$UUID1, $UUID0" VGPU_MEMORY_LIMITS_MIB=" 1024 , 512" \
+	-- "$B/t_devices" 800 2>"$B/run/spaces.err")" = "0:oom 1:ok" ] && [ ! -s "$B/run/spaces.err" ] \
+	|| { cat "$B/run/spaces.err"; fail "class 5: spaces around list entries lost a limit"; }
 pass "class 5: uuids match in any case; foreign, unlisted, damaged and short entries: valid limits hold, one line, region marked"
 
 # Issue class 7. Messages say exactly what holds: no region and a cores limit means
@@ -240,6 +243,9 @@ run msg7 VGPU_REGION= VGPU_CORE_LIMITS=30 -- "$B/t_hold" 100 >/dev/null 2>"$B/ru
 run msg7b VGPU_MEMORY_LIMITS_MIB=lots VGPU_CORE_LIMITS=30 -- "$B/t_hold" 100 >/dev/null 2>"$B/run/msg7b.err"
 grep -q 'memory is NOT limited' "$B/run/msg7b.err" && grep -q 'compute limits hold' "$B/run/msg7b.err" \
 	|| { cat "$B/run/msg7b.err"; fail "class 7: a bad memory list with a valid cores limit: the line must say memory is not limited and compute holds"; }
+run msg7c VGPU_CORE_LIMITS=thirty -- "$B/t_hold" 100 >/dev/null 2>"$B/run/msg7c.err"
+grep -q 'memory limits hold for the whole container' "$B/run/msg7c.err" && grep -q 'compute is NOT limited' "$B/run/msg7c.err" \
+	|| { cat "$B/run/msg7c.err"; fail "class 7: a bad cores list with a valid memory limit: the line must say memory holds and compute is not limited"; }
 pass "class 7: every line says what holds and what does not"
 
 # Never silent: a bad env or an unknown driver prints one line and marks the region.
