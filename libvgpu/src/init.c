@@ -409,6 +409,7 @@ static int create_region(const char *path, const char **why)
 	static const char zero[4096];
 	char tmp[600];
 	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+	unlink(tmp); /* ours by name: left by a crashed process whose pid this one reuses */
 	int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
 	if (fd < 0) {
 		*why = strerror(errno);
