@@ -72,7 +72,21 @@ func TestBuildWritesReadOnlyLimitsFile(t *testing.T) {
 		t.Errorf("limits file at %s: libvgpu looks for it beside itself, %s", m.ContainerPath, contract.ContainerLibPath)
 	}
 	// It is mounted over a file inside the read-only library mount, which
-	// must therefore exist there already.
+	// must therefore come first (a runtime that keeps the order would
+	// otherwise hide the limits file under the library directory) and hold
+	// the file to mount over.
+	lib, lim := -1, -1
+	for i, x := range r.Mounts {
+		switch x.ContainerPath {
+		case filepath.Dir(contract.ContainerLibPath):
+			lib = i
+		case contract.ContainerLimitsPath:
+			lim = i
+		}
+	}
+	if lib < 0 || lib > lim {
+		t.Errorf("mounts %v: the library directory must come before the limits file inside it", r.Mounts)
+	}
 	if st, err := os.Stat(filepath.Join(h.LibDir, contract.LimitsFileName)); err != nil || st.Size() != 0 {
 		t.Errorf("placeholder in the library directory: %v, %v", st, err)
 	}
