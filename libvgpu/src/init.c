@@ -539,8 +539,9 @@ static void common_init(void)
 				fill_devices(vgpu_region);
 			}
 			char text[VGPU_REASON_LEN + 200];
-			snprintf(text, sizeof(text), "\"%.120s\": %s", src.has_region ? src.region : "", why);
-			say("the shared region is unusable", text, VGPU_REASON_NONE);
+			snprintf(text, sizeof(text), "the shared region \"%.120s\" is unusable: %s", src.has_region ? src.region : "",
+				 why);
+			say("GPU limits are NOT enforced for the whole container", text, VGPU_REASON_NONE);
 		}
 		if (vgpu_region)
 			vgpu_proc_attach();
