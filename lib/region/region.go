@@ -46,7 +46,9 @@ const (
 	ReasonNoDlsym        Reason = 3
 	ReasonNoDriverSymbol Reason = 4
 	ReasonNoUtilFeed     Reason = 5
-	// 6 is taken by the unlimited-device reason (docs/contract.md).
+	// ReasonUnlimitedDevice: a GPU the process sees has no entry in the
+	// container's limits (docs/contract.md#malformed-lists-and-devices-without-a-limit).
+	ReasonUnlimitedDevice Reason = 6
 	ReasonUncountedAlloc Reason = 7
 )
 
@@ -64,6 +66,8 @@ func (r Reason) String() string {
 		return "no-driver-symbol"
 	case ReasonNoUtilFeed:
 		return "no-util-feed"
+	case ReasonUnlimitedDevice:
+		return "unlimited-device"
 	case ReasonUncountedAlloc:
 		return "uncounted-alloc"
 	}
