@@ -49,7 +49,7 @@ const (
 	// ReasonUnlimitedDevice: a GPU the process sees has no entry in the
 	// container's limits (docs/contract.md#malformed-lists-and-devices-without-a-limit).
 	ReasonUnlimitedDevice Reason = 6
-	ReasonUncountedAlloc Reason = 7
+	ReasonUncountedAlloc  Reason = 7
 )
 
 func (r Reason) String() string {
