@@ -42,6 +42,7 @@ if [ "${BENCH_SHARE:-1}" = 1 ]; then
 			for us in 10 1000 20000; do short+=" $us:$kind:$pct"; done
 			for us in 200000 1000000 2000000; do long+=" $us:$kind:$pct"; done
 		done
+		long+=" 200000:kernel:$pct:4 1000000:graph:$pct:4"
 	done
 	# Long kernels sleep: all at once. Short ones keep a core busy: two at a time.
 	rc=0

@@ -6,6 +6,7 @@
  * the fraction of wall time the (fake) GPU was busy with this container's
  * work, over a window of at least 5 s and 10 kernels at the share, after a
  * warm-up of two kernel periods. Prints "SHARE busy_fraction kernels window_s".
+ * With T_THREADS=n, n threads launch at once (as a multi-stream server does).
  *   t_share KERNEL_US kernel|graph SHARE_PERCENT
  */
 #include <pthread.h>
@@ -20,7 +21,7 @@ CUresult cuGraphLaunch_ptsz(CUgraphExec, CUstream);
 CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *, CUfunction, void **, void **);
 
 static double kernel_s, share;
-static volatile long launched;
+static long launched;
 
 static void *measure(void *arg)
 {
@@ -29,24 +30,22 @@ static void *measure(void *arg)
 	double warm = 2 * period > 1 ? 2 * period : 1, window = 10 * period > 5 ? 10 * period : 5;
 	usleep((useconds_t)(warm * 1e6));
 	uint64_t t0 = fake_now_ns(), b0 = fake_busy_ns(0);
-	long n0 = launched;
+	long n0 = __atomic_load_n(&launched, __ATOMIC_RELAXED);
 	usleep((useconds_t)(window * 1e6));
 	uint64_t t1 = fake_now_ns(), b1 = fake_busy_ns(0);
-	printf("SHARE %.3f %ld %.1f\n", (double)(b1 - b0) / (double)(t1 - t0), launched - n0, (t1 - t0) / 1e9);
+	printf("SHARE %.3f %ld %.1f\n", (double)(b1 - b0) / (double)(t1 - t0), __atomic_load_n(&launched, __ATOMIC_RELAXED) - n0, (t1 - t0) / 1e9);
 	fflush(stdout);
 	_exit(0);
 }
 
-int main(int argc, char **argv)
+static long us;
+static int graph;
+static void *ctx;
+
+static void *launcher(void *arg)
 {
-	CHECK(argc == 4, "usage: t_share KERNEL_US kernel|graph SHARE_PERCENT");
-	long us = atol(argv[1]);
-	int graph = argv[2][0] == 'g';
-	kernel_s = (double)us / 1e6;
-	share = atof(argv[3]) / 100;
-	t_setup();
-	pthread_t th;
-	CHECK(pthread_create(&th, NULL, measure, NULL) == 0, "thread");
+	(void)arg;
+	CHECK_RC(cuCtxSetCurrent(ctx), CUDA_SUCCESS);
 	CUfunction f = (CUfunction)(void *)(uintptr_t)us;
 	for (long i = 0;; i++) {
 		CUresult r;
@@ -61,6 +60,26 @@ int main(int argc, char **argv)
 			default: r = cuLaunchCooperativeKernelMultiDevice((CUDA_LAUNCH_PARAMS *)(void *)f, 1, 0); break;
 			}
 		CHECK(r == CUDA_SUCCESS, "launch %ld: %d", i, r);
-		launched++;
+		__atomic_fetch_add(&launched, 1, __ATOMIC_RELAXED);
 	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	CHECK(argc == 4, "usage: t_share KERNEL_US kernel|graph SHARE_PERCENT");
+	us = atol(argv[1]);
+	graph = argv[2][0] == 'g';
+	kernel_s = (double)us / 1e6;
+	share = atof(argv[3]) / 100;
+	CUdevice d;
+	CHECK_RC(cuInit(0), CUDA_SUCCESS);
+	CHECK_RC(cuDeviceGet(&d, 0), CUDA_SUCCESS);
+	CHECK_RC(cuCtxCreate_v2(&ctx, 0, d), CUDA_SUCCESS);
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, measure, NULL) == 0, "thread");
+	int n = getenv("T_THREADS") ? atoi(getenv("T_THREADS")) : 1;
+	for (int i = 1; i < n; i++)
+		CHECK(pthread_create(&th, NULL, launcher, NULL) == 0, "thread");
+	launcher(NULL);
 }
