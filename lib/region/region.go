@@ -17,19 +17,22 @@ import (
 // Layout constants, as in vgpu_region.h.
 const (
 	Magic        uint32 = 0x55504756 // "VGPU" in file byte order
-	Version      uint32 = 1
+	Version      uint32 = 2
 	MaxDevices          = 16
-	MaxProcesses        = 128
+	MaxProcesses        = 1024
+	MaxShared           = 256 // exported VMM allocations held container-wide
 	UUIDLen             = 48
 	ReasonLen           = 128
 
 	HeaderSize      = 256
 	DeviceSize      = 256
 	ProcessSize     = 16 + 8*MaxDevices
+	SharedSize      = 24 + 8*(MaxProcesses/64)
 	DevicesOffset   = HeaderSize
 	ProcessesOffset = DevicesOffset + MaxDevices*DeviceSize
+	SharedOffset    = ProcessesOffset + MaxProcesses*ProcessSize
 	// Size is the size of a region file.
-	Size = ProcessesOffset + MaxProcesses*ProcessSize
+	Size = SharedOffset + MaxShared*SharedSize
 )
 
 // Header.Flags bits.
@@ -86,6 +89,8 @@ const (
 	offFlags           = 32
 	offReason          = 36
 	offCreatedNs       = 40
+	offUnslotted       = 56
+	offSharedCapacity  = 60
 	offReasonText      = 64
 
 	devUUID          = 0
@@ -94,6 +99,8 @@ const (
 	devMemUsed       = 64
 	devMemPeak       = 72
 	devAllocFailures = 80
+	devMemUnslotted  = 88
+	devMemShared     = 96
 	devUtilSeq       = 128
 	devUtilTimeNs    = 136
 	devUtilPermille  = 144
@@ -109,6 +116,12 @@ const (
 	procState     = 4
 	procStartTime = 8
 	procMemUsed   = 16
+
+	shKey     = 0
+	shSize    = 8
+	shDevice  = 16
+	shHolders = 20
+	shSlots   = 24
 )
 
 // Header is the start of the file.
@@ -119,6 +132,8 @@ type Header struct {
 	Flags                            uint32
 	Reason                           Reason
 	CreatedNs                        uint64 // CLOCK_REALTIME at creation
+	Unslotted                        uint32 // processes that found every slot taken (ever)
+	SharedCapacity                   uint32
 	ReasonText                       string
 }
 
@@ -130,6 +145,8 @@ type Device struct {
 	MemUsed       uint64 // bytes held by all processes of the container
 	MemPeak       uint64
 	AllocFailures uint64 // allocations refused for the limit
+	MemUnslotted  uint64 // part of MemUsed held by processes without a slot
+	MemShared     uint64 // part of MemUsed held in Shared (exported VMM memory)
 
 	// The utilisation feed, written by the monitor (see PublishUtil).
 	UtilSeq      uint64
@@ -150,11 +167,22 @@ type Process struct {
 	MemUsed   [MaxDevices]uint64
 }
 
+// Shared is one exported VMM allocation, counted once for the container
+// while any process holds a handle or mapping of it.
+type Shared struct {
+	Key     uint64 // identity of the shareable handle, 0 = free entry
+	Size    uint64 // bytes, counted in Devices[Device].MemUsed and MemShared
+	Device  uint32
+	Holders uint32                    // processes holding it
+	Slots   [MaxProcesses / 64]uint64 // bit i: process slot i holds it
+}
+
 // Region is a whole region file.
 type Region struct {
 	Header    Header
 	Devices   [MaxDevices]Device
 	Processes [MaxProcesses]Process
+	Shared    [MaxShared]Shared
 }
 
 // Enforced reports whether libvgpu enforces the limits of this container.
@@ -211,6 +239,7 @@ func Decode(b []byte) (*Region, error) {
 	h.DeviceCount, h.ProcessCapacity = le.Uint32(b[offDeviceCount:]), le.Uint32(b[offProcessCapacity:])
 	h.Flags, h.Reason = le.Uint32(b[offFlags:]), Reason(le.Uint32(b[offReason:]))
 	h.CreatedNs = le.Uint64(b[offCreatedNs:])
+	h.Unslotted, h.SharedCapacity = le.Uint32(b[offUnslotted:]), le.Uint32(b[offSharedCapacity:])
 	h.ReasonText = cstring(b[offReasonText : offReasonText+ReasonLen])
 	if h.HeaderSize != HeaderSize || h.DeviceSize != DeviceSize || h.ProcSize != ProcessSize ||
 		h.ProcessCapacity != MaxProcesses || h.DeviceCount > MaxDevices {
@@ -223,6 +252,7 @@ func Decode(b []byte) (*Region, error) {
 		d.UUID = cstring(o[devUUID : devUUID+UUIDLen])
 		d.MemLimit, d.CoreLimit = le.Uint64(o[devMemLimit:]), le.Uint32(o[devCoreLimit:])
 		d.MemUsed, d.MemPeak, d.AllocFailures = le.Uint64(o[devMemUsed:]), le.Uint64(o[devMemPeak:]), le.Uint64(o[devAllocFailures:])
+		d.MemUnslotted, d.MemShared = le.Uint64(o[devMemUnslotted:]), le.Uint64(o[devMemShared:])
 		d.UtilSeq, d.UtilTimeNs, d.UtilPermille = le.Uint64(o[devUtilSeq:]), le.Uint64(o[devUtilTimeNs:]), le.Uint32(o[devUtilPermille:])
 		d.TatNs, d.IntervalNs, d.Launches = le.Uint64(o[devTatNs:]), le.Uint64(o[devIntervalNs:]), le.Uint64(o[devLaunches:])
 		d.SeenSeq, d.SeenLaunches, d.SeenTimeNs = le.Uint64(o[devSeenSeq:]), le.Uint64(o[devSeenLaunches:]), le.Uint64(o[devSeenTimeNs:])
@@ -233,6 +263,14 @@ func Decode(b []byte) (*Region, error) {
 		p.PID, p.State, p.StartTime = int32(le.Uint32(o[procPID:])), le.Uint32(o[procState:]), le.Uint64(o[procStartTime:])
 		for d := range p.MemUsed {
 			p.MemUsed[d] = le.Uint64(o[procMemUsed+8*d:])
+		}
+	}
+	for i := range r.Shared {
+		s, o := &r.Shared[i], b[SharedOffset+i*SharedSize:]
+		s.Key, s.Size = le.Uint64(o[shKey:]), le.Uint64(o[shSize:])
+		s.Device, s.Holders = le.Uint32(o[shDevice:]), le.Uint32(o[shHolders:])
+		for j := range s.Slots {
+			s.Slots[j] = le.Uint64(o[shSlots+8*j:])
 		}
 	}
 	return r, nil
@@ -254,6 +292,8 @@ func (r *Region) Encode() []byte {
 	le.PutUint32(b[offFlags:], h.Flags)
 	le.PutUint32(b[offReason:], uint32(h.Reason))
 	le.PutUint64(b[offCreatedNs:], h.CreatedNs)
+	le.PutUint32(b[offUnslotted:], h.Unslotted)
+	le.PutUint32(b[offSharedCapacity:], MaxShared)
 	copy(b[offReasonText:offReasonText+ReasonLen-1], h.ReasonText)
 	for i := range r.Devices {
 		d, o := &r.Devices[i], b[DevicesOffset+i*DeviceSize:]
@@ -263,6 +303,8 @@ func (r *Region) Encode() []byte {
 		le.PutUint64(o[devMemUsed:], d.MemUsed)
 		le.PutUint64(o[devMemPeak:], d.MemPeak)
 		le.PutUint64(o[devAllocFailures:], d.AllocFailures)
+		le.PutUint64(o[devMemUnslotted:], d.MemUnslotted)
+		le.PutUint64(o[devMemShared:], d.MemShared)
 		le.PutUint64(o[devUtilSeq:], d.UtilSeq)
 		le.PutUint64(o[devUtilTimeNs:], d.UtilTimeNs)
 		le.PutUint32(o[devUtilPermille:], d.UtilPermille)
@@ -281,6 +323,16 @@ func (r *Region) Encode() []byte {
 		le.PutUint64(o[procStartTime:], p.StartTime)
 		for d, u := range p.MemUsed {
 			le.PutUint64(o[procMemUsed+8*d:], u)
+		}
+	}
+	for i := range r.Shared {
+		s, o := &r.Shared[i], b[SharedOffset+i*SharedSize:]
+		le.PutUint64(o[shKey:], s.Key)
+		le.PutUint64(o[shSize:], s.Size)
+		le.PutUint32(o[shDevice:], s.Device)
+		le.PutUint32(o[shHolders:], s.Holders)
+		for j, v := range s.Slots {
+			le.PutUint64(o[shSlots+8*j:], v)
 		}
 	}
 	return b

@@ -1,23 +1,42 @@
 /*
- * The container's memory ledger in the shared region. A reservation is one
- * compare-and-swap on the device's usage, so processes of the container never
- * lock each other out; each process also keeps its share in its own slot so
- * that the share of a process that died without freeing (kill -9) can be
- * given back by whoever notices first.
+ * The container's memory ledger in the shared region (docs/shared-region.md).
+ * A reservation is one compare-and-swap on the device's usage, so processes
+ * of the container never lock each other out; each process also keeps its
+ * share in its own slot so that the share of a process that died without
+ * freeing (kill -9) can be given back by whoever notices first.
+ *
+ * Liveness without a thread: every process holds a POSIX read lock on one
+ * byte of the region file per slot (far past its end). The kernel drops it
+ * when the process dies or execs (the descriptor is close-on-exec), so "is
+ * slot i alive" is one F_GETLK instead of reading /proc. A process scans
+ * from a refused allocation or cuMemGetInfo, at most every RECLAIM_EVERY_NS,
+ * so a refusal stays cheap and a dead process's memory is back within that
+ * period for any neighbour that looks.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "vgpu.h"
 
+#define RECLAIM_EVERY_NS 100000000ull
+/* Lock bytes: slot i at LOCK_BASE + i; processes without a slot share LOCK_UNSLOTTED. */
+#define LOCK_BASE (1ll << 40)
+#define LOCK_UNSLOTTED (LOCK_BASE - 1)
+
 static int my_slot = -1;
 static pid_t my_pid;
+static uint64_t my_start;
 static int forked;
+static int lock_fd = -1;
+static int unslotted;                             /* this process found no slot */
+static uint64_t unslotted_mine[VGPU_MAX_DEVICES]; /* its bytes in devices[].mem_unslotted */
+static uint16_t held[VGPU_MAX_SHARED];            /* this process's holds on shared[] entries */
 
 /*
  * Fork handlers: glibc registers them with __register_atfork (what its
@@ -69,9 +88,30 @@ uint64_t vgpu_proc_start_time(pid_t pid, char *state)
 	return v;
 }
 
-/* A slot is dead when its process is gone, a zombie, or its pid was reused. */
-static int slot_dead(const struct vgpu_region_process *s)
+static int lock_byte(long long off, short type)
 {
+	struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
+	return lock_fd >= 0 ? fcntl(lock_fd, F_SETLK, &fl) : -1;
+}
+
+/* 1: another process holds the byte, 0: nobody does, -1: cannot tell. */
+static int byte_held(long long off)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off, .l_len = 1};
+	if (lock_fd < 0 || fcntl(lock_fd, F_GETLK, &fl) != 0)
+		return -1;
+	return fl.l_type != F_UNLCK;
+}
+
+/*
+ * A slot is dead when its process is gone, a zombie, or its pid was reused.
+ * A held lock proves it alive; a free one usually means dead, but a process
+ * that closed every descriptor has lost its lock too, so ask /proc then.
+ */
+static int slot_dead(int i, const struct vgpu_region_process *s)
+{
+	if (byte_held(LOCK_BASE + i) == 1)
+		return 0;
 	char state = 0;
 	uint64_t st = vgpu_proc_start_time(s->pid, &state);
 	if (st == 0)
@@ -79,16 +119,75 @@ static int slot_dead(const struct vgpu_region_process *s)
 	return st != s->start_time || state == 'Z' || state == 'X';
 }
 
-static void release_slot(struct vgpu_region_process *s)
+static void free_shared(struct vgpu_region_shared *e)
+{
+	struct vgpu_region_device *d = &vgpu_region->devices[e->device % VGPU_MAX_DEVICES];
+	__atomic_fetch_sub(&d->mem_used, e->size, __ATOMIC_ACQ_REL);
+	__atomic_fetch_sub(&d->mem_shared, e->size, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->key, 0, __ATOMIC_RELEASE);
+}
+
+/* Slot `slot` (or a process without one, -1) stops holding entry e; the last holder frees it. */
+static void shared_let_go(int e, int slot)
+{
+	struct vgpu_region_shared *s = &vgpu_region->shared[e];
+	if (slot >= 0) {
+		uint64_t bit = 1ull << (slot % 64);
+		if (!(__atomic_fetch_and(&s->slots[slot / 64], ~bit, __ATOMIC_ACQ_REL) & bit))
+			return; /* already let go (reclaimed) */
+	}
+	if (__atomic_sub_fetch(&s->holders, 1, __ATOMIC_ACQ_REL) == 0)
+		free_shared(s);
+}
+
+static void release_slot(int i)
 {
 	struct vgpu_region *r = vgpu_region;
+	struct vgpu_region_process *s = &r->procs[i];
 	for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
 		uint64_t u = __atomic_exchange_n(&s->mem_used[d], 0, __ATOMIC_ACQ_REL);
 		if (u)
 			__atomic_fetch_sub(&r->devices[d].mem_used, u, __ATOMIC_ACQ_REL);
 	}
+	for (int e = 0; e < VGPU_MAX_SHARED; e++)
+		if (__atomic_load_n(&r->shared[e].slots[i / 64], __ATOMIC_ACQUIRE) & (1ull << (i % 64)))
+			shared_let_go(e, i);
 	__atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->state, VGPU_PROC_FREE, __ATOMIC_RELEASE);
+}
+
+static int take_for_release(struct vgpu_region_process *s)
+{
+	uint32_t active = VGPU_PROC_ACTIVE;
+	return __atomic_compare_exchange_n(&s->state, &active, VGPU_PROC_RECLAIMING, 0, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Memory booked by processes without a slot is given back once none of them
+ * is alive (nobody holds LOCK_UNSLOTTED). header.unslotted, bumped by each
+ * such process before it books anything, tells a newcomer from the dead.
+ */
+static void reclaim_unslotted(void)
+{
+	struct vgpu_region *r = vgpu_region;
+	if (unslotted)
+		return; /* our own lock would not show in F_GETLK */
+	uint32_t gen = __atomic_load_n(&r->header.unslotted, __ATOMIC_ACQUIRE);
+	int any = 0;
+	for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+		any |= __atomic_load_n(&r->devices[d].mem_unslotted, __ATOMIC_RELAXED) != 0;
+	if (!any || byte_held(LOCK_UNSLOTTED) != 0)
+		return;
+	for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+		uint64_t u = __atomic_exchange_n(&r->devices[d].mem_unslotted, 0, __ATOMIC_ACQ_REL);
+		if (!u)
+			continue;
+		if (__atomic_load_n(&r->header.unslotted, __ATOMIC_ACQUIRE) != gen)
+			__atomic_fetch_add(&r->devices[d].mem_unslotted, u, __ATOMIC_ACQ_REL);
+		else
+			__atomic_fetch_sub(&r->devices[d].mem_used, u, __ATOMIC_ACQ_REL);
+	}
 }
 
 void vgpu_reclaim_dead(void)
@@ -98,28 +197,56 @@ void vgpu_reclaim_dead(void)
 		struct vgpu_region_process *s = &r->procs[i];
 		if (i == my_slot || __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VGPU_PROC_ACTIVE)
 			continue;
-		if (!slot_dead(s))
-			continue;
-		uint32_t active = VGPU_PROC_ACTIVE;
-		if (!__atomic_compare_exchange_n(&s->state, &active, VGPU_PROC_RECLAIMING, 0, __ATOMIC_ACQ_REL,
-						 __ATOMIC_ACQUIRE))
-			continue; /* someone else is on it */
+		if (!slot_dead(i, s) || !take_for_release(s))
+			continue; /* alive, or someone else is on it */
 		vgpu_log(VGPU_LOG_INFO, "reclaiming the memory of dead process %d", s->pid);
-		release_slot(s);
+		release_slot(i);
 	}
+	reclaim_unslotted();
 }
 
-static int claim_slot(pid_t pid, uint64_t start)
+/*
+ * The scan from a refusal: always for the first refusal since this process
+ * last got memory (a neighbour may just have died: free it before saying
+ * no), then at most once per RECLAIM_EVERY_NS while refusals go on, so a
+ * process retrying in a loop stays cheap. cuMemGetInfo and attach use the
+ * same period.
+ */
+static uint64_t next_scan_ns;
+static int refused_since_grant;
+
+static void scan_unless_recent(int force)
+{
+	uint64_t now = vgpu_now_ns();
+	if (!force && now < __atomic_load_n(&next_scan_ns, __ATOMIC_RELAXED))
+		return;
+	__atomic_store_n(&next_scan_ns, now + RECLAIM_EVERY_NS, __ATOMIC_RELAXED);
+	vgpu_reclaim_dead();
+}
+
+void vgpu_reclaim_maybe(void)
+{
+	scan_unless_recent(0);
+}
+
+static void reclaim_on_refusal(void)
+{
+	scan_unless_recent(!__atomic_exchange_n(&refused_since_grant, 1, __ATOMIC_RELAXED));
+}
+
+static int claim_slot(void)
 {
 	struct vgpu_region *r = vgpu_region;
 	for (int i = 0; i < VGPU_MAX_PROCS; i++) {
 		struct vgpu_region_process *s = &r->procs[i];
 		uint32_t fr = VGPU_PROC_FREE;
-		if (!__atomic_compare_exchange_n(&s->state, &fr, VGPU_PROC_RECLAIMING, 0, __ATOMIC_ACQ_REL,
+		if (__atomic_load_n(&s->state, __ATOMIC_RELAXED) != VGPU_PROC_FREE ||
+		    !__atomic_compare_exchange_n(&s->state, &fr, VGPU_PROC_RECLAIMING, 0, __ATOMIC_ACQ_REL,
 						 __ATOMIC_ACQUIRE))
 			continue;
-		s->pid = pid;
-		s->start_time = start;
+		lock_byte(LOCK_BASE + i, F_RDLCK);
+		s->pid = my_pid;
+		s->start_time = my_start;
 		for (int d = 0; d < VGPU_MAX_DEVICES; d++)
 			__atomic_store_n(&s->mem_used[d], 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&s->state, VGPU_PROC_ACTIVE, __ATOMIC_RELEASE);
@@ -128,10 +255,43 @@ static int claim_slot(pid_t pid, uint64_t start)
 	return -1;
 }
 
+/* No slot: still counted for the container (devices[].mem_unslotted), and said once. */
+static void go_unslotted(void)
+{
+	unslotted = 1;
+	lock_byte(LOCK_UNSLOTTED, F_RDLCK); /* before the count: see reclaim_unslotted */
+	__atomic_fetch_add(&vgpu_region->header.unslotted, 1, __ATOMIC_ACQ_REL);
+	vgpu_log(VGPU_LOG_ERROR,
+		 "no process slot left in the shared region (%d in use): this process's GPU memory counts against the "
+		 "container's limit but is not listed per process, and is given back only when no process without a "
+		 "slot is left",
+		 VGPU_MAX_PROCS);
+}
+
+/* A slot freed up since: move what we booked without one into it. */
+static void retry_slot(void)
+{
+	int i = claim_slot();
+	if (i < 0)
+		return;
+	struct vgpu_region *r = vgpu_region;
+	for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
+		if (!unslotted_mine[d])
+			continue;
+		__atomic_fetch_add(&r->procs[i].mem_used[d], unslotted_mine[d], __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&r->devices[d].mem_unslotted, unslotted_mine[d], __ATOMIC_ACQ_REL);
+		unslotted_mine[d] = 0;
+	}
+	my_slot = i;
+	unslotted = 0;
+	lock_byte(LOCK_UNSLOTTED, F_UNLCK);
+}
+
 /* Takes a process slot; also run again in a forked child (new pid). */
 void vgpu_proc_attach(void)
 {
 	static int registered;
+	struct vgpu_region *r = vgpu_region;
 	if (!registered) {
 		registered = 1;
 		if (__register_atfork)
@@ -142,13 +302,34 @@ void vgpu_proc_attach(void)
 			registered = 0; /* check_fork falls back to comparing pids */
 	}
 	forked = 0;
+	my_slot = -1;
+	unslotted = 0;
+	memset(unslotted_mine, 0, sizeof(unslotted_mine));
+	memset(held, 0, sizeof(held));
 	my_pid = getpid();
-	uint64_t start = vgpu_proc_start_time(my_pid, NULL);
-	vgpu_reclaim_dead();
-	my_slot = claim_slot(my_pid, start);
+	my_start = vgpu_proc_start_time(my_pid, NULL);
+	/* Only a region file can carry locks (a private region has no magic). */
+	const char *path = getenv("VGPU_REGION");
+	if (lock_fd < 0 && r->header.magic == VGPU_REGION_MAGIC && path && *path)
+		lock_fd = open(path, O_RDWR | O_CLOEXEC);
+	/*
+	 * exec keeps the pid and the start time: a slot that carries both is this
+	 * process's previous image, whose GPU memory went away with it.
+	 */
+	for (int i = 0; i < VGPU_MAX_PROCS; i++) {
+		struct vgpu_region_process *s = &r->procs[i];
+		if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == VGPU_PROC_ACTIVE && s->pid == my_pid &&
+		    s->start_time == my_start && take_for_release(s))
+			release_slot(i);
+	}
+	vgpu_reclaim_maybe(); /* the monitor's view too: a newcomer tidies up */
+	my_slot = claim_slot();
+	if (my_slot < 0) {
+		vgpu_reclaim_dead();
+		my_slot = claim_slot();
+	}
 	if (my_slot < 0)
-		vgpu_log(VGPU_LOG_WARN, "all %d process slots in use: this process's memory is reclaimed only when freed",
-			 VGPU_MAX_PROCS);
+		go_unslotted();
 }
 
 /*
@@ -168,12 +349,34 @@ static void check_fork(void)
 	vgpu_proc_attach();
 }
 
+static void book(int idx, uint64_t size)
+{
+	if (likely(my_slot >= 0)) {
+		__atomic_fetch_add(&vgpu_region->procs[my_slot].mem_used[idx], size, __ATOMIC_RELAXED);
+	} else {
+		__atomic_fetch_add(&vgpu_region->devices[idx].mem_unslotted, size, __ATOMIC_RELAXED);
+		unslotted_mine[idx] += size;
+	}
+}
+
+static void unbook(int idx, uint64_t size)
+{
+	if (likely(my_slot >= 0)) {
+		__atomic_fetch_sub(&vgpu_region->procs[my_slot].mem_used[idx], size, __ATOMIC_RELAXED);
+	} else {
+		__atomic_fetch_sub(&vgpu_region->devices[idx].mem_unslotted, size, __ATOMIC_RELAXED);
+		unslotted_mine[idx] -= size;
+	}
+}
+
 int vgpu_mem_reserve(int idx, uint64_t size)
 {
 	struct vgpu_region_device *d = &vgpu_region->devices[idx];
 	uint64_t limit = __atomic_load_n(&d->mem_limit, __ATOMIC_RELAXED);
 
 	check_fork();
+	if (unlikely(unslotted))
+		retry_slot();
 	for (int attempt = 0; attempt < 2; attempt++) {
 		uint64_t u = __atomic_load_n(&d->mem_used, __ATOMIC_RELAXED);
 		for (;;) {
@@ -186,14 +389,14 @@ int vgpu_mem_reserve(int idx, uint64_t size)
 				       !__atomic_compare_exchange_n(&d->mem_peak, &peak, u + size, 1, __ATOMIC_RELAXED,
 								    __ATOMIC_RELAXED))
 					;
-				if (my_slot >= 0)
-					__atomic_fetch_add(&vgpu_region->procs[my_slot].mem_used[idx], size,
-							   __ATOMIC_RELAXED);
+				book(idx, size);
+				if (unlikely(refused_since_grant))
+					__atomic_store_n(&refused_since_grant, 0, __ATOMIC_RELAXED);
 				return 0;
 			}
 		}
 		if (attempt == 0)
-			vgpu_reclaim_dead();
+			reclaim_on_refusal();
 	}
 	__atomic_fetch_add(&d->alloc_failures, 1, __ATOMIC_RELAXED);
 	vgpu_log(VGPU_LOG_INFO, "device %d: %llu bytes refused, %llu of %llu in use", idx, (unsigned long long)size,
@@ -205,15 +408,101 @@ void vgpu_mem_release(int idx, uint64_t size)
 {
 	check_fork();
 	__atomic_fetch_sub(&vgpu_region->devices[idx].mem_used, size, __ATOMIC_ACQ_REL);
-	if (my_slot >= 0)
-		__atomic_fetch_sub(&vgpu_region->procs[my_slot].mem_used[idx], size, __ATOMIC_RELAXED);
+	unbook(idx, size);
+}
+
+/*
+ * Exported VMM memory (cuMemExportToShareableHandle) moves from this
+ * process's booking to a container-wide entry keyed by the shareable handle,
+ * so that it stays counted, once, while any process holds it. Returns the
+ * entry, or -1 (table full: it stays this process's).
+ */
+int vgpu_shared_publish(int idx, uint64_t size, uint64_t key)
+{
+	struct vgpu_region *r = vgpu_region;
+	check_fork();
+	for (int e = 0; e < VGPU_MAX_SHARED; e++)
+		if (__atomic_load_n(&r->shared[e].key, __ATOMIC_ACQUIRE) == key)
+			vgpu_log(VGPU_LOG_INFO, "two exported allocations share one handle identity: importers hold both");
+	for (int e = 0; e < VGPU_MAX_SHARED; e++) {
+		struct vgpu_region_shared *s = &r->shared[e];
+		uint64_t free_key = 0;
+		if (__atomic_load_n(&s->key, __ATOMIC_RELAXED) ||
+		    !__atomic_compare_exchange_n(&s->key, &free_key, ~0ull, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			continue;
+		s->size = size;
+		s->device = (uint32_t)idx;
+		memset(s->slots, 0, sizeof(s->slots));
+		if (my_slot >= 0)
+			s->slots[my_slot / 64] = 1ull << (my_slot % 64);
+		__atomic_store_n(&s->holders, 1, __ATOMIC_RELEASE);
+		__atomic_fetch_add(&r->devices[idx].mem_shared, size, __ATOMIC_RELAXED);
+		unbook(idx, size);
+		held[e] = 1;
+		__atomic_store_n(&s->key, key, __ATOMIC_RELEASE);
+		return e;
+	}
+	vgpu_log(VGPU_LOG_ERROR, "all %d shared-allocation entries in use: exported GPU memory is counted only while "
+		 "its exporter holds it", VGPU_MAX_SHARED);
+	return -1;
+}
+
+/* An import: hold every entry exported under key. Returns how many. */
+int vgpu_shared_hold(uint64_t key)
+{
+	struct vgpu_region *r = vgpu_region;
+	int n = 0;
+	check_fork();
+	for (int e = 0; e < VGPU_MAX_SHARED; e++) {
+		struct vgpu_region_shared *s = &r->shared[e];
+		if (__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) != key)
+			continue;
+		if (held[e]) {
+			held[e]++;
+			n++;
+			continue;
+		}
+		uint32_t h = __atomic_load_n(&s->holders, __ATOMIC_ACQUIRE);
+		do {
+			if (h == 0)
+				break; /* being freed */
+		} while (!__atomic_compare_exchange_n(&s->holders, &h, h + 1, 1, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+		if (h == 0)
+			continue;
+		if (my_slot >= 0)
+			__atomic_fetch_or(&s->slots[my_slot / 64], 1ull << (my_slot % 64), __ATOMIC_ACQ_REL);
+		held[e] = 1;
+		n++;
+	}
+	return n;
+}
+
+/* This process drops one hold on entry e (exporter) or on every entry of key (importer, e < 0). */
+void vgpu_shared_drop(int e, uint64_t key)
+{
+	check_fork();
+	for (int i = e < 0 ? 0 : e; i < (e < 0 ? VGPU_MAX_SHARED : e + 1); i++) {
+		if (!held[i] || (e < 0 && __atomic_load_n(&vgpu_region->shared[i].key, __ATOMIC_ACQUIRE) != key))
+			continue;
+		if (--held[i] == 0)
+			shared_let_go(i, my_slot);
+	}
 }
 
 /* A process that exits normally gives its share back at once. */
 __attribute__((destructor)) static void vgpu_proc_detach(void)
 {
-	if (vgpu_region && my_slot >= 0 && getpid() == my_pid) {
-		release_slot(&vgpu_region->procs[my_slot]);
+	if (!vgpu_region || getpid() != my_pid)
+		return;
+	if (my_slot >= 0) {
+		release_slot(my_slot);
 		my_slot = -1;
+	} else if (unslotted) {
+		for (int d = 0; d < VGPU_MAX_DEVICES; d++)
+			if (unslotted_mine[d])
+				vgpu_mem_release(d, unslotted_mine[d]);
+		for (int e = 0; e < VGPU_MAX_SHARED; e++)
+			if (held[e])
+				shared_let_go(e, -1);
 	}
 }

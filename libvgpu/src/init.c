@@ -206,6 +206,7 @@ static void init_header(struct vgpu_region *r)
 	h->device_size = sizeof(struct vgpu_region_device);
 	h->process_size = sizeof(struct vgpu_region_process);
 	h->process_capacity = VGPU_MAX_PROCS;
+	h->shared_capacity = VGPU_MAX_SHARED;
 	h->created_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 

@@ -25,6 +25,9 @@ $CC $CFLAGS -fPIC -shared -o "$L/libprobe_b.so" "$HERE/probe_b.c"
 for t in t_linked t_kinds t_hold t_fork t_launch bench feed_util; do
 	$CC $CFLAGS -o "$B/$t" "$HERE/$t.c" -L"$L" -lcuda -lnvidia-ml
 done
+for t in t_vmm t_exec t_slots t_watch; do
+	$CC $CFLAGS -o "$B/$t" "$HERE/$t.c" -L"$L" -lcuda
+done
 $CC $CFLAGS -pthread -o "$B/t_race" "$HERE/t_race.c" -L"$L" -lcuda
 $CC $CFLAGS -o "$B/t_runtime" "$HERE/t_runtime.c" -ldl
 $CC $CFLAGS -rdynamic -o "$B/t_next" "$HERE/t_next.c" -L"$L" -lprobe_b -ldl
@@ -111,6 +114,45 @@ pass "4b 3 processes x 4 threads racing: exactly 16384 x 64 KiB blocks granted u
 # 5. fork, then CUDA in the child.
 run fork -- "$B/t_fork" >/dev/null || fail "t_fork"
 pass "5 fork: the child's allocations count with the parent's and come back when it is gone"
+
+# 8. VMM memory (issue 13, class 1): counted while any handle or mapping holds it, in any process.
+run vmm -- "$B/t_vmm" local >/dev/null || fail "t_vmm local"
+run_bg vmmx -- "$B/t_vmm" export >"$B/run/vmmx.out"
+exporter=$BG_PID
+for _ in $(seq 100); do grep -q exporter-done "$B/run/vmmx.out" 2>/dev/null && break; sleep 0.05; done
+importer=$(awk '/exporter-done/ { print $2 }' "$B/run/vmmx.out")
+[ -n "$importer" ] || { kill -9 "$exporter"; fail "t_vmm export: $(cat "$B/run/vmmx.out")"; }
+exec 3>&2 2>/dev/null
+kill -9 "$exporter"; wait "$exporter" || true
+exec 2>&3
+[ "$(run vmmx -- "$B/t_hold" 600)" = oom ] || { kill -9 "$importer"; fail "the killed exporter's 512 MiB were given back while another process maps them"; }
+[ "$(run vmmx -- "$B/t_hold" 500)" = ok ] || { kill -9 "$importer"; fail "an imported allocation is counted twice"; }
+kill -9 "$importer"
+[ "$(run vmmx -- "$B/t_watch" 1024)" != timeout ] || fail "the importer's memory was not given back after it was killed"
+pass "8 VMM: mapped memory counts after cuMemRelease, retained handles, one unmap over many mappings; exported memory counted once across processes, kept while an importer maps it after the exporter is killed"
+
+# 9. The ledger does not leak (issue 13, class 6).
+run exec -- "$B/t_exec" >/dev/null || fail "t_exec: a process that execs itself keeps its old image's memory"
+run_bg reclaim -- "$B/t_hold" 700 hold >"$B/run/reclaim.out"
+holder=$BG_PID
+for _ in $(seq 100); do [ -s "$B/run/reclaim.out" ] && break; sleep 0.05; done
+run_bg reclaim -- "$B/t_watch" 1024 >"$B/run/watch.out"
+watcher=$BG_PID
+sleep 0.3
+t0=$(date +%s%N)
+exec 3>&2 2>/dev/null
+kill -9 "$holder"; wait "$holder" || true
+exec 2>&3
+wait "$watcher" || fail "a neighbour never saw the killed process's 700 MiB come back"
+ms=$(( ($(cat "$B/run/watch.out") - t0) / 1000000 ))
+[ "$ms" -le 1000 ] || fail "a neighbour's cuMemGetInfo saw the killed process's memory back after $ms ms, want <= 1000"
+run slots VGPU_MEMORY_LIMITS_MIB=2048 -- "$B/t_slots" 8 1 >"$B/run/slots.out" 2>"$B/run/slots.err" \
+	|| { cat "$B/run/slots.err" | sort | uniq -c | head; fail "t_slots"; }
+unslotted=$("$B/region_tool" read "$B/run/slots.region" | sed -n 's/^header.unslotted=//p')
+lines=$(grep -c 'no process slot' "$B/run/slots.err" || true)
+[ "$unslotted" -ge 8 ] && [ "$lines" = "$unslotted" ] \
+	|| fail "processes beyond the slot table: $unslotted recorded in the region, $lines stderr lines, want >= 8 and equal"
+pass "9 ledger: exec keeps no old usage; kill -9 back for a neighbour in $ms ms; $(sed 's/PASS t_slots //' "$B/run/slots.out"), $unslotted without a slot said so"
 
 # Never silent: a bad env or an unknown driver prints one line and marks the region.
 run badenv VGPU_MEMORY_LIMITS_MIB=lots -- "$B/t_hold" 100 >/dev/null 2>"$B/run/badenv.err" || true
