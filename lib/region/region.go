@@ -69,11 +69,13 @@ func (r Reason) String() string {
 	return fmt.Sprintf("reason-%d", uint32(r))
 }
 
-// Process slot states.
+// Process slot states (the low byte of Process.State).
 const (
 	ProcFree       uint32 = 0
 	ProcActive     uint32 = 1
 	ProcReclaiming uint32 = 2
+	// ProcCounted is or'ed with ProcActive when the process counts in Header.LiveSem.
+	ProcCounted uint32 = 0x100
 )
 
 // Byte offsets of the fields, from the start of their struct.
@@ -89,6 +91,8 @@ const (
 	offFlags           = 32
 	offReason          = 36
 	offCreatedNs       = 40
+	offLiveSem         = 48
+	offAttached        = 52
 	offUnslotted       = 56
 	offSharedCapacity  = 60
 	offReasonText      = 64
@@ -132,6 +136,8 @@ type Header struct {
 	Flags                            uint32
 	Reason                           Reason
 	CreatedNs                        uint64 // CLOCK_REALTIME at creation
+	LiveSem                          int32  // SysV semaphore id + 1 counting live processes, 0 = none
+	Attached                         uint32 // slots whose process counts in LiveSem
 	Unslotted                        uint32 // processes that found every slot taken (ever)
 	SharedCapacity                   uint32
 	ReasonText                       string
@@ -162,7 +168,7 @@ type Device struct {
 // Process is one process slot.
 type Process struct {
 	PID       int32  // in the container's pid namespace
-	State     uint32 // ProcFree, ProcActive, ProcReclaiming
+	State     uint32 // ProcFree, ProcActive (| ProcCounted), ProcReclaiming
 	StartTime uint64 // field 22 of /proc/<pid>/stat
 	MemUsed   [MaxDevices]uint64
 }
@@ -201,7 +207,7 @@ func (r *Region) VisibleDevices() []Device {
 func (r *Region) ActiveProcesses() []Process {
 	var out []Process
 	for _, p := range r.Processes {
-		if p.State == ProcActive {
+		if p.State&0xff == ProcActive {
 			out = append(out, p)
 		}
 	}
@@ -239,6 +245,7 @@ func Decode(b []byte) (*Region, error) {
 	h.DeviceCount, h.ProcessCapacity = le.Uint32(b[offDeviceCount:]), le.Uint32(b[offProcessCapacity:])
 	h.Flags, h.Reason = le.Uint32(b[offFlags:]), Reason(le.Uint32(b[offReason:]))
 	h.CreatedNs = le.Uint64(b[offCreatedNs:])
+	h.LiveSem, h.Attached = int32(le.Uint32(b[offLiveSem:])), le.Uint32(b[offAttached:])
 	h.Unslotted, h.SharedCapacity = le.Uint32(b[offUnslotted:]), le.Uint32(b[offSharedCapacity:])
 	h.ReasonText = cstring(b[offReasonText : offReasonText+ReasonLen])
 	if h.HeaderSize != HeaderSize || h.DeviceSize != DeviceSize || h.ProcSize != ProcessSize ||
@@ -292,6 +299,8 @@ func (r *Region) Encode() []byte {
 	le.PutUint32(b[offFlags:], h.Flags)
 	le.PutUint32(b[offReason:], uint32(h.Reason))
 	le.PutUint64(b[offCreatedNs:], h.CreatedNs)
+	le.PutUint32(b[offLiveSem:], uint32(h.LiveSem))
+	le.PutUint32(b[offAttached:], h.Attached)
 	le.PutUint32(b[offUnslotted:], h.Unslotted)
 	le.PutUint32(b[offSharedCapacity:], MaxShared)
 	copy(b[offReasonText:offReasonText+ReasonLen-1], h.ReasonText)

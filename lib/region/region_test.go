@@ -42,7 +42,7 @@ func TestLayoutMatchesC(t *testing.T) {
 		"header.process_size": {offProcessSize, 4}, "header.device_count": {offDeviceCount, 4},
 		"header.process_capacity": {offProcessCapacity, 4}, "header.flags": {offFlags, 4},
 		"header.reason": {offReason, 4}, "header.created_ns": {offCreatedNs, 8},
-		"header.unslotted": {offUnslotted, 4}, "header.shared_capacity": {offSharedCapacity, 4},
+		"header.live_sem": {offLiveSem, 4}, "header.attached": {offAttached, 4}, "header.unslotted": {offUnslotted, 4}, "header.shared_capacity": {offSharedCapacity, 4},
 		"header.reason_text": {offReasonText, ReasonLen},
 		"device.uuid":        {devUUID, UUIDLen}, "device.mem_limit": {devMemLimit, 8}, "device.core_limit": {devCoreLimit, 4},
 		"device.mem_used": {devMemUsed, 8}, "device.mem_peak": {devMemPeak, 8},
@@ -100,7 +100,7 @@ func TestDecodeCWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Enforced() || r.Header.Reason != ReasonDriverUnknown || r.Header.ReasonText != "test reason" ||
-		r.Header.CreatedNs != 1700000000123456789 || r.Header.DeviceCount != 3 || r.Header.Unslotted != 5 ||
+		r.Header.CreatedNs != 1700000000123456789 || r.Header.DeviceCount != 3 || r.Header.Unslotted != 5 || r.Header.LiveSem != 8 || r.Header.Attached != 9 ||
 		r.Header.SharedCapacity != MaxShared {
 		t.Errorf("header %+v", r.Header)
 	}
@@ -122,7 +122,7 @@ func TestDecodeCWritten(t *testing.T) {
 	}
 	ps := r.ActiveProcesses()
 	if len(ps) != 2 || ps[0].PID != 100 || ps[1].PID != 101 || ps[1].StartTime != 5001 ||
-		ps[1].MemUsed[2] != 12<<20 || r.Processes[5].PID != 101 {
+		ps[1].MemUsed[2] != 12<<20 || r.Processes[5].PID != 101 || ps[1].State != ProcActive|ProcCounted {
 		t.Errorf("processes %+v", ps)
 	}
 	if s := r.Shared[7]; s.Key != 0x1234567890abcdef || s.Size != 512<<20 || s.Device != 2 || s.Holders != 2 ||
@@ -141,7 +141,7 @@ func TestDecodeCWritten(t *testing.T) {
 
 // A region encoded in Go reads in C as the values Go put in.
 func TestCReadsGoEncoded(t *testing.T) {
-	r := &Region{Header: Header{Magic: Magic, Version: Version, DeviceCount: 2, Reason: ReasonNoUtilFeed, Flags: FlagUnenforced, CreatedNs: 42, Unslotted: 3, ReasonText: "no feed"}}
+	r := &Region{Header: Header{Magic: Magic, Version: Version, DeviceCount: 2, Reason: ReasonNoUtilFeed, Flags: FlagUnenforced, CreatedNs: 42, LiveSem: 12, Attached: 4, Unslotted: 3, ReasonText: "no feed"}}
 	r.Devices[0] = Device{UUID: "GPU-aaaa", MemLimit: 4 << 30, CoreLimit: 30, MemUsed: 123, MemUnslotted: 20, MemShared: 100, UtilSeq: 7, UtilPermille: 250, IntervalNs: 999}
 	r.Shared[MaxShared-1] = Shared{Key: 99, Size: 100, Device: 0, Holders: 2}
 	r.Devices[1] = Device{UUID: "GPU-bbbb", MemLimit: 8 << 30}
@@ -163,7 +163,7 @@ func TestCReadsGoEncoded(t *testing.T) {
 	want := map[string]string{
 		"header.magic": strconv.Itoa(int(Magic)), "header.version": "2", "header.size": strconv.Itoa(Size),
 		"header.device_count": "2", "header.flags": "1", "header.reason": "5", "header.created_ns": "42",
-		"header.reason_text": "no feed", "header.unslotted": "3", "device0.uuid": "GPU-aaaa", "device0.mem_limit": "4294967296",
+		"header.reason_text": "no feed", "header.unslotted": "3", "header.live_sem": "12", "header.attached": "4", "device0.uuid": "GPU-aaaa", "device0.mem_limit": "4294967296",
 		"device0.mem_unslotted": "20", "device0.mem_shared": "100", "shared255.key": "99", "shared255.size": "100",
 		"shared255.holders":  "2",
 		"device0.core_limit": "30", "device0.mem_used": "123", "device0.util_seq": "7", "device0.util_permille": "250",

@@ -40,6 +40,7 @@ enum vgpu_reason {
 #define VGPU_PROC_FREE 0u
 #define VGPU_PROC_ACTIVE 1u
 #define VGPU_PROC_RECLAIMING 2u
+#define VGPU_PROC_COUNTED 0x100u /* or'ed with ACTIVE: the process counts in header.live_sem */
 
 struct vgpu_region_header {
 	uint32_t magic;          /* VGPU_REGION_MAGIC, written last at creation */
@@ -53,7 +54,8 @@ struct vgpu_region_header {
 	uint32_t flags;          /* VGPU_FLAG_* */
 	uint32_t reason;         /* enum vgpu_reason */
 	uint64_t created_ns;     /* CLOCK_REALTIME at creation */
-	uint8_t pad0[8];
+	int32_t live_sem;        /* SysV semaphore id + 1 counting live slotted processes (SEM_UNDO), 0 = none */
+	uint32_t attached;       /* slots whose process counted itself in live_sem */
 	uint32_t unslotted;      /* processes that found every slot taken (ever) */
 	uint32_t shared_capacity; /* VGPU_MAX_SHARED */
 	char reason_text[VGPU_REASON_LEN]; /* NUL-terminated, for humans */

@@ -12,6 +12,11 @@
  * from a refused allocation or cuMemGetInfo, at most every RECLAIM_EVERY_NS,
  * so a refusal stays cheap and a dead process's memory is back within that
  * period for any neighbour that looks.
+ *
+ * Deaths are noticed without any scan through a SysV semaphore each slotted
+ * process raises by one with SEM_UNDO: the kernel lowers it when the process
+ * dies, so a value below header.attached means someone died unannounced, and
+ * one semctl tells a refusal or cuMemGetInfo whether a scan is worth it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -20,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sem.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "vgpu.h"
@@ -37,6 +44,8 @@ static int lock_fd = -1;
 static int unslotted;                             /* this process found no slot */
 static uint64_t unslotted_mine[VGPU_MAX_DEVICES]; /* its bytes in devices[].mem_unslotted */
 static uint16_t held[VGPU_MAX_SHARED];            /* this process's holds on shared[] entries */
+static int sem_id = -1;                           /* the container's live-process semaphore */
+static int counted;                               /* this image raised it (and header.attached) */
 
 /*
  * Fork handlers: glibc registers them with __register_atfork (what its
@@ -140,7 +149,46 @@ static void shared_let_go(int e, int slot)
 		free_shared(s);
 }
 
-static void release_slot(int i)
+/*
+ * The semaphore, created by the first process that needs it (IPC_PRIVATE:
+ * its id travels in the region). System calls, not the C library's
+ * wrappers, whose symbol versions vary (test/check_symbols.sh).
+ */
+static void sem_attach(void)
+{
+	struct vgpu_region_header *h = &vgpu_region->header;
+	int32_t v = __atomic_load_n(&h->live_sem, __ATOMIC_ACQUIRE);
+	if (v == 0 && lock_fd >= 0) {
+		int id = (int)syscall(SYS_semget, IPC_PRIVATE, 1, IPC_CREAT | 0666);
+		int32_t none = 0;
+		if (id >= 0 && !__atomic_compare_exchange_n(&h->live_sem, &none, id + 1, 0, __ATOMIC_ACQ_REL,
+							    __ATOMIC_ACQUIRE)) {
+			syscall(SYS_semctl, id, 0, IPC_RMID, 0);
+			id = none - 1;
+		}
+		v = id + 1;
+	}
+	sem_id = v > 0 ? v - 1 : -1;
+}
+
+static int sem_add(int delta)
+{
+	struct sembuf op = {.sem_num = 0, .sem_op = (short)delta, .sem_flg = SEM_UNDO | IPC_NOWAIT};
+	return sem_id >= 0 && syscall(SYS_semop, sem_id, &op, 1) == 0;
+}
+
+/* 1: a counted process died and was not reclaimed yet; 0: none; -1: cannot tell. */
+static int death_suspected(void)
+{
+	if (sem_id < 0)
+		return -1;
+	long v = syscall(SYS_semctl, sem_id, 0, GETVAL, 0);
+	if (v < 0)
+		return -1;
+	return (uint64_t)v < __atomic_load_n(&vgpu_region->header.attached, __ATOMIC_ACQUIRE);
+}
+
+static void release_slot(int i, uint32_t state)
 {
 	struct vgpu_region *r = vgpu_region;
 	struct vgpu_region_process *s = &r->procs[i];
@@ -153,14 +201,24 @@ static void release_slot(int i)
 		if (__atomic_load_n(&r->shared[e].slots[i / 64], __ATOMIC_ACQUIRE) & (1ull << (i % 64)))
 			shared_let_go(e, i);
 	__atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
+	if (state & VGPU_PROC_COUNTED)
+		__atomic_fetch_sub(&r->header.attached, 1, __ATOMIC_ACQ_REL);
 	__atomic_store_n(&s->state, VGPU_PROC_FREE, __ATOMIC_RELEASE);
 }
 
-static int take_for_release(struct vgpu_region_process *s)
+static int slot_active(uint32_t state)
 {
-	uint32_t active = VGPU_PROC_ACTIVE;
-	return __atomic_compare_exchange_n(&s->state, &active, VGPU_PROC_RECLAIMING, 0, __ATOMIC_ACQ_REL,
-					   __ATOMIC_ACQUIRE);
+	return (state & 0xff) == VGPU_PROC_ACTIVE;
+}
+
+/* Claims an active slot for release; returns its state (0 when not ours to release). */
+static uint32_t take_for_release(struct vgpu_region_process *s)
+{
+	uint32_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+	if (!slot_active(st) ||
+	    !__atomic_compare_exchange_n(&s->state, &st, VGPU_PROC_RECLAIMING, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		return 0;
+	return st;
 }
 
 /*
@@ -195,12 +253,13 @@ void vgpu_reclaim_dead(void)
 	struct vgpu_region *r = vgpu_region;
 	for (int i = 0; i < VGPU_MAX_PROCS; i++) {
 		struct vgpu_region_process *s = &r->procs[i];
-		if (i == my_slot || __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VGPU_PROC_ACTIVE)
+		uint32_t st;
+		if (i == my_slot || !slot_active(__atomic_load_n(&s->state, __ATOMIC_ACQUIRE)))
 			continue;
-		if (!slot_dead(i, s) || !take_for_release(s))
+		if (!slot_dead(i, s) || !(st = take_for_release(s)))
 			continue; /* alive, or someone else is on it */
 		vgpu_log(VGPU_LOG_INFO, "reclaiming the memory of dead process %d", s->pid);
-		release_slot(i);
+		release_slot(i, st);
 	}
 	reclaim_unslotted();
 }
@@ -226,12 +285,15 @@ static void scan_unless_recent(int force)
 
 void vgpu_reclaim_maybe(void)
 {
-	scan_unless_recent(0);
+	scan_unless_recent(death_suspected() == 1);
 }
 
+/* Without the semaphore, the first refusal since a grant scans: a neighbour may just have died. */
 static void reclaim_on_refusal(void)
 {
-	scan_unless_recent(!__atomic_exchange_n(&refused_since_grant, 1, __ATOMIC_RELAXED));
+	int d = death_suspected();
+	int first = !__atomic_exchange_n(&refused_since_grant, 1, __ATOMIC_RELAXED);
+	scan_unless_recent(d == 1 || (d < 0 && first));
 }
 
 static int claim_slot(void)
@@ -249,7 +311,11 @@ static int claim_slot(void)
 		s->start_time = my_start;
 		for (int d = 0; d < VGPU_MAX_DEVICES; d++)
 			__atomic_store_n(&s->mem_used[d], 0, __ATOMIC_RELAXED);
-		__atomic_store_n(&s->state, VGPU_PROC_ACTIVE, __ATOMIC_RELEASE);
+		/* Raised before attached: a value below attached always means a death. */
+		counted = sem_add(1);
+		if (counted)
+			__atomic_fetch_add(&r->header.attached, 1, __ATOMIC_ACQ_REL);
+		__atomic_store_n(&s->state, VGPU_PROC_ACTIVE | (counted ? VGPU_PROC_COUNTED : 0), __ATOMIC_RELEASE);
 		return i;
 	}
 	return -1;
@@ -312,15 +378,21 @@ void vgpu_proc_attach(void)
 	const char *path = getenv("VGPU_REGION");
 	if (lock_fd < 0 && r->header.magic == VGPU_REGION_MAGIC && path && *path)
 		lock_fd = open(path, O_RDWR | O_CLOEXEC);
+	counted = 0;
+	sem_attach();
 	/*
 	 * exec keeps the pid and the start time: a slot that carries both is this
 	 * process's previous image, whose GPU memory went away with it.
 	 */
 	for (int i = 0; i < VGPU_MAX_PROCS; i++) {
 		struct vgpu_region_process *s = &r->procs[i];
-		if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == VGPU_PROC_ACTIVE && s->pid == my_pid &&
-		    s->start_time == my_start && take_for_release(s))
-			release_slot(i);
+		uint32_t st;
+		if (!slot_active(__atomic_load_n(&s->state, __ATOMIC_ACQUIRE)) || s->pid != my_pid ||
+		    s->start_time != my_start || !(st = take_for_release(s)))
+			continue;
+		release_slot(i, st);
+		if (st & VGPU_PROC_COUNTED)
+			sem_add(-1); /* the old image's raise survives exec (semadj): drop it */
 	}
 	vgpu_reclaim_maybe(); /* the monitor's view too: a newcomer tidies up */
 	my_slot = claim_slot();
@@ -495,7 +567,10 @@ __attribute__((destructor)) static void vgpu_proc_detach(void)
 	if (!vgpu_region || getpid() != my_pid)
 		return;
 	if (my_slot >= 0) {
-		release_slot(my_slot);
+		/* Lowered before attached: never a false "alive". */
+		if (counted)
+			sem_add(-1);
+		release_slot(my_slot, VGPU_PROC_ACTIVE | (counted ? VGPU_PROC_COUNTED : 0));
 		my_slot = -1;
 	} else if (unslotted) {
 		for (int d = 0; d < VGPU_MAX_DEVICES; d++)

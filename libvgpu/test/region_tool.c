@@ -21,7 +21,7 @@ static const struct { const char *name; size_t off, size; } fields[] = {
 	{"region.devices", offsetof(struct vgpu_region, devices), sizeof(struct vgpu_region_device)},
 	{"region.procs", offsetof(struct vgpu_region, procs), sizeof(struct vgpu_region_process)},
 	H(magic), H(version), H(size), H(header_size), H(device_size), H(process_size), H(device_count),
-	H(process_capacity), H(flags), H(reason), H(created_ns), H(unslotted),
+	H(process_capacity), H(flags), H(reason), H(created_ns), H(live_sem), H(attached), H(unslotted),
 	H(shared_capacity), H(reason_text),
 	D(uuid), D(mem_limit), D(core_limit), D(mem_used), D(mem_peak), D(alloc_failures), D(mem_unslotted),
 	D(mem_shared), D(util_seq),
@@ -47,6 +47,8 @@ static void fill(struct vgpu_region *r)
 	h->flags = VGPU_FLAG_UNENFORCED;
 	h->reason = VGPU_REASON_DRIVER_UNKNOWN;
 	h->created_ns = 1700000000123456789ull;
+	h->live_sem = 8;
+	h->attached = 9;
 	h->unslotted = 5;
 	h->shared_capacity = VGPU_MAX_SHARED;
 	strcpy(h->reason_text, "test reason");
@@ -74,7 +76,7 @@ static void fill(struct vgpu_region *r)
 	for (int j = 0; j < 2; j++) {
 		struct vgpu_region_process *p = &r->procs[j * 5];
 		p->pid = 100 + j;
-		p->state = VGPU_PROC_ACTIVE;
+		p->state = VGPU_PROC_ACTIVE | (j ? VGPU_PROC_COUNTED : 0);
 		p->start_time = 5000ull + (uint64_t)j;
 		for (int i = 0; i < 3; i++)
 			p->mem_used[i] = (uint64_t)(j * 10 + i) << 20;
@@ -92,9 +94,10 @@ static void dump(const struct vgpu_region *r)
 {
 	const struct vgpu_region_header *h = &r->header;
 	printf("header.magic=%u\nheader.version=%u\nheader.size=%u\nheader.device_count=%u\nheader.flags=%u\n"
-	       "header.reason=%u\nheader.created_ns=%llu\nheader.unslotted=%u\nheader.reason_text=%s\n",
+	       "header.reason=%u\nheader.created_ns=%llu\nheader.live_sem=%d\nheader.attached=%u\nheader.unslotted=%u\n"
+	       "header.reason_text=%s\n",
 	       h->magic, h->version, h->size, h->device_count, h->flags, h->reason, (unsigned long long)h->created_ns,
-	       h->unslotted, h->reason_text);
+	       h->live_sem, h->attached, h->unslotted, h->reason_text);
 	for (unsigned i = 0; i < h->device_count && i < VGPU_MAX_DEVICES; i++) {
 		const struct vgpu_region_device *d = &r->devices[i];
 		printf("device%u.uuid=%s\ndevice%u.mem_limit=%llu\ndevice%u.core_limit=%u\ndevice%u.mem_used=%llu\n"
