@@ -271,13 +271,11 @@ VGPU_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
 	struct vgpu_rec m[16];
 	uint64_t keys[16];
 	while (p < end) {
-		int idx;
-		uint64_t msize;
 		struct vgpu_rec one;
-		if (!vgpu_tab_get(VGPU_KIND_MAP, p, &one) || !vgpu_tab_take(VGPU_KIND_MAP, p, &idx, &msize))
+		if (!vgpu_tab_ref(VGPU_KIND_MAP, p, -1, &one))
 			break;
 		vmm_unref(one.aux);
-		p += msize ? msize : 1;
+		p += one.size ? one.size : 1;
 	}
 	for (int n; p < end && (n = vgpu_tab_take_range(VGPU_KIND_MAP, p, end, keys, m, 16)) > 0;)
 		for (int i = 0; i < n; i++)

@@ -115,7 +115,7 @@ pass "4b 3 processes x 4 threads racing: exactly 16384 x 64 KiB blocks granted u
 run fork -- "$B/t_fork" >/dev/null || fail "t_fork"
 pass "5 fork: the child's allocations count with the parent's and come back when it is gone"
 
-# 8. VMM memory (issue 13, class 1): counted while any handle or mapping holds it, in any process.
+# VMM memory (issue 13, class 1): counted while any handle or mapping holds it, in any process.
 run vmm -- "$B/t_vmm" local >/dev/null || fail "t_vmm local"
 run_bg vmmx -- "$B/t_vmm" export >"$B/run/vmmx.out"
 exporter=$BG_PID
@@ -129,9 +129,9 @@ exec 2>&3
 [ "$(run vmmx -- "$B/t_hold" 500)" = ok ] || { kill -9 "$importer"; fail "an imported allocation is counted twice"; }
 kill -9 "$importer"
 [ "$(run vmmx -- "$B/t_watch" 1024)" != timeout ] || fail "the importer's memory was not given back after it was killed"
-pass "8 VMM: mapped memory counts after cuMemRelease, retained handles, one unmap over many mappings; exported memory counted once across processes, kept while an importer maps it after the exporter is killed"
+pass "vmm VMM: mapped memory counts after cuMemRelease, retained handles, one unmap over many mappings; exported memory counted once across processes, kept while an importer maps it after the exporter is killed"
 
-# 9. The ledger does not leak (issue 13, class 6).
+# The ledger does not leak (issue 13, class 6).
 run exec -- "$B/t_exec" >/dev/null || fail "t_exec: a process that execs itself keeps its old image's memory"
 run_bg reclaim -- "$B/t_hold" 700 hold >"$B/run/reclaim.out"
 holder=$BG_PID
@@ -152,7 +152,7 @@ unslotted=$("$B/region_tool" read "$B/run/slots.region" | sed -n 's/^header.unsl
 lines=$(grep -c 'no process slot' "$B/run/slots.err" || true)
 [ "$unslotted" -ge 8 ] && [ "$lines" = "$unslotted" ] \
 	|| fail "processes beyond the slot table: $unslotted recorded in the region, $lines stderr lines, want >= 8 and equal"
-pass "9 ledger: exec keeps no old usage; kill -9 back for a neighbour in $ms ms; $(sed 's/PASS t_slots //' "$B/run/slots.out"), $unslotted without a slot said so"
+pass "ledger exec keeps no old usage; kill -9 back for a neighbour in $ms ms; $(sed 's/PASS t_slots //' "$B/run/slots.out"), $unslotted without a slot said so"
 
 # Never silent: a bad env or an unknown driver prints one line and marks the region.
 run badenv VGPU_MEMORY_LIMITS_MIB=lots -- "$B/t_hold" 100 >/dev/null 2>"$B/run/badenv.err" || true
