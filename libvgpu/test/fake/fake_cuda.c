@@ -27,8 +27,17 @@ static struct { uint64_t key, size; int dev; } allocs[MAX_ALLOCS];
 static int nallocs;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
-static int ndev(void) { return fake_env_int("FAKE_CUDA_DEVICES", 1); }
-static uint64_t total_mem(void) { return (uint64_t)fake_env_int("FAKE_CUDA_MEM_MIB", 16384) << 20; }
+/* Read once: a getenv per call would be most of an allocation's cost in the benchmark. */
+static int ndev(void)
+{
+	static int n;
+	return n ? n : (n = fake_env_int("FAKE_CUDA_DEVICES", 1));
+}
+static uint64_t total_mem(void)
+{
+	static uint64_t t;
+	return t ? t : (t = (uint64_t)fake_env_int("FAKE_CUDA_MEM_MIB", 16384) << 20);
+}
 
 static CUresult take(int dev, uint64_t size, unsigned long long *key)
 {
