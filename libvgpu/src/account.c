@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sem.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -41,9 +42,11 @@ static pid_t my_pid;
 static uint64_t my_start;
 static int forked;
 static int lock_fd = -1;
+static uint64_t region_ino;                       /* to recognise the region in /proc/<pid>/maps */
 static int unslotted;                             /* this process found no slot */
 static uint64_t unslotted_mine[VGPU_MAX_DEVICES]; /* its bytes in devices[].mem_unslotted */
 static uint16_t held[VGPU_MAX_SHARED];            /* this process's holds on shared[] entries */
+static char held_lock;                            /* threads importing or dropping at once */
 static int sem_id = -1;                           /* the container's live-process semaphore */
 static int counted;                               /* this image raised it (and header.attached) */
 
@@ -113,9 +116,58 @@ static int byte_held(long long off)
 }
 
 /*
+ * Whether pid maps the region file (every process with a slot does, until it
+ * execs): 1, 0, or -1 when /proc does not say. Matches the inode column.
+ */
+static int maps_region(pid_t pid)
+{
+	char path[64], buf[4096];
+	size_t have = 0;
+	int found = 0;
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || !region_ino) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (n <= 0)
+			break;
+		have += (size_t)n;
+		buf[have] = 0;
+		char *line = buf, *nl;
+		while (!found && (nl = strchr(line, '\n'))) {
+			/* address perms offset dev inode path */
+			char *p = line;
+			for (int field = 0; field < 4 && p < nl; field++) {
+				p = memchr(p, ' ', (size_t)(nl - p));
+				p = p ? p + 1 : nl;
+			}
+			uint64_t ino = 0;
+			while (p < nl && *p >= '0' && *p <= '9')
+				ino = ino * 10 + (uint64_t)(*p++ - '0');
+			found = ino == region_ino;
+			line = nl + 1;
+		}
+		if (found)
+			break;
+		have = (size_t)(buf + have - line);
+		memmove(buf, line, have);
+		if (have == sizeof(buf) - 1)
+			have = 0; /* a line longer than the buffer: skip it */
+	}
+	close(fd);
+	return found;
+}
+
+/*
  * A slot is dead when its process is gone, a zombie, or its pid was reused.
  * A held lock proves it alive; a free one usually means dead, but a process
- * that closed every descriptor has lost its lock too, so ask /proc then.
+ * that closed every descriptor has lost its lock too, so ask /proc then: the
+ * same pid and start time that no longer maps the region has exec'd into a
+ * program without libvgpu, whose old image's memory is gone.
  */
 static int slot_dead(int i, const struct vgpu_region_process *s)
 {
@@ -125,7 +177,9 @@ static int slot_dead(int i, const struct vgpu_region_process *s)
 	uint64_t st = vgpu_proc_start_time(s->pid, &state);
 	if (st == 0)
 		return kill(s->pid, 0) != 0 && errno == ESRCH;
-	return st != s->start_time || state == 'Z' || state == 'X';
+	if (st != s->start_time || state == 'Z' || state == 'X')
+		return 1;
+	return maps_region(s->pid) == 0;
 }
 
 static void free_shared(struct vgpu_region_shared *e)
@@ -342,11 +396,11 @@ static void retry_slot(void)
 		return;
 	struct vgpu_region *r = vgpu_region;
 	for (int d = 0; d < VGPU_MAX_DEVICES; d++) {
-		if (!unslotted_mine[d])
+		uint64_t u = __atomic_exchange_n(&unslotted_mine[d], 0, __ATOMIC_RELAXED);
+		if (!u)
 			continue;
-		__atomic_fetch_add(&r->procs[i].mem_used[d], unslotted_mine[d], __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&r->devices[d].mem_unslotted, unslotted_mine[d], __ATOMIC_ACQ_REL);
-		unslotted_mine[d] = 0;
+		__atomic_fetch_add(&r->procs[i].mem_used[d], u, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&r->devices[d].mem_unslotted, u, __ATOMIC_ACQ_REL);
 	}
 	my_slot = i;
 	unslotted = 0;
@@ -372,12 +426,18 @@ void vgpu_proc_attach(void)
 	unslotted = 0;
 	memset(unslotted_mine, 0, sizeof(unslotted_mine));
 	memset(held, 0, sizeof(held));
+	__atomic_clear(&held_lock, __ATOMIC_RELEASE); /* a thread of the parent may have held it */
 	my_pid = getpid();
 	my_start = vgpu_proc_start_time(my_pid, NULL);
 	/* Only a region file can carry locks (a private region has no magic). */
 	const char *path = getenv("VGPU_REGION");
-	if (lock_fd < 0 && r->header.magic == VGPU_REGION_MAGIC && path && *path)
+	if (lock_fd < 0 && r->header.magic == VGPU_REGION_MAGIC && path && *path) {
+		struct stat st;
 		lock_fd = open(path, O_RDWR | O_CLOEXEC);
+		/* The system call: glibc's fstat symbol is versioned 2.33 (test/check_symbols.sh). */
+		if (lock_fd >= 0 && syscall(SYS_fstat, lock_fd, &st) == 0)
+			region_ino = (uint64_t)st.st_ino;
+	}
 	counted = 0;
 	sem_attach();
 	/*
@@ -427,7 +487,7 @@ static void book(int idx, uint64_t size)
 		__atomic_fetch_add(&vgpu_region->procs[my_slot].mem_used[idx], size, __ATOMIC_RELAXED);
 	} else {
 		__atomic_fetch_add(&vgpu_region->devices[idx].mem_unslotted, size, __ATOMIC_RELAXED);
-		unslotted_mine[idx] += size;
+		__atomic_fetch_add(&unslotted_mine[idx], size, __ATOMIC_RELAXED);
 	}
 }
 
@@ -437,7 +497,7 @@ static void unbook(int idx, uint64_t size)
 		__atomic_fetch_sub(&vgpu_region->procs[my_slot].mem_used[idx], size, __ATOMIC_RELAXED);
 	} else {
 		__atomic_fetch_sub(&vgpu_region->devices[idx].mem_unslotted, size, __ATOMIC_RELAXED);
-		unslotted_mine[idx] -= size;
+		__atomic_fetch_sub(&unslotted_mine[idx], size, __ATOMIC_RELAXED);
 	}
 }
 
@@ -483,6 +543,17 @@ void vgpu_mem_release(int idx, uint64_t size)
 	unbook(idx, size);
 }
 
+static void lock_held(void)
+{
+	while (__atomic_test_and_set(&held_lock, __ATOMIC_ACQUIRE))
+		;
+}
+
+static void unlock_held(void)
+{
+	__atomic_clear(&held_lock, __ATOMIC_RELEASE);
+}
+
 /*
  * Exported VMM memory (cuMemExportToShareableHandle) moves from this
  * process's booking to a container-wide entry keyed by the shareable handle,
@@ -510,7 +581,9 @@ int vgpu_shared_publish(int idx, uint64_t size, uint64_t key)
 		__atomic_store_n(&s->holders, 1, __ATOMIC_RELEASE);
 		__atomic_fetch_add(&r->devices[idx].mem_shared, size, __ATOMIC_RELAXED);
 		unbook(idx, size);
+		lock_held();
 		held[e] = 1;
+		unlock_held();
 		__atomic_store_n(&s->key, key, __ATOMIC_RELEASE);
 		return e;
 	}
@@ -525,6 +598,7 @@ int vgpu_shared_hold(uint64_t key)
 	struct vgpu_region *r = vgpu_region;
 	int n = 0;
 	check_fork();
+	lock_held();
 	for (int e = 0; e < VGPU_MAX_SHARED; e++) {
 		struct vgpu_region_shared *s = &r->shared[e];
 		if (__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) != key)
@@ -546,6 +620,7 @@ int vgpu_shared_hold(uint64_t key)
 		held[e] = 1;
 		n++;
 	}
+	unlock_held();
 	return n;
 }
 
@@ -553,12 +628,14 @@ int vgpu_shared_hold(uint64_t key)
 void vgpu_shared_drop(int e, uint64_t key)
 {
 	check_fork();
+	lock_held();
 	for (int i = e < 0 ? 0 : e; i < (e < 0 ? VGPU_MAX_SHARED : e + 1); i++) {
 		if (!held[i] || (e < 0 && __atomic_load_n(&vgpu_region->shared[i].key, __ATOMIC_ACQUIRE) != key))
 			continue;
 		if (--held[i] == 0)
 			shared_let_go(i, my_slot);
 	}
+	unlock_held();
 }
 
 /* A process that exits normally gives its share back at once. */

@@ -2,6 +2,9 @@
  * Class 6 of issue 13: a process that execs itself keeps its pid and start
  * time, but its old image's GPU memory is gone with the old image. 600 MiB,
  * exec, 600 MiB again must fit in 1 GiB.
+ *   t_exec          exec itself (libvgpu loaded again)
+ *   t_exec other    600 MiB, prints "ok", then execs sleep without LD_PRELOAD:
+ *                   the neighbours must get the 600 MiB back
  */
 #include <string.h>
 #include <unistd.h>
@@ -20,6 +23,13 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	CHECK_RC(r, CUDA_SUCCESS);
+	if (argc > 1 && !strcmp(argv[1], "other")) {
+		char *const sleep_argv[] = {"sleep", "30", NULL}, *const env[] = {"PATH=/usr/bin:/bin", NULL};
+		printf("ok\n");
+		fflush(stdout);
+		execve("/bin/sleep", sleep_argv, env);
+		CHECK(0, "exec /bin/sleep");
+	}
 	fflush(stdout);
 	execl(argv[0], argv[0], "again", (char *)NULL);
 	CHECK(0, "exec %s", argv[0]);
