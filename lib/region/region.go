@@ -27,7 +27,7 @@ const (
 	HeaderSize      = 256
 	DeviceSize      = 256
 	ProcessSize     = 16 + 8*MaxDevices
-	SharedSize      = 24 + 8*(MaxProcesses/64)
+	SharedSize      = 32 + 8*(MaxProcesses/64)
 	DevicesOffset   = HeaderSize
 	ProcessesOffset = DevicesOffset + MaxDevices*DeviceSize
 	SharedOffset    = ProcessesOffset + MaxProcesses*ProcessSize
@@ -96,6 +96,7 @@ const (
 	offUnslotted       = 56
 	offSharedCapacity  = 60
 	offReasonText      = 64
+	offSharedSeq       = 192
 
 	devUUID          = 0
 	devMemLimit      = 48
@@ -125,7 +126,8 @@ const (
 	shSize    = 8
 	shDevice  = 16
 	shHolders = 20
-	shSlots   = 24
+	shSeq     = 24
+	shSlots   = 32
 )
 
 // Header is the start of the file.
@@ -140,6 +142,7 @@ type Header struct {
 	Attached                         uint32 // slots whose process counts in LiveSem
 	Unslotted                        uint32 // processes that found every slot taken (ever)
 	SharedCapacity                   uint32
+	SharedSeq                        uint32 // exports published so far (Shared.Seq)
 	ReasonText                       string
 }
 
@@ -180,6 +183,7 @@ type Shared struct {
 	Size    uint64 // bytes, counted in Devices[Device].MemUsed and MemShared
 	Device  uint32
 	Holders uint32                    // processes holding it
+	Seq     uint32                    // Header.SharedSeq when published
 	Slots   [MaxProcesses / 64]uint64 // bit i: process slot i holds it
 }
 
@@ -247,6 +251,7 @@ func Decode(b []byte) (*Region, error) {
 	h.CreatedNs = le.Uint64(b[offCreatedNs:])
 	h.LiveSem, h.Attached = int32(le.Uint32(b[offLiveSem:])), le.Uint32(b[offAttached:])
 	h.Unslotted, h.SharedCapacity = le.Uint32(b[offUnslotted:]), le.Uint32(b[offSharedCapacity:])
+	h.SharedSeq = le.Uint32(b[offSharedSeq:])
 	h.ReasonText = cstring(b[offReasonText : offReasonText+ReasonLen])
 	if h.HeaderSize != HeaderSize || h.DeviceSize != DeviceSize || h.ProcSize != ProcessSize ||
 		h.ProcessCapacity != MaxProcesses || h.DeviceCount > MaxDevices {
@@ -275,7 +280,7 @@ func Decode(b []byte) (*Region, error) {
 	for i := range r.Shared {
 		s, o := &r.Shared[i], b[SharedOffset+i*SharedSize:]
 		s.Key, s.Size = le.Uint64(o[shKey:]), le.Uint64(o[shSize:])
-		s.Device, s.Holders = le.Uint32(o[shDevice:]), le.Uint32(o[shHolders:])
+		s.Device, s.Holders, s.Seq = le.Uint32(o[shDevice:]), le.Uint32(o[shHolders:]), le.Uint32(o[shSeq:])
 		for j := range s.Slots {
 			s.Slots[j] = le.Uint64(o[shSlots+8*j:])
 		}
@@ -303,6 +308,7 @@ func (r *Region) Encode() []byte {
 	le.PutUint32(b[offAttached:], h.Attached)
 	le.PutUint32(b[offUnslotted:], h.Unslotted)
 	le.PutUint32(b[offSharedCapacity:], MaxShared)
+	le.PutUint32(b[offSharedSeq:], h.SharedSeq)
 	copy(b[offReasonText:offReasonText+ReasonLen-1], h.ReasonText)
 	for i := range r.Devices {
 		d, o := &r.Devices[i], b[DevicesOffset+i*DeviceSize:]
@@ -340,6 +346,7 @@ func (r *Region) Encode() []byte {
 		le.PutUint64(o[shSize:], s.Size)
 		le.PutUint32(o[shDevice:], s.Device)
 		le.PutUint32(o[shHolders:], s.Holders)
+		le.PutUint32(o[shSeq:], s.Seq)
 		for j, v := range s.Slots {
 			le.PutUint64(o[shSlots+8*j:], v)
 		}

@@ -43,8 +43,8 @@ func TestLayoutMatchesC(t *testing.T) {
 		"header.process_capacity": {offProcessCapacity, 4}, "header.flags": {offFlags, 4},
 		"header.reason": {offReason, 4}, "header.created_ns": {offCreatedNs, 8},
 		"header.live_sem": {offLiveSem, 4}, "header.attached": {offAttached, 4}, "header.unslotted": {offUnslotted, 4}, "header.shared_capacity": {offSharedCapacity, 4},
-		"header.reason_text": {offReasonText, ReasonLen},
-		"device.uuid":        {devUUID, UUIDLen}, "device.mem_limit": {devMemLimit, 8}, "device.core_limit": {devCoreLimit, 4},
+		"header.reason_text": {offReasonText, ReasonLen}, "header.shared_seq": {offSharedSeq, 4},
+		"device.uuid": {devUUID, UUIDLen}, "device.mem_limit": {devMemLimit, 8}, "device.core_limit": {devCoreLimit, 4},
 		"device.mem_used": {devMemUsed, 8}, "device.mem_peak": {devMemPeak, 8},
 		"device.alloc_failures": {devAllocFailures, 8}, "device.util_seq": {devUtilSeq, 8},
 		"device.mem_unslotted": {devMemUnslotted, 8}, "device.mem_shared": {devMemShared, 8},
@@ -55,7 +55,7 @@ func TestLayoutMatchesC(t *testing.T) {
 		"process.pid": {procPID, 4}, "process.state": {procState, 4}, "process.start_time": {procStartTime, 8},
 		"process.mem_used": {procMemUsed, 8 * MaxDevices},
 		"region.shared":    {SharedOffset, SharedSize}, "shared.key": {shKey, 8}, "shared.size": {shSize, 8},
-		"shared.device": {shDevice, 4}, "shared.holders": {shHolders, 4}, "shared.slots": {shSlots, 8 * MaxProcesses / 64},
+		"shared.device": {shDevice, 4}, "shared.holders": {shHolders, 4}, "shared.seq": {shSeq, 4}, "shared.slots": {shSlots, 8 * MaxProcesses / 64},
 	}
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -101,7 +101,7 @@ func TestDecodeCWritten(t *testing.T) {
 	}
 	if r.Enforced() || r.Header.Reason != ReasonDriverUnknown || r.Header.ReasonText != "test reason" ||
 		r.Header.CreatedNs != 1700000000123456789 || r.Header.DeviceCount != 3 || r.Header.Unslotted != 5 || r.Header.LiveSem != 8 || r.Header.Attached != 9 ||
-		r.Header.SharedCapacity != MaxShared {
+		r.Header.SharedCapacity != MaxShared || r.Header.SharedSeq != 31 {
 		t.Errorf("header %+v", r.Header)
 	}
 	if got := len(r.VisibleDevices()); got != 3 {
@@ -125,7 +125,7 @@ func TestDecodeCWritten(t *testing.T) {
 		ps[1].MemUsed[2] != 12<<20 || r.Processes[5].PID != 101 || ps[1].State != ProcActive|ProcCounted {
 		t.Errorf("processes %+v", ps)
 	}
-	if s := r.Shared[7]; s.Key != 0x1234567890abcdef || s.Size != 512<<20 || s.Device != 2 || s.Holders != 2 ||
+	if s := r.Shared[7]; s.Key != 0x1234567890abcdef || s.Size != 512<<20 || s.Device != 2 || s.Holders != 2 || s.Seq != 30 ||
 		s.Slots[0] != 1<<5 || s.Slots[15] != 1<<63 || r.Shared[6].Key != 0 {
 		t.Errorf("shared entry 7: %+v", s)
 	}

@@ -59,7 +59,8 @@ struct vgpu_region_header {
 	uint32_t unslotted;      /* processes that found every slot taken (ever) */
 	uint32_t shared_capacity; /* VGPU_MAX_SHARED */
 	char reason_text[VGPU_REASON_LEN]; /* NUL-terminated, for humans */
-	uint8_t pad1[64];
+	uint32_t shared_seq;     /* exports published so far (shared[].seq) */
+	uint8_t pad1[60];
 };
 
 struct vgpu_region_device {
@@ -108,6 +109,8 @@ struct vgpu_region_shared {
 	uint64_t size;             /* bytes, counted in devices[device].mem_used and mem_shared */
 	uint32_t device;           /* device index */
 	uint32_t holders;          /* processes holding it; the last one out frees it */
+	uint32_t seq;              /* header.shared_seq when published: an import holds only older entries */
+	uint32_t pad;
 	uint64_t slots[VGPU_MAX_PROCS / 64]; /* bit i: process slot i holds it */
 };
 

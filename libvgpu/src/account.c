@@ -575,6 +575,7 @@ int vgpu_shared_publish(int idx, uint64_t size, uint64_t key)
 			continue;
 		s->size = size;
 		s->device = (uint32_t)idx;
+		s->seq = __atomic_add_fetch(&r->header.shared_seq, 1, __ATOMIC_ACQ_REL);
 		memset(s->slots, 0, sizeof(s->slots));
 		if (my_slot >= 0)
 			s->slots[my_slot / 64] = 1ull << (my_slot % 64);
@@ -592,16 +593,21 @@ int vgpu_shared_publish(int idx, uint64_t size, uint64_t key)
 	return -1;
 }
 
-/* An import: hold every entry exported under key. Returns how many. */
-int vgpu_shared_hold(uint64_t key)
+/*
+ * An import: hold every entry exported under key so far (*upto: the newest
+ * one's seq), so that dropping it later lets go of exactly those, even when
+ * the key cannot tell several exported allocations apart. Returns how many.
+ */
+int vgpu_shared_hold(uint64_t key, uint32_t *upto)
 {
 	struct vgpu_region *r = vgpu_region;
 	int n = 0;
 	check_fork();
+	*upto = __atomic_load_n(&r->header.shared_seq, __ATOMIC_ACQUIRE);
 	lock_held();
 	for (int e = 0; e < VGPU_MAX_SHARED; e++) {
 		struct vgpu_region_shared *s = &r->shared[e];
-		if (__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) != key)
+		if (__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) != key || s->seq > *upto)
 			continue;
 		if (held[e]) {
 			held[e]++;
@@ -624,13 +630,17 @@ int vgpu_shared_hold(uint64_t key)
 	return n;
 }
 
-/* This process drops one hold on entry e (exporter) or on every entry of key (importer, e < 0). */
-void vgpu_shared_drop(int e, uint64_t key)
+/*
+ * This process drops one hold: on entry e (an exporter, e >= 0), or on the
+ * entries an import of key held (e < 0: those of key with seq <= upto).
+ */
+void vgpu_shared_drop(int e, uint64_t key, uint32_t upto)
 {
 	check_fork();
 	lock_held();
 	for (int i = e < 0 ? 0 : e; i < (e < 0 ? VGPU_MAX_SHARED : e + 1); i++) {
-		if (!held[i] || (e < 0 && __atomic_load_n(&vgpu_region->shared[i].key, __ATOMIC_ACQUIRE) != key))
+		struct vgpu_region_shared *s = &vgpu_region->shared[i];
+		if (!held[i] || (e < 0 && (__atomic_load_n(&s->key, __ATOMIC_ACQUIRE) != key || s->seq > upto)))
 			continue;
 		if (--held[i] == 0)
 			shared_let_go(i, my_slot);

@@ -198,16 +198,16 @@ VGPU_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s)
  */
 #define CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR 0x1
 #define CU_MEM_HANDLE_TYPE_FABRIC 0x8
-#define VMM_IMPORTED (1ull << 63) /* aux above VGPU_MAX_SHARED: an import's key */
+#define VMM_IMPORTED (1ull << 63) /* in aux: an import (size: its key; low bits: the seq it held up to) */
 
 static void vmm_gone(const struct vgpu_rec *r)
 {
 	if (r->aux == 0)
 		vgpu_mem_release(r->idx, r->size);
-	else if (r->aux <= VGPU_MAX_SHARED)
-		vgpu_shared_drop((int)r->aux - 1, 0);
+	else if (r->aux & VMM_IMPORTED)
+		vgpu_shared_drop(-1, r->size, (uint32_t)r->aux);
 	else
-		vgpu_shared_drop(-1, r->aux);
+		vgpu_shared_drop((int)r->aux - 1, 0, 0);
 }
 
 static void vmm_unref(CUmemGenericAllocationHandle h)
@@ -312,7 +312,7 @@ static uint64_t share_key(const void *h, int type)
 	} else {
 		return 0;
 	}
-	return k | VMM_IMPORTED;
+	return (k | 1) & ~(1ull << 63); /* never 0 (free) nor all ones (being filled) */
 }
 
 VGPU_EXPORT CUresult cuMemExportToShareableHandle(void *shareable, CUmemGenericAllocationHandle handle, int type,
@@ -322,7 +322,7 @@ VGPU_EXPORT CUresult cuMemExportToShareableHandle(void *shareable, CUmemGenericA
 	CUresult r = REAL(cuMemExportToShareableHandle)(shareable, handle, type, flags);
 	struct vgpu_rec h;
 	if (r != CUDA_SUCCESS || !vgpu_cfg.active || !shareable || !vgpu_tab_get(VGPU_KIND_VMM, handle, &h) ||
-	    h.idx < 0 || h.aux > VGPU_MAX_SHARED)
+	    h.idx < 0 || (h.aux & VMM_IMPORTED))
 		return r;
 	uint64_t key = share_key(type == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
 					 ? (const void *)(intptr_t) * (const int *)shareable
@@ -348,8 +348,9 @@ VGPU_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle
 	if (r != CUDA_SUCCESS || !vgpu_cfg.active || !handle)
 		return r;
 	uint64_t key = share_key(os, type);
-	if (key && vgpu_shared_hold(key) > 0) {
-		struct vgpu_rec h = {.aux = key, .idx = -1, .refs = 1};
+	uint32_t upto;
+	if (key && vgpu_shared_hold(key, &upto) > 0) {
+		struct vgpu_rec h = {.size = key, .aux = VMM_IMPORTED | upto, .idx = -1, .refs = 1};
 		vgpu_tab_add(VGPU_KIND_VMM, *handle, &h);
 	} else {
 		/* Exported outside this container's ledger: its exporter's container counts it. */

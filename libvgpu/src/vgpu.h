@@ -106,8 +106,8 @@ VGPU_HIDDEN void vgpu_reclaim_dead(void);
 VGPU_HIDDEN void vgpu_reclaim_maybe(void);
 VGPU_HIDDEN uint64_t vgpu_proc_start_time(pid_t pid, char *state);
 VGPU_HIDDEN int vgpu_shared_publish(int idx, uint64_t size, uint64_t key);
-VGPU_HIDDEN int vgpu_shared_hold(uint64_t key);
-VGPU_HIDDEN void vgpu_shared_drop(int entry, uint64_t key);
+VGPU_HIDDEN int vgpu_shared_hold(uint64_t key, uint32_t *upto);
+VGPU_HIDDEN void vgpu_shared_drop(int entry, uint64_t key, uint32_t upto);
 
 /*
  * alloctab.c: what this process allocated, to free by recorded size. VMM
@@ -116,8 +116,8 @@ VGPU_HIDDEN void vgpu_shared_drop(int entry, uint64_t key);
  */
 enum { VGPU_KIND_MEM = 1, VGPU_KIND_VMM = 2, VGPU_KIND_ARRAY = 3, VGPU_KIND_MIPMAP = 4, VGPU_KIND_MAP = 5 };
 struct vgpu_rec {
-	uint64_t size;
-	uint64_t aux; /* VMM: 0, shared entry + 1, or import key; MAP: the handle */
+	uint64_t size; /* bytes; an import's key */
+	uint64_t aux; /* VMM: 0, shared entry + 1, or an import's bit 63 | seq; MAP: the handle */
 	int idx;
 	int refs;
 };

@@ -22,14 +22,14 @@ static const struct { const char *name; size_t off, size; } fields[] = {
 	{"region.procs", offsetof(struct vgpu_region, procs), sizeof(struct vgpu_region_process)},
 	H(magic), H(version), H(size), H(header_size), H(device_size), H(process_size), H(device_count),
 	H(process_capacity), H(flags), H(reason), H(created_ns), H(live_sem), H(attached), H(unslotted),
-	H(shared_capacity), H(reason_text),
+	H(shared_capacity), H(reason_text), H(shared_seq),
 	D(uuid), D(mem_limit), D(core_limit), D(mem_used), D(mem_peak), D(alloc_failures), D(mem_unslotted),
 	D(mem_shared), D(util_seq),
 	D(util_time_ns), D(util_permille), D(tat_ns), D(interval_ns), D(launches), D(seen_seq), D(seen_launches),
 	D(seen_time_ns), D(throttled_ns),
 	P(pid), P(state), P(start_time), P(mem_used),
 	{"region.shared", offsetof(struct vgpu_region, shared), sizeof(struct vgpu_region_shared)},
-	S(key), S(size), S(device), S(holders), S(slots),
+	S(key), S(size), S(device), S(holders), S(seq), S(slots),
 };
 
 /* Known values: device i and process j get values derived from their index. */
@@ -51,6 +51,7 @@ static void fill(struct vgpu_region *r)
 	h->attached = 9;
 	h->unslotted = 5;
 	h->shared_capacity = VGPU_MAX_SHARED;
+	h->shared_seq = 31;
 	strcpy(h->reason_text, "test reason");
 	for (int i = 0; i < 3; i++) {
 		struct vgpu_region_device *d = &r->devices[i];
@@ -86,6 +87,7 @@ static void fill(struct vgpu_region *r)
 	s->size = 512ull << 20;
 	s->device = 2;
 	s->holders = 2;
+	s->seq = 30;
 	s->slots[0] = 1ull << 5;
 	s->slots[15] = 1ull << 63;
 }

@@ -9,8 +9,15 @@
  *                         it, checks it is still counted once, prints
  *                         "exporter-done" and waits to be killed
  *   t_vmm import FD       imports, maps, prints "mapped", waits to be killed
+ *   t_vmm ambiguous       with FAKE_CUDA_EXPORT_ONE_FILE=1 (every export a
+ *                         descriptor of one file, as the NVIDIA driver's are):
+ *                         an importer of some allocations keeps what it maps
+ *                         counted, whatever else shares the handle's identity
+ *   t_vmm importer SOCK   its partner: imports what comes over the socket
  */
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "t.h"
@@ -161,6 +168,124 @@ static void import(int fd)
 		pause();
 }
 
+static void send_fd(int sock, int fd, char what)
+{
+	char buf[CMSG_SPACE(sizeof(int))] = {0};
+	struct iovec iov = {&what, 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = buf, .msg_controllen = sizeof(buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	if (fd < 0)
+		msg.msg_controllen = 0;
+	CHECK(sendmsg(sock, &msg, 0) == 1, "sendmsg");
+}
+
+static char recv_fd(int sock, int *fd)
+{
+	char what = 0, buf[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = {&what, 1};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = buf, .msg_controllen = sizeof(buf)};
+	CHECK(recvmsg(sock, &msg, 0) == 1, "recvmsg");
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	*fd = -1;
+	if (c && c->cmsg_type == SCM_RIGHTS)
+		memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return what;
+}
+
+/* Create, map and export MIB MiB; the handle and address are kept. */
+static int make_export(size_t mib, CUmemGenericAllocationHandle *h, CUdeviceptr *va)
+{
+	int fd;
+	CHECK_RC(cuMemCreate(h, mib * MiB, &prop, 0), CUDA_SUCCESS);
+	CHECK_RC(cuMemAddressReserve(va, mib * MiB, 0, 0, 0), CUDA_SUCCESS);
+	CHECK_RC(cuMemMap(*va, mib * MiB, 0, *h, 0), CUDA_SUCCESS);
+	CHECK_RC(cuMemExportToShareableHandle(&fd, *h, POSIX_FD, 0), CUDA_SUCCESS);
+	return fd;
+}
+
+static void ambiguous(char *self)
+{
+	CUmemGenericAllocationHandle h[3];
+	CUdeviceptr va[3], p;
+	int sv[2], fd;
+	char arg[16];
+
+	static const size_t mib[3] = {100, 100, 600};
+	int fa = make_export(mib[0], &h[0], &va[0]);
+	int fb = make_export(mib[1], &h[1], &va[1]);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0, "socketpair");
+	fflush(stdout);
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		close(sv[0]);
+		snprintf(arg, sizeof(arg), "%d", sv[1]);
+		execl(self, self, "importer", arg, (char *)NULL);
+		_exit(127);
+	}
+	close(sv[1]);
+	/* The importer maps A (100 MiB) only; A and B share the handle's identity. */
+	send_fd(sv[0], fa, 'i');
+	CHECK(recv_fd(sv[0], &fd) == 'k', "importer");
+	CHECK(used() == 200, "%llu MiB used for A and B, A imported, want 200", (unsigned long long)used());
+	/* C (600 MiB) is exported after that import, then imported too. */
+	int fc = make_export(mib[2], &h[2], &va[2]);
+	send_fd(sv[0], fc, 'i');
+	CHECK(recv_fd(sv[0], &fd) == 'k', "importer");
+	CHECK(used() == 800, "%llu MiB used, want 800", (unsigned long long)used());
+	/* The exporter lets go of all three. */
+	for (int i = 0; i < 3; i++) {
+		CHECK_RC(cuMemUnmap(va[i], mib[i] * MiB), CUDA_SUCCESS);
+		CHECK_RC(cuMemRelease(h[i]), CUDA_SUCCESS);
+	}
+	close(fa);
+	close(fb);
+	close(fc);
+	/* The importer still maps A and C: at least those 700 MiB stay counted. */
+	CHECK(used() >= 700, "%llu MiB used while another process maps 700, want >= 700", (unsigned long long)used());
+	/* It drops its first import (A): C's 600 MiB, still mapped, must stay counted. */
+	send_fd(sv[0], -1, 'd');
+	CHECK(recv_fd(sv[0], &fd) == 'k', "importer");
+	CHECK(used() >= 600, "%llu MiB used while another process maps 600, want >= 600", (unsigned long long)used());
+	CHECK_RC(cuMemAlloc_v2(&p, 500 * MiB), CUDA_ERROR_OUT_OF_MEMORY);
+	send_fd(sv[0], -1, 'd');
+	CHECK(recv_fd(sv[0], &fd) == 'k', "importer");
+	CHECK(used() == 0, "%llu MiB used after every holder let go", (unsigned long long)used());
+	send_fd(sv[0], -1, 'q');
+	CHECK(waitpid(pid, NULL, 0) == pid, "wait importer");
+	printf("PASS t_vmm ambiguous\n");
+}
+
+static void importer(int sock)
+{
+	CUdeviceptr va[8];
+	size_t sz[8];
+	int n = 0, next = 0, fd;
+	for (;;) {
+		char c = recv_fd(sock, &fd);
+		if (c == 'i') {
+			CUmemGenericAllocationHandle h;
+			CHECK_RC(cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fd, POSIX_FD), CUDA_SUCCESS);
+			sz[n] = (n == 0 ? 100 : 600) * MiB;
+			CHECK_RC(cuMemAddressReserve(&va[n], sz[n], 0, 0, 0), CUDA_SUCCESS);
+			CHECK_RC(cuMemMap(va[n], sz[n], 0, h, 0), CUDA_SUCCESS);
+			CHECK_RC(cuMemRelease(h), CUDA_SUCCESS);
+			close(fd);
+			n++;
+		} else if (c == 'd') {
+			CHECK_RC(cuMemUnmap(va[next], sz[next]), CUDA_SUCCESS);
+			next++;
+		} else {
+			return;
+		}
+		send_fd(sock, -1, 'k');
+	}
+}
+
 int main(int argc, char **argv)
 {
 	CHECK(argc >= 2, "usage: t_vmm local | export | import FD");
@@ -171,5 +296,9 @@ int main(int argc, char **argv)
 		export(argv[0]);
 	else if (!strcmp(argv[1], "import") && argc == 3)
 		import(atoi(argv[2]));
+	else if (!strcmp(argv[1], "ambiguous"))
+		ambiguous(argv[0]);
+	else if (!strcmp(argv[1], "importer") && argc == 3)
+		importer(atoi(argv[2]));
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -206,9 +207,13 @@ EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s) { (void)s; return
  * takes a handle again from a mapped address (the same handle value).
  * Exported memory (POSIX file descriptors: a memfd holding the size, device
  * and a count of the processes that hold it) is freed when the last process
- * lets go of it.
+ * lets go of it. With FAKE_CUDA_EXPORT_ONE_FILE=1 every export is instead a
+ * new open file of one shared file (as the NVIDIA driver exports onto a fresh
+ * descriptor of /dev/nvidiactl): all exports have the same inode, and the
+ * fake tells them apart by the file position, which the descriptor carries.
  */
 struct vmm_shared { uint64_t size; int dev; int procs; };
+_Static_assert(sizeof(struct vmm_shared) == sizeof(struct fake_export), "fake_export mirrors vmm_shared");
 struct vmm { uint64_t handle, size; int dev, handles, maps, fd; struct vmm_shared *sh; };
 struct vmap { uint64_t va, size; struct vmm *m; };
 #define MAX_VMM 4096
@@ -242,7 +247,7 @@ static void vmm_put(struct vmm *m)
 		return;
 	if (!m->sh || __atomic_sub_fetch(&m->sh->procs, 1, __ATOMIC_ACQ_REL) == 0)
 		__atomic_fetch_sub(&fake_stats_map()->mem_used[m->dev], m->size, __ATOMIC_RELAXED);
-	if (m->sh)
+	if (m->sh && m->fd != -2)
 		munmap(m->sh, sizeof(*m->sh));
 	if (m->fd >= 0)
 		close(m->fd);
@@ -364,6 +369,26 @@ EXPORT CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHa
 	struct vmm *m = vmm_of(h);
 	CUresult r = CUDA_ERROR_INVALID_VALUE;
 	if (m && m->handles) {
+		if (!m->sh && fake_env_int("FAKE_CUDA_EXPORT_ONE_FILE", 0)) {
+			struct fake_stats *st = fake_stats_map();
+			int id = __atomic_fetch_add(&st->nexports, 1, __ATOMIC_ACQ_REL);
+			int fd = open(getenv("FAKE_CUDA_STATS"), O_RDONLY | O_CLOEXEC);
+			if (id >= 256 || fd < 0 || lseek(fd, id + 1, SEEK_SET) != id + 1) {
+				if (fd >= 0) close(fd);
+				pthread_mutex_unlock(&mu);
+				return CUDA_ERROR_OUT_OF_MEMORY;
+			}
+			m->sh = (struct vmm_shared *)&st->exports[id];
+			*m->sh = (struct vmm_shared){m->size, m->dev, 1};
+			*(int *)out = fd;
+			m->fd = -2; /* the shared mapping is fake_stats: never unmapped */
+			pthread_mutex_unlock(&mu);
+			return CUDA_SUCCESS;
+		}
+		if (m->fd == -2) {
+			pthread_mutex_unlock(&mu);
+			return CUDA_ERROR_INVALID_VALUE; /* one export per allocation in this mode */
+		}
 		if (!m->sh) {
 			int fd = memfd_create("fake-vmm", MFD_CLOEXEC);
 			void *p = MAP_FAILED;
@@ -387,12 +412,21 @@ EXPORT CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHa
 EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *os, int type)
 {
 	if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_INVALID_VALUE;
-	int fd = (int)(intptr_t)os;
-	struct vmm_shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (sh == MAP_FAILED) return CUDA_ERROR_INVALID_VALUE;
+	int fd = (int)(intptr_t)os, one_file = fake_env_int("FAKE_CUDA_EXPORT_ONE_FILE", 0);
+	struct vmm_shared *sh;
+	if (one_file) {
+		off_t id = lseek(fd, 0, SEEK_CUR) - 1;
+		if (id < 0 || id >= 256) return CUDA_ERROR_INVALID_VALUE;
+		sh = (struct vmm_shared *)&fake_stats_map()->exports[id];
+	} else {
+		sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (sh == MAP_FAILED) return CUDA_ERROR_INVALID_VALUE;
+	}
 	pthread_mutex_lock(&mu);
 	struct vmm *m = vmm_new();
-	if (!m) { pthread_mutex_unlock(&mu); munmap(sh, sizeof(*sh)); return CUDA_ERROR_OUT_OF_MEMORY; }
+	if (!m) { pthread_mutex_unlock(&mu); if (!one_file) munmap(sh, sizeof(*sh)); return CUDA_ERROR_OUT_OF_MEMORY; }
+	if (one_file)
+		m->fd = -2;
 	__atomic_fetch_add(&sh->procs, 1, __ATOMIC_ACQ_REL);
 	m->sh = sh;
 	m->size = sh->size;
