@@ -242,6 +242,23 @@ static int death_suspected(void)
 	return (uint64_t)v < __atomic_load_n(&vgpu_region->header.attached, __ATOMIC_ACQUIRE);
 }
 
+/*
+ * The last process out removes the semaphore (it would outlive the container
+ * in a shared IPC namespace). One that raced in after the check finds it gone
+ * (EINVAL) and runs uncounted, on the periodic scan.
+ */
+static void sem_retire_if_idle(void)
+{
+	struct vgpu_region_header *h = &vgpu_region->header;
+	if (sem_id < 0 || __atomic_load_n(&h->attached, __ATOMIC_ACQUIRE) != 0 ||
+	    syscall(SYS_semctl, sem_id, 0, GETVAL, 0) != 0)
+		return;
+	int32_t v = sem_id + 1;
+	if (__atomic_compare_exchange_n(&h->live_sem, &v, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		syscall(SYS_semctl, sem_id, 0, IPC_RMID, 0);
+	sem_id = -1;
+}
+
 static void release_slot(int i, uint32_t state)
 {
 	struct vgpu_region *r = vgpu_region;
@@ -302,9 +319,10 @@ static void reclaim_unslotted(void)
 	}
 }
 
-void vgpu_reclaim_dead(void)
+int vgpu_reclaim_dead(void)
 {
 	struct vgpu_region *r = vgpu_region;
+	int released = 0;
 	for (int i = 0; i < VGPU_MAX_PROCS; i++) {
 		struct vgpu_region_process *s = &r->procs[i];
 		uint32_t st;
@@ -314,8 +332,12 @@ void vgpu_reclaim_dead(void)
 			continue; /* alive, or someone else is on it */
 		vgpu_log(VGPU_LOG_INFO, "reclaiming the memory of dead process %d", s->pid);
 		release_slot(i, st);
+		released++;
 	}
 	reclaim_unslotted();
+	if (released && my_slot < 0 && !unslotted)
+		sem_retire_if_idle();
+	return released;
 }
 
 /*
@@ -328,13 +350,23 @@ void vgpu_reclaim_dead(void)
 static uint64_t next_scan_ns;
 static int refused_since_grant;
 
+/*
+ * A forced scan that found nobody dead was a false alarm (the semaphore
+ * lowered by someone else): then no forced scan for QUIET_NS, so a tampered
+ * semaphore cannot make every refusal scan.
+ */
+#define QUIET_NS 5000000ull
+static uint64_t quiet_until_ns;
+
 static void scan_unless_recent(int force)
 {
 	uint64_t now = vgpu_now_ns();
-	if (!force && now < __atomic_load_n(&next_scan_ns, __ATOMIC_RELAXED))
+	if (now < __atomic_load_n(&next_scan_ns, __ATOMIC_RELAXED) &&
+	    (!force || now < __atomic_load_n(&quiet_until_ns, __ATOMIC_RELAXED)))
 		return;
 	__atomic_store_n(&next_scan_ns, now + RECLAIM_EVERY_NS, __ATOMIC_RELAXED);
-	vgpu_reclaim_dead();
+	if (!vgpu_reclaim_dead() && force)
+		__atomic_store_n(&quiet_until_ns, now + QUIET_NS, __ATOMIC_RELAXED);
 }
 
 void vgpu_reclaim_maybe(void)
@@ -407,8 +439,12 @@ static void retry_slot(void)
 	lock_byte(LOCK_UNSLOTTED, F_UNLCK);
 }
 
-/* Takes a process slot; also run again in a forked child (new pid). */
-void vgpu_proc_attach(void)
+/*
+ * Takes a process slot; also run again in a forked child (new pid, the
+ * descriptor inherited). path: the shared region's file, NULL when the
+ * region is this process's own.
+ */
+void vgpu_proc_attach(const char *path)
 {
 	static int registered;
 	struct vgpu_region *r = vgpu_region;
@@ -429,9 +465,7 @@ void vgpu_proc_attach(void)
 	__atomic_clear(&held_lock, __ATOMIC_RELEASE); /* a thread of the parent may have held it */
 	my_pid = getpid();
 	my_start = vgpu_proc_start_time(my_pid, NULL);
-	/* Only a region file can carry locks (a private region has no magic). */
-	const char *path = getenv("VGPU_REGION");
-	if (lock_fd < 0 && r->header.magic == VGPU_REGION_MAGIC && path && *path) {
+	if (lock_fd < 0 && path && *path) {
 		struct stat st;
 		lock_fd = open(path, O_RDWR | O_CLOEXEC);
 		/* The system call: glibc's fstat symbol is versioned 2.33 (test/check_symbols.sh). */
@@ -455,6 +489,8 @@ void vgpu_proc_attach(void)
 			sem_add(-1); /* the old image's raise survives exec (semadj): drop it */
 	}
 	vgpu_reclaim_maybe(); /* the monitor's view too: a newcomer tidies up */
+	if (sem_id < 0)
+		sem_attach(); /* the scan may have retired it with the last dead process */
 	my_slot = claim_slot();
 	if (my_slot < 0) {
 		vgpu_reclaim_dead();
@@ -478,7 +514,7 @@ static void check_fork(void)
 	if (likely(atfork_registered() ? !forked : getpid() == my_pid))
 		return;
 	vgpu_tab_reset();
-	vgpu_proc_attach();
+	vgpu_proc_attach(NULL);
 }
 
 static void book(int idx, uint64_t size)
@@ -504,7 +540,7 @@ static void unbook(int idx, uint64_t size)
 int vgpu_mem_reserve(int idx, uint64_t size)
 {
 	struct vgpu_region_device *d = &vgpu_region->devices[idx];
-	uint64_t limit = __atomic_load_n(&d->mem_limit, __ATOMIC_RELAXED);
+	uint64_t limit = vgpu_cfg.mem_limit[idx]; /* never the region's copy: docs/contract.md */
 
 	check_fork();
 	if (unlikely(unslotted))
@@ -659,6 +695,7 @@ __attribute__((destructor)) static void vgpu_proc_detach(void)
 			sem_add(-1);
 		release_slot(my_slot, VGPU_PROC_ACTIVE | (counted ? VGPU_PROC_COUNTED : 0));
 		my_slot = -1;
+		sem_retire_if_idle();
 	} else if (unslotted) {
 		for (int d = 0; d < VGPU_MAX_DEVICES; d++)
 			if (unslotted_mine[d])

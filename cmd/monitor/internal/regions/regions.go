@@ -140,7 +140,7 @@ func (r *Reader) Read(e Entry) (Region, Status) {
 		reg, err = r.decode(b)
 		if err == nil {
 			r.forget(path)
-			return reg, OK
+			return withHostLimits(e, reg), OK
 		}
 	}
 	r.mu.Lock()
