@@ -149,6 +149,12 @@ sleeper=$BG_PID
 for _ in $(seq 100); do [ -s "$B/run/exec2.out" ] && break; sleep 0.05; done
 [ "$(run exec2 -- "$B/t_watch" 1024)" != timeout ] || { kill "$sleeper"; fail "a process that exec'd a program without libvgpu keeps its old image's memory"; }
 kill "$sleeper"; wait "$sleeper" 2>/dev/null || true
+run_bg closefds -- "$B/t_exec" closefds >"$B/run/closefds.out"
+closer=$BG_PID
+for _ in $(seq 100); do [ -s "$B/run/closefds.out" ] && break; sleep 0.05; done
+sleep 0.2
+[ "$(run closefds -- "$B/t_hold" 600)" = oom ] || { kill "$closer"; fail "a live process that closed its descriptors lost its 600 MiB from the ledger"; }
+{ kill "$closer"; wait "$closer"; } 2>/dev/null || true
 run_bg reclaim -- "$B/t_hold" 700 hold >"$B/run/reclaim.out"
 holder=$BG_PID
 for _ in $(seq 100); do [ -s "$B/run/reclaim.out" ] && break; sleep 0.05; done
@@ -168,7 +174,7 @@ unslotted=$("$B/region_tool" read "$B/run/slots.region" | sed -n 's/^header.unsl
 lines=$(grep -c 'no process slot' "$B/run/slots.err" || true)
 [ "$unslotted" -ge 8 ] && [ "$lines" = "$unslotted" ] \
 	|| fail "processes beyond the slot table: $unslotted recorded in the region, $lines stderr lines, want >= 8 and equal"
-pass "ledger exec (itself, or a program without libvgpu) keeps no old usage; kill -9 back for a neighbour in $ms ms; $(sed 's/PASS t_slots //' "$B/run/slots.out"), $unslotted without a slot said so"
+pass "ledger exec (itself, or a program without libvgpu) keeps no old usage; closing every descriptor loses nothing; kill -9 back for a neighbour in $ms ms; $(sed 's/PASS t_slots //' "$B/run/slots.out"), $unslotted without a slot said so"
 
 # Issue class 9. Limits come from the limits file beside libvgpu, whatever the environment
 # (docs/contract.md#where-limits-come-from). mklimits NAME LINE...: a copy of

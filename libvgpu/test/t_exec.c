@@ -5,6 +5,8 @@
  *   t_exec          exec itself (libvgpu loaded again)
  *   t_exec other    600 MiB, prints "ok", then execs sleep without LD_PRELOAD:
  *                   the neighbours must get the 600 MiB back
+ *   t_exec closefds 600 MiB, closes every descriptor but stdout (as daemons
+ *                   do), prints "ok" and stays: still alive, still counted
  */
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +25,14 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	CHECK_RC(r, CUDA_SUCCESS);
+	if (argc > 1 && !strcmp(argv[1], "closefds")) {
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
+		printf("ok\n");
+		fflush(stdout);
+		for (;;)
+			pause();
+	}
 	if (argc > 1 && !strcmp(argv[1], "other")) {
 		char *const sleep_argv[] = {"sleep", "30", NULL}, *const env[] = {"PATH=/usr/bin:/bin", NULL};
 		printf("ok\n");
