@@ -18,8 +18,7 @@ LIBVGPU_MIRROR  ?= http://deb.debian.org/debian
 # One build for every glibc >= 2.17 and for musl: see libvgpu/src/symver.h.
 LIBVGPU_CFLAGS  := -O2 -g -fPIC -fvisibility=hidden -fno-stack-protector -U_FORTIFY_SOURCE -Wall -Wextra -Werror \
                    -Ilibvgpu/include -include libvgpu/src/symver.h
-LIBVGPU_LDFLAGS := -shared -Wl,--version-script=libvgpu/src/libvgpu.map -Wl,-Bsymbolic -Wl,-z,now \
-                   -Wl,--no-as-needed -l:libdl.so.2
+LIBVGPU_LDFLAGS := -shared -Wl,--version-script=libvgpu/src/libvgpu.map -Wl,-Bsymbolic -Wl,-z,now
 
 # apt-get install, refreshing the package lists once if they are missing or stale.
 libvgpu_apt = { apt-get install -y -qq $(1) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; }; }
@@ -85,6 +84,7 @@ libvgpu-chroot-%: $(LIBVGPU_SO)
 	mountpoint -q $$c/proc || mount -t proc proc $$c/proc; \
 	echo "== libvgpu: chroot $* $$(chroot $$c ldd --version | head -1)"; \
 	rc=0; chroot $$c /bin/bash /vgpu-test/libvgpu/test/run.sh /vgpu-test/libvgpu.so /vgpu-test/work gcc || rc=$$?; \
+	if [ $$rc = 0 ] && [ $* = trixie ]; then chroot $$c /bin/bash /vgpu-test/libvgpu/test/nodl.sh /vgpu-test/libvgpu.so /vgpu-test/work || rc=$$?; fi; \
 	umount $$c/proc; exit $$rc
 
 bench-libvgpu: $(LIBVGPU_SO)

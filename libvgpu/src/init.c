@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "contract.h"
+#include "loader.h"
 #include "vgpu.h"
 
 struct vgpu_config vgpu_cfg;
@@ -228,15 +229,12 @@ static char limits_path[512];
  */
 static int from_file(struct source *s)
 {
-	Dl_info info;
 	char buf[4096];
-	if (!dladdr((void *)&from_file, &info) || !info.dli_fname)
-		return 0;
-	const char *slash = strrchr(info.dli_fname, '/');
+	const char *self = vgpu_self_path();
+	const char *slash = strrchr(self, '/');
 	if (!slash)
 		return 0;
-	snprintf(limits_path, sizeof(limits_path), "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname,
-		 VGPU_LIMITS_FILE_NAME);
+	snprintf(limits_path, sizeof(limits_path), "%.*s/%s", (int)(slash - self), self, VGPU_LIMITS_FILE_NAME);
 	int fd = open(limits_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;

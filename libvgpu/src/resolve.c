@@ -16,6 +16,7 @@
 #include <sched.h>
 #include <string.h>
 
+#include "loader.h"
 #include "vgpu.h"
 
 /* glibc only; musl has no dlvsym, so the reference must not be required. */
@@ -47,73 +48,6 @@ VGPU_HIDDEN void *vgpu_real_dlsym;
 extern void vgpu_dlsym_entry(void) VGPU_HIDDEN;
 extern void vgpu_dlvsym_entry(void) VGPU_HIDDEN;
 
-static uintptr_t dyn_addr(uintptr_t base, uintptr_t p)
-{
-	/* glibc relocates .dynamic in place, musl does not. */
-	return p < base ? base + p : p;
-}
-
-/* Look a defined symbol up in one loaded object's dynamic symbol table. */
-static void *elf_lookup(const struct dl_phdr_info *info, const char *name)
-{
-	const ElfW(Dyn) *dyn = NULL;
-	const ElfW(Sym) *symtab = NULL;
-	const char *strtab = NULL;
-	const uint32_t *gnu = NULL, *sysv = NULL;
-	uintptr_t base = info->dlpi_addr;
-
-	for (int i = 0; i < info->dlpi_phnum; i++)
-		if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
-			dyn = (const ElfW(Dyn) *)(base + info->dlpi_phdr[i].p_vaddr);
-	if (!dyn)
-		return NULL;
-	for (; dyn->d_tag != DT_NULL; dyn++) {
-		switch (dyn->d_tag) {
-		case DT_SYMTAB: symtab = (const ElfW(Sym) *)dyn_addr(base, dyn->d_un.d_ptr); break;
-		case DT_STRTAB: strtab = (const char *)dyn_addr(base, dyn->d_un.d_ptr); break;
-		case DT_GNU_HASH: gnu = (const uint32_t *)dyn_addr(base, dyn->d_un.d_ptr); break;
-		case DT_HASH: sysv = (const uint32_t *)dyn_addr(base, dyn->d_un.d_ptr); break;
-		}
-	}
-	if (!symtab || !strtab)
-		return NULL;
-	if (gnu) {
-		uint32_t h = 5381, nb = gnu[0], off = gnu[1], bloom = gnu[2];
-		for (const unsigned char *s = (const unsigned char *)name; *s; s++)
-			h = h * 33 + *s;
-		const uint32_t *buckets = gnu + 4 + bloom * (sizeof(ElfW(Addr)) / 4);
-		const uint32_t *chain = buckets + nb;
-		uint32_t i = buckets[h % nb];
-		if (i < off)
-			return NULL;
-		for (;; i++) {
-			uint32_t h2 = chain[i - off];
-			const ElfW(Sym) *s = &symtab[i];
-			if ((h | 1) == (h2 | 1) && s->st_shndx != SHN_UNDEF && !strcmp(strtab + s->st_name, name))
-				return (void *)(base + s->st_value);
-			if (h2 & 1)
-				return NULL;
-		}
-	}
-	if (sysv) {
-		uint32_t h = 0, g, nb = sysv[0];
-		for (const unsigned char *s = (const unsigned char *)name; *s; s++) {
-			h = (h << 4) + *s;
-			g = h & 0xf0000000u;
-			if (g)
-				h ^= g >> 24;
-			h &= ~g;
-		}
-		const uint32_t *chain = sysv + 2 + nb;
-		for (uint32_t i = sysv[2 + h % nb]; i; i = chain[i]) {
-			const ElfW(Sym) *s = &symtab[i];
-			if (s->st_shndx != SHN_UNDEF && !strcmp(strtab + s->st_name, name))
-				return (void *)(base + s->st_value);
-		}
-	}
-	return NULL;
-}
-
 struct find_ctx {
 	uintptr_t self;
 	void *found;
@@ -125,8 +59,8 @@ static int find_dlsym_cb(struct dl_phdr_info *info, size_t size, void *arg)
 	(void)size;
 	if (info->dlpi_addr == c->self)
 		return 0;
-	void *p = elf_lookup(info, "dlsym");
-	if (p && p != (void *)vgpu_dlsym_entry && elf_lookup(info, "dlopen")) {
+	void *p = vgpu_elf_lookup(info, "dlsym");
+	if (p && p != (void *)vgpu_dlsym_entry && vgpu_elf_lookup(info, "dlopen")) {
 		c->found = p;
 		return 1;
 	}
@@ -143,11 +77,9 @@ VGPU_HIDDEN void *vgpu_resolve_dlsym(void)
 	if (dlvsym && (void *)dlvsym != (void *)vgpu_dlvsym_entry)
 		p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
 	if (!p) {
-		/* musl: no versions, no dlvsym; find the C library's definition. */
-		Dl_info self;
-		struct find_ctx c = {0, NULL};
-		if (dladdr((void *)vgpu_resolve_dlsym, &self))
-			c.self = (uintptr_t)self.dli_fbase;
+		/* musl, or glibc before 2.34 without libdl.so.2 loaded when
+		 * libvgpu was: find the loader's definition. */
+		struct find_ctx c = {vgpu_self_base(), NULL};
 		dl_iterate_phdr(find_dlsym_cb, &c);
 		p = c.found;
 	}
@@ -167,8 +99,8 @@ static void *real_dlsym(void *handle, const char *name)
 
 static void *open_lib(const char *soname)
 {
-	void *h = dlopen(soname, RTLD_NOW | RTLD_NOLOAD);
-	return h ? h : dlopen(soname, RTLD_NOW);
+	void *h = vgpu_dlopen(soname, RTLD_NOW | RTLD_NOLOAD);
+	return h ? h : vgpu_dlopen(soname, RTLD_NOW);
 }
 
 /* 0 = not done, 1 = in progress, 2 = done. */
@@ -207,7 +139,7 @@ void vgpu_cuda_table_init(void)
 			vgpu_unenforced(VGPU_REASON_NO_DRIVER_SYMBOL,
 					"libcuda.so.1 lacks cuMemAlloc_v2 or cuCtxGetDevice");
 	} else {
-		vgpu_log(VGPU_LOG_WARN, "cannot open libcuda.so.1: %s", dlerror());
+		vgpu_log(VGPU_LOG_WARN, "cannot open libcuda.so.1: %s", vgpu_dlerror());
 	}
 	once_end(&cu_table_state);
 }
@@ -347,10 +279,10 @@ static int loaded(int *state, const char *soname)
 {
 	if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == 2)
 		return 1;
-	void *h = dlopen(soname, RTLD_NOW | RTLD_NOLOAD);
+	void *h = vgpu_dlopen(soname, RTLD_NOW | RTLD_NOLOAD);
 	if (!h)
 		return 0;
-	dlclose(h); /* NOLOAD took a reference */
+	vgpu_dlclose(h); /* NOLOAD took a reference */
 	return 1;
 }
 
@@ -443,10 +375,10 @@ VGPU_HIDDEN void *vgpu_next_hook(const char *name)
 		/* A variant libvgpu does not hook, of an entry point that matters: the driver's, reported when called. */
 		int kind = vgpu_route_kind(name);
 		if (kind && loaded(&cu_table_state, "libcuda.so.1")) {
-			void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+			void *h = vgpu_dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
 			void *p = h ? real_dlsym(h, name) : NULL;
 			if (h)
-				dlclose(h);
+				vgpu_dlclose(h);
 			return p ? vgpu_map_cuda(name, p) : NULL;
 		}
 	} else if (!strncmp(name, "nvml", 4)) {

@@ -16,7 +16,10 @@ max=$(grep -o 'GLIBC_[0-9.]*' <<<"$vers" | sed 's/GLIBC_//' | sort -V | tail -1)
 [ "$(printf '%s\n2.17\n' "$max" | sort -V | tail -1)" = 2.17 ] || fail "needs GLIBC_$max > GLIBC_2.17: $(grep -E "GLIBC_$max" <<<"$T")"
 grep -Eq '\b(_dl_sym|__libc_dlsym|__libc_dlopen_mode)\b' <<<"$T" && fail "uses a private loader entry point"
 needed=$(objdump -p "$LIB" | awk '/NEEDED/ {print $2}' | sort | tr '\n' ' ')
-[ "$needed" = "libc.so.6 libdl.so.2 " ] || fail "DT_NEEDED is '$needed', want only libc.so.6 libdl.so.2"
+[ "$needed" = "libc.so.6 " ] || fail "DT_NEEDED is '$needed', want only libc.so.6 (no libdl.so.2: images without it exist)"
+# The loader's functions live in libdl.so.2 before glibc 2.34: weak references only.
+strong=$(awk '/\*UND\*/ && $2 != "w" && $NF ~ /^dl(open|sym|vsym|error|close|addr|info|mopen)$/ {print $NF}' <<<"$T" | tr '\n' ' ')
+[ -z "$strong" ] || fail "strong references to libdl functions: $strong"
 
 # Defined dynamic symbols vs. the allowlist.
 exported=$(awk '$0 ~ /\.text|\.data|\.bss/ && $0 !~ /\*UND\*/ {print $NF}' <<<"$T" | sort)

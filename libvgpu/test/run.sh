@@ -14,10 +14,17 @@ SKIP_THROTTLE=${SKIP_THROTTLE:-0}
 rm -rf "$W" && mkdir -p "$W/lib" "$W/run"
 B=$W; L=$W/lib
 CFLAGS="-O2 -g -Wall -I$HERE/../include"
+# The real libcuda.so.1 and libnvidia-ml.so.1 need libdl.so.2, so before glibc
+# 2.34 (dlopen in libdl, not libc) they bring the loader's functions into
+# every CUDA program, and libvgpu (which needs only libc.so.6) relies on that.
+# The fakes do the same there.
+FAKE_LIBS=
+v=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}') || true
+[ -n "$v" ] && [ "$(printf '%s\n2.34\n' "$v" | sort -V | head -1)" != 2.34 ] && FAKE_LIBS="-Wl,--no-as-needed -ldl"
 $CC $CFLAGS -fPIC -shared -pthread -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libcuda.so.1 \
-	-o "$L/libcuda.so.1" "$HERE/fake/fake_cuda.c" "$HERE/fake/fake_common.c"
+	-o "$L/libcuda.so.1" "$HERE/fake/fake_cuda.c" "$HERE/fake/fake_common.c" $FAKE_LIBS
 $CC $CFLAGS -fPIC -shared -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libnvidia-ml.so.1 \
-	-o "$L/libnvidia-ml.so.1" "$HERE/fake/fake_nvml.c" "$HERE/fake/fake_common.c"
+	-o "$L/libnvidia-ml.so.1" "$HERE/fake/fake_nvml.c" "$HERE/fake/fake_common.c" $FAKE_LIBS
 ln -sf libcuda.so.1 "$L/libcuda.so"
 ln -sf libnvidia-ml.so.1 "$L/libnvidia-ml.so"
 $CC $CFLAGS -fPIC -shared -o "$L/libprobe_a.so" "$HERE/probe_a.c"

@@ -31,9 +31,9 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/inventory"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/kubeletplugin"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
-	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/podresolver"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/settings"
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
