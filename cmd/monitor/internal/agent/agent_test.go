@@ -63,7 +63,9 @@ func writeRegion(t *testing.T, root, uid, ctr string, r regions.Region) string {
 		reg.Devices[i] = region.Device{UUID: d.UUID, MemLimit: d.MemoryLimitBytes, MemUsed: d.MemoryUsedBytes, CoreLimit: uint32(d.CoresLimit)}
 	}
 	for i, p := range r.Processes {
-		reg.Processes[i*3] = region.Process{PID: p.PID, State: region.ProcActive}
+		slot := region.Process{PID: p.PID, State: region.ProcActive, StartTime: p.StartTime}
+		copy(slot.MemUsed[:], p.MemoryUsedBytes)
+		reg.Processes[i*3] = slot
 	}
 	path := filepath.Join(root, "containers", contract.ContainerDirName(uid, ctr), contract.RegionFileName)
 	writeFile(t, path, string(reg.Encode()))
@@ -154,7 +156,7 @@ func TestMetricsOverHTTP(t *testing.T) {
 	// GPUs), a corrupt one, an empty directory, and one of a deleted pod.
 	trainRegion := writeRegion(t, root, uidTrain, "trainer", regions.Region{Enforced: true,
 		Devices:   []regions.Device{{UUID: uuid0, MemoryLimitBytes: 10 << 30, MemoryUsedBytes: 4 << 30, CoresLimit: 30}},
-		Processes: []regions.Process{{PID: 12}, {PID: 13}}})
+		Processes: []regions.Process{{PID: 12, MemoryUsedBytes: []uint64{3 << 30}}, {PID: 13, MemoryUsedBytes: []uint64{1 << 30}}}})
 	writeRegion(t, root, uidInfer, "server", regions.Region{Enforced: false,
 		Devices: []regions.Device{{UUID: uuid0, MemoryLimitBytes: 2 << 30, MemoryUsedBytes: 1 << 29}, {UUID: uuid1, MemoryLimitBytes: 2 << 30}}})
 	writeFile(t, filepath.Join(root, "containers", uidInfer+"_sidecar", "region"), "\x56\x47\x50\x55truncated")
@@ -176,7 +178,8 @@ func TestMetricsOverHTTP(t *testing.T) {
 	)
 
 	core, logs := observer.New(zap.WarnLevel)
-	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour, FeedInterval: 10 * time.Millisecond},
+	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour, FeedInterval: 10 * time.Millisecond,
+		AuditInterval: time.Hour, Namespace: contract.DefaultNamespace, SettingsConfigMap: contract.SettingsConfigMap, MemoryTolerance: 1 << 30},
 		client, gpus.New(srv), regions.Decode, regions.Publisher{}, zap.New(core))
 	if err != nil {
 		t.Fatal(err)

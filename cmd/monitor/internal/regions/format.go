@@ -29,7 +29,8 @@ func Decode(b []byte) (Region, error) {
 		})
 	}
 	for _, p := range r.ActiveProcesses() {
-		out.Processes = append(out.Processes, Process{PID: p.PID})
+		out.Processes = append(out.Processes, Process{PID: p.PID, StartTime: p.StartTime,
+			MemoryUsedBytes: append([]uint64(nil), p.MemUsed[:len(out.Devices)]...)})
 	}
 	return out, nil
 }

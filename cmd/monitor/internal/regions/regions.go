@@ -33,6 +33,12 @@ type Device struct {
 // container's own pid namespace.
 type Process struct {
 	PID int32
+	// StartTime identifies the process with its pid (field 22 of
+	// /proc/<pid>/stat).
+	StartTime uint64
+	// MemoryUsedBytes is what libvgpu counts for this process, per device
+	// of the region (same order as Region.Devices).
+	MemoryUsedBytes []uint64
 }
 
 // Region is what the monitor needs from one container's shared region.
