@@ -384,6 +384,9 @@ func TestUnenforcedContainerReportedThenEvicted(t *testing.T) {
 		_, i := value(t, fams, "vgpu_container_unenforced_info", map[string]string{"pod": "notebook", "reason": "no-region"})
 		return r && i
 	})
+	if v, ok := value(t, fams, "vgpu_monitor_processes_visible", nil); !ok || v != 1 {
+		t.Errorf("vgpu_monitor_processes_visible = %v (present %v), want 1", v, ok)
+	}
 	for _, l := range []map[string]string{rogueLabels, idleLabels} {
 		if v, ok := value(t, fams, "vgpu_container_enforced", l); !ok || v != 0 {
 			t.Errorf("vgpu_container_enforced%v = %v (present %v), want 0", l, v, ok)

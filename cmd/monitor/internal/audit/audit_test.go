@@ -347,3 +347,33 @@ func TestLibvgpuVerdictIsAFinding(t *testing.T) {
 		t.Fatalf("findings %+v", got)
 	}
 }
+
+// A driver that lists only the processes of the caller's pid namespace
+// shows a monitor outside the host's none of the pods' processes: every
+// check above would pass vacuously. The monitor notices that a region counts
+// memory NVML attributes to nobody of that pod, and says it is blind.
+func TestBlindWhenNVMLShowsNoProcessOfAContainerHoldingMemory(t *testing.T) {
+	n := newNode(t)
+	n.pod(uidA, "a", assign.Container{Name: "main", Devices: one(gpu0, 4096)})
+	n.region(uidA, "main", map[string]uint64{gpu0: gb(4)}, []string{gpu0}, slot{7, 1000, []uint64{gb(3)}})
+	n.process(100, uidA, "main", 7, 1000)
+	a := n.auditor(10 * time.Second)
+	a.Pass()
+	n.now = n.now.Add(10 * time.Second)
+	a.Pass()
+	if !a.Blind() {
+		t.Fatal("not blind while NVML lists no process of a container holding 3 GiB")
+	}
+	n.compute[0] = []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: gb(3)}}
+	a.Pass()
+	if a.Blind() {
+		t.Fatal("still blind once NVML lists the container's process")
+	}
+	n.compute[0] = nil
+	n.region(uidA, "main", map[string]uint64{gpu0: gb(4)}, []string{gpu0}) // freed everything
+	n.now = n.now.Add(time.Minute)
+	a.Pass()
+	if a.Blind() {
+		t.Fatal("blind although no container holds memory")
+	}
+}

@@ -54,6 +54,10 @@ type Auditor struct {
 	mu        sync.Mutex
 	pending   map[string]time.Time // finding id -> first seen
 	confirmed map[string]Finding
+	// unseenSince is when the current run of passes with an Unseen
+	// container began; zero when the last pass had none.
+	unseenSince time.Time
+	blind       bool
 }
 
 // Pass makes one inspection and returns the findings confirmed by it.
@@ -80,7 +84,8 @@ func (a *Auditor) Pass() []Finding {
 			snap.Regions[Key{e.PodUID, e.Container}] = r
 		}
 	}
-	found := Inspect(snap, a.Owners, a.Options)
+	res := Inspect(snap, a.Owners, a.Options)
+	found := res.Findings
 
 	a.mu.Lock()
 	if a.pending == nil {
@@ -120,7 +125,23 @@ func (a *Auditor) Pass() []Finding {
 		}
 	}
 	all := a.unenforcedLocked()
+	wasBlind := a.blind
+	if len(res.Unseen) == 0 {
+		a.unseenSince, a.blind = time.Time{}, false
+	} else {
+		if a.unseenSince.IsZero() {
+			a.unseenSince = snap.Now
+		}
+		a.blind = snap.Now.Sub(a.unseenSince) >= a.ConfirmAfter
+	}
+	blind := a.blind
 	a.mu.Unlock()
+
+	if blind && !wasBlind {
+		u := res.Unseen[0]
+		a.Log.Error("NVML lists none of the processes of a container that holds GPU memory: the audit cannot see pods' processes; run the monitor in the host's pid namespace (hostPID)",
+			zap.String("pod_uid", u.PodUID), zap.String("container", u.Container), zap.String("gpu", u.GPU), zap.Int("containers", len(res.Unseen)))
+	}
 
 	for _, f := range fresh {
 		a.Log.Warn("container's GPU limits are not enforced",
@@ -134,6 +155,14 @@ func (a *Auditor) Pass() []Finding {
 		a.Respond.Unenforced(all)
 	}
 	return fresh
+}
+
+// Blind reports whether, for ConfirmAfter, containers have held GPU memory
+// that NVML shows no process of theirs for.
+func (a *Auditor) Blind() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.blind
 }
 
 // Unenforced returns the confirmed findings, ordered.

@@ -91,10 +91,25 @@ type used struct {
 	procs int
 }
 
+// Unseen is a container whose region counts memory on a GPU on which NVML
+// lists none of its pod's processes: the monitor cannot see that pod's
+// processes (a driver that lists only the processes of the caller's pid
+// namespace, a monitor without the host's), and its audit is blind.
+type Unseen struct {
+	Key
+	GPU string
+}
+
+// Result is what one inspection found.
+type Result struct {
+	Findings []Finding
+	Unseen   []Unseen
+}
+
 // Inspect returns everything that does not hold in s, ordered by pod,
 // container, GPU and reason. Processes outside any pod of the node are not
 // vgpu's to judge and are left out.
-func Inspect(s Snapshot, owners Owners, opt Options) []Finding {
+func Inspect(s Snapshot, owners Owners, opt Options) Result {
 	byUID := make(map[string]*pods.Pod, len(s.Pods))
 	for i := range s.Pods {
 		byUID[string(s.Pods[i].UID)] = &s.Pods[i]
@@ -121,6 +136,7 @@ func Inspect(s Snapshot, owners Owners, opt Options) []Finding {
 	}
 
 	usage := map[Key]map[string]used{} // container -> GPU (upper case) -> NVML's sum
+	podOnGPU := map[string]bool{}      // pod uid + "/" + GPU (upper case): NVML lists a process
 	for _, g := range s.GPUs {
 		for _, proc := range g.Processes {
 			o, err := owners.Owner(proc.PID)
@@ -131,6 +147,7 @@ func Inspect(s Snapshot, owners Owners, opt Options) []Finding {
 			if !ok {
 				continue
 			}
+			podOnGPU[o.PodUID+"/"+strings.ToUpper(g.UUID)] = true
 			ctr, ok := containerOf(p, o, g.UUID, s.Regions)
 			if !ok {
 				continue // the kubelet has not reported its id yet: next pass
@@ -194,7 +211,28 @@ func Inspect(s Snapshot, owners Owners, opt Options) []Finding {
 		}
 	}
 	sortFindings(out)
-	return out
+
+	var unseen []Unseen
+	listed := map[string]bool{}
+	for _, g := range s.GPUs {
+		listed[strings.ToUpper(g.UUID)] = true
+	}
+	for key, r := range s.Regions {
+		if _, live := byUID[key.PodUID]; !live {
+			continue
+		}
+		for _, d := range r.Devices {
+			up := strings.ToUpper(d.UUID)
+			if d.MemoryUsedBytes > 0 && listed[up] && !podOnGPU[key.PodUID+"/"+up] {
+				unseen = append(unseen, Unseen{Key: key, GPU: d.UUID})
+			}
+		}
+	}
+	sort.Slice(unseen, func(i, j int) bool {
+		a, b := unseen[i], unseen[j]
+		return a.PodUID+"/"+a.Container+"/"+a.GPU < b.PodUID+"/"+b.Container+"/"+b.GPU
+	})
+	return Result{Findings: out, Unseen: unseen}
 }
 
 // containerOf names the container a process runs in: by the runtime id in

@@ -39,6 +39,7 @@ type PodSource interface {
 // Findings are the containers the monitor's audit found unenforced.
 type Findings interface {
 	Unenforced() []audit.Finding
+	Blind() bool
 }
 
 // Collector gathers every vgpu metric of one node.
@@ -79,6 +80,7 @@ var (
 
 	regionsDesc = desc("monitor_regions", "Region directories found on the node, by state: ok, absent (no file yet), corrupt, orphaned (pod not known).", []string{"state"})
 	nvmlUp      = desc("monitor_nvml_up", "1 when the last NVML read succeeded for every GPU.", nil)
+	procVisible = desc("monitor_processes_visible", "0 when containers hold GPU memory on a GPU where NVML lists none of their processes: the audit cannot see pods' processes (run the monitor with hostPID).", nil)
 )
 
 func desc(name, help string, labels []string) *prometheus.Desc {
@@ -88,7 +90,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 // Describe sends every descriptor.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{gpuMemUsed, gpuMemTotal, gpuUtil, gpuSlotsUsed, gpuSlots, gpuMemAlloc, gpuCoreAlloc,
-		ctrMemLimit, ctrMemUsed, ctrCoreLimit, ctrUtil, ctrEnforced, ctrUnenforced, regionsDesc, nvmlUp} {
+		ctrMemLimit, ctrMemUsed, ctrCoreLimit, ctrUtil, ctrEnforced, ctrUnenforced, regionsDesc, nvmlUp, procVisible} {
 		ch <- d
 	}
 }
@@ -98,6 +100,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gs, err := c.GPUs.Read()
 	c.noteNVML(err)
 	ch <- prometheus.MustNewConstMetric(nvmlUp, prometheus.GaugeValue, boolValue(err == nil))
+	if c.Audit != nil {
+		ch <- prometheus.MustNewConstMetric(procVisible, prometheus.GaugeValue, boolValue(!c.Audit.Blind()))
+	}
 
 	index := make(map[string]gpus.GPU, len(gs))
 	for _, g := range gs {
