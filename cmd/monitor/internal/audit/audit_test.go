@@ -40,7 +40,7 @@ func cid(tag string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte(tag)
 // node is a fake GPU node: go-nvml's mock DGX A100 for NVML, a fake /proc,
 // a containers directory with region files, and a pod list.
 type node struct {
-	t         *testing.T
+	t         testing.TB
 	dir, proc string
 	srv       *server.Server
 	compute   map[int][]nvml.ProcessInfo // by GPU index
@@ -49,7 +49,7 @@ type node struct {
 	now       time.Time
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t testing.TB) *node {
 	n := &node{t: t, dir: t.TempDir(), proc: t.TempDir(), srv: dgxa100.New(),
 		compute: map[int][]nvml.ProcessInfo{}, graphics: map[int][]nvml.ProcessInfo{}, now: time.Unix(1e6, 0)}
 	gpus.Idle(n.srv)
