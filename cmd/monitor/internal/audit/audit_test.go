@@ -207,6 +207,16 @@ func TestAuditFindsUnaccountedMemory(t *testing.T) {
 			n.process(110, uidA, "side", 7, 1000)
 			n.compute[0] = append(n.compute[0], nvml.ProcessInfo{Pid: 110, UsedGpuMemory: gb(1)})
 		}, want: []string{"side/unaccounted-process/" + gpu0}},
+		{name: "a whole GPU (cores 100) has no limit to get around", set: func(n *node) {
+			n.pod(uidB, "b", assign.Container{Name: "whole", Devices: []assign.Device{{UUID: gpu1, MemoryMiB: 40960, Cores: 100}}})
+			n.process(200, uidB, "whole", 1, 100) // static, no region
+			n.compute[1] = []nvml.ProcessInfo{{Pid: 200, UsedGpuMemory: gb(39)}}
+		}},
+		{name: "but the same program on a shared GPU is flagged", set: func(n *node) {
+			n.pod(uidB, "b", assign.Container{Name: "whole", Devices: []assign.Device{{UUID: gpu1, MemoryMiB: 40960, Cores: 99}}})
+			n.process(200, uidB, "whole", 1, 100)
+			n.compute[1] = []nvml.ProcessInfo{{Pid: 200, UsedGpuMemory: gb(39)}}
+		}, want: []string{"whole/no-region/" + gpu1, "whole/unaccounted-process/" + gpu1}},
 		{name: "uuids compare without regard to case", set: func(n *node) {
 			n.region(uidA, "main", map[string]uint64{strings.ToLower(gpu0): gb(4)}, []string{strings.ToLower(gpu0)}, slot{7, 1000, []uint64{gb(3)}})
 		}},

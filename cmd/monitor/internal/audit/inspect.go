@@ -18,6 +18,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/lib/assign"
 )
 
 // Reasons the monitor finds, beside libvgpu's own (the region's reason).
@@ -152,6 +153,9 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 			if !ok {
 				continue // the kubelet has not reported its id yet: next pass
 			}
+			if exclusive(p, ctr, g.UUID) {
+				continue // a whole GPU carries no limit: nobody shares it
+			}
 			key := Key{string(p.UID), ctr}
 			if usage[key] == nil {
 				usage[key] = map[string]used{}
@@ -177,7 +181,11 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 				add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s and has no slot in the container's region: it does not run libvgpu (a static program, a cleared preload) or found no free slot", who)
 				continue
 			}
-			if counted := slot.MemoryUsedBytes[dev]; !proc.MemoryUnknown && proc.MemoryUsedBytes > counted+opt.Tolerance {
+			var counted uint64
+			if dev < len(slot.MemoryUsedBytes) {
+				counted = slot.MemoryUsedBytes[dev]
+			}
+			if !proc.MemoryUnknown && proc.MemoryUsedBytes > counted+opt.Tolerance {
 				add(p, ctr, g.UUID, ReasonAboveLedger, "%s; libvgpu counts %s for it (tolerance %s)", who, inMiB(counted), inMiB(opt.Tolerance))
 			}
 		}
@@ -190,7 +198,13 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 		}
 		for _, c := range p.Assignment.Containers {
 			key := Key{string(p.UID), c.Name}
+			var shared []assign.Device // whole GPUs carry no limit
 			for _, d := range c.Devices {
+				if d.Cores < 100 {
+					shared = append(shared, d)
+				}
+			}
+			for _, d := range shared {
 				u := usage[key][strings.ToUpper(d.UUID)]
 				limit := uint64(d.MemoryMiB) << 20
 				if u.procs > 0 && u.bytes > limit+uint64(u.procs)*opt.Tolerance {
@@ -199,11 +213,11 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 				}
 			}
 			st, ok := p.Containers[c.Name]
-			if _, hasRegion := s.Regions[key]; hasRegion || len(c.Devices) == 0 || !ok || !st.Running || st.Init != c.Init ||
+			if _, hasRegion := s.Regions[key]; hasRegion || len(shared) == 0 || !ok || !st.Running || st.Init != c.Init ||
 				s.Now.Sub(st.StartedAt) < opt.RegionGrace {
 				continue
 			}
-			for _, d := range c.Devices {
+			for _, d := range shared {
 				add(p, c.Name, d.UUID, ReasonNoRegion,
 					"limits are set but no readable region %s after the container started: libvgpu is not loaded in it (a missing or mismatched host path, an image it cannot load into), or no process has used the GPU yet",
 					opt.RegionGrace)
@@ -233,6 +247,25 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 		return a.PodUID+"/"+a.Container+"/"+a.GPU < b.PodUID+"/"+b.Container+"/"+b.GPU
 	})
 	return Result{Findings: out, Unseen: unseen}
+}
+
+// exclusive reports whether the container was given the GPU whole (cores
+// 100): it shares it with nobody and has no limit on it to get around.
+func exclusive(p *pods.Pod, ctr, gpu string) bool {
+	if p.Assignment == nil {
+		return false
+	}
+	for _, c := range p.Assignment.Containers {
+		if c.Name != ctr {
+			continue
+		}
+		for _, d := range c.Devices {
+			if strings.EqualFold(d.UUID, gpu) && d.Cores >= 100 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // containerOf names the container a process runs in: by the runtime id in
