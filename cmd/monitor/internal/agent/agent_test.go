@@ -187,21 +187,7 @@ func TestMetricsOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- a.Run(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	base := "http://" + ln.Addr().String()
-	waitHealthy(t, base+"/healthz")
+	base := serve(t, a)
 
 	var fams map[string]*dto.MetricFamily
 	for i := 0; i < 3; i++ {
@@ -290,6 +276,28 @@ func TestMetricsOverHTTP(t *testing.T) {
 	}
 }
 
+// serve runs the agent on a loopback port until the test ends and returns
+// its base URL once it is healthy.
+func serve(t *testing.T, a *Agent) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	base := "http://" + ln.Addr().String()
+	waitHealthy(t, base+"/healthz")
+	return base
+}
+
 func waitHealthy(t *testing.T, url string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -359,21 +367,7 @@ func TestUnenforcedContainerReportedThenEvicted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- a.Run(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	base := "http://" + ln.Addr().String()
-	waitHealthy(t, base+"/healthz")
+	base := serve(t, a)
 
 	rogueLabels := map[string]string{"namespace": "team-a", "pod": "rogue", "container": "main", "gpu": uuid0, "index": "0"}
 	idleLabels := map[string]string{"namespace": "team-b", "pod": "notebook", "container": "lab", "gpu": uuid1, "index": "1"}
