@@ -262,7 +262,7 @@ func TestFindingMessages(t *testing.T) {
 		got[f.Reason] = f.Message
 	}
 	for reason, want := range map[string]string{
-		ReasonAboveLedger:        "pid 100 (7 in the container) holds 3072 MiB on " + gpu0 + "; libvgpu counts 0 MiB for it (tolerance 1024 MiB)",
+		ReasonAboveLedger:        "pid 100 (7 in the container) holds 3072 MiB on " + gpu0 + "; libvgpu counts 0 MiB for it and 0 MiB shared by the container (tolerance 1024 MiB)",
 		ReasonUnaccountedProcess: "pid 101 (8 in the container) holds 2048 MiB on " + gpu0 + " and has no slot in the container's region",
 		ReasonAboveLimit:         "its 2 processes hold 5120 MiB on " + gpu0 + ", above its limit of 1024 MiB (tolerance 1024 MiB per process)",
 	} {
@@ -385,5 +385,46 @@ func TestBlindWhenNVMLShowsNoProcessOfAContainerHoldingMemory(t *testing.T) {
 	a.Pass()
 	if a.Blind() {
 		t.Fatal("blind although no container holds memory")
+	}
+}
+
+// libvgpu counts processes past its slot table, and exported memory, for the
+// container rather than for a process: those are compared as libvgpu counts
+// them, not flagged for lacking a slot. (Regions built in memory: the fields
+// come from the region format's overflow and shared-memory counters.)
+func TestOverflowAndSharedMemory(t *testing.T) {
+	n := newNode(t)
+	n.pod(uidA, "a", assign.Container{Name: "main", Devices: one(gpu0, 8192)})
+	n.process(100, uidA, "main", 7, 1000) // slot: 1 GiB, maps 3 GiB exported by another
+	n.process(101, uidA, "main", 8, 1000) // past the slot table
+	n.process(102, uidA, "main", 9, 1000) // past the slot table
+	key := Key{uidA, "main"}
+	region := func(unslotted, shared uint64) map[Key]regions.Region {
+		return map[Key]regions.Region{key: {Enforced: true,
+			Devices:   []regions.Device{{UUID: gpu0, MemoryLimitBytes: gb(8), UnslottedBytes: unslotted, SharedBytes: shared}},
+			Processes: []regions.Process{{PID: 7, StartTime: 1000, MemoryUsedBytes: []uint64{gib}}}}}
+	}
+	gs := []gpus.GPU{{UUID: gpu0, Processes: []gpus.Process{
+		{PID: 100, MemoryUsedBytes: gb(4) + ctxMiB}, {PID: 101, MemoryUsedBytes: gb(2)}, {PID: 102, MemoryUsedBytes: gb(2)}}}}
+	owners := procs.Resolver{Root: n.proc}
+	opt := Options{Tolerance: gib, RegionGrace: time.Hour}
+	for _, tc := range []struct {
+		name              string
+		unslotted, shared uint64
+		want              []string
+	}{
+		{"counted as libvgpu counts them", gb(4), gb(3), nil},
+		{"no overflow recorded: slotless processes are unaccounted", 0, gb(3),
+			[]string{"main/unaccounted-process/" + gpu0, "main/unaccounted-process/" + gpu0}},
+		{"slotless processes above what libvgpu counts for them", gib / 2, gb(3),
+			[]string{"main/unaccounted-process/" + gpu0}},
+		{"mapped memory nobody exported", gb(4), 0, []string{"main/above-ledger/" + gpu0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := Inspect(Snapshot{GPUs: gs, Pods: n.pods, Regions: region(tc.unslotted, tc.shared), Now: n.now}, owners, opt)
+			if got := summary(res.Findings); !same(got, tc.want) {
+				t.Fatalf("findings %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

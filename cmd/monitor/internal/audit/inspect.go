@@ -92,6 +92,13 @@ type used struct {
 	procs int
 }
 
+// slotless names the processes of a container on one GPU (as NVML names it) that
+// have no slot.
+type slotless struct {
+	Key
+	gpu string
+}
+
 // Unseen is a container whose region counts memory on a GPU on which NVML
 // lists none of its pod's processes: the monitor cannot see that pod's
 // processes (a driver that lists only the processes of the caller's pid
@@ -137,6 +144,7 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 	}
 
 	usage := map[Key]map[string]used{} // container -> GPU (upper case) -> NVML's sum
+	noSlot := map[slotless]used{}      // processes without a slot, where libvgpu counts such
 	podOnGPU := map[string]bool{}      // pod uid + "/" + GPU (upper case): NVML lists a process
 	for _, g := range s.GPUs {
 		for _, proc := range g.Processes {
@@ -178,16 +186,41 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 			}
 			slot, ok := slotOf(r, o)
 			if !ok {
-				add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s and has no slot in the container's region: it does not run libvgpu (a static program, a cleared preload) or found no free slot", who)
+				if r.Devices[dev].UnslottedBytes == 0 {
+					add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s and has no slot in the container's region: it does not run libvgpu (a static program, a cleared preload)", who)
+					continue
+				}
+				// libvgpu counts processes past its slot table for the
+				// container only: compare them together.
+				k := slotless{key, g.UUID}
+				u := noSlot[k]
+				u.bytes += proc.MemoryUsedBytes
+				u.procs++
+				noSlot[k] = u
 				continue
 			}
 			var counted uint64
 			if dev < len(slot.MemoryUsedBytes) {
 				counted = slot.MemoryUsedBytes[dev]
 			}
-			if !proc.MemoryUnknown && proc.MemoryUsedBytes > counted+opt.Tolerance {
-				add(p, ctr, g.UUID, ReasonAboveLedger, "%s; libvgpu counts %s for it (tolerance %s)", who, inMiB(counted), inMiB(opt.Tolerance))
+			// Exported memory is counted once for the container, in no
+			// slot, and NVML may count it for each process mapping it.
+			shared := r.Devices[dev].SharedBytes
+			if !proc.MemoryUnknown && proc.MemoryUsedBytes > counted+shared+opt.Tolerance {
+				add(p, ctr, g.UUID, ReasonAboveLedger, "%s; libvgpu counts %s for it and %s shared by the container (tolerance %s)",
+					who, inMiB(counted), inMiB(shared), inMiB(opt.Tolerance))
 			}
+		}
+	}
+
+	for k, u := range noSlot {
+		p := byUID[k.PodUID]
+		r := s.Regions[k.Key]
+		counted := r.Devices[deviceIndex(r, k.gpu)].UnslottedBytes
+		if u.bytes > counted+uint64(u.procs)*opt.Tolerance {
+			add(p, k.Container, k.gpu, ReasonUnaccountedProcess,
+				"%d processes without a slot in the container's region hold %s on %s; libvgpu counts %s for the processes past its slot table (tolerance %s per process)",
+				u.procs, inMiB(u.bytes), k.gpu, inMiB(counted), inMiB(opt.Tolerance))
 		}
 	}
 

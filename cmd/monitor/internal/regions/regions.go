@@ -27,6 +27,14 @@ type Device struct {
 	MemoryUsedBytes  uint64
 	// CoresLimit is the SM share in percent, 0 = no limit.
 	CoresLimit int
+	// UnslottedBytes is the part of MemoryUsedBytes held by processes that
+	// found every process slot taken: counted for the container, not for
+	// any one process.
+	UnslottedBytes uint64
+	// SharedBytes is the part of MemoryUsedBytes held in exported memory
+	// (VMM handles shared between processes), counted once for the
+	// container whichever processes map it.
+	SharedBytes uint64
 }
 
 // Process is one process of the container that opened the region, in the
