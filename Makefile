@@ -17,7 +17,7 @@ LDFLAGS := -X github.com/vgpu-io/vgpu/lib/version.Version=$(VERSION)
 
 # Product modules of the workspace (go.work). `go test ./...` at the root of a
 # workspace tests nothing, so every target loops over these.
-MODULES  := lib cmd/extender cmd/deviceplugin cmd/webhook cmd/monitor cmd/vgpuctl test kustomize
+MODULES  := lib internal cmd/extender cmd/deviceplugin cmd/webhook cmd/monitor cmd/vgpuctl test kustomize
 BINARIES := extender deviceplugin webhook monitor vgpuctl
 
 GO_TEST_FLAGS ?= -count=1
@@ -36,18 +36,25 @@ BENCH_TARGETS := bench-go
 
 all: build
 
-## build: compile every binary into bin/
+## build: compile every binary into bin/, as the images build them
 build: $(addprefix $(BIN)/,$(BINARIES))
 
+# Outside the workspace (GOWORK=off), from each binary's own go.mod, as the
+# images do: what the tests run is what ships. `make lint` fails when a
+# module's go.mod selects other versions than the workspace.
 $(addprefix $(BIN)/,$(BINARIES)):
 	@mkdir -p $(BIN)
-	cd cmd/$(@F) && $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
+	cd cmd/$(@F) && GOWORK=off $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ .
 
 ## test: the whole test suite (unit, libvgpu, end-to-end)
 test: $(TEST_TARGETS)
 	@echo "make test: all suites passed ($(TEST_TARGETS))"
 
-test-go:
+# The tests that run vgpu's binaries take them from bin/ (VGPU_BIN_DIR), built
+# once above rather than inside a test's timeout.
+export VGPU_BIN_DIR := $(BIN)
+
+test-go: build
 	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && $(GO) test $(GO_TEST_FLAGS) ./...) || exit 1; done
 
 ## fuzz: run each lib fuzz target for FUZZTIME (default 20s)
@@ -58,8 +65,9 @@ fuzz:
 	    echo "== fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; done
 
-## lint: gofmt, go vet and staticcheck over every module
+## lint: gofmt, go vet, staticcheck, and module versions in line with the workspace
 lint: $(STATICCHECK)
+	@mk/module-versions.sh $(MODULES)
 	@out=$$(gofmt -l $(MODULES) $(LINT_EXTRA_DIRS)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@for m in $(MODULES) $(LINT_EXTRA_DIRS); do echo "== vet+staticcheck $$m"; (cd $$m && $(GO) vet ./... && $(STATICCHECK) ./...) || exit 1; done
 

@@ -74,7 +74,7 @@ $(KWOK_STAMP):
 	@rm -f $(KWOK_DIR)/.built-* && touch $@
 
 ## test-e2e: end-to-end tests on a local control plane (builds the tools once)
-test-e2e: tools
+test-e2e: tools build
 	cd test && VGPU_E2E=1 $(CLUSTER_ENV) $(GO) test $(GO_TEST_FLAGS) -timeout 30m ./...
 
 # Small programs of the test module; go build's cache makes a rebuild cheap.

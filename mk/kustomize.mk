@@ -16,5 +16,5 @@ TEST_TARGETS += test-kustomize-e2e
 .PHONY: test-kustomize-e2e
 
 ## test-kustomize-e2e: apply the overlays to a local API server (dry run, RBAC, webhook scope)
-test-kustomize-e2e: tools
+test-kustomize-e2e: tools build
 	cd kustomize && VGPU_E2E=1 $(CLUSTER_ENV) $(GO) test $(GO_TEST_FLAGS) -run E2E -timeout 10m ./...

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/daemon"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
@@ -69,7 +70,7 @@ func main() {
 	}
 	f := root.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
-	f.StringVar(&cfg.NVML, "nvml", "", "NVML to use: empty for the driver's libnvidia-ml.so.1, or mock:<model>[:<count>] for go-nvml's mock (dgxa100, dgxh100, dgxh200, dgxb200, a100-40gb, a100-80gb, a30, t4)")
+	f.StringVar(&cfg.NVML, "nvml", "", gpumock.FlagUsage)
 	f.StringVar(&cfg.SocketDir, "kubelet-socket-dir", pluginapi.DevicePluginPath, "the kubelet's device plugin directory (holds kubelet.sock)")
 	f.StringVar(&cfg.SocketName, "socket-name", "vgpu.sock", "this plugin's socket name in --kubelet-socket-dir")
 	f.StringVar(&cfg.HostRoot, "host-root", contract.HostRoot, "vgpu's directory on the host: libvgpu in lib/, region directories in containers/")

@@ -21,6 +21,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/agent"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
@@ -70,7 +71,7 @@ func main() {
 			if err != nil {
 				return err
 			}
-			src, err := gpus.Open(nvmlSpec)
+			src, err := gpus.Open(nvmlSpec, cfg.NodeName)
 			if err != nil {
 				return err
 			}
@@ -93,7 +94,7 @@ func main() {
 	f.StringVar(&cfg.HostRoot, "host-root", contract.HostRoot, "vgpu's host directory as mounted in the monitor; regions are under its containers/")
 	f.StringVar(&cfg.ProcRoot, "proc-root", "/proc", "the host's /proc as mounted in the monitor (a hostPath mount of /proc, or /proc with the host pid namespace)")
 	f.StringVar(&listen, "listen", ":9394", "address of the /metrics and /healthz endpoints")
-	f.StringVar(&nvmlSpec, "nvml", "real", "NVML to use: real, or mock:<model> (a100, h100, h200, b200) on machines without a GPU")
+	f.StringVar(&nvmlSpec, "nvml", "", gpumock.FlagUsage)
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; empty means in-cluster")
 	f.DurationVar(&cfg.StaleGrace, "stale-grace", 5*time.Minute, "how long the region of a pod that no longer exists is kept before it is removed")
 	f.DurationVar(&cfg.SweepInterval, "sweep-interval", 30*time.Second, "how often stale regions are looked for")

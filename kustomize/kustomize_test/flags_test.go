@@ -11,6 +11,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/vgpu-io/vgpu/test/daemons"
 )
 
 // Flags of vgpu's binaries that these tests look for in the manifests.
@@ -35,33 +37,49 @@ var dockerfileOf = map[string]string{
 	"monitor": "monitor", "vgpuctl": "vgpuctl",
 }
 
-// build builds one of vgpu's binaries the way its Dockerfile does: from a
-// copy of only what the Dockerfile copies, outside the workspace
-// (GOWORK=off), so that a binary that needs more than its image's build
-// context fails here rather than in `make images`.
+// build returns one of vgpu's binaries as `make build` made it (make test
+// passes $VGPU_BIN_DIR), so that the flags checked are those of what ships.
 func build(t *testing.T, binary string) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
+	bin, err := daemons.Binary(binary)
 	if err != nil {
-		t.Skipf("no go command to build %s: %v", binary, err)
+		t.Fatal(err)
 	}
-	repo := filepath.Join(root(), "..")
-	df := filepath.Join("images", dockerfileOf[binary], "Dockerfile")
-	src := filepath.Join(t.TempDir(), "src")
-	for _, from := range dockerfileCopies(t, filepath.Join(repo, df)) {
-		if err := os.CopyFS(filepath.Join(src, from), os.DirFS(filepath.Join(repo, from))); err != nil {
-			t.Fatalf("%s: COPY %s: %v", df, from, err)
-		}
-	}
-	out := filepath.Join(t.TempDir(), binary)
-	cmd := exec.Command(goBin, "build", "-o", out, ".")
-	cmd.Dir = filepath.Join(src, "cmd", binary)
-	cmd.Env = append(os.Environ(), "GOWORK=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build cmd/%s from the build context of %s: %v\n%s", binary, df, err, b)
-	}
-	return out
+	return bin
 }
+
+// Each image builds its binary outside the workspace (GOWORK=off) from only
+// what its Dockerfile copies, so every module the binary's go.mod replaces
+// with a local path must be copied: otherwise `make images` fails where
+// `make build` succeeded.
+func TestDockerfilesCopyEveryLocalModule(t *testing.T) {
+	repo := filepath.Join(root(), "..")
+	for binary, dir := range dockerfileOf {
+		t.Run(binary, func(t *testing.T) {
+			df := filepath.Join("images", dir, "Dockerfile")
+			copied := map[string]bool{}
+			for _, from := range dockerfileCopies(t, filepath.Join(repo, df)) {
+				copied[filepath.Clean(from)] = true
+			}
+			need := []string{filepath.Join("cmd", binary)}
+			gomod, err := os.ReadFile(filepath.Join(repo, "cmd", binary, "go.mod"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range localReplace.FindAllStringSubmatch(string(gomod), -1) {
+				need = append(need, filepath.Clean(filepath.Join("cmd", binary, m[1])))
+			}
+			for _, n := range need {
+				if !copied[n] {
+					t.Errorf("%s does not COPY %s/, which cmd/%s needs to build outside the workspace", df, n, binary)
+				}
+			}
+		})
+	}
+}
+
+// localReplace matches `replace <module> => <relative path>` in a go.mod.
+var localReplace = regexp.MustCompile(`(?m)^replace\s+\S+\s+=>\s+(\.\.?/\S*)\s*$`)
 
 // dockerfileCopies returns the repository directories a Dockerfile copies.
 func dockerfileCopies(t *testing.T, path string) []string {
@@ -169,7 +187,6 @@ func manifestFlags(t *testing.T) map[string]map[string]bool {
 func TestManifestFlagsExistInTheBinaries(t *testing.T) {
 	for img, flags := range manifestFlags(t) {
 		t.Run(img, func(t *testing.T) {
-			t.Parallel() // builds and links overlap
 			var have map[string]bool
 			if binary, ok := binaryOfImage[img]; ok {
 				have = helpFlags(t, binary)

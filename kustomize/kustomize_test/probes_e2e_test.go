@@ -33,7 +33,7 @@ func outsideTheCluster(binary, kubeconfig, node, scratch string) []string {
 		args = append(args, "--node-name="+node, "--nvml=mock:a100-80gb",
 			"--kubelet-socket-dir="+scratch+"/device-plugins", "--host-root="+scratch+"/vgpu")
 	case "monitor":
-		args = append(args, "--node-name="+node, "--nvml=mock:a100",
+		args = append(args, "--node-name="+node, "--nvml=mock:a100-80gb",
 			"--host-root="+scratch+"/vgpu", "--proc-root=/proc")
 	}
 	return args

@@ -4,6 +4,8 @@
 // so that the parts cannot drift apart; docs/contract.md documents them.
 package contract
 
+import "path/filepath"
+
 // Extended resources a container may ask for (DESIGN §1).
 const (
 	// ResourceGPU is the number of vGPUs; each lands on a different physical GPU.
@@ -68,6 +70,19 @@ const (
 	EnvLDPreload = "LD_PRELOAD"
 )
 
+// The limits file (docs/contract.md#where-limits-come-from): what every
+// process of the container takes its limits from, whatever its environment.
+const (
+	// LimitsVersionKey is the limits file's version line; LimitsVersion its value.
+	LimitsVersionKey = "VGPU_LIMITS_VERSION"
+	LimitsVersion    = "1"
+	// LimitsFileName is the file's name beside libvgpu, in the container and
+	// as the empty placeholder in the installed library directory.
+	LimitsFileName = "limits"
+	// HostLimitsSuffix follows the region directory's name on the host.
+	HostLimitsSuffix = ".limits"
+)
+
 // Paths of the container contract.
 const (
 	// HostRoot is vgpu's directory on every GPU node.
@@ -85,11 +100,20 @@ const (
 	ContainerLibPath = "/usr/local/vgpu/libvgpu.so"
 	// ContainerPreloadPath is the file mounted over the container's ld.so.preload.
 	ContainerPreloadPath = "/etc/ld.so.preload"
+	// ContainerLimitsPath is where the limits file is mounted, read-only:
+	// beside ContainerLibPath, where libvgpu looks for it.
+	ContainerLimitsPath = "/usr/local/vgpu/" + LimitsFileName
 )
 
 // ContainerDirName is the host region directory name of one container.
 func ContainerDirName(podUID, container string) string {
 	return podUID + "_" + container
+}
+
+// HostLimitsPath is the host path of one container's limits file, beside
+// (never inside) its region directory, which the container can write.
+func HostLimitsPath(containersDir, podUID, container string) string {
+	return filepath.Join(containersDir, ContainerDirName(podUID, container)+HostLimitsSuffix)
 }
 
 // Settings ConfigMap (DESIGN §2), read by every component.

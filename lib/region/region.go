@@ -46,6 +46,9 @@ const (
 	ReasonNoDlsym        Reason = 3
 	ReasonNoDriverSymbol Reason = 4
 	ReasonNoUtilFeed     Reason = 5
+	// ReasonUnlimitedDevice: a GPU the process sees has no entry in the
+	// container's limits (docs/contract.md#malformed-lists-and-devices-without-a-limit).
+	ReasonUnlimitedDevice Reason = 6
 )
 
 func (r Reason) String() string {
@@ -62,6 +65,8 @@ func (r Reason) String() string {
 		return "no-driver-symbol"
 	case ReasonNoUtilFeed:
 		return "no-util-feed"
+	case ReasonUnlimitedDevice:
+		return "unlimited-device"
 	}
 	return fmt.Sprintf("reason-%d", uint32(r))
 }

@@ -33,6 +33,7 @@ enum vgpu_reason {
 	VGPU_REASON_NO_DLSYM = 3,       /* the C library's dlsym could not be found */
 	VGPU_REASON_NO_DRIVER_SYMBOL = 4, /* libcuda lacks an entry point libvgpu needs */
 	VGPU_REASON_NO_UTIL_FEED = 5,   /* core limit set but the monitor writes no utilisation */
+	VGPU_REASON_UNLIMITED_DEVICE = 6, /* a GPU the process sees has no entry in the limits */
 };
 
 /* process.state */

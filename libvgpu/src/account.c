@@ -171,7 +171,7 @@ static void check_fork(void)
 int vgpu_mem_reserve(int idx, uint64_t size)
 {
 	struct vgpu_region_device *d = &vgpu_region->devices[idx];
-	uint64_t limit = __atomic_load_n(&d->mem_limit, __ATOMIC_RELAXED);
+	uint64_t limit = vgpu_cfg.mem_limit[idx]; /* never the region's copy: docs/contract.md */
 
 	check_fork();
 	for (int attempt = 0; attempt < 2; attempt++) {

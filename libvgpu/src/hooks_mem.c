@@ -63,7 +63,10 @@ static void forget(int kind, uint64_t key)
 VGPU_EXPORT CUresult cuInit(unsigned int flags)
 {
 	NEED(cuInit);
-	return REAL(cuInit)(flags);
+	CUresult r = REAL(cuInit)(flags);
+	if (r == CUDA_SUCCESS)
+		vgpu_check_devices(); /* a GPU without limits is loud at once, not at its first use */
+	return r;
 }
 
 VGPU_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
@@ -276,7 +279,7 @@ static void clamp_info(int idx, uint64_t *freep, uint64_t *totalp)
 	if (idx < 0)
 		return;
 	struct vgpu_region_device *d = &vgpu_region->devices[idx];
-	uint64_t limit = __atomic_load_n(&d->mem_limit, __ATOMIC_RELAXED);
+	uint64_t limit = vgpu_cfg.mem_limit[idx]; /* never the region's copy: docs/contract.md */
 	if (!limit)
 		return;
 	uint64_t used = __atomic_load_n(&d->mem_used, __ATOMIC_RELAXED);
@@ -327,7 +330,7 @@ VGPU_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 	CUresult r = REAL(cuDeviceTotalMem_v2)(bytes, dev);
 	if (r == CUDA_SUCCESS && bytes && vgpu_cfg.active) {
 		int idx = vgpu_device_index(dev);
-		uint64_t limit = idx >= 0 ? vgpu_region->devices[idx].mem_limit : 0;
+		uint64_t limit = idx >= 0 ? vgpu_cfg.mem_limit[idx] : 0;
 		if (limit && *bytes > limit)
 			*bytes = limit;
 	}
@@ -340,7 +343,7 @@ VGPU_EXPORT CUresult cuDeviceTotalMem(unsigned int *bytes, CUdevice dev)
 	CUresult r = REAL(cuDeviceTotalMem)(bytes, dev);
 	if (r == CUDA_SUCCESS && bytes && vgpu_cfg.active) {
 		int idx = vgpu_device_index(dev);
-		uint64_t limit = idx >= 0 ? vgpu_region->devices[idx].mem_limit : 0;
+		uint64_t limit = idx >= 0 ? vgpu_cfg.mem_limit[idx] : 0;
 		if (limit && *bytes > limit)
 			*bytes = (unsigned int)limit;
 	}

@@ -17,10 +17,7 @@ static int nvml_index(nvmlDevice_t dev)
 		void *f = vgpu_nv_helper[NV_nvmlDeviceGetUUID];
 		if (!f || ((nvmlReturn_t(*)(nvmlDevice_t, char *, unsigned int))f)(dev, uuid, sizeof(uuid)) != NVML_SUCCESS)
 			return -1;
-		for (int i = 0; i < vgpu_cfg.ndev; i++)
-			if (!strcmp(uuid, vgpu_cfg.uuid[i]))
-				return i;
-		return -1;
+		return vgpu_uuid_index(uuid);
 	}
 	unsigned int i;
 	void *f = vgpu_nv_helper[NV_nvmlDeviceGetIndex];
@@ -36,7 +33,7 @@ static void clamp(int idx, unsigned long long *total, unsigned long long *reserv
 	if (idx < 0)
 		return;
 	struct vgpu_region_device *d = &vgpu_region->devices[idx];
-	unsigned long long limit = __atomic_load_n(&d->mem_limit, __ATOMIC_RELAXED);
+	unsigned long long limit = vgpu_cfg.mem_limit[idx]; /* never the region's copy */
 	if (!limit)
 		return;
 	unsigned long long used = __atomic_load_n(&d->mem_used, __ATOMIC_RELAXED);

@@ -4,6 +4,7 @@
  * never in a constructor: processes that never touch the GPU are unaffected.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -11,12 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "contract.h"
 #include "vgpu.h"
 
 struct vgpu_config vgpu_cfg;
@@ -26,7 +29,6 @@ volatile int vgpu_nv_flag;
 
 static int init_state;
 static int region_shared;
-static int complained;
 static int ord_map[64]; /* CUDA ordinal -> device index + 2; 0 = not resolved yet */
 
 uint64_t vgpu_now_ns(void)
@@ -36,8 +38,54 @@ uint64_t vgpu_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int pending_reason;
-static char pending_text[VGPU_REASON_LEN];
+
+/* What holds right now, in words, for the one line a user reads (docs/libvgpu.md#never-silent). */
+static int region_shared_now(void) { return vgpu_region && region_shared; }
+
+static int throttled(void)
+{
+	if (!vgpu_cfg.active || !region_shared)
+		return 0;
+	for (int i = 0; i < vgpu_cfg.ndev; i++)
+		if (vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
+			return 1;
+	return 0;
+}
+
+static uint8_t core_missing[VGPU_MAX_DEVICES]; /* a cores entry was damaged or missing */
+
+static void holds(char *b, size_t n, int reason)
+{
+	int mem = 0, mem_missing = 0, core = 0, core_lost = 0;
+	for (int i = 0; i < vgpu_cfg.ndev; i++) {
+		if (vgpu_cfg.mem_limit[i])
+			mem = 1;
+		else if (vgpu_cfg.mem_missing[i])
+			mem_missing = 1;
+		if (vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
+			core = 1;
+		else if (core_missing[i])
+			core_lost = 1;
+	}
+	const char *m = !vgpu_cfg.active || (!mem && !mem_missing) ? ""
+			: !mem ? "memory is NOT limited"
+			: region_shared_now() ? (mem_missing ? "memory limits hold for the whole container on the other GPUs"
+							     : "memory limits hold for the whole container")
+			: "memory limits hold in each process separately, not for the whole container";
+	const char *c = !core ? (core_lost && vgpu_cfg.active ? "compute is NOT limited" : "")
+			: !throttled() ? "compute limits are NOT enforced"
+			: core_lost ? "compute limits hold on the other GPUs"
+			: "compute limits hold";
+	if (reason == VGPU_REASON_DRIVER_UNKNOWN || reason == VGPU_REASON_NO_DLSYM || reason == VGPU_REASON_NO_DRIVER_SYMBOL)
+		m = "calls through the entry points libvgpu recognises are still limited, the others are NOT", c = "";
+	else if (reason == VGPU_REASON_UNLIMITED_DEVICE)
+		m = "the GPUs that have an entry keep their limits", c = "";
+	else if (reason == VGPU_REASON_NO_UTIL_FEED) /* the lead says so */
+		c = "", m = *m ? m : "no memory limit is set";
+	else if (!*m && !*c)
+		m = "no limit holds";
+	snprintf(b, n, "%s%s%s", m, *m && *c ? "; " : "", c);
+}
 
 static void mark_region(int reason, const char *text)
 {
@@ -48,54 +96,80 @@ static void mark_region(int reason, const char *text)
 	__atomic_fetch_or(&h->flags, VGPU_FLAG_UNENFORCED, __ATOMIC_RELEASE);
 }
 
+static void say(const char *lead, const char *text, int reason)
+{
+	char line[VGPU_REASON_LEN * 3 + 256], what[256];
+	holds(what, sizeof(what), reason);
+	int n = snprintf(line, sizeof(line), "vgpu: %s: %s; %s\n", lead, text, what);
+	if (n > (int)sizeof(line) - 1) {
+		n = (int)sizeof(line) - 1;
+		line[n - 1] = '\n';
+	}
+	/* A failed write to stderr has nowhere to be reported. */
+	if (write(2, line, (size_t)n) < 0)
+		return;
+}
+
 /*
- * The one line a user sees when limits cannot be enforced. The first cause is
- * printed, whatever the log level, and recorded in the region for the monitor.
+ * A limit that does not hold: recorded in the region for the monitor and
+ * said once per cause on stderr, whatever the log level, with what still
+ * holds. Called from init and from resolve.c and throttle.c.
  */
+static int pending_reason;
+static char pending_text[VGPU_REASON_LEN];
+
 void vgpu_unenforced(int reason, const char *fmt, ...)
 {
+	static unsigned said;
 	char text[VGPU_REASON_LEN];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	if (reason != VGPU_REASON_NONE) {
-		if (vgpu_region && region_shared)
-			mark_region(reason, text);
-		else if (!pending_reason) {
-			/* Found before the region is attached (bad env): mark it once attached. */
-			pending_reason = reason;
-			memcpy(pending_text, text, sizeof(text));
-		}
+	if (region_shared_now()) {
+		mark_region(reason, text);
+	} else if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2 && !pending_reason) {
+		/* Found before the region is attached (a driver lookup): marked once it is. */
+		memcpy(pending_text, text, sizeof(text));
+		pending_reason = reason;
 	}
-	if (__atomic_exchange_n(&complained, 1, __ATOMIC_ACQ_REL))
+	if (__atomic_fetch_or(&said, 1u << (reason & 31), __ATOMIC_ACQ_REL) & (1u << (reason & 31)))
 		return;
-	char line[VGPU_REASON_LEN + 96];
-	int n = snprintf(line, sizeof(line), "vgpu: %s: %s\n",
-			 reason == VGPU_REASON_NONE ? "GPU limits hold per process only, not for the whole container"
-						    : "GPU limits are NOT enforced in this container",
-			 text);
-	if (n > (int)sizeof(line) - 1)
-		n = (int)sizeof(line) - 1;
-	if (write(2, line, (size_t)n) < 0)
-		return;
+	char what[256];
+	holds(what, sizeof(what), reason);
+	say(reason == VGPU_REASON_UNLIMITED_DEVICE				? "a GPU of this container is NOT limited"
+	    : reason == VGPU_REASON_NO_UTIL_FEED				? "the compute limit is NOT enforced"
+	    : reason == VGPU_REASON_BAD_ENV && strcmp(what, "no limit holds") ? "some GPU limits are NOT enforced"
+	    : reason == VGPU_REASON_BAD_ENV || reason == VGPU_REASON_NONE	? "GPU limits are NOT enforced in this container"
+										: "GPU limits do NOT hold for every call in this container",
+	    text, reason);
 }
 
-/* Splits a comma list in place; returns the number of fields. */
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	for (size_t e = strlen(s); e && (s[e - 1] == ' ' || s[e - 1] == '\t'); e--)
+		s[e - 1] = 0;
+	return s;
+}
+
+/* Splits a comma list in place, entries trimmed, at most max fields; returns how many there were. */
 static int split(char *s, char **out, int max)
 {
 	int n = 0;
-	if (!s || !*s)
+	if (!s || !*trim(s))
 		return 0;
 	for (;;) {
-		if (n == max)
-			return -1;
-		out[n++] = s;
 		char *c = strchr(s, ',');
+		if (c)
+			*c = 0;
+		if (n < max)
+			out[n] = trim(s);
+		n++;
 		if (!c)
 			return n;
-		*c = 0;
 		s = c + 1;
 	}
 }
@@ -113,69 +187,173 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *v)
 	return 0;
 }
 
-static char env_copy[3][1024];
+/* The contract's values for this process, from the limits file or the environment. */
+struct source {
+	const char *name; /* for messages: the limits file's path, or "the environment" */
+	char vis[1024], mem[1024], core[1024], region[512], version[16];
+	int has_vis, has_mem, has_core, has_region, has_version;
+};
 
-static const char *env_dup(int slot, const char *name)
+static void put(char *dst, size_t n, int *has, const char *v)
 {
-	const char *v = getenv(name);
-	if (!v)
-		return NULL;
-	snprintf(env_copy[slot], sizeof(env_copy[slot]), "%s", v);
-	return env_copy[slot];
+	snprintf(dst, n, "%s", v);
+	*has = 1;
 }
 
-/* Returns 0, or -1 after reporting a malformed variable. */
-static int parse_env(void)
+static void from_env(struct source *s)
+{
+	const char *v;
+	s->name = "the environment";
+	if ((v = getenv(VGPU_ENV_VISIBLE_DEVICES)))
+		put(s->vis, sizeof(s->vis), &s->has_vis, v);
+	if ((v = getenv(VGPU_ENV_MEMORY_LIMITS)))
+		put(s->mem, sizeof(s->mem), &s->has_mem, v);
+	if ((v = getenv(VGPU_ENV_CORE_LIMITS)))
+		put(s->core, sizeof(s->core), &s->has_core, v);
+	if ((v = getenv(VGPU_ENV_REGION)))
+		put(s->region, sizeof(s->region), &s->has_region, v);
+}
+
+static char limits_path[512];
+
+/*
+ * The limits file sits beside the libvgpu this process loaded
+ * (docs/contract.md#where-limits-come-from): as trusted as the library
+ * itself, and found whatever the environment says. Returns 1 when it exists
+ * and is not empty (the empty placeholder of the installed library counts as
+ * absent), 0 otherwise.
+ */
+static int from_file(struct source *s)
+{
+	Dl_info info;
+	char buf[4096];
+	if (!dladdr((void *)&from_file, &info) || !info.dli_fname)
+		return 0;
+	const char *slash = strrchr(info.dli_fname, '/');
+	if (!slash)
+		return 0;
+	snprintf(limits_path, sizeof(limits_path), "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname,
+		 VGPU_LIMITS_FILE_NAME);
+	int fd = open(limits_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = 0, r;
+	while (n < (ssize_t)sizeof(buf) - 1 && (r = read(fd, buf + n, sizeof(buf) - 1 - (size_t)n)) > 0)
+		n += r;
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	s->name = limits_path;
+	for (char *line = buf, *next; line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = 0;
+		while (*line == ' ' || *line == '\t')
+			line++;
+		for (size_t e = strlen(line); e && strchr(" \t\r", line[e - 1]); e--)
+			line[e - 1] = 0;
+		char *eq = strchr(line, '=');
+		if (*line == '#' || !eq)
+			continue;
+		*eq = 0;
+		const char *k = line, *v = eq + 1;
+		if (!strcmp(k, VGPU_LIMITS_VERSION_KEY))
+			put(s->version, sizeof(s->version), &s->has_version, v);
+		else if (!strcmp(k, VGPU_ENV_VISIBLE_DEVICES))
+			put(s->vis, sizeof(s->vis), &s->has_vis, v);
+		else if (!strcmp(k, VGPU_ENV_MEMORY_LIMITS))
+			put(s->mem, sizeof(s->mem), &s->has_mem, v);
+		else if (!strcmp(k, VGPU_ENV_CORE_LIMITS))
+			put(s->core, sizeof(s->core), &s->has_core, v);
+		else if (!strcmp(k, VGPU_ENV_REGION))
+			put(s->region, sizeof(s->region), &s->has_region, v);
+	}
+	return 1;
+}
+
+static char problem[VGPU_REASON_LEN];
+static int problems;
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
+{
+	va_list ap;
+	if (problems++)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(problem, sizeof(problem), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Fills vgpu_cfg from one source. Every entry stands on its own: a damaged
+ * entry, or a list shorter than the device list, loses only that device's
+ * limit, and is noted (docs/contract.md#malformed-lists-and-devices-without-a-limit).
+ */
+static void configure(struct source *s)
 {
 	char *devs[VGPU_MAX_DEVICES], *mems[VGPU_MAX_DEVICES], *cores[VGPU_MAX_DEVICES];
-	const char *vis = env_dup(0, "NVIDIA_VISIBLE_DEVICES");
-	const char *mem = env_dup(1, "VGPU_MEMORY_LIMITS_MIB");
-	const char *core = env_dup(2, "VGPU_CORE_LIMITS");
 	int nd = 0, nm, nc;
 
-	vgpu_cfg.log_level = vgpu_parse_log_level(getenv("VGPU_LOG_LEVEL"));
-	if ((!mem || !*mem) && (!core || !*core))
-		return 0; /* nothing to enforce: pass everything through */
-	nm = split((char *)mem, mems, VGPU_MAX_DEVICES);
-	nc = split((char *)core, cores, VGPU_MAX_DEVICES);
-	if (vis && strcmp(vis, "all") && strcmp(vis, "none") && strcmp(vis, "void"))
-		nd = split((char *)vis, devs, VGPU_MAX_DEVICES);
-	if (nm < 0 || nc < 0 || nd < 0) {
-		vgpu_unenforced(VGPU_REASON_BAD_ENV, "more than %d devices in the environment", VGPU_MAX_DEVICES);
-		return -1;
+	if ((!s->has_mem || !*s->mem) && (!s->has_core || !*s->core))
+		return; /* nothing to enforce: pass everything through */
+	nm = split(s->mem, mems, VGPU_MAX_DEVICES);
+	nc = split(s->core, cores, VGPU_MAX_DEVICES);
+	if (s->has_vis && strcmp(s->vis, "all") && strcmp(s->vis, "none") && strcmp(s->vis, "void"))
+		nd = split(s->vis, devs, VGPU_MAX_DEVICES);
+	int n = nd ? nd : (nm > nc ? nm : nc);
+	if (n > VGPU_MAX_DEVICES) {
+		note("%d devices listed, only the first %d are limited", n, VGPU_MAX_DEVICES);
+		n = VGPU_MAX_DEVICES;
 	}
-	int n = nm > nc ? nm : nc;
-	if ((nm && nc && nm != nc) || (nd && nd != n)) {
-		vgpu_unenforced(VGPU_REASON_BAD_ENV,
-				"NVIDIA_VISIBLE_DEVICES, VGPU_MEMORY_LIMITS_MIB and VGPU_CORE_LIMITS list different numbers of devices");
-		return -1;
-	}
+	if (nd && (nm > nd || nc > nd))
+		note("more limits than uuids in " VGPU_ENV_VISIBLE_DEVICES ": the extra limits name no GPU");
 	for (int i = 0; i < n; i++) {
 		uint64_t v;
 		if (nm) {
-			if (parse_u64(mems[i], 1ull << 30, &v)) {
-				vgpu_unenforced(VGPU_REASON_BAD_ENV, "VGPU_MEMORY_LIMITS_MIB: \"%s\" is not a size in MiB",
-						mems[i]);
-				return -1;
+			if (i >= nm) {
+				note(VGPU_ENV_MEMORY_LIMITS " has %d entries for %d GPUs", nm, n);
+				vgpu_cfg.mem_missing[i] = 1;
+			} else if (parse_u64(mems[i], 1ull << 30, &v)) {
+				note(VGPU_ENV_MEMORY_LIMITS " entry %d \"%.24s\" is not a size in MiB", i + 1, mems[i]);
+				vgpu_cfg.mem_missing[i] = 1;
+			} else {
+				vgpu_cfg.mem_limit[i] = v << 20;
 			}
-			vgpu_cfg.mem_limit[i] = v << 20;
 		}
 		if (nc) {
-			if (parse_u64(cores[i], 100, &v)) {
-				vgpu_unenforced(VGPU_REASON_BAD_ENV, "VGPU_CORE_LIMITS: \"%s\" is not 0-100", cores[i]);
-				return -1;
+			if (i >= nc) {
+				note(VGPU_ENV_CORE_LIMITS " has %d entries for %d GPUs", nc, n);
+				core_missing[i] = 1;
+			} else if (parse_u64(cores[i], 100, &v)) {
+				note(VGPU_ENV_CORE_LIMITS " entry %d \"%.24s\" is not 0-100", i + 1, cores[i]);
+				core_missing[i] = 1;
+			} else {
+				vgpu_cfg.core_limit[i] = (uint32_t)v;
 			}
-			vgpu_cfg.core_limit[i] = (uint32_t)v;
 		}
-		if (nd) {
+		if (i < nd) {
 			snprintf(vgpu_cfg.uuid[i], VGPU_UUID_LEN, "%s", devs[i]);
-			if (!strncmp(devs[i], "GPU-", 4))
+			if (!strncasecmp(devs[i], "GPU-", 4) || !strncasecmp(devs[i], "MIG-", 4))
 				vgpu_cfg.by_uuid = 1;
 		}
 	}
 	vgpu_cfg.ndev = n;
 	vgpu_cfg.active = 1;
-	return 0;
+}
+
+/* Says, at info level, that the environment's limits are not the ones that hold. */
+static void env_ignored(const struct source *f)
+{
+	const char *names[] = {VGPU_ENV_MEMORY_LIMITS, VGPU_ENV_CORE_LIMITS, VGPU_ENV_VISIBLE_DEVICES, VGPU_ENV_REGION};
+	const char *vals[] = {f->mem, f->core, f->vis, f->region};
+	for (int i = 0; i < 4; i++) {
+		const char *e = getenv(names[i]);
+		if (e && strcmp(e, vals[i]))
+			vgpu_log(VGPU_LOG_INFO, "%s=%s in the environment is ignored: %s holds the container's limits", names[i],
+				 e, f->name);
+	}
 }
 
 static struct vgpu_region *private_region(void)
@@ -184,6 +362,7 @@ static struct vgpu_region *private_region(void)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+/* The region's limit fields are for the monitor to show; libvgpu enforces vgpu_cfg. */
 static void fill_devices(struct vgpu_region *r)
 {
 	for (int i = 0; i < vgpu_cfg.ndev; i++) {
@@ -216,57 +395,111 @@ static int region_ok(const struct vgpu_region *r)
 	       h->size == sizeof(struct vgpu_region) && h->process_capacity == VGPU_MAX_PROCS;
 }
 
-/* Maps $VGPU_REGION, creating and initialising it under an flock if empty. */
+static char why_buf[160];
+
+/*
+ * Creates a missing region with every block written, so that a full
+ * filesystem fails here, with an error, and never later as SIGBUS in a page
+ * fault (docs/contract.md#the-region-file). The file appears under its name
+ * only once complete (link of a private temporary file), so no process ever
+ * maps a half-made one. Returns 0, or -1 with *why set.
+ */
+static int create_region(const char *path, const char **why)
+{
+	static const char zero[4096];
+	char tmp[600];
+	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+	unlink(tmp); /* ours by name: left by a crashed process whose pid this one reuses */
+	int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+	if (fd < 0) {
+		*why = strerror(errno);
+		return -1;
+	}
+	int rc = -1;
+	size_t done = 0;
+	/* Every process of the container, whatever its uid, must open it. */
+	if (fchmod(fd, 0666) == 0) {
+		while (done < sizeof(struct vgpu_region)) {
+			size_t k = sizeof(struct vgpu_region) - done;
+			ssize_t w = pwrite(fd, zero, k < sizeof(zero) ? k : sizeof(zero), (off_t)done);
+			if (w <= 0)
+				break;
+			done += (size_t)w;
+		}
+	}
+	if (done == sizeof(struct vgpu_region)) {
+		void *p = mmap(NULL, sizeof(struct vgpu_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (p != MAP_FAILED) {
+			init_header(p);
+			__atomic_store_n(&((struct vgpu_region *)p)->header.magic, VGPU_REGION_MAGIC, __ATOMIC_RELEASE);
+			munmap(p, sizeof(struct vgpu_region));
+			if (link(tmp, path) == 0 || errno == EEXIST)
+				rc = 0; /* EEXIST: another process made it first; theirs is used */
+		}
+	}
+	if (rc)
+		snprintf(why_buf, sizeof(why_buf), "cannot create it: %s", strerror(errno ? errno : ENOSPC)), *why = why_buf;
+	unlink(tmp);
+	close(fd);
+	return rc;
+}
+
+/*
+ * Maps the region. A file the node agent created (right size, magic still 0)
+ * is initialised under an flock. A file of the wrong size is never fixed up:
+ * truncated by a process of the container, it held the usage of processes
+ * that still run, and starting a fresh ledger would forget it.
+ */
 static struct vgpu_region *attach_region(const char *path, const char **why)
 {
 	struct vgpu_region *r = NULL;
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		if (create_region(path, why))
+			return NULL;
+		fd = open(path, O_RDWR | O_CLOEXEC);
+	}
 	if (fd < 0) {
 		*why = strerror(errno);
 		return NULL;
 	}
-	if (flock(fd, LOCK_EX) == 0) {
-		off_t size = lseek(fd, 0, SEEK_END);
-		if (size == 0) {
-			/* Every process of the container, whatever its uid, must open it. */
-			if (fchmod(fd, 0666) || ftruncate(fd, sizeof(struct vgpu_region)))
-				size = -1;
-		} else if (size != (off_t)sizeof(struct vgpu_region)) {
-			*why = "size does not match this libvgpu (another version created it)";
-			size = -2;
-		}
-		if (size >= 0) {
-			void *p = mmap(NULL, sizeof(struct vgpu_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-			if (p != MAP_FAILED) {
-				r = p;
-				if (size == 0) {
-					init_header(r);
-					fill_devices(r);
-					__atomic_store_n(&r->header.magic, VGPU_REGION_MAGIC, __ATOMIC_RELEASE);
-				} else if (!region_ok(r)) {
-					*why = "magic or version does not match this libvgpu";
-					munmap(p, sizeof(struct vgpu_region));
-					r = NULL;
-				} else {
-					fill_devices(r);
-				}
-			} else {
-				*why = strerror(errno);
-			}
-		} else if (size == -1) {
-			*why = strerror(errno);
+	off_t size = lseek(fd, 0, SEEK_END);
+	if (size != (off_t)sizeof(struct vgpu_region)) {
+		snprintf(why_buf, sizeof(why_buf),
+			 "it is %lld bytes, not %zu: truncated by a process of the container, or made by another libvgpu version",
+			 (long long)size, sizeof(struct vgpu_region));
+		*why = why_buf;
+		close(fd);
+		return NULL;
+	}
+	void *p = mmap(NULL, sizeof(struct vgpu_region), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		*why = strerror(errno);
+		close(fd);
+		return NULL;
+	}
+	r = p;
+	if (__atomic_load_n(&r->header.magic, __ATOMIC_ACQUIRE) == 0 && flock(fd, LOCK_EX) == 0) {
+		if (__atomic_load_n(&r->header.magic, __ATOMIC_ACQUIRE) == 0) {
+			init_header(r);
+			__atomic_store_n(&r->header.magic, VGPU_REGION_MAGIC, __ATOMIC_RELEASE);
 		}
 		flock(fd, LOCK_UN);
-	} else {
-		*why = strerror(errno);
 	}
 	close(fd);
+	if (!region_ok(r)) {
+		*why = "magic or version does not match this libvgpu";
+		munmap(p, sizeof(struct vgpu_region));
+		return NULL;
+	}
+	fill_devices(r);
 	return r;
 }
 
 static void common_init(void)
 {
 	int expect = 0;
+	struct source src;
 	if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2)
 		return;
 	if (!__atomic_compare_exchange_n(&init_state, &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -274,47 +507,64 @@ static void common_init(void)
 			sched_yield();
 		return;
 	}
-	if (parse_env() != 0) {
-		/* Nothing to enforce with, but let the monitor see why. */
-		const char *path = getenv("VGPU_REGION"), *why;
-		vgpu_cfg.ndev = 0;
-		if (path && *path && (vgpu_region = attach_region(path, &why))) {
-			region_shared = 1;
-			mark_region(pending_reason, pending_text);
+	vgpu_cfg.log_level = vgpu_parse_log_level(getenv(VGPU_ENV_LOG_LEVEL));
+	memset(&src, 0, sizeof(src));
+	int bad_file = 0;
+	if (from_file(&src)) {
+		vgpu_cfg.from_file = 1;
+		if (!src.has_version || strcmp(src.version, VGPU_LIMITS_VERSION)) {
+			/* The environment is no fallback: it is the container's to write. */
+			bad_file = 1;
+		} else {
+			env_ignored(&src);
+			configure(&src);
 		}
-		vgpu_cfg.active = 0;
-	} else if (vgpu_cfg.active) {
-		const char *path = getenv("VGPU_REGION");
-		const char *why = "VGPU_REGION is not set";
-		if (path && *path)
-			vgpu_region = attach_region(path, &why);
+	} else {
+		from_env(&src);
+		configure(&src);
+	}
+	if (vgpu_cfg.active) {
+		const char *why = VGPU_ENV_REGION " is not set";
+		if (src.has_region && *src.region)
+			vgpu_region = attach_region(src.region, &why);
 		if (vgpu_region) {
 			region_shared = 1;
+			if (pending_reason)
+				mark_region(pending_reason, pending_text);
 		} else {
-			/* Still enforce within this process, but say it is not the container's limit. */
+			/* Still enforce memory within this process, and say exactly that. */
 			vgpu_region = private_region();
 			if (vgpu_region) {
 				init_header(vgpu_region);
 				fill_devices(vgpu_region);
 			}
-			vgpu_unenforced(VGPU_REASON_NONE, "shared region \"%s\": %s", path ? path : "", why);
+			char text[VGPU_REASON_LEN + 200];
+			snprintf(text, sizeof(text), "the shared region \"%.120s\" is unusable: %s", src.has_region ? src.region : "",
+				 why);
+			say("GPU limits are NOT enforced for the whole container", text, VGPU_REASON_NONE);
 		}
 		if (vgpu_region)
 			vgpu_proc_attach();
 		else
 			vgpu_cfg.active = 0;
 	}
+	if (bad_file && src.has_region && *src.region) {
+		/* Nothing to enforce with, but let the monitor see why. */
+		const char *why;
+		if ((vgpu_region = attach_region(src.region, &why))) {
+			region_shared = 1;
+			if (pending_reason)
+				mark_region(pending_reason, pending_text);
+		}
+	}
+	if (bad_file)
+		vgpu_unenforced(VGPU_REASON_BAD_ENV, "limits file %.60s: %s is not %s", src.name, VGPU_LIMITS_VERSION_KEY,
+				VGPU_LIMITS_VERSION);
+	else if (problems > 1)
+		vgpu_unenforced(VGPU_REASON_BAD_ENV, "%s (and %d more problems, in %.40s)", problem, problems - 1, src.name);
+	else if (problems)
+		vgpu_unenforced(VGPU_REASON_BAD_ENV, "%s (in %.60s)", problem, src.name);
 	__atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
-}
-
-static int throttled(void)
-{
-	if (!vgpu_cfg.active || !region_shared)
-		return 0;
-	for (int i = 0; i < vgpu_cfg.ndev; i++)
-		if (vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
-			return 1;
-	return 0;
 }
 
 void vgpu_cu_init(void)
@@ -338,10 +588,27 @@ static void format_uuid(const CUuuid *u, char *out)
 		 b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
+/* The device index of a uuid, matched as the driver matches uuids: ignoring case. */
+int vgpu_uuid_index(const char *uuid)
+{
+	for (int i = 0; i < vgpu_cfg.ndev; i++)
+		if (!strcasecmp(uuid, vgpu_cfg.uuid[i]))
+			return i;
+	return -1;
+}
+
+static void unlimited(CUdevice ord, const char *uuid)
+{
+	vgpu_unenforced(VGPU_REASON_UNLIMITED_DEVICE, "CUDA device %d (%.48s) has no entry in %s", (int)ord,
+			uuid ? uuid : "uuid unknown", vgpu_cfg.from_file ? "the limits file" : VGPU_ENV_VISIBLE_DEVICES);
+}
+
 /*
  * The device index (position in NVIDIA_VISIBLE_DEVICES) of a CUDA ordinal, or
  * -1 when the device is not limited. Ordinals are matched by uuid when the
- * env names uuids, since CUDA may order devices differently from the list.
+ * list names uuids, since CUDA may order devices differently from the list.
+ * A GPU the process can use but the list does not name is loud: limits are
+ * set, and this one does not have any.
  */
 int vgpu_device_index(CUdevice ord)
 {
@@ -353,21 +620,36 @@ int vgpu_device_index(CUdevice ord)
 			return m - 2;
 	}
 	int idx = -1;
+	char s[VGPU_UUID_LEN] = "";
 	if (vgpu_cfg.by_uuid && HELPER(cuDeviceGetUuid)) {
 		CUuuid u;
-		char s[VGPU_UUID_LEN];
 		if (((CUresult(*)(CUuuid *, CUdevice))HELPER(cuDeviceGetUuid))(&u, ord) != CUDA_SUCCESS)
 			return ord < vgpu_cfg.ndev ? ord : -1; /* before cuInit: do not cache */
 		format_uuid(&u, s);
-		for (int i = 0; i < vgpu_cfg.ndev; i++)
-			if (!strcmp(s, vgpu_cfg.uuid[i]))
-				idx = i;
+		idx = vgpu_uuid_index(s);
 	} else if (ord < vgpu_cfg.ndev) {
 		idx = ord;
 	}
+	if (idx < 0)
+		unlimited(ord, *s ? s : NULL);
 	if (ord < 64)
 		__atomic_store_n(&ord_map[ord], idx + 2, __ATOMIC_RELAXED);
 	return idx;
+}
+
+/* After cuInit: every GPU the process can see either has its limits or is reported. */
+void vgpu_check_devices(void)
+{
+	int n;
+	if (!vgpu_cfg.active || !HELPER(cuDeviceGetCount) || !HELPER(cuDeviceGet))
+		return;
+	if (((CUresult(*)(int *))HELPER(cuDeviceGetCount))(&n) != CUDA_SUCCESS)
+		return;
+	for (int i = 0; i < n; i++) {
+		CUdevice d;
+		if (((CUresult(*)(CUdevice *, int))HELPER(cuDeviceGet))(&d, i) == CUDA_SUCCESS)
+			vgpu_device_index(d);
+	}
 }
 
 int vgpu_current_index(void)

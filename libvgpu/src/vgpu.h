@@ -37,7 +37,7 @@
 	X(cuLaunch) X(cuLaunchGrid) X(cuLaunchGridAsync)
 
 /* Driver functions libvgpu calls for itself (never hooked). */
-#define VGPU_CU_HELPERS(X) X(cuCtxGetDevice) X(cuDeviceGetUuid)
+#define VGPU_CU_HELPERS(X) X(cuCtxGetDevice) X(cuDeviceGetUuid) X(cuDeviceGetCount) X(cuDeviceGet)
 
 #define VGPU_NVML_HOOKS(X) X(nvmlDeviceGetMemoryInfo) X(nvmlDeviceGetMemoryInfo_v2)
 #define VGPU_NVML_HELPERS(X) X(nvmlDeviceGetUUID) X(nvmlDeviceGetIndex)
@@ -78,9 +78,11 @@ struct vgpu_config {
 	int active;  /* a limit is set: libvgpu accounts and enforces */
 	int ndev;
 	int by_uuid; /* NVIDIA_VISIBLE_DEVICES names uuids: map ordinals through them */
+	int from_file; /* the limits came from the limits file beside libvgpu */
 	char uuid[VGPU_MAX_DEVICES][VGPU_UUID_LEN];
 	uint64_t mem_limit[VGPU_MAX_DEVICES];
 	uint32_t core_limit[VGPU_MAX_DEVICES];
+	uint8_t mem_missing[VGPU_MAX_DEVICES]; /* a memory entry was damaged or missing */
 	int log_level;
 };
 VGPU_HIDDEN extern struct vgpu_config vgpu_cfg;
@@ -88,6 +90,8 @@ VGPU_HIDDEN extern struct vgpu_region *vgpu_region;
 VGPU_HIDDEN void vgpu_unenforced(int reason, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 VGPU_HIDDEN int vgpu_device_index(CUdevice ordinal);
+VGPU_HIDDEN int vgpu_uuid_index(const char *uuid);
+VGPU_HIDDEN void vgpu_check_devices(void);
 VGPU_HIDDEN int vgpu_current_index(void);
 VGPU_HIDDEN uint64_t vgpu_now_ns(void);
 

@@ -22,13 +22,15 @@ ln -sf libcuda.so.1 "$L/libcuda.so"
 ln -sf libnvidia-ml.so.1 "$L/libnvidia-ml.so"
 $CC $CFLAGS -fPIC -shared -o "$L/libprobe_a.so" "$HERE/probe_a.c"
 $CC $CFLAGS -fPIC -shared -o "$L/libprobe_b.so" "$HERE/probe_b.c"
-for t in t_linked t_kinds t_hold t_fork t_launch bench feed_util; do
+for t in t_linked t_kinds t_hold t_fork t_launch bench feed_util t_cleanenv t_attack t_devices; do
 	$CC $CFLAGS -o "$B/$t" "$HERE/$t.c" -L"$L" -lcuda -lnvidia-ml
 done
 $CC $CFLAGS -pthread -o "$B/t_race" "$HERE/t_race.c" -L"$L" -lcuda
 $CC $CFLAGS -o "$B/t_runtime" "$HERE/t_runtime.c" -ldl
 $CC $CFLAGS -rdynamic -o "$B/t_next" "$HERE/t_next.c" -L"$L" -lprobe_b -ldl
 $CC $CFLAGS -o "$B/region_tool" "$HERE/region_tool.c"
+# region_size: what a region file of this build measures.
+REGION_SIZE=$("$B/region_tool" layout | awk '$1 == "region" { print $3 }')
 
 export LD_LIBRARY_PATH=$L
 UUID0=GPU-00000000-0000-0000-0000-0000000000a0
@@ -112,13 +114,147 @@ pass "4b 3 processes x 4 threads racing: exactly 16384 x 64 KiB blocks granted u
 run fork -- "$B/t_fork" >/dev/null || fail "t_fork"
 pass "5 fork: the child's allocations count with the parent's and come back when it is gone"
 
+# Issue class 9. Limits come from the limits file beside libvgpu, whatever the environment
+# (docs/contract.md#where-limits-come-from). mklimits NAME LINE...: a copy of
+# libvgpu in a directory of its own with a limits file beside it, as the
+# device plugin mounts them; prints the library's path.
+mklimits() {
+	local d=$B/run/$1.vgpu; shift
+	mkdir -p "$d" && cp "$LIB" "$d/libvgpu.so"
+	printf '%s\n' "# written by run.sh" "$@" >"$d/limits"
+	echo "$d/libvgpu.so"
+}
+# The file the device plugin writes (lib/contract keeps testdata/limits equal
+# to its output), with the region moved under this run's directory.
+F9=$(mklimits file) && sed "s|^VGPU_REGION=.*|VGPU_REGION=$B/run/file.region|" "$HERE/testdata/limits" >"${F9%/*}/limits"
+grep -qx "NVIDIA_VISIBLE_DEVICES=$UUID0" "${F9%/*}/limits" || fail "class 9: testdata/limits must name $UUID0"
+run clean LD_PRELOAD="$F9" -- "$B/t_cleanenv" >"$B/run/clean.out" 2>"$B/run/clean.err" \
+	|| { cat "$B/run/clean.err"; fail "class 9: a child with a clean environment escaped the limits file"; }
+[ ! -s "$B/run/clean.err" ] || { cat "$B/run/clean.err"; fail "class 9: libvgpu wrote to stderr with limits enforced from the file"; }
+[ -s "$B/run/file.region" ] && [ ! -e "$B/run/clean.region" ] || fail "class 9: the region must be the one the limits file names"
+[ "$(run widen LD_PRELOAD="$F9" VGPU_MEMORY_LIMITS_MIB=8192 VGPU_REGION="$B/run/widen.region" -- "$B/t_hold" 2000)" = oom ] \
+	|| fail "class 9: VGPU_MEMORY_LIMITS_MIB=8192 in the environment widened the file's 1 GiB"
+run rewrite LD_PRELOAD="$F9" -- "$B/t_attack" rewrite "$B/run/file.region" 2048 >/dev/null \
+	|| fail "class 9: zeroing the region's limit fields lifted the limit (limits file)"
+run rewrite-env -- "$B/t_attack" rewrite "$B/run/rewrite-env.region" 2048 >/dev/null \
+	|| fail "class 9: zeroing the region's limit fields lifted the limit (environment)"
+F9v=$(mklimits badversion VGPU_LIMITS_VERSION=2 NVIDIA_VISIBLE_DEVICES=$UUID0 VGPU_MEMORY_LIMITS_MIB=1024)
+run badversion LD_PRELOAD="$F9v" -- "$B/t_hold" 100 >/dev/null 2>"$B/run/badversion.err" || fail "class 9: bad limits file: the program failed"
+[ "$(wc -l <"$B/run/badversion.err")" = 1 ] && grep -q 'NOT enforced.*limits file' "$B/run/badversion.err" \
+	|| { cat "$B/run/badversion.err"; fail "class 9: a limits file of another version: want one line naming it"; }
+# Blank lines, indentation and CRLF line ends do not lose an entry.
+F9b=$(mklimits spaced "" "  VGPU_LIMITS_VERSION=1"$'\r' "" "NVIDIA_VISIBLE_DEVICES=$UUID0"$'\r' "" \
+	"VGPU_MEMORY_LIMITS_MIB=1024 "$'\r' "VGPU_REGION=$B/run/spaced.region"$'\r')
+[ "$(run spaced LD_PRELOAD="$F9b" VGPU_MEMORY_LIMITS_MIB= -- "$B/t_hold" 2000 2>"$B/run/spaced.err")" = oom ] \
+	&& [ ! -s "$B/run/spaced.err" ] || { cat "$B/run/spaced.err"; fail "class 9: a limits file with blank lines and CRLF lost its limit"; }
+# The mounts as the device plugin returns them (docs/contract.md#mounts): the
+# library directory read-only with the empty placeholder, the container's
+# limits file mounted read-only over it. Even root cannot rewrite it.
+if unshare -rm true 2>/dev/null; then
+	mkdir -p "$B/run/mnt/hostlib" "$B/run/mnt/ctr/vgpu"
+	cp "$LIB" "$B/run/mnt/hostlib/libvgpu.so" && : >"$B/run/mnt/hostlib/limits"
+	cp "${F9%/*}/limits" "$B/run/mnt/host.limits"
+	unshare -rm bash -s "$B" <<'EOS' >"$B/run/mnt.out" 2>&1 || { cat "$B/run/mnt.out"; fail "class 9: the mounted limits file"; }
+set -eu
+b=$1 c=$1/run/mnt/ctr/vgpu
+mount --bind "$b/run/mnt/hostlib" "$c" && mount -o remount,bind,ro "$c"
+mount --bind "$b/run/mnt/host.limits" "$c/limits" && mount -o remount,bind,ro "$c/limits"
+if (echo "VGPU_MEMORY_LIMITS_MIB=8192" >>"$c/limits") 2>/dev/null; then echo "root in the container rewrote the limits file"; exit 1; fi
+env LD_PRELOAD="$c/libvgpu.so" LD_LIBRARY_PATH="$b/lib" FAKE_CUDA_STATS="$b/run/mnt.stats" "$b/t_cleanenv"
+EOS
+	mounted="; mounted as the plugin does, root cannot rewrite it"
+else
+	mounted="; mounts: SKIPPED, no user or mount namespace here"
+fi
+pass "class 9: limits from the file beside libvgpu: a clean-environment child is held, env cannot widen, rewriting the region's limits changes nothing$mounted"
+
+# Issue class 4. The region cannot kill the application: a process attaching after the
+# region was truncated and a region on a full filesystem both run, and say so.
+run_bg shrink -- "$B/t_hold" 300 hold >"$B/run/shrink-hold.out"
+shrinker=$BG_PID
+for _ in $(seq 100); do [ -s "$B/run/shrink-hold.out" ] && break; sleep 0.05; done
+"$B/t_attack" truncate "$B/run/shrink.region" 0
+out=$(run shrink -- "$B/t_hold" 100 2>"$B/run/shrink.err") || { cat "$B/run/shrink.err"; fail "class 4: a truncated region killed the next process"; }
+{ kill "$shrinker"; wait "$shrinker"; } 2>/dev/null || true
+[ "$out" = ok ] && [ "$(wc -l <"$B/run/shrink.err")" = 1 ] && grep -q 'unusable' "$B/run/shrink.err" \
+	|| { cat "$B/run/shrink.err"; fail "class 4: truncated region: want ok and one line saying the region is unusable"; }
+[ "$(stat -c %s "$B/run/shrink.region")" = 0 ] || fail "class 4: a truncated region must not be silently re-created (the holder's 300 MiB would be forgotten)"
+if unshare -rm true 2>/dev/null; then
+	mkdir -p "$B/run/full"
+	unshare -rm bash -s "$B" "$LIB" "$UUID0" "$REGION_SIZE" <<'EOS' || fail "class 4: full filesystem: the test script failed"
+set -u
+b=$1 lib=$2 uuid=$3 size=$4
+mount -t tmpfs -o size=256k tmpfs "$b/run/full" || exit 1
+head -c "$size" /dev/zero >"$b/run/full/precreated" # what the device plugin does at Allocate
+"$b/t_attack" fill "$b/run/full"
+for r in sparse precreated; do
+	env LD_PRELOAD="$lib" LD_LIBRARY_PATH="$b/lib" NVIDIA_VISIBLE_DEVICES="$uuid" VGPU_MEMORY_LIMITS_MIB=1024 \
+		VGPU_REGION="$b/run/full/$r" "$b/t_hold" 100 >"$b/run/full-$r.out" 2>"$b/run/full-$r.err"
+	echo $? >"$b/run/full-$r.rc"
+	"$b/region_tool" read "$b/run/full/$r" >"$b/run/full-$r.fields" 2>/dev/null
+done
+EOS
+	[ "$(cat "$B/run/full-sparse.rc")" = 0 ] && [ "$(cat "$B/run/full-sparse.out")" = ok ] \
+		|| { cat "$B/run/full-sparse.err"; fail "class 4: full filesystem: creating the region killed the process (rc $(cat "$B/run/full-sparse.rc"))"; }
+	[ "$(wc -l <"$B/run/full-sparse.err")" = 1 ] && grep -q 'unusable' "$B/run/full-sparse.err" \
+		|| { cat "$B/run/full-sparse.err"; fail "class 4: full filesystem: want one line saying the region is unusable"; }
+	[ "$(cat "$B/run/full-precreated.rc")" = 0 ] && [ ! -s "$B/run/full-precreated.err" ] \
+		&& grep -qx 'header.device_count=1' "$B/run/full-precreated.fields" \
+		|| { cat "$B/run/full-precreated.err"; fail "class 4: full filesystem: a pre-created region must work, silently"; }
+	pass "class 4: truncated region: the next process runs and says so once; full filesystem: no SIGBUS, a pre-created region works"
+else
+	pass "class 4: truncated region: the next process runs and says so once (full filesystem: SKIPPED, no user or mount namespace here)"
+fi
+
+# Issue class 5. Identities: uuids match in any case; a GPU with no limits entry, or a
+# damaged entry, is loud and recorded, and the valid entries still hold.
+UP0=$(echo "$UUID0" | tr a-f A-F)
+[ "$(run upper NVIDIA_VISIBLE_DEVICES="$UP0" -- "$B/t_devices" 2000 2>"$B/run/upper.err")" = "0:oom" ] \
+	|| fail "class 5: an upper-case uuid in NVIDIA_VISIBLE_DEVICES left the GPU unlimited"
+[ ! -s "$B/run/upper.err" ] || { cat "$B/run/upper.err"; fail "class 5: upper-case uuid: want silence"; }
+# check5 NAME WANT-STDOUT ENV...: one line naming what does not hold, region marked.
+check5() {
+	local name=$1 want=$2; shift 2
+	local got
+	got=$(run "$name" FAKE_CUDA_DEVICES=2 "$@" -- "$B/t_devices" 2000 2>"$B/run/$name.err")
+	[ "$got" = "$want" ] || fail "class 5: $name: devices gave '$got', want '$want'"
+	[ "$(wc -l <"$B/run/$name.err")" = 1 ] && grep -q 'NOT' "$B/run/$name.err" \
+		|| { cat "$B/run/$name.err"; fail "class 5: $name: want one line saying what is not limited"; }
+	"$B/region_tool" read "$B/run/$name.region" | grep -qx 'header.flags=1' || fail "class 5: $name: region not marked unenforced"
+}
+check5 foreign "0:ok 1:ok" NVIDIA_VISIBLE_DEVICES=GPU-00000000-0000-0000-0000-0000000000ff VGPU_MEMORY_LIMITS_MIB=1024
+"$B/region_tool" read "$B/run/foreign.region" | grep -qx 'header.reason=6' || fail "class 5: foreign uuid: want reason 6 (unlimited-device)"
+check5 unlisted "0:oom 1:ok" NVIDIA_VISIBLE_DEVICES=$UUID0
+check5 damaged "0:oom 1:ok" NVIDIA_VISIBLE_DEVICES=$UUID0,$UUID1 VGPU_MEMORY_LIMITS_MIB=1024,lots
+grep -q '"lots"' "$B/run/damaged.err" || fail "class 5: damaged list: the line must name the bad entry"
+check5 short "0:oom 1:ok" NVIDIA_VISIBLE_DEVICES=$UUID0,$UUID1 VGPU_MEMORY_LIMITS_MIB=1024
+check5 reversed "0:ok 1:oom" NVIDIA_VISIBLE_DEVICES=$UUID1,$UUID0 VGPU_MEMORY_LIMITS_MIB=1024,many
+[ "$(run spaces FAKE_CUDA_DEVICES=2 NVIDIA_VISIBLE_DEVICES="$UUID1, $UUID0" VGPU_MEMORY_LIMITS_MIB=" 1024 , 512" \
+	-- "$B/t_devices" 800 2>"$B/run/spaces.err")" = "0:oom 1:ok" ] && [ ! -s "$B/run/spaces.err" ] \
+	|| { cat "$B/run/spaces.err"; fail "class 5: spaces around list entries lost a limit"; }
+pass "class 5: uuids match in any case; foreign, unlisted, damaged and short entries: valid limits hold, one line, region marked"
+
+# Issue class 7. Messages say exactly what holds: no region and a cores limit means
+# memory per process only and compute not at all.
+run msg7 VGPU_REGION= VGPU_CORE_LIMITS=30 -- "$B/t_hold" 100 >/dev/null 2>"$B/run/msg7.err"
+[ "$(wc -l <"$B/run/msg7.err")" = 1 ] && grep -q 'memory limits hold in each process separately' "$B/run/msg7.err" \
+	&& grep -q 'compute limits are NOT enforced' "$B/run/msg7.err" \
+	|| { cat "$B/run/msg7.err"; fail "class 7: no region with a cores limit: the line must say memory holds per process and compute does not"; }
+run msg7b VGPU_MEMORY_LIMITS_MIB=lots VGPU_CORE_LIMITS=30 -- "$B/t_hold" 100 >/dev/null 2>"$B/run/msg7b.err"
+grep -q 'memory is NOT limited' "$B/run/msg7b.err" && grep -q 'compute limits hold' "$B/run/msg7b.err" \
+	|| { cat "$B/run/msg7b.err"; fail "class 7: a bad memory list with a valid cores limit: the line must say memory is not limited and compute holds"; }
+run msg7c VGPU_CORE_LIMITS=thirty -- "$B/t_hold" 100 >/dev/null 2>"$B/run/msg7c.err"
+grep -q 'memory limits hold for the whole container' "$B/run/msg7c.err" && grep -q 'compute is NOT limited' "$B/run/msg7c.err" \
+	|| { cat "$B/run/msg7c.err"; fail "class 7: a bad cores list with a valid memory limit: the line must say memory holds and compute is not limited"; }
+pass "class 7: every line says what holds and what does not"
+
 # Never silent: a bad env or an unknown driver prints one line and marks the region.
 run badenv VGPU_MEMORY_LIMITS_MIB=lots -- "$B/t_hold" 100 >/dev/null 2>"$B/run/badenv.err" || true
 [ "$(grep -c 'NOT enforced' "$B/run/badenv.err")" = 1 ] && [ "$(wc -l <"$B/run/badenv.err")" = 1 ] \
 	|| { cat "$B/run/badenv.err"; fail "bad env: want exactly one stderr line"; }
 "$B/region_tool" read "$B/run/badenv.region" | grep -qx 'header.flags=1' || fail "bad env: region not marked unenforced"
 run unknown FAKE_CUDA_UNKNOWN_PROCADDR=1 -- "$B/t_runtime" >/dev/null 2>"$B/run/unknown.err" && fail "unknown driver: limits claimed"
-[ "$(grep -c 'NOT enforced' "$B/run/unknown.err")" = 1 ] || { cat "$B/run/unknown.err"; fail "unknown driver: want one line"; }
+[ "$(grep -c 'NOT hold for every call' "$B/run/unknown.err")" = 1 ] || { cat "$B/run/unknown.err"; fail "unknown driver: want one line"; }
 "$B/region_tool" read "$B/run/unknown.region" | grep -qx 'header.reason=2' || fail "unknown driver: region reason"
 run noregion VGPU_REGION= -- "$B/t_hold" 100 >/dev/null 2>"$B/run/noregion.err"
 [ "$(wc -l <"$B/run/noregion.err")" = 1 ] || fail "no region: want one line"

@@ -92,9 +92,13 @@ func TestStopKillsTheWholeProcessGroup(t *testing.T) {
 	if got := ProcessesUsing(dir); len(got) < 2 {
 		t.Fatalf("ProcessesUsing = %v, want the shell and its sleep", got)
 	}
+	pgid := p.pid()
 	p.stop(200 * time.Millisecond)
 	if p.running() {
 		t.Fatal("process still running after stop")
+	}
+	if m := groupMembers(pgid); len(m) > 0 {
+		t.Fatalf("process group %d still has live members after stop: %v", pgid, m)
 	}
 	if left := ProcessesUsing(dir); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)

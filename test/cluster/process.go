@@ -126,7 +126,50 @@ func (p *process) stop(grace time.Duration) {
 		// Anything left in the group (the leader included) is killed now.
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-p.exited
+		// The leader is reaped, but other members of the group may still be
+		// on their way out (a SIGKILLed process keeps running in the kernel
+		// until its exit completes), or be stopped, or have forked since the
+		// first signal. Return only when none is left alive.
+		waitGroupGone(pgid)
 	})
+}
+
+// groupGoneTimeout bounds waitGroupGone: a member stuck in uninterruptible
+// sleep cannot be killed, and the harness must not hang on it.
+const groupGoneTimeout = 30 * time.Second
+
+// waitGroupGone sends SIGKILL to process group pgid until no live member is
+// left. Zombies do not count: their parent (often init, after the leader
+// died) reaps them on its own schedule, and they hold nothing.
+func waitGroupGone(pgid int) {
+	deadline := time.Now().Add(groupGoneTimeout)
+	for len(groupMembers(pgid)) > 0 && time.Now().Before(deadline) {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// groupMembers lists the live (non-zombie) processes of process group pgid.
+func groupMembers(pgid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil || isZombie(stat) {
+			continue
+		}
+		if f := statFields(stat); len(f) >= 3 && f[2] == strconv.Itoa(pgid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // exitError describes how the process ended, with the tail of its log.
@@ -192,15 +235,20 @@ func parentPID(pid int) int {
 	if err != nil {
 		return 0
 	}
-	// After "pid (comm) ": state, then ppid.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(stat[i+1:]))
+	f := statFields(stat)
 	if len(f) < 2 {
 		return 0
 	}
 	ppid, _ := strconv.Atoi(f[1])
 	return ppid
+}
+
+// statFields splits /proc/<pid>/stat after "pid (comm) ": state, ppid, pgrp,
+// … (comm may hold spaces and parentheses, hence the last ')').
+func statFields(stat []byte) []string {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(stat[i+1:]))
 }

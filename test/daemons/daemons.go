@@ -11,10 +11,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -32,54 +30,11 @@ import (
 	"github.com/vgpu-io/vgpu/test/cluster"
 )
 
-// EnvBinDir, when set, names a folder holding prebuilt extender and
-// webhook binaries; otherwise Build compiles them from this checkout.
-const EnvBinDir = "VGPU_BIN_DIR"
-
 // Names of the processes in the cluster (cluster.LogPath(name) is the log).
 const (
 	ExtenderName = "vgpu-extender"
 	WebhookName  = "vgpu-webhook"
 )
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
-// Build returns the paths of the extender and webhook binaries, compiling
-// them once per process (go's build cache makes an unchanged rebuild cheap).
-func Build() (extender, webhook string, err error) {
-	if d := os.Getenv(EnvBinDir); d != "" {
-		return filepath.Join(d, "extender"), filepath.Join(d, "webhook"), nil
-	}
-	buildOnce.Do(func() {
-		root, err := repoRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildDir = filepath.Join(root, ".cache", "e2e-bin")
-		for _, b := range []string{"extender", "webhook"} {
-			// Built under a name of its own, then renamed: another test
-			// process may be running the previous binary, which a rename
-			// leaves intact and an overwrite would fail on (text file busy).
-			tmp := filepath.Join(buildDir, fmt.Sprintf(".%s-%d", b, os.Getpid()))
-			cmd := exec.Command("go", "build", "-o", tmp, "./cmd/"+b)
-			cmd.Dir = root
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build ./cmd/%s: %v\n%s", b, err, out)
-				return
-			}
-			if err := os.Rename(tmp, filepath.Join(buildDir, b)); err != nil {
-				buildErr = err
-				return
-			}
-		}
-	})
-	return filepath.Join(buildDir, "extender"), filepath.Join(buildDir, "webhook"), buildErr
-}
 
 // repoRoot is the folder holding go.work, above the working directory.
 func repoRoot() (string, error) {
@@ -160,7 +115,7 @@ type Extender struct {
 // StartExtender starts the extender for c and waits until its ledger is
 // built (/readyz).
 func StartExtender(ctx context.Context, c *cluster.Cluster, extraArgs ...string) (*Extender, error) {
-	bin, _, err := Build()
+	bin, err := Binary("extender")
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +152,7 @@ type Webhook struct {
 // the cluster's folder; it registers both webhook configurations with the
 // API server itself (--register-url).
 func StartWebhook(ctx context.Context, c *cluster.Cluster, extraArgs ...string) (*Webhook, error) {
-	_, bin, err := Build()
+	bin, err := Binary("webhook")
 	if err != nil {
 		return nil, err
 	}

@@ -1,37 +1,38 @@
 // Package gpunode creates simulated GPU nodes for a test cluster: Node
 // objects that kwok manages, with nvidia.com/gpu capacity and the
 // vgpu.io/devices inventory a device plugin would publish. The GPUs are
-// discovered through NVML from go-nvml's mock servers, so names, memory
-// sizes and UUIDs come from the same code path as on a real node.
+// discovered through NVML from vgpu's one simulated catalogue
+// (internal/gpumock, go-nvml's mock servers), so names, memory sizes and
+// uuids come from the same code path as on a real node, and match what a
+// device plugin or monitor simulating the same node finds.
 package gpunode
 
 import (
 	"context"
 	"fmt"
 	"maps"
-	"slices"
+	"strings"
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/test/cluster"
 )
 
-// Model names a GPU model the simulator knows.
+// Model names a GPU model of the one simulated catalogue (internal/gpumock)
+// that the device plugin's and the monitor's --nvml=mock:<model> use too.
 type Model string
 
-// Models with a go-nvml mock configuration, plus T4, which the mock does not
-// ship and which is described here from its public data sheet.
+// The models the tests use; any gpumock model name works.
 const (
 	A100_40GB  Model = "A100-40GB"
 	A100_80GB  Model = "A100-80GB"
@@ -42,27 +43,10 @@ const (
 	T4         Model = "T4"
 )
 
-var models = map[Model]gpus.Config{
-	A100_40GB:  gpus.A100_PCIE_40GB,
-	A100_80GB:  gpus.A100_SXM4_80GB,
-	A30:        gpus.A30_PCIE_24GB,
-	H100_80GB:  gpus.H100_SXM5_80GB,
-	H200_141GB: gpus.H200_SXM5_141GB,
-	B200:       gpus.B200_SXM5_180GB,
-	T4: {
-		Name:         "Tesla T4",
-		Architecture: nvml.DEVICE_ARCH_TURING,
-		Brand:        nvml.BRAND_TESLA,
-		MemoryMB:     15360,
-		CudaMajor:    7,
-		CudaMinor:    5,
-		PciDeviceId:  0x1EB810DE,
-	},
-}
-
-// Models lists the known models, sorted.
-func Models() []Model {
-	return slices.Sorted(maps.Keys(models))
+// MockFlag is the --nvml value under which a device plugin or monitor
+// started for a node of spec simulates exactly that node's GPUs.
+func MockFlag(model Model, gpus int) string {
+	return fmt.Sprintf("mock:%s:%d", strings.ToLower(string(model)), gpus)
 }
 
 // Spec describes a group of identical nodes.
@@ -105,8 +89,8 @@ func (s *Spec) defaults() error {
 	if s.MemoryScaling == 0 {
 		s.MemoryScaling = 1
 	}
-	if _, ok := models[s.Model]; !ok {
-		return fmt.Errorf("gpunode: model %q unknown; known models: %v", s.Model, Models())
+	if _, ok := gpumock.Config(string(s.Model)); !ok {
+		return fmt.Errorf("gpunode: model %q unknown; known models: %v", s.Model, gpumock.Models())
 	}
 	if s.Count < 0 || s.GPUs < 0 || s.SplitCount < 1 || s.Start < 0 {
 		return fmt.Errorf("gpunode: count %d, start %d, gpus %d, splitCount %d: counts must not be negative and splitCount at least 1",
@@ -115,19 +99,16 @@ func (s *Spec) defaults() error {
 	return nil
 }
 
-// Discover returns the GPUs of one simulated node of n GPUs of model, read
-// through the NVML interface of go-nvml's mock server. UUIDs are random, so
-// every call describes different physical GPUs.
-func Discover(model Model, n int) ([]device.GPU, error) {
-	cfg, ok := models[model]
-	if !ok {
-		return nil, fmt.Errorf("gpunode: model %q unknown; known models: %v", model, Models())
-	}
-	srv, err := server.New(server.WithGPUs(gpus.Multiple(n, cfg)...), server.WithDriverVersion("550.54.15"))
+// Discover returns the GPUs of node, a simulated node of n GPUs of model,
+// read through NVML from the catalogue's mock: the GPUs, uuids included,
+// that a device plugin or monitor with --nvml=MockFlag(model, n) on that
+// node finds.
+func Discover(node string, model Model, n int) ([]device.GPU, error) {
+	spec, err := gpumock.ParseSpec(fmt.Sprintf("%s:%d", model, n))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("gpunode: %w", err)
 	}
-	return discover(srv)
+	return discover(gpumock.New(spec, node))
 }
 
 func discover(lib nvml.Interface) ([]device.GPU, error) {
@@ -176,11 +157,11 @@ func Node(spec Spec, i int) (*corev1.Node, error) {
 	if err := spec.defaults(); err != nil {
 		return nil, err
 	}
-	gpuList, err := Discover(spec.Model, spec.GPUs)
+	name := fmt.Sprintf("%s-%d", spec.Prefix, i)
+	gpuList, err := Discover(name, spec.Model, spec.GPUs)
 	if err != nil {
 		return nil, err
 	}
-	name := fmt.Sprintf("%s-%d", spec.Prefix, i)
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,

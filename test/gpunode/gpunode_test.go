@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
 )
@@ -40,6 +41,9 @@ func TestNodeDescribesMockGPUs(t *testing.T) {
 					t.Errorf("gpu %d = %+v, want %s with %d MiB", i, g, tc.name, tc.memoryMiB)
 				}
 				uuids[g.UUID] = true
+				if want := gpumock.UUID(n.Name, i); g.UUID != want {
+					t.Errorf("gpu %d uuid %s, want %s: the uuid a device plugin or monitor simulating %s finds", i, g.UUID, want, n.Name)
+				}
 			}
 			if len(uuids) != 4 {
 				t.Errorf("UUIDs not distinct: %v", uuids)
@@ -59,7 +63,7 @@ func TestNodeDescribesMockGPUs(t *testing.T) {
 
 func TestNodeRejectsUnknownModel(t *testing.T) {
 	_, err := Node(Spec{Model: "V100"}, 0)
-	if err == nil || !strings.Contains(err.Error(), `"V100"`) || !strings.Contains(err.Error(), string(H100_80GB)) {
+	if err == nil || !strings.Contains(err.Error(), `"V100"`) || !strings.Contains(err.Error(), "h100-80gb") {
 		t.Fatalf("error = %v, want it to name the model and the known ones", err)
 	}
 }

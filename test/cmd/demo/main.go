@@ -67,11 +67,10 @@ func main() {
 var fleet = []struct {
 	prefix string
 	model  gpunode.Model
-	mock   string // the device plugin's --nvml
 	gpus   int
 }{
-	{"a100", gpunode.A100_80GB, "mock:a100-80gb:8", 8},
-	{"t4", gpunode.T4, "mock:t4:4", 4},
+	{"a100", gpunode.A100_80GB, 8},
+	{"t4", gpunode.T4, 4},
 }
 
 const nodesPerGroup = 2
@@ -144,7 +143,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		for _, n := range names {
-			if err := startNodeAgents(ctx, c, o, n, g.mock); err != nil {
+			if err := startNodeAgents(ctx, c, o, n, gpunode.MockFlag(g.model, g.gpus)); err != nil {
 				return err
 			}
 		}
@@ -217,7 +216,9 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-// startNodeAgents runs the device plugin and the monitor of one kwok node.
+// startNodeAgents runs the device plugin and the monitor of one kwok node,
+// both simulating the node's GPUs with the same mock, so the monitor's
+// measurements name the GPUs the device plugin published.
 // A kwok node has no kubelet, so the plugin writes its capacity into the
 // Node itself (--advertise-capacity) and its kubelet socket dir is private.
 func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, mock string) error {
@@ -246,7 +247,7 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 	}
 	monitor := fmt.Sprintf("127.0.0.1:%d", ports[1])
 	err = c.StartProcess(ctx, "monitor-"+node, filepath.Join(o.binDir, "monitor"), []string{
-		"--node-name=" + node, "--nvml=mock:a100", "--kubeconfig=" + c.Kubeconfig,
+		"--node-name=" + node, "--nvml=" + mock, "--kubeconfig=" + c.Kubeconfig,
 		"--host-root=" + filepath.Join(dir, "vgpu"), "--proc-root=" + filepath.Join(dir, "proc"),
 		"--listen=" + monitor,
 	}, cluster.HTTPReady("http://"+monitor+"/healthz"))

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/gpunode"
 )
@@ -62,7 +63,7 @@ func main() {
 	for _, c := range []*cobra.Command{up, serve} {
 		c.Flags().IntVar(&f.nodes, "nodes", 4, "simulated GPU nodes")
 		c.Flags().IntVar(&f.gpus, "gpus", 8, "GPUs per node")
-		c.Flags().StringVar(&f.model, "model", string(gpunode.A100_80GB), fmt.Sprintf("GPU model, one of %v", gpunode.Models()))
+		c.Flags().StringVar(&f.model, "model", string(gpunode.A100_80GB), fmt.Sprintf("GPU model, one of %v", gpumock.Models()))
 		c.Flags().IntVar(&f.splitCount, "split-count", 10, "vGPUs per GPU (nvidia.com/gpu capacity = gpus × split-count)")
 		c.Flags().DurationVar(&f.timeout, "timeout", 3*time.Minute, "how long `up` waits for the cluster")
 	}

@@ -375,7 +375,7 @@ func runMonitor(t *testing.T, ctx context.Context, c *cluster.Cluster, node, roo
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args := []string{"--kubeconfig", kc, "--node-name", node, "--host-root", root, "--proc-root", filepath.Join(root, "proc"),
-		"--nvml", "mock:a100", "--listen", addr, "--stale-grace", "1s", "--sweep-interval", "200ms"}
+		"--nvml", gpunode.MockFlag(gpunode.A100_40GB, 3), "--listen", addr, "--stale-grace", "1s", "--sweep-interval", "200ms"}
 	err = c.StartProcess(ctx, "monitor", build(t, "monitor"), args, cluster.HTTPReady("http://"+addr+"/healthz"))
 	if err != nil {
 		t.Fatalf("monitor: %v (log %s)", err, c.LogPath("monitor"))

@@ -7,12 +7,9 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -126,7 +123,7 @@ func TestMockNodeInventoryIsScheduledOn(t *testing.T) {
 // status since no kubelet does it.
 func startPlugin(ctx context.Context, t *testing.T, c *cluster.Cluster, node, nvml string) {
 	t.Helper()
-	bin, err := buildPlugin()
+	bin, err := daemons.Binary("deviceplugin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,42 +171,4 @@ func waitInventory(ctx context.Context, t *testing.T, c *cluster.Cluster, name s
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
-
-// buildPlugin compiles cmd/deviceplugin once per test process, or uses
-// the binary in $VGPU_BIN_DIR.
-func buildPlugin() (string, error) {
-	if d := os.Getenv(daemons.EnvBinDir); d != "" {
-		return filepath.Join(d, "deviceplugin"), nil
-	}
-	buildOnce.Do(func() {
-		dir, err := os.Getwd()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		for {
-			if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-				break
-			}
-			if filepath.Dir(dir) == dir {
-				buildErr = fmt.Errorf("no go.work above the working directory")
-				return
-			}
-			dir = filepath.Dir(dir)
-		}
-		buildBin = filepath.Join(dir, ".cache", "e2e-bin", "deviceplugin")
-		cmd := exec.Command("go", "build", "-o", buildBin, "./cmd/deviceplugin")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/deviceplugin: %v\n%s", err, out)
-		}
-	})
-	return buildBin, buildErr
 }

@@ -1,21 +1,23 @@
 // Package containerspec turns one container's assignment into the container
-// contract the kubelet applies (DESIGN §4, docs/contract.md): environment
-// for the NVIDIA runtime and libvgpu, and the mounts of libvgpu and of the
-// container's region directory.
+// contract the kubelet applies (docs/contract.md): environment for the NVIDIA
+// runtime, the limits file libvgpu reads, the container's region (created
+// with real blocks), and the mounts of libvgpu, the limits file and the
+// region directory.
 package containerspec
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/install"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/region"
 )
 
 // Host says where things are on the host.
@@ -33,46 +35,60 @@ func (h Host) RegionDir(podUID, container string) string {
 	return filepath.Join(h.ContainersDir, contract.ContainerDirName(podUID, container))
 }
 
-// Build creates the container's region directory and returns its contract.
+// LimitsPath is the host path of one container's limits file.
+func (h Host) LimitsPath(podUID, container string) string {
+	return contract.HostLimitsPath(h.ContainersDir, podUID, container)
+}
+
+// Build creates the container's region directory, region file and limits
+// file, and returns its contract. Every host path it returns exists.
 func Build(h Host, podUID string, c assign.Container) (*pluginapi.ContainerAllocateResponse, error) {
 	if len(c.Devices) == 0 {
 		return nil, fmt.Errorf("container %q: assignment lists no devices", c.Name)
 	}
-	uuids := make([]string, len(c.Devices))
-	mem := make([]string, len(c.Devices))
-	cores := make([]string, len(c.Devices))
-	for i, d := range c.Devices {
-		uuids[i] = d.UUID
-		mem[i] = strconv.FormatInt(d.MemoryMiB, 10)
-		cores[i] = strconv.Itoa(d.Cores)
+	limits := contract.Limits{Region: filepath.Join(contract.ContainerRegionDir, contract.RegionFileName)}
+	for _, d := range c.Devices {
+		limits.Devices = append(limits.Devices, contract.DeviceLimits{UUID: d.UUID, MemoryMiB: d.MemoryMiB, Cores: d.Cores})
 	}
-	region := h.RegionDir(podUID, c.Name)
-	if err := os.MkdirAll(region, 0o755); err != nil {
+	regionDir := h.RegionDir(podUID, c.Name)
+	if err := os.MkdirAll(regionDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create region directory: %w", err)
 	}
-	// The container may run as any user and libvgpu must create the region
+	// The container may run as any user and libvgpu must open the region
 	// file there; MkdirAll's mode is subject to the umask, Chmod is not.
-	if err := os.Chmod(region, 0o777); err != nil {
-		return nil, fmt.Errorf("region directory %s: %w", region, err)
+	if err := os.Chmod(regionDir, 0o777); err != nil {
+		return nil, fmt.Errorf("region directory %s: %w", regionDir, err)
+	}
+	if err := createRegion(filepath.Join(regionDir, contract.RegionFileName)); err != nil {
+		return nil, err
 	}
 	resp := &pluginapi.ContainerAllocateResponse{
-		Envs: map[string]string{
-			contract.EnvVisibleDevices: strings.Join(uuids, ","),
-			contract.EnvMemoryLimits:   strings.Join(mem, ","),
-			contract.EnvCoreLimits:     strings.Join(cores, ","),
-			contract.EnvRegion:         filepath.Join(contract.ContainerRegionDir, contract.RegionFileName),
-		},
+		// libvgpu ignores the limit variables when the limits file is
+		// mounted; the NVIDIA runtime and people read them.
+		Envs: limits.Env(),
 		Mounts: []*pluginapi.Mount{{
 			ContainerPath: contract.ContainerRegionDir,
-			HostPath:      region,
+			HostPath:      regionDir,
 		}},
 	}
 	if h.LibDir != "" {
+		limitsPath := h.LimitsPath(podUID, c.Name)
+		if err := writeLimits(limitsPath, contract.FormatLimits(limits)); err != nil {
+			return nil, err
+		}
+		if err := ensurePlaceholder(filepath.Join(h.LibDir, contract.LimitsFileName)); err != nil {
+			return nil, err
+		}
 		resp.Envs[contract.EnvLDPreload] = contract.ContainerLibPath
 		resp.Mounts = append(resp.Mounts,
 			&pluginapi.Mount{
 				ContainerPath: filepath.Dir(contract.ContainerLibPath),
 				HostPath:      h.LibDir,
+				ReadOnly:      true,
+			},
+			&pluginapi.Mount{
+				ContainerPath: contract.ContainerLimitsPath,
+				HostPath:      limitsPath,
 				ReadOnly:      true,
 			},
 			&pluginapi.Mount{
@@ -82,4 +98,68 @@ func Build(h Host, podUID string, c assign.Container) (*pluginapi.ContainerAlloc
 			})
 	}
 	return resp, nil
+}
+
+// publish puts data at path whole or not at all: written to a temporary
+// file, synced, given its mode (not subject to the umask), then renamed over
+// path (replace) or linked to it only if path does not exist yet. A reader,
+// or a crash, never meets half a file.
+func publish(path string, data []byte, mode os.FileMode, replace bool) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), mode)
+	}
+	if err != nil {
+		return err
+	}
+	if replace {
+		return os.Rename(tmp.Name(), path)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+// writeLimits replaces the limits file: a container restarted later mounts
+// the new one; a running one keeps the file it mounted
+// (docs/contract.md#where-limits-come-from).
+func writeLimits(path string, data []byte) error {
+	if err := publish(path, data, 0o444, true); err != nil {
+		return fmt.Errorf("limits file %s: %w", path, err)
+	}
+	return nil
+}
+
+// createRegion writes a region file of region.Size zero bytes, every block
+// written, so that a process mapping it can never fault on a full
+// filesystem (docs/contract.md#the-region-file); libvgpu initialises its
+// header. An existing file is left alone: it holds the ledger of a
+// container that is being restarted. Mode 0666: any user of the container
+// opens it.
+func createRegion(path string) error {
+	if err := publish(path, make([]byte, region.Size), 0o666, false); err != nil {
+		return fmt.Errorf("region file %s: %w", path, err)
+	}
+	return nil
+}
+
+// ensurePlaceholder creates the empty file the limits file is mounted over,
+// in a library directory installed by an older plugin that lacks it.
+func ensurePlaceholder(path string) error {
+	if err := publish(path, nil, 0o444, false); err != nil {
+		return fmt.Errorf("limits placeholder %s: %w", path, err)
+	}
+	return nil
 }

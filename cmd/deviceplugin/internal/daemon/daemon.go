@@ -31,7 +31,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/inventory"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/kubeletplugin"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
-	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/nvmlmock"
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/podresolver"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/settings"
 	"github.com/vgpu-io/vgpu/lib/config"
@@ -69,22 +69,13 @@ type Deps struct {
 
 // OpenNVML returns the NVML that cfg.NVML names, initialised.
 func OpenNVML(spec, node string) (nvml.Interface, error) {
-	var lib nvml.Interface
-	if m, ok := strings.CutPrefix(spec, "mock:"); ok {
-		s, err := nvmlmock.ParseSpec(m)
-		if err != nil {
-			return nil, fmt.Errorf("--nvml=%s: %w", spec, err)
-		}
-		lib = nvmlmock.New(s, node)
-	} else if spec == "" {
-		lib = nvml.New()
-	} else {
-		return nil, fmt.Errorf("--nvml=%q: must be empty (the real NVML) or mock:<model>[:<count>] with a model among %s",
-			spec, strings.Join(nvmlmock.Models(), ", "))
+	lib, err := gpumock.Library(spec, node)
+	if err != nil {
+		return nil, err
 	}
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		return nil, fmt.Errorf("NVML cannot start (%v): this node has no NVIDIA GPU, or its driver (libnvidia-ml.so.1) is not installed or not visible to the plugin; "+
-			"to simulate a GPU node, run with --nvml=mock:<model> (models: %s)", ret, strings.Join(nvmlmock.Models(), ", "))
+			"to simulate a GPU node, run with --nvml=mock:<model> (models: %s)", ret, strings.Join(gpumock.Models(), ", "))
 	}
 	return lib, nil
 }

@@ -398,6 +398,21 @@ func (e *env) checkContract(pod *podObj, c ctr, r *pluginapi.ContainerAllocateRe
 	if m := mounts[contract.ContainerRegionDir]; m == nil || m.HostPath != region || m.ReadOnly {
 		e.t.Errorf("%s/%s: region mount %v, want %s read-write", pod.Name, c.name, m, region)
 	}
+	// libvgpu takes the limits from this file, not from the environment.
+	limits := region + contract.HostLimitsSuffix
+	if m := mounts[contract.ContainerLimitsPath]; m == nil || m.HostPath != limits || !m.ReadOnly {
+		e.t.Errorf("%s/%s: limits mount %v, want %s read-only", pod.Name, c.name, m, limits)
+	} else if b, err := os.ReadFile(limits); err != nil {
+		e.t.Errorf("%s/%s: limits file: %v", pod.Name, c.name, err)
+	} else if l, err := contract.ParseLimits(b); err != nil || len(l.Devices) != len(c.devs) {
+		e.t.Errorf("%s/%s: limits file %+v, %v; want %d devices", pod.Name, c.name, l, err, len(c.devs))
+	} else {
+		for i, d := range c.devs {
+			if l.Devices[i].UUID != d.UUID || l.Devices[i].MemoryMiB != d.MemoryMiB || l.Devices[i].Cores != d.Cores {
+				e.t.Errorf("%s/%s: limits file device %d is %+v, want %+v", pod.Name, c.name, i, l.Devices[i], d)
+			}
+		}
+	}
 	if st, err := os.Stat(region); err != nil || st.Mode().Perm() != 0o777 {
 		e.t.Errorf("%s/%s: region directory %s: %v", pod.Name, c.name, region, err)
 	}
@@ -415,8 +430,8 @@ func (e *env) checkContract(pod *podObj, c ctr, r *pluginapi.ContainerAllocateRe
 	if b, err := os.ReadFile(pre.HostPath); err != nil || string(b) != contract.ContainerLibPath+"\n" {
 		e.t.Errorf("%s/%s: ld.so.preload = %q, %v", pod.Name, c.name, b, err)
 	}
-	if len(r.Mounts) != 3 {
-		e.t.Errorf("%s/%s: %d mounts, want 3", pod.Name, c.name, len(r.Mounts))
+	if len(r.Mounts) != 4 {
+		e.t.Errorf("%s/%s: %d mounts, want 4 (region, library, limits, ld.so.preload)", pod.Name, c.name, len(r.Mounts))
 	}
 }
 

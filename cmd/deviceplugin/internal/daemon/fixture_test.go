@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
-	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/nvmlmock"
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/testkubelet"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
@@ -35,7 +35,7 @@ type env struct {
 	t        *testing.T
 	ctx      context.Context
 	client   *fake.Clientset
-	nvml     *nvmlmock.Server
+	nvml     *gpumock.Server
 	kubelet  *testkubelet.Kubelet
 	cfg      Config
 	logs     *observer.ObservedLogs
@@ -286,8 +286,8 @@ func (e *env) metric(series string) float64 {
 	return 0
 }
 
-func newMock() *nvmlmock.Server {
-	return nvmlmock.New(nvmlmock.Spec{Model: "dgxa100", Count: 8}, nodeName)
+func newMock() *gpumock.Server {
+	return gpumock.New(gpumock.Spec{Model: "dgxa100", Count: 8}, nodeName)
 }
 
 func itoa(n int64) string { return fmt.Sprint(n) }

@@ -7,9 +7,9 @@ import (
 
 func TestOpenNVMLSaysWhatToDo(t *testing.T) {
 	for spec, want := range map[string]string{
-		"mock:tpu":        `mock model "tpu" is unknown: the models are a100-40gb, a100-80gb, a30, dgxa100, dgxb200, dgxh100, dgxh200, t4`,
+		"mock:tpu":        `mock model "tpu" is unknown: the models are a100-40gb, a100-80gb, a30, b200, dgxa100, dgxb200, dgxh100, dgxh200, h100-80gb, h200-141gb, t4`,
 		"mock:dgxa100:0":  `mock GPU count "0": must be an integer from 1 to 64`,
-		"nvidia":          `--nvml="nvidia": must be empty (the real NVML) or mock:<model>[:<count>]`,
+		"nvidia":          `--nvml="nvidia": must be empty or "real" (the driver's NVML), or mock:<model>[:<count>]`,
 		"mock:dgxh100:2x": `mock GPU count "2x"`,
 	} {
 		if _, err := OpenNVML(spec, "n"); err == nil || !strings.Contains(err.Error(), want) {

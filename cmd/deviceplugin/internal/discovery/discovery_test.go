@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/nvmlmock"
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 )
 
 func TestNUMANodeFromSysfs(t *testing.T) {
@@ -38,7 +38,7 @@ func TestNUMANodeFromSysfs(t *testing.T) {
 }
 
 func TestDiscoverMock(t *testing.T) {
-	s := nvmlmock.New(nvmlmock.Spec{Model: "dgxh100", Count: 3}, "n")
+	s := gpumock.New(gpumock.Spec{Model: "dgxh100", Count: 3}, "n")
 	gpus, err := Discover(s, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -51,14 +51,14 @@ func TestDiscoverMock(t *testing.T) {
 			t.Errorf("GPU %d: %+v", i, g)
 		}
 	}
-	other := nvmlmock.New(nvmlmock.Spec{Model: "dgxh100", Count: 1}, "other-node")
+	other := gpumock.New(gpumock.Spec{Model: "dgxh100", Count: 1}, "other-node")
 	if other.UUID(0) == s.UUID(0) {
 		t.Error("two simulated nodes share a GPU uuid")
 	}
 }
 
 func TestWatchHealthIgnoresApplicationXids(t *testing.T) {
-	s := nvmlmock.New(nvmlmock.Spec{Model: "a30", Count: 2}, "n")
+	s := gpumock.New(gpumock.Spec{Model: "a30", Count: 2}, "n")
 	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan Event, 4)
 	done := make(chan error, 1)

@@ -68,6 +68,12 @@ func Install(src, libDir, version string) (string, error) {
 		if err := writeFile(filepath.Join(tmp, PreloadFileName), preload, 0o644); err != nil {
 			return "", err
 		}
+		// Each container's limits file is mounted over this empty one
+		// (docs/contract.md#where-limits-come-from); libvgpu reads an empty
+		// file as none.
+		if err := writeFile(filepath.Join(tmp, contract.LimitsFileName), nil, 0o444); err != nil {
+			return "", err
+		}
 		if err := os.Chmod(tmp, 0o755); err != nil {
 			return "", err
 		}

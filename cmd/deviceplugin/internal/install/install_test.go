@@ -31,6 +31,9 @@ func TestInstallVersionedAndAtomic(t *testing.T) {
 	if err != nil || string(preload) != contract.ContainerLibPath+"\n" {
 		t.Fatalf("ld.so.preload = %q, %v; want the container path of the library", preload, err)
 	}
+	if st, err := os.Stat(filepath.Join(first, contract.LimitsFileName)); err != nil || st.Size() != 0 {
+		t.Fatalf("limits placeholder: %v, %v; want an empty file for the containers' limits to be mounted over", st, err)
+	}
 	if st, _ := os.Stat(filepath.Join(first, LibFileName())); st.Mode().Perm()&0o005 != 0o005 {
 		t.Fatalf("library mode %v: containers running as any user must read it", st.Mode())
 	}

@@ -428,3 +428,33 @@ func TestOverflowAndSharedMemory(t *testing.T) {
 		})
 	}
 }
+
+// A region that cannot be read (truncated by a process of the container, or
+// a layout of another version) hides the slots: it is reported as such, the
+// processes are not each called unaccounted, and the container's total is
+// still held against its limit.
+func TestUnreadableRegion(t *testing.T) {
+	n := newNode(t)
+	n.pod(uidA, "a", assign.Container{Name: "main", Devices: one(gpu0, 4096)})
+	n.write(filepath.Join(n.dir, contract.ContainerDirName(uidA, "main"), contract.RegionFileName), "VGPU truncated")
+	n.process(100, uidA, "main", 7, 1000)
+	n.compute[0] = []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: gb(3)}}
+	a := n.auditor(0)
+	got := a.Pass()
+	if !same(summary(got), []string{"main/region-unreadable/" + gpu0}) {
+		t.Fatalf("findings %v", summary(got))
+	}
+	if !strings.Contains(got[0].Message, "cannot be read (region: ") {
+		t.Errorf("message %q does not say why", got[0].Message)
+	}
+	n.compute[0] = []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: gb(6)}}
+	if got := a.Pass(); !same(summary(got), []string{"main/above-limit/" + gpu0}) {
+		t.Fatalf("above its limit with an unreadable region: %v", summary(got))
+	}
+	// Repaired: the unreadable finding goes, the evidence stays.
+	n.region(uidA, "main", map[string]uint64{gpu0: gb(4)}, []string{gpu0}, slot{7, 1000, []uint64{gb(6)}})
+	a.Pass()
+	if u := a.Unenforced(); !same(summary(u), []string{"main/above-limit/" + gpu0}) {
+		t.Fatalf("after repair: %v", summary(u))
+	}
+}

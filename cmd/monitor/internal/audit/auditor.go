@@ -36,8 +36,8 @@ type Responder interface {
 // still hold memory after libvgpu gave its slot back, and an allocation may
 // reach NVML a moment before libvgpu's count of it. Once confirmed, a finding
 // stays for the life of the pod, since a container that got around its
-// limits once can do so again; only no-region is withdrawn, when the region
-// appears.
+// limits once can do so again; only what is not evidence (Finding.Evidence)
+// is withdrawn when it no longer holds.
 type Auditor struct {
 	Dir          string
 	GPUs         GPUReader
@@ -74,14 +74,17 @@ func (a *Auditor) Pass() []Finding {
 		// Without NVML nothing can be compared; the region checks still run.
 		a.Log.Debug("audit: NVML unreadable", zap.Error(err))
 	}
-	snap := Snapshot{GPUs: gs, Pods: a.Pods.Pods(), Regions: map[Key]regions.Region{}, Now: now()}
+	snap := Snapshot{GPUs: gs, Pods: a.Pods.Pods(), Regions: map[Key]regions.Region{}, Unreadable: map[Key]error{}, Now: now()}
 	entries, err := regions.List(a.Dir)
 	if err != nil {
 		a.Log.Warn("audit: cannot list region directories", zap.String("dir", a.Dir), zap.Error(err))
 	}
 	for _, e := range entries {
-		if r, st := a.Regions.Read(e); st == regions.OK {
+		switch r, st, err := a.Regions.Check(e); st {
+		case regions.OK:
 			snap.Regions[Key{e.PodUID, e.Container}] = r
+		case regions.Corrupt:
+			snap.Unreadable[Key{e.PodUID, e.Container}] = err
 		}
 	}
 	res := Inspect(snap, a.Owners, a.Options)
@@ -120,7 +123,7 @@ func (a *Auditor) Pass() []Finding {
 		}
 	}
 	for id, f := range a.confirmed {
-		if !live[f.PodUID] || (f.Reason == ReasonNoRegion && !seen[id]) {
+		if !live[f.PodUID] || (!f.Evidence() && !seen[id]) {
 			delete(a.confirmed, id)
 		}
 	}

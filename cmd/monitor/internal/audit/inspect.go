@@ -34,9 +34,22 @@ const (
 	// its assigned limit, by more than the tolerance per process.
 	ReasonAboveLimit = "above-limit"
 	// ReasonNoRegion: the container has limits, has run for longer than the
-	// grace period, and has no readable region.
+	// grace period, and libvgpu has not attached to its region.
 	ReasonNoRegion = "no-region"
+	// ReasonRegionUnreadable: the container's region cannot be decoded
+	// (truncated, overwritten, or a layout this monitor does not read), so
+	// its processes cannot be checked one by one.
+	ReasonRegionUnreadable = "region-unreadable"
 )
+
+// Evidence reports whether the finding shows memory outside the limits.
+// no-region and region-unreadable only show that the monitor cannot tell
+// (a container that has not used its GPU yet has no region either; a
+// monitor and a libvgpu of different versions read different layouts):
+// they are reported while they last, and never evict by themselves.
+func (f Finding) Evidence() bool {
+	return f.Reason != ReasonNoRegion && f.Reason != ReasonRegionUnreadable
+}
 
 // Key names one container of one pod.
 type Key struct {
@@ -84,6 +97,8 @@ type Snapshot struct {
 	Pods []pods.Pod
 	// Regions holds the readable regions, by container.
 	Regions map[Key]regions.Region
+	// Unreadable holds, by container, why its region could not be read.
+	Unreadable map[Key]error
 	Now     time.Time
 }
 
@@ -173,6 +188,9 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 			u.procs++
 			usage[key][strings.ToUpper(g.UUID)] = u
 
+			if _, bad := s.Unreadable[key]; bad {
+				continue // no slots to compare with; the limit check below still holds
+			}
 			who := fmt.Sprintf("pid %d (%d in the container) holds %s on %s", proc.PID, o.NSPID, amount(proc), g.UUID)
 			r, hasRegion := s.Regions[key]
 			dev := deviceIndex(r, g.UUID)
@@ -244,6 +262,13 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 					add(p, c.Name, d.UUID, ReasonAboveLimit, "its %d processes hold %s on %s, above its limit of %s (tolerance %s per process)",
 						u.procs, inMiB(u.bytes), d.UUID, inMiB(limit), inMiB(opt.Tolerance))
 				}
+			}
+			if err, bad := s.Unreadable[key]; bad {
+				for _, d := range shared {
+					add(p, c.Name, d.UUID, ReasonRegionUnreadable,
+						"the container's region cannot be read (%v): its processes cannot be checked one by one, only its total against its limit", err)
+				}
+				continue
 			}
 			st, ok := p.Containers[c.Name]
 			if _, hasRegion := s.Regions[key]; hasRegion || len(shared) == 0 || !ok || !st.Running || st.Init != c.Init ||

@@ -1,5 +1,5 @@
-// Package cleanup removes the region directories of pods that no longer
-// exist. A directory is removed only after its pod has been missing from a
+// Package cleanup removes the region directories, and the limits files
+// beside them, of pods that no longer exist. A directory is removed only after its pod has been missing from a
 // synced pod cache for a whole grace period, so that a pod the cache has not
 // caught up with yet, or a monitor restart, never costs a live container its
 // region.
@@ -7,6 +7,8 @@ package cleanup
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/lib/contract"
 )
 
 // Pods answers whether a pod of this node exists.
@@ -72,6 +75,10 @@ func (s *Sweeper) Sweep() []string {
 		if err := os.RemoveAll(e.Dir); err != nil {
 			s.Log.Warn("cannot remove stale region directory", zap.String("dir", e.Dir), zap.Error(err))
 			continue
+		}
+		// The limits file beside it (docs/contract.md#where-limits-come-from).
+		if err := os.Remove(e.Dir + contract.HostLimitsSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			s.Log.Warn("cannot remove stale limits file", zap.String("path", e.Dir+contract.HostLimitsSuffix), zap.Error(err))
 		}
 		delete(s.missingSince, e.Dir)
 		removed = append(removed, e.Dir)

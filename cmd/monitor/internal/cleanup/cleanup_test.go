@@ -28,6 +28,9 @@ func TestSweepRemovesOnlyAfterGrace(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, n, "region"), []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(filepath.Join(dir, n+".limits"), []byte("x"), 0o444); err != nil {
+			t.Fatal(err)
+		}
 	}
 	pods := &fakePods{synced: false, live: map[string]bool{"live": true}}
 	now := time.Unix(1000, 0)
@@ -57,9 +60,14 @@ func TestSweepRemovesOnlyAfterGrace(t *testing.T) {
 			t.Fatalf("%s of a live pod was touched: %v", n, err)
 		}
 	}
-	for _, n := range []string{"gone_a", "gone_b"} {
+	for _, n := range []string{"gone_a", "gone_b", "gone_a.limits", "gone_b.limits"} {
 		if _, err := os.Stat(filepath.Join(dir, n)); !os.IsNotExist(err) {
 			t.Fatalf("%s still there: %v", n, err)
+		}
+	}
+	for _, n := range []string{"live_a.limits", "back_a.limits"} {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Fatalf("%s of a live pod was touched: %v", n, err)
 		}
 	}
 	if v := testutil.ToFloat64(removed); v != 2 {

@@ -1,22 +1,18 @@
 // Package gpus reads the node's GPUs through NVML: memory, utilisation and
-// the processes running on each. It also builds the NVML mocks that stand in
-// for a driver on machines without a GPU (--nvml=mock:<model>).
+// the processes running on each.
 package gpus
 
 import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxb200"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh200"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 )
 
 // Process is one process using a GPU, as NVML sees it: host pid namespace.
@@ -62,15 +58,16 @@ type Source struct {
 	now func() time.Time
 }
 
-// Open initialises NVML. spec is "real" for the driver's libnvidia-ml or
-// "mock:<model>" for go-nvml's mock of a DGX with eight GPUs of that model.
-func Open(spec string) (*Source, error) {
-	lib, err := library(spec)
+// Open initialises the NVML that an --nvml flag value names (see
+// gpumock.Library): the driver's, or a mock of node's GPUs that names the
+// same GPUs as the device plugin's mock of that node.
+func Open(flag, node string) (*Source, error) {
+	lib, err := gpumock.Library(flag, node)
 	if err != nil {
 		return nil, err
 	}
 	if ret := lib.Init(); ret != nvml.SUCCESS {
-		return nil, fmt.Errorf("nvml init (%s): %s", spec, nvml.ErrorString(ret))
+		return nil, fmt.Errorf("nvml init (--nvml=%q): %s", flag, nvml.ErrorString(ret))
 	}
 	return New(lib), nil
 }
@@ -83,34 +80,6 @@ func New(lib nvml.Interface) *Source {
 // Close shuts NVML down.
 func (s *Source) Close() {
 	s.lib.Shutdown()
-}
-
-// MockModels lists the models --nvml=mock:<model> accepts.
-var MockModels = []string{"a100", "b200", "h100", "h200"}
-
-func library(spec string) (nvml.Interface, error) {
-	if spec == "real" || spec == "" {
-		return nvml.New(), nil
-	}
-	model, ok := strings.CutPrefix(spec, "mock:")
-	if !ok {
-		return nil, fmt.Errorf("--nvml=%q: must be \"real\" or \"mock:<model>\" with model one of %s", spec, strings.Join(MockModels, ", "))
-	}
-	var srv *server.Server
-	switch strings.TrimPrefix(strings.ToLower(model), "dgx") {
-	case "a100":
-		srv = dgxa100.New()
-	case "b200":
-		srv = dgxb200.New()
-	case "h100":
-		srv = dgxh100.New()
-	case "h200":
-		srv = dgxh200.New()
-	default:
-		return nil, fmt.Errorf("--nvml=%q: unknown mock model %q: must be one of %s", spec, model, strings.Join(MockModels, ", "))
-	}
-	Idle(srv)
-	return srv, nil
 }
 
 // Idle fills in the calls go-nvml's mock servers leave unset with an idle

@@ -3,6 +3,8 @@ package gpus
 import (
 	"strings"
 	"testing"
+
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -73,22 +75,30 @@ func TestReadMockDGX(t *testing.T) {
 	}
 }
 
+// The monitor's --nvml takes the device plugin's values, with the same
+// uuids for the same node, and still the monitor's former model names.
 func TestOpenSpec(t *testing.T) {
-	for _, spec := range []string{"mock:a100", "mock:dgxh100", "mock:H200", "mock:b200"} {
-		s, err := Open(spec)
+	for spec, n := range map[string]int{"mock:a100": 8, "mock:dgxh100": 8, "mock:H200": 8, "mock:b200": 8, "mock:t4:4": 4} {
+		s, err := Open(spec, "node-a")
 		if err != nil {
 			t.Fatalf("%s: %v", spec, err)
 		}
-		if gs, err := s.Read(); err != nil || len(gs) != 8 {
+		gs, err := s.Read()
+		if err != nil || len(gs) != n {
 			t.Fatalf("%s: %d GPUs, %v", spec, len(gs), err)
+		}
+		for i, g := range gs {
+			if g.UUID != gpumock.UUID("node-a", i) {
+				t.Errorf("%s: GPU %d uuid %s, want the device plugin's %s", spec, i, g.UUID, gpumock.UUID("node-a", i))
+			}
 		}
 		s.Close()
 	}
 	for spec, want := range map[string]string{
-		"mock:t4": `unknown mock model "t4": must be one of a100, b200, h100, h200`,
-		"fake":    `must be "real" or "mock:<model>"`,
+		"mock:k80": `mock model "k80" is unknown: the models are a100-40gb, a100-80gb, a30, b200`,
+		"fake":     `must be empty or "real" (the driver's NVML), or mock:<model>[:<count>]`,
 	} {
-		if _, err := Open(spec); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := Open(spec, "node-a"); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Open(%q) = %v, want %q", spec, err, want)
 		}
 	}

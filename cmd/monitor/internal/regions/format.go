@@ -3,6 +3,7 @@ package regions
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -40,7 +41,7 @@ func Decode(b []byte) (Region, error) {
 type Publisher struct{}
 
 // Publish writes one sample for device of the region at path.
-func (Publisher) Publish(path string, device int, permille uint32) error {
+func (Publisher) Publish(path string, device int, permille uint32) (err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -59,6 +60,15 @@ func (Publisher) Publish(path string, device int, permille uint32) error {
 		return fmt.Errorf("%s: mmap: %w", path, err)
 	}
 	defer func() { _ = syscall.Munmap(mem) }()
+	// Any process of the container can truncate the file after the size
+	// check: the fault on the mapping is then this sample's error, not a
+	// crash of the monitor (docs/contract.md#the-region-file).
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: the file shrank while mapped: %v", path, r)
+		}
+	}()
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return err

@@ -70,15 +70,14 @@ func (r *Responder) Confirmed(f audit.Finding) {
 }
 
 // Unenforced evicts, when the setting says so, every pod with a confirmed
-// finding that proves its limits do not hold. no-region proves nothing by
-// itself (a container that has not used its GPU yet has no region either)
-// and is only reported.
+// finding that is evidence its limits do not hold (audit.Finding.Evidence);
+// the others are only reported.
 func (r *Responder) Unenforced(fs []audit.Finding) {
 	live := map[string]bool{}
 	byPod := map[types.UID]audit.Finding{}
 	for _, f := range fs {
 		live[f.PodUID] = true
-		if f.Reason == audit.ReasonNoRegion {
+		if !f.Evidence() {
 			continue
 		}
 		if _, ok := byPod[f.Ref.UID]; !ok {

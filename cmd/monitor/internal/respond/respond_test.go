@@ -122,14 +122,15 @@ func TestEvictFailsClosed(t *testing.T) {
 	}
 }
 
-// A container without a region may simply not have used its GPU yet: it is
-// reported, never evicted for that alone.
+// A container without a region may simply not have used its GPU yet, and an
+// unreadable region may be another version's layout: reported, never evicted
+// for that alone.
 func TestNoRegionIsNeverEvicted(t *testing.T) {
 	f := newFixture(t)
 	f.action = config.Evict
-	f.r.Unenforced([]audit.Finding{finding(audit.ReasonNoRegion)})
+	f.r.Unenforced([]audit.Finding{finding(audit.ReasonNoRegion), finding(audit.ReasonRegionUnreadable)})
 	if len(f.attempts) != 0 {
-		t.Fatalf("evicted for no-region alone")
+		t.Fatalf("evicted for no-region or region-unreadable alone")
 	}
 	f.r.Unenforced([]audit.Finding{finding(audit.ReasonNoRegion), finding("bad-env")})
 	if len(f.attempts) != 1 {
