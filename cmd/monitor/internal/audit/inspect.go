@@ -99,7 +99,7 @@ type Snapshot struct {
 	Regions map[Key]regions.Region
 	// Unreadable holds, by container, why its region could not be read.
 	Unreadable map[Key]error
-	Now     time.Time
+	Now        time.Time
 }
 
 type used struct {
