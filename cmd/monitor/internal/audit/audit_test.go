@@ -174,6 +174,10 @@ func TestAuditFindsUnaccountedMemory(t *testing.T) {
 			n.region(uidA, "main", map[string]uint64{gpu0: 0}, []string{gpu0}, slot{7, 1000, []uint64{gb(9)}})
 			n.compute[0] = []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: gb(9)}}
 		}, want: []string{"main/above-limit/" + gpu0}},
+		{name: "a copy of libvgpu with limits of its own books past the limit", set: func(n *node) {
+			n.region(uidA, "main", map[string]uint64{gpu0: gb(16)}, []string{gpu0}, slot{7, 1000, []uint64{gb(6)}})
+			n.compute[0] = nil // even where NVML shows nothing
+		}, want: []string{"main/above-limit/" + gpu0}},
 		{name: "Vulkan memory on NVML's graphics list", set: func(n *node) {
 			n.process(102, uidA, "main", 9, 6000)
 			n.graphics[0] = []nvml.ProcessInfo{{Pid: 102, UsedGpuMemory: gb(2)}}

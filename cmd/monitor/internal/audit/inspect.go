@@ -255,9 +255,16 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 					shared = append(shared, d)
 				}
 			}
+			r, hasRegion := s.Regions[key]
 			for _, d := range shared {
 				u := usage[key][strings.ToUpper(d.UUID)]
 				limit := uint64(d.MemoryMiB) << 20
+				// libvgpu never books past the limit it enforces: a ledger
+				// above it was kept by another copy or rewritten.
+				if i := deviceIndex(r, d.UUID); hasRegion && i >= 0 && r.Devices[i].MemoryUsedBytes > limit {
+					add(p, c.Name, d.UUID, ReasonAboveLimit, "libvgpu's ledger counts %s on %s, above its limit of %s",
+						inMiB(r.Devices[i].MemoryUsedBytes), d.UUID, inMiB(limit))
+				}
 				if u.procs > 0 && u.bytes > limit+uint64(u.procs)*opt.Tolerance {
 					add(p, c.Name, d.UUID, ReasonAboveLimit, "its %d processes hold %s on %s, above its limit of %s (tolerance %s per process)",
 						u.procs, inMiB(u.bytes), d.UUID, inMiB(limit), inMiB(opt.Tolerance))
@@ -271,7 +278,7 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 				continue
 			}
 			st, ok := p.Containers[c.Name]
-			if _, hasRegion := s.Regions[key]; hasRegion || len(shared) == 0 || !ok || !st.Running || st.Init != c.Init ||
+			if hasRegion || len(shared) == 0 || !ok || !st.Running || st.Init != c.Init ||
 				s.Now.Sub(st.StartedAt) < opt.RegionGrace {
 				continue
 			}
