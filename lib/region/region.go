@@ -49,6 +49,7 @@ const (
 	// ReasonUnlimitedDevice: a GPU the process sees has no entry in the
 	// container's limits (docs/contract.md#malformed-lists-and-devices-without-a-limit).
 	ReasonUnlimitedDevice Reason = 6
+	ReasonUncountedAlloc  Reason = 7
 )
 
 func (r Reason) String() string {
@@ -67,6 +68,8 @@ func (r Reason) String() string {
 		return "no-util-feed"
 	case ReasonUnlimitedDevice:
 		return "unlimited-device"
+	case ReasonUncountedAlloc:
+		return "uncounted-alloc"
 	}
 	return fmt.Sprintf("reason-%d", uint32(r))
 }
@@ -102,6 +105,8 @@ const (
 	devUtilSeq       = 128
 	devUtilTimeNs    = 136
 	devUtilPermille  = 144
+	devUtilBusyNs    = 152
+	devBusyTatNs     = 160
 	devTatNs         = 192
 	devIntervalNs    = 200
 	devLaunches      = 208
@@ -109,6 +114,7 @@ const (
 	devSeenLaunches  = 224
 	devSeenTimeNs    = 232
 	devThrottledNs   = 240
+	devSeenBusyNs    = 248
 
 	procPID       = 0
 	procState     = 4
@@ -140,11 +146,14 @@ type Device struct {
 	UtilSeq      uint64
 	UtilTimeNs   uint64 // CLOCK_MONOTONIC at the end of the sample
 	UtilPermille uint32
+	UtilBusyNs   uint64 // busy time summed over every sample (PublishUtil keeps it)
+	BusyTatNs    uint64 // libvgpu: when the container's measured GPU time is paid off
 
 	// libvgpu's launch pacing state.
 	TatNs, IntervalNs, Launches       uint64
 	SeenSeq, SeenLaunches, SeenTimeNs uint64
 	ThrottledNs                       uint64 // total delay added to launches
+	SeenBusyNs                        uint64 // UtilBusyNs of the last applied sample
 }
 
 // Process is one process slot.
@@ -232,6 +241,7 @@ func Decode(b []byte) (*Region, error) {
 		d.TatNs, d.IntervalNs, d.Launches = le.Uint64(o[devTatNs:]), le.Uint64(o[devIntervalNs:]), le.Uint64(o[devLaunches:])
 		d.SeenSeq, d.SeenLaunches, d.SeenTimeNs = le.Uint64(o[devSeenSeq:]), le.Uint64(o[devSeenLaunches:]), le.Uint64(o[devSeenTimeNs:])
 		d.ThrottledNs = le.Uint64(o[devThrottledNs:])
+		d.UtilBusyNs, d.BusyTatNs, d.SeenBusyNs = le.Uint64(o[devUtilBusyNs:]), le.Uint64(o[devBusyTatNs:]), le.Uint64(o[devSeenBusyNs:])
 	}
 	for i := range r.Processes {
 		p, o := &r.Processes[i], b[ProcessesOffset+i*ProcessSize:]
@@ -278,6 +288,9 @@ func (r *Region) Encode() []byte {
 		le.PutUint64(o[devSeenLaunches:], d.SeenLaunches)
 		le.PutUint64(o[devSeenTimeNs:], d.SeenTimeNs)
 		le.PutUint64(o[devThrottledNs:], d.ThrottledNs)
+		le.PutUint64(o[devUtilBusyNs:], d.UtilBusyNs)
+		le.PutUint64(o[devBusyTatNs:], d.BusyTatNs)
+		le.PutUint64(o[devSeenBusyNs:], d.SeenBusyNs)
 	}
 	for i := range r.Processes {
 		p, o := &r.Processes[i], b[ProcessesOffset+i*ProcessSize:]
@@ -295,8 +308,11 @@ func (r *Region) Encode() []byte {
 // live region (the file mapped shared and writable, page aligned, as mmap
 // returns it), it writes device's utilisation over the sample that ended at
 // monotonicNs (CLOCK_MONOTONIC), then increments the device's sequence
-// number, which is what libvgpu watches. The stores are atomic so that
-// libvgpu, reading concurrently, never sees a torn value.
+// number, which is what libvgpu watches. It also adds the sample's busy time
+// (permille of the time since the previous sample) to the device's running
+// total, from which libvgpu paces long kernels (docs/shared-region.md). The
+// stores are atomic so that libvgpu, reading concurrently, never sees a torn
+// value.
 func PublishUtil(mem []byte, device int, permille uint32, monotonicNs uint64) error {
 	if len(mem) < Size {
 		return fmt.Errorf("region: %d bytes mapped, want %d", len(mem), Size)
@@ -311,8 +327,12 @@ func PublishUtil(mem []byte, device int, permille uint32, monotonicNs uint64) er
 	if uintptr(unsafe.Pointer(&mem[base]))%8 != 0 {
 		return fmt.Errorf("region: mapping is not 8-byte aligned")
 	}
+	timeNs := (*uint64)(unsafe.Pointer(&mem[base+devUtilTimeNs]))
+	if prev := atomic.LoadUint64(timeNs); prev != 0 && monotonicNs > prev {
+		atomic.AddUint64((*uint64)(unsafe.Pointer(&mem[base+devUtilBusyNs])), (monotonicNs-prev)*uint64(permille)/1000)
+	}
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&mem[base+devUtilPermille])), permille)
-	atomic.StoreUint64((*uint64)(unsafe.Pointer(&mem[base+devUtilTimeNs])), monotonicNs)
+	atomic.StoreUint64(timeNs, monotonicNs)
 	atomic.AddUint64((*uint64)(unsafe.Pointer(&mem[base+devUtilSeq])), 1)
 	return nil
 }

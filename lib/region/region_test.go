@@ -50,7 +50,9 @@ func TestLayoutMatchesC(t *testing.T) {
 		"device.tat_ns": {devTatNs, 8}, "device.interval_ns": {devIntervalNs, 8}, "device.launches": {devLaunches, 8},
 		"device.seen_seq": {devSeenSeq, 8}, "device.seen_launches": {devSeenLaunches, 8},
 		"device.seen_time_ns": {devSeenTimeNs, 8}, "device.throttled_ns": {devThrottledNs, 8},
-		"process.pid": {procPID, 4}, "process.state": {procState, 4}, "process.start_time": {procStartTime, 8},
+		"device.util_busy_ns": {devUtilBusyNs, 8}, "device.busy_tat_ns": {devBusyTatNs, 8},
+		"device.seen_busy_ns": {devSeenBusyNs, 8},
+		"process.pid":         {procPID, 4}, "process.state": {procState, 4}, "process.start_time": {procStartTime, 8},
 		"process.mem_used": {procMemUsed, 8 * MaxDevices},
 	}
 	seen := map[string]bool{}
@@ -109,6 +111,7 @@ func TestDecodeCWritten(t *testing.T) {
 			CoreLimit: 10 * uint32(i+1), MemUsed: 1000 + u, MemPeak: 2000 + u, AllocFailures: 3 + u,
 			UtilSeq: 4 + u, UtilTimeNs: 5 + u, UtilPermille: 600 + uint32(i), TatNs: 7 + u, IntervalNs: 8 + u,
 			Launches: 9 + u, SeenSeq: 10 + u, SeenLaunches: 11 + u, SeenTimeNs: 12 + u, ThrottledNs: 13 + u,
+			UtilBusyNs: 14 + u, BusyTatNs: 15 + u, SeenBusyNs: 16 + u,
 		}
 		if r.Devices[i] != want {
 			t.Errorf("device %d:\n got %+v\nwant %+v", i, r.Devices[i], want)
@@ -179,6 +182,16 @@ func TestPublishUtil(t *testing.T) {
 	d := got.Devices[1]
 	if d.UtilSeq != 3 || d.UtilPermille != 1000 || d.UtilTimeNs != 101 || got.Devices[0].UtilSeq != 0 {
 		t.Errorf("after 3 samples: %+v", d)
+	}
+	// Busy time: each sample's permille of the time since the one before (the first has no start).
+	if d.UtilBusyNs != 2 {
+		t.Errorf("busy after 3 saturated samples 1 ns apart: %d ns, want 2", d.UtilBusyNs)
+	}
+	if err := PublishUtil(mem, 1, 250, 101+1e9); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := Decode(mem); got.Devices[1].UtilBusyNs != 2+250_000_000 {
+		t.Errorf("busy after 1 s at 25%%: %d ns, want %d", got.Devices[1].UtilBusyNs, 2+250_000_000)
 	}
 	if err := PublishUtil(mem, MaxDevices, 1, 1); err == nil {
 		t.Error("device out of range accepted")

@@ -34,6 +34,7 @@ enum vgpu_reason {
 	VGPU_REASON_NO_DRIVER_SYMBOL = 4, /* libcuda lacks an entry point libvgpu needs */
 	VGPU_REASON_NO_UTIL_FEED = 5,   /* core limit set but the monitor writes no utilisation */
 	VGPU_REASON_UNLIMITED_DEVICE = 6, /* a GPU the process sees has no entry in the limits */
+	VGPU_REASON_UNCOUNTED_ALLOC = 7, /* device memory allocated where libvgpu cannot count it (graph memory nodes) */
 };
 
 /* process.state */
@@ -74,7 +75,9 @@ struct vgpu_region_device {
 	uint64_t util_time_ns;     /* CLOCK_MONOTONIC at the end of the sample window */
 	uint32_t util_permille;    /* SM utilisation of this container's processes, 0-1000 */
 	uint32_t pad2;
-	uint8_t pad3[40];
+	uint64_t util_busy_ns;     /* monitor: sum over samples of util_permille x sample length / 1000 */
+	uint64_t busy_tat_ns;      /* libvgpu: when the measured GPU time is paid off at the share */
+	uint8_t pad3[24];
 	/* line 3: launch throttle (libvgpu, atomics) */
 	uint64_t tat_ns;           /* next free launch time (GCRA), CLOCK_MONOTONIC */
 	uint64_t interval_ns;      /* pacing between launches, 0 = none */
@@ -83,7 +86,7 @@ struct vgpu_region_device {
 	uint64_t seen_launches;    /* launches at that time */
 	uint64_t seen_time_ns;     /* CLOCK_MONOTONIC at that time */
 	uint64_t throttled_ns;     /* total time launches were delayed */
-	uint64_t pad4;
+	uint64_t seen_busy_ns;     /* util_busy_ns of the last applied sample */
 };
 
 struct vgpu_region_process {

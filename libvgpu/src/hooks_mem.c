@@ -349,3 +349,18 @@ VGPU_EXPORT CUresult cuDeviceTotalMem(unsigned int *bytes, CUdevice dev)
 	}
 	return r;
 }
+
+/* Legacy arrays (CUDA before 3.2, still handed out by cuGetProcAddress for old versions). */
+VGPU_EXPORT CUresult cuArrayCreate(CUarray *arr, const CUDA_ARRAY_DESCRIPTOR_v1 *desc)
+{
+	NEED(cuArrayCreate);
+	uint64_t size = desc ? array_bytes(desc->Width, desc->Height, 1, desc->Format, desc->NumChannels) : 0;
+	ALLOC_BODY(REAL(cuArrayCreate)(arr, desc), size, VGPU_KIND_ARRAY, (uint64_t)(uintptr_t)*arr);
+}
+
+VGPU_EXPORT CUresult cuArray3DCreate(CUarray *arr, const CUDA_ARRAY3D_DESCRIPTOR_v1 *desc)
+{
+	NEED(cuArray3DCreate);
+	uint64_t size = desc ? array_bytes(desc->Width, desc->Height, desc->Depth, desc->Format, desc->NumChannels) : 0;
+	ALLOC_BODY(REAL(cuArray3DCreate)(arr, desc), size, VGPU_KIND_ARRAY, (uint64_t)(uintptr_t)*arr);
+}

@@ -80,6 +80,8 @@ static void holds(char *b, size_t n, int reason)
 		m = "calls through the entry points libvgpu recognises are still limited, the others are NOT", c = "";
 	else if (reason == VGPU_REASON_UNLIMITED_DEVICE)
 		m = "the GPUs that have an entry keep their limits", c = "";
+	else if (reason == VGPU_REASON_UNCOUNTED_ALLOC)
+		m = "every other allocation is still counted against the memory limit", c = "";
 	else if (reason == VGPU_REASON_NO_UTIL_FEED) /* the lead says so */
 		c = "", m = *m ? m : "no memory limit is set";
 	else if (!*m && !*c)
@@ -139,6 +141,7 @@ void vgpu_unenforced(int reason, const char *fmt, ...)
 	char what[256];
 	holds(what, sizeof(what), reason);
 	say(reason == VGPU_REASON_UNLIMITED_DEVICE				? "a GPU of this container is NOT limited"
+	    : reason == VGPU_REASON_UNCOUNTED_ALLOC				? "the GPU memory limit does NOT hold for every allocation"
 	    : reason == VGPU_REASON_NO_UTIL_FEED				? "the compute limit is NOT enforced"
 	    : reason == VGPU_REASON_BAD_ENV && strcmp(what, "no limit holds") ? "some GPU limits are NOT enforced"
 	    : reason == VGPU_REASON_BAD_ENV || reason == VGPU_REASON_NONE	? "GPU limits are NOT enforced in this container"

@@ -3,8 +3,10 @@
  * entry point through it, asking for a base name, the CUDA version it was
  * built for and whether it wants per-thread default stream variants. The
  * driver picks the ABI variant; libvgpu swaps in the hook of exactly that
- * variant (vgpu_map_cuda), and checks that the core allocation and launch
- * entry points did resolve to a hook.
+ * variant (vgpu_map_cuda). A pointer for an allocation or launch entry point
+ * that matches no hooked variant is wrapped in a trampoline that reports it
+ * when it is called with the limit it escapes set: the runtime looks every
+ * entry point up at start-up, so the lookup itself proves nothing.
  */
 #include "vgpu.h"
 
@@ -15,7 +17,7 @@ VGPU_EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVe
 		return CUDA_ERROR_NOT_FOUND;
 	CUresult r = REAL(cuGetProcAddress)(symbol, pfn, cudaVersion, flags);
 	if (r == CUDA_SUCCESS && pfn && *pfn)
-		*pfn = vgpu_map_cuda(symbol, *pfn, 1);
+		*pfn = vgpu_map_cuda(symbol, *pfn);
 	return r;
 }
 
@@ -27,6 +29,6 @@ VGPU_EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cud
 		return CUDA_ERROR_NOT_FOUND;
 	CUresult r = REAL(cuGetProcAddress_v2)(symbol, pfn, cudaVersion, flags, symbolStatus);
 	if (r == CUDA_SUCCESS && pfn && *pfn)
-		*pfn = vgpu_map_cuda(symbol, *pfn, 1);
+		*pfn = vgpu_map_cuda(symbol, *pfn);
 	return r;
 }

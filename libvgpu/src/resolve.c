@@ -45,6 +45,7 @@ typedef void *(*dlsym_fn)(void *, const char *);
 /* Read by the dlsym entry stub (dlsym.S). */
 VGPU_HIDDEN void *vgpu_real_dlsym;
 extern void vgpu_dlsym_entry(void) VGPU_HIDDEN;
+extern void vgpu_dlvsym_entry(void) VGPU_HIDDEN;
 
 static uintptr_t dyn_addr(uintptr_t base, uintptr_t p)
 {
@@ -125,7 +126,7 @@ static int find_dlsym_cb(struct dl_phdr_info *info, size_t size, void *arg)
 	if (info->dlpi_addr == c->self)
 		return 0;
 	void *p = elf_lookup(info, "dlsym");
-	if (p && p != (void *)vgpu_dlsym_entry) {
+	if (p && p != (void *)vgpu_dlsym_entry && elf_lookup(info, "dlopen")) {
 		c->found = p;
 		return 1;
 	}
@@ -138,7 +139,8 @@ VGPU_HIDDEN void *vgpu_resolve_dlsym(void)
 	void *p = __atomic_load_n(&vgpu_real_dlsym, __ATOMIC_ACQUIRE);
 	if (p)
 		return p;
-	if (dlvsym)
+	/* musl binds libvgpu's reference to dlvsym by name, to libvgpu's own. */
+	if (dlvsym && (void *)dlvsym != (void *)vgpu_dlvsym_entry)
 		p = dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
 	if (!p) {
 		/* musl: no versions, no dlvsym; find the C library's definition. */
@@ -224,17 +226,117 @@ void vgpu_nvml_table_init(void)
 	once_end(&nv_table_state);
 }
 
-/* Entry points that cuGetProcAddress must resolve to a hook in every variant. */
-static int must_hook(const char *symbol)
+/*
+ * Driver entry points that allocate device memory or launch work, by base
+ * name (without the _v2/_v3 ABI and _ptsz/_ptds stream suffixes). Each is
+ * hooked in every variant the driver has today; a variant libvgpu does not
+ * know (a newer driver, an internal pointer handed out by cuGetProcAddress)
+ * reaches the application through a trampoline that reports it when called
+ * while the limit it escapes is set (docs/libvgpu.md, "Never silent").
+ */
+static const struct route {
+	const char *base;
+	int kind;
+} routes[] = {
+	{"cuMemAlloc", VGPU_ROUTE_MEM}, {"cuMemAllocPitch", VGPU_ROUTE_MEM}, {"cuMemAllocManaged", VGPU_ROUTE_MEM},
+	{"cuMemAllocAsync", VGPU_ROUTE_MEM}, {"cuMemAllocFromPoolAsync", VGPU_ROUTE_MEM},
+	{"cuMemCreate", VGPU_ROUTE_MEM}, {"cuArrayCreate", VGPU_ROUTE_MEM}, {"cuArray3DCreate", VGPU_ROUTE_MEM},
+	{"cuMipmappedArrayCreate", VGPU_ROUTE_MEM}, {"cuCtxSetLimit", VGPU_ROUTE_MEM},
+	{"cuGraphInstantiate", VGPU_ROUTE_MEM}, {"cuGraphInstantiateWithFlags", VGPU_ROUTE_MEM},
+	{"cuGraphInstantiateWithParams", VGPU_ROUTE_MEM},
+	/* Not allocations, but a free or a memory query libvgpu misses skews the ledger or the reported limit. */
+	{"cuMemFree", VGPU_ROUTE_MEM}, {"cuMemFreeAsync", VGPU_ROUTE_MEM}, {"cuMemRelease", VGPU_ROUTE_MEM},
+	{"cuArrayDestroy", VGPU_ROUTE_MEM}, {"cuMipmappedArrayDestroy", VGPU_ROUTE_MEM},
+	{"cuMemGetInfo", VGPU_ROUTE_MEM}, {"cuDeviceTotalMem", VGPU_ROUTE_MEM},
+	/* A lookup libvgpu does not see hands out unhooked entry points of every kind. */
+	{"cuGetProcAddress", VGPU_ROUTE_ANY},
+	{"cuLaunchKernel", VGPU_ROUTE_LAUNCH}, {"cuLaunchKernelEx", VGPU_ROUTE_LAUNCH},
+	{"cuLaunchCooperativeKernel", VGPU_ROUTE_LAUNCH}, {"cuLaunchCooperativeKernelMultiDevice", VGPU_ROUTE_LAUNCH},
+	{"cuGraphLaunch", VGPU_ROUTE_LAUNCH}, {"cuLaunch", VGPU_ROUTE_LAUNCH}, {"cuLaunchGrid", VGPU_ROUTE_LAUNCH},
+	{"cuLaunchGridAsync", VGPU_ROUTE_LAUNCH},
+};
+
+/* Length of a name without its ABI (_v2) and stream (_ptsz, _ptds) suffixes. */
+static size_t base_len(const char *s)
 {
-	static const char *const names[] = {
-		"cuMemAlloc", "cuMemFree", "cuMemAllocManaged", "cuMemAllocAsync",
-		"cuMemCreate", "cuMemGetInfo", "cuLaunchKernel", NULL,
-	};
-	for (int i = 0; names[i]; i++)
-		if (!strcmp(symbol, names[i]))
+	size_t n = strlen(s);
+	if (n > 5 && (!strcmp(s + n - 5, "_ptsz") || !strcmp(s + n - 5, "_ptds")))
+		n -= 5;
+	size_t d = n;
+	while (d > 0 && s[d - 1] >= '0' && s[d - 1] <= '9')
+		d--;
+	if (d < n && d >= 2 && s[d - 1] == 'v' && s[d - 2] == '_')
+		n = d - 2;
+	return n;
+}
+
+int vgpu_route_kind(const char *symbol)
+{
+	if (!symbol || symbol[0] != 'c' || symbol[1] != 'u')
+		return VGPU_ROUTE_NONE;
+	size_t n = base_len(symbol);
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (strlen(routes[i].base) == n && !strncmp(routes[i].base, symbol, n))
+			return routes[i].kind;
+	return VGPU_ROUTE_NONE;
+}
+
+/* Whether a call of this kind escapes a limit that is set. */
+int vgpu_route_limited(int kind)
+{
+	CU_ENTER();
+	if (!vgpu_cfg.active)
+		return 0;
+	for (int i = 0; i < vgpu_cfg.ndev; i++) {
+		if (kind != VGPU_ROUTE_LAUNCH && vgpu_cfg.mem_limit[i])
 			return 1;
+		if (kind != VGPU_ROUTE_MEM && vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
+			return 1;
+	}
 	return 0;
+}
+
+/* ---- trampolines for entry points libvgpu does not know ----------------- */
+
+static struct {
+	void *target;
+	int kind;
+	int reported;
+	char name[64];
+} tramp[VGPU_TRAMPOLINES];
+static int ntramp, tramp_lock;
+
+/* Called by trampoline slot (dlsym.S) before it jumps to the driver. */
+VGPU_HIDDEN void *vgpu_tramp_called(unsigned int slot)
+{
+	if (!__atomic_load_n(&tramp[slot].reported, __ATOMIC_ACQUIRE) && vgpu_route_limited(tramp[slot].kind) &&
+	    !__atomic_exchange_n(&tramp[slot].reported, 1, __ATOMIC_ACQ_REL))
+		vgpu_unenforced(VGPU_REASON_DRIVER_UNKNOWN,
+				"%s: called through a driver entry point libvgpu does not know", tramp[slot].name);
+	return tramp[slot].target;
+}
+
+static void *trampoline(const char *symbol, void *real, int kind)
+{
+	void *r = NULL;
+	while (__atomic_exchange_n(&tramp_lock, 1, __ATOMIC_ACQUIRE))
+		sched_yield();
+	for (int i = 0; i < ntramp && !r; i++)
+		if (tramp[i].target == real)
+			r = vgpu_trampolines + 16 * i;
+	if (!r && ntramp < VGPU_TRAMPOLINES) {
+		int i = ntramp;
+		tramp[i].target = real;
+		tramp[i].kind = kind;
+		strncpy(tramp[i].name, symbol, sizeof(tramp[i].name) - 1);
+		__atomic_store_n(&ntramp, i + 1, __ATOMIC_RELEASE);
+		r = vgpu_trampolines + 16 * i;
+	}
+	__atomic_store_n(&tramp_lock, 0, __ATOMIC_RELEASE);
+	if (!r && vgpu_route_limited(kind))
+		vgpu_unenforced(VGPU_REASON_DRIVER_UNKNOWN,
+				"%s: more unknown driver entry points than libvgpu can track", symbol);
+	return r ? r : real;
 }
 
 /*
@@ -252,18 +354,24 @@ static int loaded(int *state, const char *soname)
 	return 1;
 }
 
-void *vgpu_map_cuda(const char *symbol, void *real, int checked)
+void *vgpu_map_cuda(const char *symbol, void *real)
 {
-	if (!loaded(&cu_table_state, "libcuda.so.1"))
-		return real;
-	vgpu_cuda_table_init();
 	for (int i = 0; i < CU_HOOK_COUNT; i++)
-		if (vgpu_cu_real[i] == real)
-			return cu_hooks[i];
-	if (checked && symbol && must_hook(symbol))
-		vgpu_unenforced(VGPU_REASON_DRIVER_UNKNOWN,
-				"cuGetProcAddress(\"%s\") returned an entry point libvgpu does not know", symbol);
-	return real;
+		if (cu_hooks[i] == real)
+			return real; /* already ours */
+	int kind = vgpu_route_kind(symbol);
+	/*
+	 * Without libcuda loaded here no pointer can be its: do not load it. A
+	 * driver entry point found anyway (a copy in another link-map namespace)
+	 * is one libvgpu does not know.
+	 */
+	if (loaded(&cu_table_state, "libcuda.so.1")) {
+		vgpu_cuda_table_init();
+		for (int i = 0; i < CU_HOOK_COUNT; i++)
+			if (vgpu_cu_real[i] == real)
+				return cu_hooks[i];
+	}
+	return kind ? trampoline(symbol, real, kind) : real;
 }
 
 static void *map_nvml(void *real)
@@ -277,18 +385,74 @@ static void *map_nvml(void *real)
 	return real;
 }
 
+static void *map_any(const char *name, void *p)
+{
+	if (!p || !name)
+		return p;
+	if (name[0] == 'c' && name[1] == 'u')
+		return vgpu_map_cuda(name, p);
+	if (!strncmp(name, "nvml", 4))
+		return map_nvml(p);
+	return p;
+}
+
 /*
  * dlsym with any handle but RTLD_NEXT lands here (RTLD_NEXT is forwarded by
  * the stub with a tail jump, so the C library still sees the real caller).
  */
 VGPU_HIDDEN void *vgpu_dlsym_hook(void *handle, const char *name)
 {
-	void *p = real_dlsym(handle, name);
-	if (!p || !name)
-		return p;
-	if (name[0] == 'c' && name[1] == 'u')
-		return vgpu_map_cuda(name, p, 0);
-	if (!strncmp(name, "nvml", 4))
-		return map_nvml(p);
+	return map_any(name, real_dlsym(handle, name));
+}
+
+/* The C library's dlvsym (glibc only), found from libvgpu's position. */
+VGPU_HIDDEN void *vgpu_real_dlvsym;
+
+VGPU_HIDDEN void *vgpu_resolve_dlvsym(void)
+{
+	void *p = __atomic_load_n(&vgpu_real_dlvsym, __ATOMIC_ACQUIRE);
+	if (!p) {
+		p = real_dlsym(RTLD_NEXT, "dlvsym");
+		__atomic_store_n(&vgpu_real_dlvsym, p, __ATOMIC_RELEASE);
+	}
 	return p;
+}
+
+VGPU_HIDDEN void *vgpu_dlvsym_hook(void *handle, const char *name, const char *version)
+{
+	void *(*f)(void *, const char *, const char *) = (void *(*)(void *, const char *, const char *))
+		vgpu_resolve_dlvsym();
+	return f ? map_any(name, f(handle, name, version)) : NULL;
+}
+
+/*
+ * dlsym(RTLD_NEXT) and dlvsym(RTLD_NEXT) of a driver entry point libvgpu
+ * hooks: the hook, whichever object asks. The C library would answer from
+ * the caller's position, and a library loaded after libvgpu would get the
+ * driver's own function. NULL for every other name, which the stub then
+ * forwards to the C library with the caller's return address.
+ */
+VGPU_HIDDEN void *vgpu_next_hook(const char *name)
+{
+	if (!name)
+		return NULL;
+	if (name[0] == 'c' && name[1] == 'u') {
+		for (int i = 0; i < CU_HOOK_COUNT; i++)
+			if (!strcmp(name, cu_names[i]))
+				return cu_hooks[i];
+		/* A variant libvgpu does not hook, of an entry point that matters: the driver's, reported when called. */
+		int kind = vgpu_route_kind(name);
+		if (kind && loaded(&cu_table_state, "libcuda.so.1")) {
+			void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+			void *p = h ? real_dlsym(h, name) : NULL;
+			if (h)
+				dlclose(h);
+			return p ? vgpu_map_cuda(name, p) : NULL;
+		}
+	} else if (!strncmp(name, "nvml", 4)) {
+		for (int i = 0; i < NV_HOOK_COUNT; i++)
+			if (!strcmp(name, nv_names[i]))
+				return nv_hooks[i];
+	}
+	return NULL;
 }

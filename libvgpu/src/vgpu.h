@@ -34,10 +34,16 @@
 	X(cuLaunchKernelEx) X(cuLaunchKernelEx_ptsz)                              \
 	X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz)            \
 	X(cuGraphLaunch) X(cuGraphLaunch_ptsz)                                    \
-	X(cuLaunch) X(cuLaunchGrid) X(cuLaunchGridAsync)
+	X(cuLaunch) X(cuLaunchGrid) X(cuLaunchGridAsync)                        \
+	X(cuArrayCreate) X(cuArray3DCreate)                                       \
+	X(cuLaunchCooperativeKernelMultiDevice) X(cuCtxSetLimit)                  \
+	X(cuGraphInstantiate) X(cuGraphInstantiate_v2)                            \
+	X(cuGraphInstantiateWithFlags) X(cuGraphInstantiateWithParams)            \
+	X(cuGraphInstantiateWithParams_ptsz)
 
 /* Driver functions libvgpu calls for itself (never hooked). */
-#define VGPU_CU_HELPERS(X) X(cuCtxGetDevice) X(cuDeviceGetUuid) X(cuDeviceGetCount) X(cuDeviceGet)
+#define VGPU_CU_HELPERS(X) X(cuCtxGetDevice) X(cuDeviceGetUuid) X(cuDeviceGetCount) X(cuDeviceGet) \
+	X(cuGraphGetNodes) X(cuGraphNodeGetType)
 
 #define VGPU_NVML_HOOKS(X) X(nvmlDeviceGetMemoryInfo) X(nvmlDeviceGetMemoryInfo_v2)
 #define VGPU_NVML_HELPERS(X) X(nvmlDeviceGetUUID) X(nvmlDeviceGetIndex)
@@ -58,7 +64,17 @@ VGPU_HIDDEN extern void *vgpu_nv_real[NV_HOOK_COUNT];
 VGPU_HIDDEN extern void *vgpu_nv_helper[NV_HELPER_COUNT];
 VGPU_HIDDEN void vgpu_cuda_table_init(void);
 VGPU_HIDDEN void vgpu_nvml_table_init(void);
-VGPU_HIDDEN void *vgpu_map_cuda(const char *symbol, void *real, int checked);
+VGPU_HIDDEN void *vgpu_map_cuda(const char *symbol, void *real);
+/*
+ * What a driver entry point does to a limit: used to decide when a call
+ * through an entry point libvgpu does not recognise must be reported.
+ */
+enum { VGPU_ROUTE_NONE = 0, VGPU_ROUTE_MEM, VGPU_ROUTE_LAUNCH, VGPU_ROUTE_ANY };
+VGPU_HIDDEN int vgpu_route_kind(const char *symbol);
+VGPU_HIDDEN int vgpu_route_limited(int kind);
+/* dlsym.S: stubs that report, then jump to, an entry point libvgpu does not know. */
+#define VGPU_TRAMPOLINES 64
+VGPU_HIDDEN extern char vgpu_trampolines[];
 
 /*
  * cu_flag is the only state a launch reads when nothing is limited:

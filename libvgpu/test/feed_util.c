@@ -49,9 +49,13 @@ int main(int argc, char **argv)
 				continue;
 			clock_gettime(CLOCK_MONOTONIC, &ts);
 			struct vgpu_region_device *dev = &r->devices[i];
+			uint64_t t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+			uint64_t prev = __atomic_load_n(&dev->util_time_ns, __ATOMIC_RELAXED);
+			/* The running busy total, as the monitor's region.PublishUtil keeps it. */
+			if (prev && t > prev)
+				__atomic_fetch_add(&dev->util_busy_ns, (t - prev) * u.gpu / 100, __ATOMIC_RELAXED);
 			__atomic_store_n(&dev->util_permille, u.gpu * 10, __ATOMIC_RELAXED);
-			__atomic_store_n(&dev->util_time_ns, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
-					 __ATOMIC_RELAXED);
+			__atomic_store_n(&dev->util_time_ns, t, __ATOMIC_RELAXED);
 			__atomic_fetch_add(&dev->util_seq, 1, __ATOMIC_RELEASE);
 		}
 	}

@@ -23,7 +23,7 @@ static const struct { const char *name; size_t off, size; } fields[] = {
 	H(process_capacity), H(flags), H(reason), H(created_ns), H(reason_text),
 	D(uuid), D(mem_limit), D(core_limit), D(mem_used), D(mem_peak), D(alloc_failures), D(util_seq),
 	D(util_time_ns), D(util_permille), D(tat_ns), D(interval_ns), D(launches), D(seen_seq), D(seen_launches),
-	D(seen_time_ns), D(throttled_ns),
+	D(seen_time_ns), D(throttled_ns), D(util_busy_ns), D(busy_tat_ns), D(seen_busy_ns),
 	P(pid), P(state), P(start_time), P(mem_used),
 };
 
@@ -61,6 +61,9 @@ static void fill(struct vgpu_region *r)
 		d->seen_launches = 11ull + (uint64_t)i;
 		d->seen_time_ns = 12ull + (uint64_t)i;
 		d->throttled_ns = 13ull + (uint64_t)i;
+		d->util_busy_ns = 14ull + (uint64_t)i;
+		d->busy_tat_ns = 15ull + (uint64_t)i;
+		d->seen_busy_ns = 16ull + (uint64_t)i;
 	}
 	for (int j = 0; j < 2; j++) {
 		struct vgpu_region_process *p = &r->procs[j * 5];

@@ -22,11 +22,16 @@ ln -sf libcuda.so.1 "$L/libcuda.so"
 ln -sf libnvidia-ml.so.1 "$L/libnvidia-ml.so"
 $CC $CFLAGS -fPIC -shared -o "$L/libprobe_a.so" "$HERE/probe_a.c"
 $CC $CFLAGS -fPIC -shared -o "$L/libprobe_b.so" "$HERE/probe_b.c"
+$CC $CFLAGS -fPIC -shared -o "$L/libprobe_next.so" "$HERE/probe_next.c" -ldl
+$CC $CFLAGS -fPIC -shared -o "$L/libprobe_late.so" "$HERE/probe_next.c" -L"$L" -lcuda -ldl
 for t in t_linked t_kinds t_hold t_fork t_launch bench feed_util t_cleanenv t_attack t_devices; do
 	$CC $CFLAGS -o "$B/$t" "$HERE/$t.c" -L"$L" -lcuda -lnvidia-ml
 done
 $CC $CFLAGS -pthread -o "$B/t_race" "$HERE/t_race.c" -L"$L" -lcuda
+$CC $CFLAGS -pthread -o "$B/t_share" "$HERE/t_share.c" "$HERE/fake/fake_common.c" -L"$L" -lcuda
 $CC $CFLAGS -o "$B/t_runtime" "$HERE/t_runtime.c" -ldl
+$CC $CFLAGS -o "$B/t_routes" "$HERE/t_routes.c" -L"$L" -lprobe_next -lcuda -ldl
+$CC $CFLAGS -o "$B/t_dlmopen" "$HERE/t_dlmopen.c" -ldl
 $CC $CFLAGS -rdynamic -o "$B/t_next" "$HERE/t_next.c" -L"$L" -lprobe_b -ldl
 $CC $CFLAGS -o "$B/region_tool" "$HERE/region_tool.c"
 # region_size: what a region file of this build measures.
@@ -75,6 +80,38 @@ run runtime -- "$B/t_runtime" >/dev/null || fail "t_runtime"
 run runtime-nolib LD_PRELOAD= -- "$B/t_runtime" >/dev/null 2>&1 && fail "t_runtime passes without libvgpu"
 run next LD_PRELOAD="$L/libprobe_a.so $LIB" -- "$B/t_next" >/dev/null || fail "t_next"
 pass "2 dlopen + cuGetProcAddress_v2: exact-variant hooks (_v2, v1, _ptsz), others untouched, limits hold; RTLD_NEXT keeps the caller"
+
+# 2c. Every other route to the driver (class 2 of issue 13).
+run routes -- "$B/t_routes" next >/dev/null 2>"$B/run/routes.err" || { cat "$B/run/routes.err"; fail "t_routes next"; }
+[ ! -s "$B/run/routes.err" ] || { cat "$B/run/routes.err"; fail "routes: libvgpu wrote to stderr"; }
+run routes-nolib LD_PRELOAD= -- "$B/t_routes" next >/dev/null 2>&1 && fail "t_routes next passes without libvgpu"
+run heap -- "$B/t_routes" heap >/dev/null || fail "t_routes heap"
+run heap-nolib LD_PRELOAD= -- "$B/t_routes" heap >/dev/null 2>&1 && fail "t_routes heap passes without libvgpu"
+pass "2c dlsym/dlvsym(RTLD_NEXT) from linked and dlopened libraries, dlvsym on the driver: the hook, limits hold; malloc heap and legacy arrays counted"
+
+# 2d. Pointers libvgpu does not know: the runtime's start-up lookups stay quiet, a call is loud when it escapes a set limit.
+run unk-quiet FAKE_CUDA_UNKNOWN_PROCADDR=2 VGPU_CORE_LIMITS=30 -- "$B/t_routes" unknown >/dev/null 2>"$B/run/unk-quiet.err" \
+	|| { cat "$B/run/unk-quiet.err"; fail "t_routes unknown"; }
+[ ! -s "$B/run/unk-quiet.err" ] || { cat "$B/run/unk-quiet.err"; fail "unknown pointers: looking them up is not using them"; }
+"$B/region_tool" read "$B/run/unk-quiet.region" | grep -qx 'header.flags=0' || fail "unknown pointers, lookups only: region marked"
+for name in cuMemAlloc cuMemAllocFromPoolAsync cuMemAllocPitch cuLaunchKernelEx cuGraphLaunch; do
+	run "unk-$name" FAKE_CUDA_UNKNOWN_PROCADDR=2 VGPU_CORE_LIMITS=30 -- "$B/t_routes" unknown $name >/dev/null 2>"$B/run/unk-$name.err" \
+		|| { cat "$B/run/unk-$name.err"; fail "t_routes unknown $name"; }
+	[ "$(grep -c "NOT hold.*$name" "$B/run/unk-$name.err")" = 1 ] && [ "$(wc -l <"$B/run/unk-$name.err")" = 1 ] \
+		|| { cat "$B/run/unk-$name.err"; fail "calling an unknown $name: want one line naming it"; }
+	"$B/region_tool" read "$B/run/unk-$name.region" | grep -qx 'header.reason=2' || fail "unknown $name: region reason"
+done
+run unk-nocore FAKE_CUDA_UNKNOWN_PROCADDR=2 -- "$B/t_routes" unknown cuLaunchKernelEx >/dev/null 2>"$B/run/unk-nocore.err"
+[ ! -s "$B/run/unk-nocore.err" ] || fail "an unknown launch entry point with no cores limit escapes nothing: $(cat "$B/run/unk-nocore.err")"
+run graph -- "$B/t_routes" graph >/dev/null 2>"$B/run/graph.err" && [ ! -s "$B/run/graph.err" ] || fail "a graph without allocation nodes: quiet"
+run graph-alloc -- "$B/t_routes" graph alloc >/dev/null 2>"$B/run/graph-alloc.err"
+[ "$(grep -c 'NOT hold.*memory allocation nodes' "$B/run/graph-alloc.err")" = 1 ] || { cat "$B/run/graph-alloc.err"; fail "graph with allocation nodes: want one line"; }
+"$B/region_tool" read "$B/run/graph-alloc.region" | grep -qx 'header.reason=7' || fail "graph with allocation nodes: region reason"
+if [ "$CC" != musl-gcc ]; then
+	run dlmopen -- "$B/t_dlmopen" >/dev/null 2>"$B/run/dlmopen.err" || { cat "$B/run/dlmopen.err"; fail "t_dlmopen"; }
+	[ "$(grep -c 'NOT hold.*cuMemAlloc_v2' "$B/run/dlmopen.err")" = 1 ] || { cat "$B/run/dlmopen.err"; fail "a driver in a new namespace: want one line naming cuMemAlloc_v2"; }
+fi
+pass "2d unknown driver pointers (pool, pitch, LaunchKernelEx, graph launch, alloc): quiet when looked up, one line when called under a limit; graphs with allocation nodes loud; a second driver copy (dlmopen) loud when used"
 
 # 3. Async, pools, VMM.
 run kinds -- "$B/t_kinds" >/dev/null || fail "t_kinds"
@@ -253,7 +290,7 @@ run badenv VGPU_MEMORY_LIMITS_MIB=lots -- "$B/t_hold" 100 >/dev/null 2>"$B/run/b
 [ "$(grep -c 'NOT enforced' "$B/run/badenv.err")" = 1 ] && [ "$(wc -l <"$B/run/badenv.err")" = 1 ] \
 	|| { cat "$B/run/badenv.err"; fail "bad env: want exactly one stderr line"; }
 "$B/region_tool" read "$B/run/badenv.region" | grep -qx 'header.flags=1' || fail "bad env: region not marked unenforced"
-run unknown FAKE_CUDA_UNKNOWN_PROCADDR=1 -- "$B/t_runtime" >/dev/null 2>"$B/run/unknown.err" && fail "unknown driver: limits claimed"
+run unknown FAKE_CUDA_UNKNOWN_PROCADDR=1 -- "$B/t_routes" unknown cuMemAlloc >/dev/null 2>"$B/run/unknown.err"
 [ "$(grep -c 'NOT hold for every call' "$B/run/unknown.err")" = 1 ] || { cat "$B/run/unknown.err"; fail "unknown driver: want one line"; }
 "$B/region_tool" read "$B/run/unknown.region" | grep -qx 'header.reason=2' || fail "unknown driver: region reason"
 run noregion VGPU_REGION= -- "$B/t_hold" 100 >/dev/null 2>"$B/run/noregion.err"
@@ -277,5 +314,10 @@ if [ "$SKIP_THROTTLE" != 1 ]; then
 	awk -v r="$ratio" 'BEGIN { exit !(r >= 0.25 && r <= 0.35) }' \
 		|| fail "30% cores: launch rate $lim/s vs $base/s unthrottled = $ratio, want 0.25-0.35"
 	pass "6 30% cores: $lim launches/s vs $base/s unthrottled, ratio $ratio"
+	# 6b. Long kernels and graph launches (class 3): a representative subset; make bench-libvgpu runs the matrix.
+	"$HERE/share.sh" "$LIB" "$B" "${SHARE_CASES:-100:kernel:30 200000:graph:60 500000:kernel:30}" >"$B/run/share.txt" \
+		|| { cat "$B/run/share.txt"; fail "compute share"; }
+	sed 's/^ok   /     /' "$B/run/share.txt"
+	pass "6b compute share holds ± 5 points for 100 us kernels at 30%, 200 ms graphs at 60%, 500 ms kernels at 30%"
 fi
 echo "libvgpu suite: $n checks passed ($CC, $(basename "$LIB"))"

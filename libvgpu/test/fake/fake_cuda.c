@@ -210,6 +210,27 @@ EXPORT CUresult cuArray3DCreate_v2(CUarray *a, const CUDA_ARRAY3D_DESCRIPTOR *d)
 	if (!r) *a = (CUarray)(uintptr_t)k;
 	return r;
 }
+EXPORT CUresult cuArrayCreate(CUarray *a, const CUDA_ARRAY_DESCRIPTOR_v1 *d)
+{
+	CUDA_ARRAY_DESCRIPTOR d2 = {d->Width, d->Height, d->Format, d->NumChannels};
+	return cuArrayCreate_v2(a, &d2);
+}
+EXPORT CUresult cuArray3DCreate(CUarray *a, const CUDA_ARRAY3D_DESCRIPTOR_v1 *d)
+{
+	CUDA_ARRAY3D_DESCRIPTOR d2 = {d->Width, d->Height, d->Depth, d->Format, d->NumChannels, d->Flags};
+	return cuArray3DCreate_v2(a, &d2);
+}
+/* The device-side malloc heap takes device memory of its size. */
+static uint64_t heap_key;
+EXPORT CUresult cuCtxSetLimit(int limit, size_t value)
+{
+	if (limit != CU_LIMIT_MALLOC_HEAP_SIZE)
+		return CUDA_SUCCESS;
+	if (heap_key)
+		give(heap_key);
+	heap_key = 0;
+	return value ? take(cur_dev, value, (unsigned long long *)&heap_key) : CUDA_SUCCESS;
+}
 EXPORT CUresult cuArrayDestroy(CUarray a) { return give((uint64_t)(uintptr_t)a); }
 EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *a, const CUDA_ARRAY3D_DESCRIPTOR *d, unsigned int levels)
 {
@@ -267,12 +288,95 @@ EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, un
 {
 	return cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sh, s, p, NULL);
 }
+EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned int n, unsigned int flags)
+{
+	(void)n; (void)flags;
+	return run_kernel((CUfunction)(void *)list);
+}
+/*
+ * Graphs: a CUgraph's value is (kernel time in microseconds << 1) | 1 when it
+ * holds a memory allocation node; its instance (CUgraphExec) is the kernel
+ * time. Nodes: one kernel node (handle 1), and the allocation node (handle 11).
+ */
+static CUresult instantiate(CUgraphExec *e, CUgraph g)
+{
+	*e = (CUgraphExec)(void *)((uintptr_t)g >> 1);
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuGraphInstantiate(CUgraphExec *e, CUgraph g, CUgraphNode *n, char *l, size_t len)
+{
+	(void)n; (void)l; (void)len;
+	return instantiate(e, g);
+}
+EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *e, CUgraph g, CUgraphNode *n, char *l, size_t len)
+{
+	return cuGraphInstantiate(e, g, n, l, len);
+}
+EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *e, CUgraph g, unsigned long long f) { (void)f; return instantiate(e, g); }
+EXPORT CUresult cuGraphInstantiateWithParams(CUgraphExec *e, CUgraph g, CUDA_GRAPH_INSTANTIATE_PARAMS *p)
+{
+	(void)p;
+	return instantiate(e, g);
+}
+EXPORT CUresult cuGraphInstantiateWithParams_ptsz(CUgraphExec *e, CUgraph g, CUDA_GRAPH_INSTANTIATE_PARAMS *p)
+{
+	(void)p;
+	return instantiate(e, g);
+}
+EXPORT CUresult cuGraphGetNodes(CUgraph g, CUgraphNode *nodes, size_t *n)
+{
+	size_t want = 1 + ((uintptr_t)g & 1);
+	if (nodes) {
+		nodes[0] = (CUgraphNode)(void *)1;
+		if (want > 1 && *n > 1)
+			nodes[1] = (CUgraphNode)(void *)(uintptr_t)(1 + CU_GRAPH_NODE_TYPE_MEM_ALLOC);
+		if (*n > want)
+			*n = want;
+	} else {
+		*n = want;
+	}
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuGraphNodeGetType(CUgraphNode n, int *t)
+{
+	*t = (int)(uintptr_t)n - 1;
+	return CUDA_SUCCESS;
+}
 /* A graph's value is its total kernel time in microseconds. */
 EXPORT CUresult cuGraphLaunch(CUgraphExec g, CUstream s) { (void)s; return run_kernel((CUfunction)(void *)g); }
 EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec g, CUstream s) { return cuGraphLaunch(g, s); }
 
-/* Same behaviour as cuMemAlloc_v2 but not exported: what an unknown driver build would hand out. */
+/*
+ * Same behaviour as exported entry points but not exported: what an unknown
+ * driver build would hand out (FAKE_CUDA_UNKNOWN_PROCADDR=1: for cuMemAlloc;
+ * =2: for every name in unknown[]).
+ */
 static CUresult internal_mem_alloc(CUdeviceptr *p, size_t n) { return take(cur_dev, n, p); }
+static CUresult internal_pool_alloc(CUdeviceptr *p, size_t n, CUmemoryPool pool, CUstream s)
+{
+	(void)pool; (void)s;
+	return take(cur_dev, n, p);
+}
+static CUresult internal_pitch_alloc(CUdeviceptr *p, size_t *pitch, size_t w, size_t h, unsigned int e)
+{
+	(void)e;
+	*pitch = (w + 511) & ~(size_t)511;
+	return take(cur_dev, *pitch * h, p);
+}
+static CUresult internal_launch_ex(const CUlaunchConfig *c, CUfunction f, void **p, void **e)
+{
+	(void)c; (void)p; (void)e;
+	return run_kernel(f);
+}
+static CUresult internal_graph_launch(CUgraphExec g, CUstream s) { (void)s; return run_kernel((CUfunction)(void *)g); }
+static const struct { const char *name; void *fn; } unknown[] = {
+	{"cuMemAlloc", (void *)internal_mem_alloc},
+	{"cuMemAllocFromPoolAsync", (void *)internal_pool_alloc},
+	{"cuMemAllocPitch", (void *)internal_pitch_alloc},
+	{"cuLaunchKernelEx", (void *)internal_launch_ex},
+	{"cuGraphLaunch", (void *)internal_graph_launch},
+	{0, 0},
+};
 
 struct proc {
 	const char *name;
@@ -305,8 +409,12 @@ static const struct proc procs[] = {
 	{"cuMemFreeAsync", F(cuMemFreeAsync), 0, 0, F(cuMemFreeAsync_ptsz)},
 	{"cuMemCreate", F(cuMemCreate), 0, 0, 0},
 	{"cuMemRelease", F(cuMemRelease), 0, 0, 0},
-	{"cuArrayCreate", 0, F(cuArrayCreate_v2), 3020, 0},
-	{"cuArray3DCreate", 0, F(cuArray3DCreate_v2), 3020, 0},
+	{"cuArrayCreate", F(cuArrayCreate), F(cuArrayCreate_v2), 3020, 0},
+	{"cuArray3DCreate", F(cuArray3DCreate), F(cuArray3DCreate_v2), 3020, 0},
+	{"cuCtxSetLimit", F(cuCtxSetLimit), 0, 0, 0},
+	{"cuLaunchCooperativeKernelMultiDevice", F(cuLaunchCooperativeKernelMultiDevice), 0, 0, 0},
+	{"cuGraphInstantiate", F(cuGraphInstantiate), F(cuGraphInstantiateWithFlags), 11000, 0},
+	{"cuGraphInstantiateWithParams", F(cuGraphInstantiateWithParams), 0, 0, F(cuGraphInstantiateWithParams_ptsz)},
 	{"cuArrayDestroy", F(cuArrayDestroy), 0, 0, 0},
 	{"cuMemGetInfo", F(cuMemGetInfo), F(cuMemGetInfo_v2), 3020, 0},
 	{"cuLaunchKernel", F(cuLaunchKernel), 0, 0, F(cuLaunchKernel_ptsz)},
@@ -322,9 +430,12 @@ static int lookup(const char *sym, void **pfn, int ver, cuuint64_t flags)
 	for (const struct proc *p = procs; p->name; p++) {
 		if (strcmp(p->name, sym))
 			continue;
-		if (!strcmp(sym, "cuMemAlloc") && fake_env_int("FAKE_CUDA_UNKNOWN_PROCADDR", 0) && ver >= 3020) {
-			*pfn = F(internal_mem_alloc);
-			return 0;
+		int mode = fake_env_int("FAKE_CUDA_UNKNOWN_PROCADDR", 0);
+		for (int i = 0; mode && unknown[i].name && ver >= 3020; i++) {
+			if (!strcmp(sym, unknown[i].name) && (mode == 2 || i == 0)) {
+				*pfn = unknown[i].fn;
+				return 0;
+			}
 		}
 		if ((flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) && p->ptsz)
 			*pfn = p->ptsz;

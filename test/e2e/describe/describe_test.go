@@ -35,6 +35,7 @@ import (
 	"github.com/vgpu-io/vgpu/lib/region"
 	"github.com/vgpu-io/vgpu/lib/request"
 	"github.com/vgpu-io/vgpu/test/cluster"
+	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
 )
 
@@ -79,13 +80,12 @@ func podSpec(name string, ctrs ...ctrSpec) *corev1.Pod {
 	return p
 }
 
-// build compiles one of vgpu's binaries, as `make build` would.
+// build returns one of vgpu's binaries as `make build` made it.
 func build(t *testing.T, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), name)
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/vgpu-io/vgpu/cmd/"+name).CombinedOutput()
+	bin, err := daemons.Binary(name)
 	if err != nil {
-		t.Fatalf("build %s: %v\n%s", name, err, out)
+		t.Fatal(err)
 	}
 	return bin
 }
