@@ -51,8 +51,16 @@ func TestMonitorUnenforcedOnControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
-	regionFile(t, filepath.Join(root, "containers"), created["broken"], "main", false,
-		region.Device{UUID: a.Containers[0].Devices[0].UUID, MemLimit: 4096 << 20})
+	r := region.Region{Header: region.Header{Magic: region.Magic, Version: region.Version, DeviceCount: 1,
+		Flags: region.FlagUnenforced, Reason: region.ReasonBadEnv, ReasonText: "limits file: VGPU_MEMORY_LIMITS_MIB: not a number"}}
+	r.Devices[0] = region.Device{UUID: a.Containers[0].Devices[0].UUID, MemLimit: 4096 << 20}
+	brokenDir := filepath.Join(root, "containers", contract.ContainerDirName(string(created["broken"].UID), "main"))
+	if err := os.MkdirAll(brokenDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(brokenDir, contract.RegionFileName), r.Encode(), 0o666); err != nil {
+		t.Fatal(err)
+	}
 	// no-libvgpu: the device plugin made the directory, nobody attached
 	if err := os.MkdirAll(filepath.Join(root, "containers", contract.ContainerDirName(string(created["no-libvgpu"].UID), "main")), 0o777); err != nil {
 		t.Fatal(err)
@@ -86,7 +94,7 @@ func TestMonitorUnenforcedOnControlPlane(t *testing.T) {
 	}
 	within(t, 30*time.Second, "both containers reported unenforced, with an Event each", func() bool {
 		ev := events("GPULimitsUnenforced")
-		return metric("no-libvgpu", "no-region") && metric("broken", "no-util-feed") && ev["no-libvgpu"] && ev["broken"]
+		return metric("no-libvgpu", "no-region") && metric("broken", "bad-env") && ev["no-libvgpu"] && ev["broken"]
 	})
 	if p, err := c.Client.CoreV1().Pods(ns).Get(ctx, "broken", metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
 		t.Fatalf("evicted while the settings say report: %v", err)

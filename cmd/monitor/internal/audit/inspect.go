@@ -19,6 +19,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
 	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/region"
 )
 
 // Reasons the monitor finds, beside libvgpu's own (the region's reason).
@@ -42,13 +43,21 @@ const (
 	ReasonRegionUnreadable = "region-unreadable"
 )
 
-// Evidence reports whether the finding shows memory outside the limits.
-// no-region and region-unreadable only show that the monitor cannot tell
-// (a container that has not used its GPU yet has no region either; a
-// monitor and a libvgpu of different versions read different layouts):
-// they are reported while they last, and never evict by themselves.
+// Evidence reports whether the finding shows that the container's limits do
+// not hold because of the container. no-region and region-unreadable only
+// show that the monitor cannot tell (a container that has not used its GPU
+// yet has no region either; a monitor and a libvgpu of different versions
+// read different layouts): they are reported while they last. libvgpu's
+// no-util-feed is the monitor's own absence (a restart longer than 10 s
+// marks every container with a cores limit). None of these evicts.
 func (f Finding) Evidence() bool {
-	return f.Reason != ReasonNoRegion && f.Reason != ReasonRegionUnreadable
+	switch f.Reason {
+	case ReasonNoRegion, ReasonRegionUnreadable:
+		return false
+	case region.ReasonNoUtilFeed.String():
+		return !f.Libvgpu
+	}
+	return true
 }
 
 // Key names one container of one pod.

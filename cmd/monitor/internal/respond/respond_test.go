@@ -122,15 +122,17 @@ func TestEvictFailsClosed(t *testing.T) {
 	}
 }
 
-// A container without a region may simply not have used its GPU yet, and an
-// unreadable region may be another version's layout: reported, never evicted
-// for that alone.
+// A container without a region may simply not have used its GPU yet, an
+// unreadable region may be another version's layout, and a missing feed is
+// the monitor's own absence: reported, never evicted for that alone.
 func TestNoRegionIsNeverEvicted(t *testing.T) {
 	f := newFixture(t)
 	f.action = config.Evict
-	f.r.Unenforced([]audit.Finding{finding(audit.ReasonNoRegion), finding(audit.ReasonRegionUnreadable)})
+	noFeed := finding("no-util-feed")
+	noFeed.Libvgpu = true // the monitor's own absence, not the container's doing
+	f.r.Unenforced([]audit.Finding{finding(audit.ReasonNoRegion), finding(audit.ReasonRegionUnreadable), noFeed})
 	if len(f.attempts) != 0 {
-		t.Fatalf("evicted for no-region or region-unreadable alone")
+		t.Fatalf("evicted for no-region, region-unreadable or a missing utilisation feed alone")
 	}
 	f.r.Unenforced([]audit.Finding{finding(audit.ReasonNoRegion), finding("bad-env")})
 	if len(f.attempts) != 1 {
