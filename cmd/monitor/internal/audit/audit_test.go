@@ -193,6 +193,12 @@ func TestAuditFindsUnaccountedMemory(t *testing.T) {
 			n.process(200, uidB, "side", 1, 100)
 			n.compute[1] = []nvml.ProcessInfo{{Pid: 200, UsedGpuMemory: gb(1)}}
 		}, want: []string{"side/no-region/" + gpu1, "side/unaccounted-process/" + gpu1}},
+		{name: "a pod vgpu gave no GPU (privileged, or another runtime's devices)", set: func(n *node) {
+			n.pods = append(n.pods, pods.Pod{Ref: pods.Ref{Namespace: "team", Name: "priv", UID: types.UID(uidB)},
+				Containers: map[string]pods.Container{"tool": {ID: cid(uidB + "tool"), Running: true}}})
+			n.process(200, uidB, "tool", 1, 100)
+			n.compute[0] = append(n.compute[0], nvml.ProcessInfo{Pid: 200, UsedGpuMemory: gb(2)})
+		}, want: []string{"tool/unaccounted-process/" + gpu0}},
 		{name: "unknown usage (NVML may not say) without a slot", set: func(n *node) {
 			n.process(101, uidA, "main", 8, 5000)
 			n.compute[0] = append(n.compute[0], nvml.ProcessInfo{Pid: 101, UsedGpuMemory: ^uint64(0)})
