@@ -17,19 +17,22 @@ import (
 // Layout constants, as in vgpu_region.h.
 const (
 	Magic        uint32 = 0x55504756 // "VGPU" in file byte order
-	Version      uint32 = 1
+	Version      uint32 = 2
 	MaxDevices          = 16
-	MaxProcesses        = 128
+	MaxProcesses        = 1024
+	MaxShared           = 256 // exported VMM allocations held container-wide
 	UUIDLen             = 48
 	ReasonLen           = 128
 
 	HeaderSize      = 256
 	DeviceSize      = 256
 	ProcessSize     = 16 + 8*MaxDevices
+	SharedSize      = 32 + 8*(MaxProcesses/64)
 	DevicesOffset   = HeaderSize
 	ProcessesOffset = DevicesOffset + MaxDevices*DeviceSize
+	SharedOffset    = ProcessesOffset + MaxProcesses*ProcessSize
 	// Size is the size of a region file.
-	Size = ProcessesOffset + MaxProcesses*ProcessSize
+	Size = SharedOffset + MaxShared*SharedSize
 )
 
 // Header.Flags bits.
@@ -74,11 +77,13 @@ func (r Reason) String() string {
 	return fmt.Sprintf("reason-%d", uint32(r))
 }
 
-// Process slot states.
+// Process slot states (the low byte of Process.State).
 const (
 	ProcFree       uint32 = 0
 	ProcActive     uint32 = 1
 	ProcReclaiming uint32 = 2
+	// ProcCounted is or'ed with ProcActive when the process counts in Header.LiveSem.
+	ProcCounted uint32 = 0x100
 )
 
 // Byte offsets of the fields, from the start of their struct.
@@ -94,7 +99,12 @@ const (
 	offFlags           = 32
 	offReason          = 36
 	offCreatedNs       = 40
+	offLiveSem         = 48
+	offAttached        = 52
+	offUnslotted       = 56
+	offSharedCapacity  = 60
 	offReasonText      = 64
+	offSharedSeq       = 192
 
 	devUUID          = 0
 	devMemLimit      = 48
@@ -102,6 +112,8 @@ const (
 	devMemUsed       = 64
 	devMemPeak       = 72
 	devAllocFailures = 80
+	devMemUnslotted  = 88
+	devMemShared     = 96
 	devUtilSeq       = 128
 	devUtilTimeNs    = 136
 	devUtilPermille  = 144
@@ -120,6 +132,13 @@ const (
 	procState     = 4
 	procStartTime = 8
 	procMemUsed   = 16
+
+	shKey     = 0
+	shSize    = 8
+	shDevice  = 16
+	shHolders = 20
+	shSeq     = 24
+	shSlots   = 32
 )
 
 // Header is the start of the file.
@@ -130,6 +149,11 @@ type Header struct {
 	Flags                            uint32
 	Reason                           Reason
 	CreatedNs                        uint64 // CLOCK_REALTIME at creation
+	LiveSem                          int32  // SysV semaphore id + 1 counting live processes, 0 = none
+	Attached                         uint32 // slots whose process counts in LiveSem
+	Unslotted                        uint32 // processes that found every slot taken (ever)
+	SharedCapacity                   uint32
+	SharedSeq                        uint32 // exports published so far (Shared.Seq)
 	ReasonText                       string
 }
 
@@ -141,6 +165,8 @@ type Device struct {
 	MemUsed       uint64 // bytes held by all processes of the container
 	MemPeak       uint64
 	AllocFailures uint64 // allocations refused for the limit
+	MemUnslotted  uint64 // part of MemUsed held by processes without a slot
+	MemShared     uint64 // part of MemUsed held in Shared (exported VMM memory)
 
 	// The utilisation feed, written by the monitor (see PublishUtil).
 	UtilSeq      uint64
@@ -159,9 +185,20 @@ type Device struct {
 // Process is one process slot.
 type Process struct {
 	PID       int32  // in the container's pid namespace
-	State     uint32 // ProcFree, ProcActive, ProcReclaiming
+	State     uint32 // ProcFree, ProcActive (| ProcCounted), ProcReclaiming
 	StartTime uint64 // field 22 of /proc/<pid>/stat
 	MemUsed   [MaxDevices]uint64
+}
+
+// Shared is one exported VMM allocation, counted once for the container
+// while any process holds a handle or mapping of it.
+type Shared struct {
+	Key     uint64 // identity of the shareable handle, 0 = free entry
+	Size    uint64 // bytes, counted in Devices[Device].MemUsed and MemShared
+	Device  uint32
+	Holders uint32                    // processes holding it
+	Seq     uint32                    // Header.SharedSeq when published
+	Slots   [MaxProcesses / 64]uint64 // bit i: process slot i holds it
 }
 
 // Region is a whole region file.
@@ -169,6 +206,7 @@ type Region struct {
 	Header    Header
 	Devices   [MaxDevices]Device
 	Processes [MaxProcesses]Process
+	Shared    [MaxShared]Shared
 }
 
 // Enforced reports whether libvgpu enforces the limits of this container.
@@ -187,7 +225,7 @@ func (r *Region) VisibleDevices() []Device {
 func (r *Region) ActiveProcesses() []Process {
 	var out []Process
 	for _, p := range r.Processes {
-		if p.State == ProcActive {
+		if p.State&0xff == ProcActive {
 			out = append(out, p)
 		}
 	}
@@ -225,6 +263,9 @@ func Decode(b []byte) (*Region, error) {
 	h.DeviceCount, h.ProcessCapacity = le.Uint32(b[offDeviceCount:]), le.Uint32(b[offProcessCapacity:])
 	h.Flags, h.Reason = le.Uint32(b[offFlags:]), Reason(le.Uint32(b[offReason:]))
 	h.CreatedNs = le.Uint64(b[offCreatedNs:])
+	h.LiveSem, h.Attached = int32(le.Uint32(b[offLiveSem:])), le.Uint32(b[offAttached:])
+	h.Unslotted, h.SharedCapacity = le.Uint32(b[offUnslotted:]), le.Uint32(b[offSharedCapacity:])
+	h.SharedSeq = le.Uint32(b[offSharedSeq:])
 	h.ReasonText = cstring(b[offReasonText : offReasonText+ReasonLen])
 	if h.HeaderSize != HeaderSize || h.DeviceSize != DeviceSize || h.ProcSize != ProcessSize ||
 		h.ProcessCapacity != MaxProcesses || h.DeviceCount > MaxDevices {
@@ -237,6 +278,7 @@ func Decode(b []byte) (*Region, error) {
 		d.UUID = cstring(o[devUUID : devUUID+UUIDLen])
 		d.MemLimit, d.CoreLimit = le.Uint64(o[devMemLimit:]), le.Uint32(o[devCoreLimit:])
 		d.MemUsed, d.MemPeak, d.AllocFailures = le.Uint64(o[devMemUsed:]), le.Uint64(o[devMemPeak:]), le.Uint64(o[devAllocFailures:])
+		d.MemUnslotted, d.MemShared = le.Uint64(o[devMemUnslotted:]), le.Uint64(o[devMemShared:])
 		d.UtilSeq, d.UtilTimeNs, d.UtilPermille = le.Uint64(o[devUtilSeq:]), le.Uint64(o[devUtilTimeNs:]), le.Uint32(o[devUtilPermille:])
 		d.TatNs, d.IntervalNs, d.Launches = le.Uint64(o[devTatNs:]), le.Uint64(o[devIntervalNs:]), le.Uint64(o[devLaunches:])
 		d.SeenSeq, d.SeenLaunches, d.SeenTimeNs = le.Uint64(o[devSeenSeq:]), le.Uint64(o[devSeenLaunches:]), le.Uint64(o[devSeenTimeNs:])
@@ -248,6 +290,14 @@ func Decode(b []byte) (*Region, error) {
 		p.PID, p.State, p.StartTime = int32(le.Uint32(o[procPID:])), le.Uint32(o[procState:]), le.Uint64(o[procStartTime:])
 		for d := range p.MemUsed {
 			p.MemUsed[d] = le.Uint64(o[procMemUsed+8*d:])
+		}
+	}
+	for i := range r.Shared {
+		s, o := &r.Shared[i], b[SharedOffset+i*SharedSize:]
+		s.Key, s.Size = le.Uint64(o[shKey:]), le.Uint64(o[shSize:])
+		s.Device, s.Holders, s.Seq = le.Uint32(o[shDevice:]), le.Uint32(o[shHolders:]), le.Uint32(o[shSeq:])
+		for j := range s.Slots {
+			s.Slots[j] = le.Uint64(o[shSlots+8*j:])
 		}
 	}
 	return r, nil
@@ -269,6 +319,11 @@ func (r *Region) Encode() []byte {
 	le.PutUint32(b[offFlags:], h.Flags)
 	le.PutUint32(b[offReason:], uint32(h.Reason))
 	le.PutUint64(b[offCreatedNs:], h.CreatedNs)
+	le.PutUint32(b[offLiveSem:], uint32(h.LiveSem))
+	le.PutUint32(b[offAttached:], h.Attached)
+	le.PutUint32(b[offUnslotted:], h.Unslotted)
+	le.PutUint32(b[offSharedCapacity:], MaxShared)
+	le.PutUint32(b[offSharedSeq:], h.SharedSeq)
 	copy(b[offReasonText:offReasonText+ReasonLen-1], h.ReasonText)
 	for i := range r.Devices {
 		d, o := &r.Devices[i], b[DevicesOffset+i*DeviceSize:]
@@ -278,6 +333,8 @@ func (r *Region) Encode() []byte {
 		le.PutUint64(o[devMemUsed:], d.MemUsed)
 		le.PutUint64(o[devMemPeak:], d.MemPeak)
 		le.PutUint64(o[devAllocFailures:], d.AllocFailures)
+		le.PutUint64(o[devMemUnslotted:], d.MemUnslotted)
+		le.PutUint64(o[devMemShared:], d.MemShared)
 		le.PutUint64(o[devUtilSeq:], d.UtilSeq)
 		le.PutUint64(o[devUtilTimeNs:], d.UtilTimeNs)
 		le.PutUint32(o[devUtilPermille:], d.UtilPermille)
@@ -299,6 +356,17 @@ func (r *Region) Encode() []byte {
 		le.PutUint64(o[procStartTime:], p.StartTime)
 		for d, u := range p.MemUsed {
 			le.PutUint64(o[procMemUsed+8*d:], u)
+		}
+	}
+	for i := range r.Shared {
+		s, o := &r.Shared[i], b[SharedOffset+i*SharedSize:]
+		le.PutUint64(o[shKey:], s.Key)
+		le.PutUint64(o[shSize:], s.Size)
+		le.PutUint32(o[shDevice:], s.Device)
+		le.PutUint32(o[shHolders:], s.Holders)
+		le.PutUint32(o[shSeq:], s.Seq)
+		for j, v := range s.Slots {
+			le.PutUint64(o[shSlots+8*j:], v)
 		}
 	}
 	return b

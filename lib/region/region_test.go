@@ -42,10 +42,12 @@ func TestLayoutMatchesC(t *testing.T) {
 		"header.process_size": {offProcessSize, 4}, "header.device_count": {offDeviceCount, 4},
 		"header.process_capacity": {offProcessCapacity, 4}, "header.flags": {offFlags, 4},
 		"header.reason": {offReason, 4}, "header.created_ns": {offCreatedNs, 8},
-		"header.reason_text": {offReasonText, ReasonLen},
-		"device.uuid":        {devUUID, UUIDLen}, "device.mem_limit": {devMemLimit, 8}, "device.core_limit": {devCoreLimit, 4},
+		"header.live_sem": {offLiveSem, 4}, "header.attached": {offAttached, 4}, "header.unslotted": {offUnslotted, 4}, "header.shared_capacity": {offSharedCapacity, 4},
+		"header.reason_text": {offReasonText, ReasonLen}, "header.shared_seq": {offSharedSeq, 4},
+		"device.uuid": {devUUID, UUIDLen}, "device.mem_limit": {devMemLimit, 8}, "device.core_limit": {devCoreLimit, 4},
 		"device.mem_used": {devMemUsed, 8}, "device.mem_peak": {devMemPeak, 8},
 		"device.alloc_failures": {devAllocFailures, 8}, "device.util_seq": {devUtilSeq, 8},
+		"device.mem_unslotted": {devMemUnslotted, 8}, "device.mem_shared": {devMemShared, 8},
 		"device.util_time_ns": {devUtilTimeNs, 8}, "device.util_permille": {devUtilPermille, 4},
 		"device.tat_ns": {devTatNs, 8}, "device.interval_ns": {devIntervalNs, 8}, "device.launches": {devLaunches, 8},
 		"device.seen_seq": {devSeenSeq, 8}, "device.seen_launches": {devSeenLaunches, 8},
@@ -54,6 +56,8 @@ func TestLayoutMatchesC(t *testing.T) {
 		"device.seen_busy_ns": {devSeenBusyNs, 8},
 		"process.pid":         {procPID, 4}, "process.state": {procState, 4}, "process.start_time": {procStartTime, 8},
 		"process.mem_used": {procMemUsed, 8 * MaxDevices},
+		"region.shared":    {SharedOffset, SharedSize}, "shared.key": {shKey, 8}, "shared.size": {shSize, 8},
+		"shared.device": {shDevice, 4}, "shared.holders": {shHolders, 4}, "shared.seq": {shSeq, 4}, "shared.slots": {shSlots, 8 * MaxProcesses / 64},
 	}
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -98,7 +102,8 @@ func TestDecodeCWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Enforced() || r.Header.Reason != ReasonDriverUnknown || r.Header.ReasonText != "test reason" ||
-		r.Header.CreatedNs != 1700000000123456789 || r.Header.DeviceCount != 3 {
+		r.Header.CreatedNs != 1700000000123456789 || r.Header.DeviceCount != 3 || r.Header.Unslotted != 5 || r.Header.LiveSem != 8 || r.Header.Attached != 9 ||
+		r.Header.SharedCapacity != MaxShared || r.Header.SharedSeq != 31 {
 		t.Errorf("header %+v", r.Header)
 	}
 	if got := len(r.VisibleDevices()); got != 3 {
@@ -109,6 +114,7 @@ func TestDecodeCWritten(t *testing.T) {
 		want := Device{
 			UUID: fmt.Sprintf("GPU-%08d-0000-0000-0000-000000000000", i), MemLimit: (u + 1) << 30,
 			CoreLimit: 10 * uint32(i+1), MemUsed: 1000 + u, MemPeak: 2000 + u, AllocFailures: 3 + u,
+			MemUnslotted: 14 + u, MemShared: 15 + u,
 			UtilSeq: 4 + u, UtilTimeNs: 5 + u, UtilPermille: 600 + uint32(i), TatNs: 7 + u, IntervalNs: 8 + u,
 			Launches: 9 + u, SeenSeq: 10 + u, SeenLaunches: 11 + u, SeenTimeNs: 12 + u, ThrottledNs: 13 + u,
 			UtilBusyNs: 14 + u, BusyTatNs: 15 + u, SeenBusyNs: 16 + u,
@@ -119,8 +125,12 @@ func TestDecodeCWritten(t *testing.T) {
 	}
 	ps := r.ActiveProcesses()
 	if len(ps) != 2 || ps[0].PID != 100 || ps[1].PID != 101 || ps[1].StartTime != 5001 ||
-		ps[1].MemUsed[2] != 12<<20 || r.Processes[5].PID != 101 {
+		ps[1].MemUsed[2] != 12<<20 || r.Processes[5].PID != 101 || ps[1].State != ProcActive|ProcCounted {
 		t.Errorf("processes %+v", ps)
+	}
+	if s := r.Shared[7]; s.Key != 0x1234567890abcdef || s.Size != 512<<20 || s.Device != 2 || s.Holders != 2 || s.Seq != 30 ||
+		s.Slots[0] != 1<<5 || s.Slots[15] != 1<<63 || r.Shared[6].Key != 0 {
+		t.Errorf("shared entry 7: %+v", s)
 	}
 	// Go encodes the same bytes C wrote.
 	if e := r.Encode(); !bytes.Equal(e, b) {
@@ -134,8 +144,9 @@ func TestDecodeCWritten(t *testing.T) {
 
 // A region encoded in Go reads in C as the values Go put in.
 func TestCReadsGoEncoded(t *testing.T) {
-	r := &Region{Header: Header{Magic: Magic, Version: Version, DeviceCount: 2, Reason: ReasonNoUtilFeed, Flags: FlagUnenforced, CreatedNs: 42, ReasonText: "no feed"}}
-	r.Devices[0] = Device{UUID: "GPU-aaaa", MemLimit: 4 << 30, CoreLimit: 30, MemUsed: 123, UtilSeq: 7, UtilPermille: 250, IntervalNs: 999}
+	r := &Region{Header: Header{Magic: Magic, Version: Version, DeviceCount: 2, Reason: ReasonNoUtilFeed, Flags: FlagUnenforced, CreatedNs: 42, LiveSem: 12, Attached: 4, Unslotted: 3, ReasonText: "no feed"}}
+	r.Devices[0] = Device{UUID: "GPU-aaaa", MemLimit: 4 << 30, CoreLimit: 30, MemUsed: 123, MemUnslotted: 20, MemShared: 100, UtilSeq: 7, UtilPermille: 250, IntervalNs: 999}
+	r.Shared[MaxShared-1] = Shared{Key: 99, Size: 100, Device: 0, Holders: 2}
 	r.Devices[1] = Device{UUID: "GPU-bbbb", MemLimit: 8 << 30}
 	r.Processes[3] = Process{PID: 77, State: ProcActive, StartTime: 1234}
 	r.Processes[3].MemUsed[0] = 123
@@ -153,9 +164,11 @@ func TestCReadsGoEncoded(t *testing.T) {
 		got[k] = v
 	}
 	want := map[string]string{
-		"header.magic": strconv.Itoa(int(Magic)), "header.version": "1", "header.size": strconv.Itoa(Size),
+		"header.magic": strconv.Itoa(int(Magic)), "header.version": "2", "header.size": strconv.Itoa(Size),
 		"header.device_count": "2", "header.flags": "1", "header.reason": "5", "header.created_ns": "42",
-		"header.reason_text": "no feed", "device0.uuid": "GPU-aaaa", "device0.mem_limit": "4294967296",
+		"header.reason_text": "no feed", "header.unslotted": "3", "header.live_sem": "12", "header.attached": "4", "device0.uuid": "GPU-aaaa", "device0.mem_limit": "4294967296",
+		"device0.mem_unslotted": "20", "device0.mem_shared": "100", "shared255.key": "99", "shared255.size": "100",
+		"shared255.holders":  "2",
 		"device0.core_limit": "30", "device0.mem_used": "123", "device0.util_seq": "7", "device0.util_permille": "250",
 		"device0.interval_ns": "999", "device1.uuid": "GPU-bbbb", "device1.mem_limit": "8589934592",
 		"process3.pid": "77", "process3.start_time": "1234", "process3.mem_used0": "123",
@@ -207,7 +220,7 @@ func TestDecodeRejects(t *testing.T) {
 		"short":        func(b []byte) []byte { return b[:100] },
 		"truncated":    func(b []byte) []byte { return b[:Size-1] },
 		"magic":        func(b []byte) []byte { b[0] ^= 1; return b },
-		"version":      func(b []byte) []byte { le.PutUint32(b[offVersion:], 2); return b },
+		"version":      func(b []byte) []byte { le.PutUint32(b[offVersion:], Version+1); return b },
 		"device count": func(b []byte) []byte { le.PutUint32(b[offDeviceCount:], MaxDevices+1); return b },
 	} {
 		b := mutate(append([]byte(nil), good...))

@@ -16,9 +16,10 @@
 #include <stdint.h>
 
 #define VGPU_REGION_MAGIC 0x55504756u /* "VGPU" in file byte order */
-#define VGPU_REGION_VERSION 1u
+#define VGPU_REGION_VERSION 2u
 #define VGPU_MAX_DEVICES 16
-#define VGPU_MAX_PROCS 128
+#define VGPU_MAX_PROCS 1024
+#define VGPU_MAX_SHARED 256 /* exported VMM allocations held container-wide */
 #define VGPU_UUID_LEN 48
 #define VGPU_REASON_LEN 128
 
@@ -41,6 +42,7 @@ enum vgpu_reason {
 #define VGPU_PROC_FREE 0u
 #define VGPU_PROC_ACTIVE 1u
 #define VGPU_PROC_RECLAIMING 2u
+#define VGPU_PROC_COUNTED 0x100u /* or'ed with ACTIVE: the process counts in header.live_sem */
 
 struct vgpu_region_header {
 	uint32_t magic;          /* VGPU_REGION_MAGIC, written last at creation */
@@ -54,9 +56,13 @@ struct vgpu_region_header {
 	uint32_t flags;          /* VGPU_FLAG_* */
 	uint32_t reason;         /* enum vgpu_reason */
 	uint64_t created_ns;     /* CLOCK_REALTIME at creation */
-	uint8_t pad0[16];
+	int32_t live_sem;        /* SysV semaphore id + 1 counting live slotted processes (SEM_UNDO), 0 = none */
+	uint32_t attached;       /* slots whose process counted itself in live_sem */
+	uint32_t unslotted;      /* processes that found every slot taken (ever) */
+	uint32_t shared_capacity; /* VGPU_MAX_SHARED */
 	char reason_text[VGPU_REASON_LEN]; /* NUL-terminated, for humans */
-	uint8_t pad1[64];
+	uint32_t shared_seq;     /* exports published so far (shared[].seq) */
+	uint8_t pad1[60];
 };
 
 struct vgpu_region_device {
@@ -69,7 +75,9 @@ struct vgpu_region_device {
 	uint64_t mem_used;         /* bytes held by all processes of the container */
 	uint64_t mem_peak;         /* high-water mark of mem_used */
 	uint64_t alloc_failures;   /* allocations refused for the limit */
-	uint8_t pad1[40];
+	uint64_t mem_unslotted;    /* part of mem_used held by processes without a slot */
+	uint64_t mem_shared;       /* part of mem_used held in shared[] (exported VMM memory) */
+	uint8_t pad1[24];
 	/* line 2: utilisation feed (monitor writes, libvgpu reads) */
 	uint64_t util_seq;         /* incremented by the monitor after each sample */
 	uint64_t util_time_ns;     /* CLOCK_MONOTONIC at the end of the sample window */
@@ -96,10 +104,25 @@ struct vgpu_region_process {
 	uint64_t mem_used[VGPU_MAX_DEVICES]; /* bytes, per device index */
 };
 
+/*
+ * VMM physical memory exported with cuMemExportToShareableHandle: counted once
+ * for the container, for as long as any process holds a handle or mapping.
+ */
+struct vgpu_region_shared {
+	uint64_t key;              /* identity of the shareable handle, 0 = free entry */
+	uint64_t size;             /* bytes, counted in devices[device].mem_used and mem_shared */
+	uint32_t device;           /* device index */
+	uint32_t holders;          /* processes holding it; the last one out frees it */
+	uint32_t seq;              /* header.shared_seq when published: an import holds only older entries */
+	uint32_t pad;
+	uint64_t slots[VGPU_MAX_PROCS / 64]; /* bit i: process slot i holds it */
+};
+
 struct vgpu_region {
 	struct vgpu_region_header header;
 	struct vgpu_region_device devices[VGPU_MAX_DEVICES];
 	struct vgpu_region_process procs[VGPU_MAX_PROCS];
+	struct vgpu_region_shared shared[VGPU_MAX_SHARED];
 };
 
 #endif

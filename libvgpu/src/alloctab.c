@@ -13,10 +13,11 @@
 struct entry {
 	uint64_t key;
 	uint64_t size;
+	uint64_t aux;
+	int32_t refs;
 	int16_t idx;
 	uint8_t kind; /* 0 = empty */
 	uint8_t gone; /* tombstone */
-	uint32_t pad;
 };
 
 static struct entry *tab;
@@ -73,7 +74,7 @@ static int grow(void)
 	return 0;
 }
 
-void vgpu_tab_put(int kind, uint64_t key, int idx, uint64_t size)
+void vgpu_tab_add(int kind, uint64_t key, const struct vgpu_rec *rec)
 {
 	lock_tab();
 	if ((used + 1) * 10 > cap * 7 && grow() != 0) {
@@ -86,28 +87,96 @@ void vgpu_tab_put(int kind, uint64_t key, int idx, uint64_t size)
 		j = (j + 1) & (cap - 1);
 	if (!tab[j].kind)
 		used++;
-	tab[j] = (struct entry){.key = key, .size = size, .idx = (int16_t)idx, .kind = (uint8_t)kind};
+	tab[j] = (struct entry){.key = key, .size = rec->size, .aux = rec->aux, .refs = rec->refs,
+				.idx = (int16_t)rec->idx, .kind = (uint8_t)kind};
 	unlock_tab();
+}
+
+void vgpu_tab_put(int kind, uint64_t key, int idx, uint64_t size)
+{
+	struct vgpu_rec r = {.size = size, .idx = idx, .refs = 1};
+	vgpu_tab_add(kind, key, &r);
+}
+
+/* The live entry for (kind, key), or NULL; under the lock. */
+static struct entry *find(int kind, uint64_t key)
+{
+	if (!cap)
+		return NULL;
+	for (size_t j = slot_of(key, kind, cap); tab[j].kind; j = (j + 1) & (cap - 1)) {
+		struct entry *e = &tab[j];
+		if (!e->gone && e->key == key && e->kind == kind)
+			return e;
+	}
+	return NULL;
+}
+
+static void copy_out(const struct entry *e, struct vgpu_rec *rec)
+{
+	if (rec)
+		*rec = (struct vgpu_rec){.size = e->size, .aux = e->aux, .idx = e->idx, .refs = e->refs};
+}
+
+int vgpu_tab_get(int kind, uint64_t key, struct vgpu_rec *rec)
+{
+	lock_tab();
+	struct entry *e = find(kind, key);
+	if (e)
+		copy_out(e, rec);
+	unlock_tab();
+	return e != NULL;
+}
+
+/* Adds delta to the entry's count; at zero the entry goes (rec says refs 0). */
+int vgpu_tab_ref(int kind, uint64_t key, int delta, struct vgpu_rec *rec)
+{
+	lock_tab();
+	struct entry *e = find(kind, key);
+	if (e) {
+		e->refs += delta;
+		copy_out(e, rec);
+		if (e->refs <= 0)
+			e->gone = 1;
+	}
+	unlock_tab();
+	return e != NULL;
+}
+
+int vgpu_tab_set_aux(int kind, uint64_t key, uint64_t aux)
+{
+	lock_tab();
+	struct entry *e = find(kind, key);
+	if (e)
+		e->aux = aux;
+	unlock_tab();
+	return e != NULL;
 }
 
 int vgpu_tab_take(int kind, uint64_t key, int *idx, uint64_t *size)
 {
-	int found = 0;
+	struct vgpu_rec r;
+	if (!vgpu_tab_ref(kind, key, -(1 << 30), &r))
+		return 0;
+	*idx = r.idx;
+	*size = r.size;
+	return 1;
+}
+
+/* Removes up to max entries of kind with lo <= key < hi (a whole-table walk). */
+int vgpu_tab_take_range(int kind, uint64_t lo, uint64_t hi, uint64_t *keys, struct vgpu_rec *recs, int max)
+{
+	int n = 0;
 	lock_tab();
-	if (cap) {
-		for (size_t j = slot_of(key, kind, cap); tab[j].kind; j = (j + 1) & (cap - 1)) {
-			struct entry *e = &tab[j];
-			if (!e->gone && e->key == key && e->kind == kind) {
-				*idx = e->idx;
-				*size = e->size;
-				e->gone = 1;
-				found = 1;
-				break;
-			}
-		}
+	for (size_t j = 0; j < cap && n < max; j++) {
+		struct entry *e = &tab[j];
+		if (e->kind != kind || e->gone || e->key < lo || e->key >= hi)
+			continue;
+		keys[n] = e->key;
+		copy_out(e, &recs[n++]);
+		e->gone = 1;
 	}
 	unlock_tab();
-	return found;
+	return n;
 }
 
 /* In a forked child: the parent's allocations are not ours, and its lock holder is gone. */

@@ -4,6 +4,9 @@
  * records it so that the free gives back exactly what was reserved.
  */
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "vgpu.h"
 
@@ -188,7 +191,35 @@ VGPU_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s)
 	FREE_BODY(REAL(cuMemFreeAsync_ptsz)(p, s), VGPU_KIND_MEM, p);
 }
 
-/* VMM (cuMemCreate): physical memory is counted on the device the properties name. */
+/*
+ * VMM: physical memory (cuMemCreate) lives while a handle or a mapping holds
+ * it, so it is counted until the last cuMemRelease/cuMemUnmap of it, not the
+ * first release. One VMM record per handle counts both; a handle taken again
+ * with cuMemRetainAllocationHandle is the same value and adds one.
+ * Exported memory is counted container-wide (account.c): an importing
+ * process holds the exporter's entry instead of counting it again.
+ */
+#define CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR 0x1
+#define CU_MEM_HANDLE_TYPE_FABRIC 0x8
+#define VMM_IMPORTED (1ull << 63) /* in aux: an import (size: its key; low bits: the seq it held up to) */
+
+static void vmm_gone(const struct vgpu_rec *r)
+{
+	if (r->aux == 0)
+		vgpu_mem_release(r->idx, r->size);
+	else if (r->aux & VMM_IMPORTED)
+		vgpu_shared_drop(-1, r->size, (uint32_t)r->aux);
+	else
+		vgpu_shared_drop((int)r->aux - 1, 0, 0);
+}
+
+static void vmm_unref(CUmemGenericAllocationHandle h)
+{
+	struct vgpu_rec r;
+	if (vgpu_tab_ref(VGPU_KIND_VMM, h, -1, &r) && r.refs <= 0)
+		vmm_gone(&r);
+}
+
 VGPU_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
 				 unsigned long long flags)
 {
@@ -210,7 +241,125 @@ VGPU_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
 VGPU_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 {
 	NEED(cuMemRelease);
-	FREE_BODY(REAL(cuMemRelease)(handle), VGPU_KIND_VMM, handle);
+	CUresult r = REAL(cuMemRelease)(handle);
+	if (r == CUDA_SUCCESS && vgpu_cfg.active)
+		vmm_unref(handle);
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
+			      unsigned long long flags)
+{
+	NEED(cuMemMap);
+	CUresult r = REAL(cuMemMap)(ptr, size, offset, handle, flags);
+	struct vgpu_rec h;
+	if (r == CUDA_SUCCESS && vgpu_cfg.active && vgpu_tab_ref(VGPU_KIND_VMM, handle, 1, &h)) {
+		struct vgpu_rec m = {.size = size, .aux = handle, .idx = h.idx, .refs = 1};
+		vgpu_tab_add(VGPU_KIND_MAP, ptr, &m);
+	}
+	return r;
+}
+
+/*
+ * One cuMemUnmap may cover several adjacent mappings (whole ones only): walk
+ * them by their sizes, and sweep the table for any the walk cannot reach.
+ */
+VGPU_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
+{
+	NEED(cuMemUnmap);
+	CUresult r = REAL(cuMemUnmap)(ptr, size);
+	if (r != CUDA_SUCCESS || !vgpu_cfg.active)
+		return r;
+	uint64_t p = ptr, end = (uint64_t)ptr + size;
+	struct vgpu_rec m[16];
+	uint64_t keys[16];
+	while (p < end) {
+		struct vgpu_rec one;
+		if (!vgpu_tab_ref(VGPU_KIND_MAP, p, -1, &one))
+			break;
+		vmm_unref(one.aux);
+		p += one.size ? one.size : 1;
+	}
+	for (int n; p < end && (n = vgpu_tab_take_range(VGPU_KIND_MAP, p, end, keys, m, 16)) > 0;)
+		for (int i = 0; i < n; i++)
+			vmm_unref(m[i].aux);
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *addr)
+{
+	NEED(cuMemRetainAllocationHandle);
+	CUresult r = REAL(cuMemRetainAllocationHandle)(handle, addr);
+	if (r == CUDA_SUCCESS && vgpu_cfg.active && handle)
+		vgpu_tab_ref(VGPU_KIND_VMM, *handle, 1, NULL);
+	return r;
+}
+
+/*
+ * What identifies one exported allocation in every process that receives
+ * its shareable handle: the file behind a POSIX descriptor (the same open
+ * file travels over a unix socket), or the bytes of a fabric handle.
+ */
+static uint64_t share_key(const void *h, int type)
+{
+	uint64_t k = 0xcbf29ce484222325ull;
+	if (type == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) {
+		struct stat st;
+		/* The system call: glibc's fstat symbol is versioned 2.33 (test/check_symbols.sh). */
+		if (syscall(SYS_fstat, (int)(intptr_t)h, &st) != 0)
+			return 0;
+		k = ((uint64_t)st.st_dev * 0x9e3779b97f4a7c15ull) ^ (uint64_t)st.st_ino;
+	} else if (type == CU_MEM_HANDLE_TYPE_FABRIC && h) {
+		for (int i = 0; i < 64; i++)
+			k = (k ^ ((const unsigned char *)h)[i]) * 0x100000001b3ull;
+	} else {
+		return 0;
+	}
+	return (k | 1) & ~(1ull << 63); /* never 0 (free) nor all ones (being filled) */
+}
+
+VGPU_EXPORT CUresult cuMemExportToShareableHandle(void *shareable, CUmemGenericAllocationHandle handle, int type,
+						  unsigned long long flags)
+{
+	NEED(cuMemExportToShareableHandle);
+	CUresult r = REAL(cuMemExportToShareableHandle)(shareable, handle, type, flags);
+	struct vgpu_rec h;
+	if (r != CUDA_SUCCESS || !vgpu_cfg.active || !shareable || !vgpu_tab_get(VGPU_KIND_VMM, handle, &h) ||
+	    h.idx < 0 || (h.aux & VMM_IMPORTED))
+		return r;
+	uint64_t key = share_key(type == CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
+					 ? (const void *)(intptr_t) * (const int *)shareable
+					 : shareable,
+				 type);
+	if (!key) {
+		vgpu_log(VGPU_LOG_WARN, "exported with handle type %d: an importer would not be counted", type);
+	} else if (h.aux == 0) {
+		int e = vgpu_shared_publish(h.idx, h.size, key);
+		if (e >= 0)
+			vgpu_tab_set_aux(VGPU_KIND_VMM, handle, (uint64_t)e + 1);
+	} else if (vgpu_region->shared[h.aux - 1].key != key) {
+		vgpu_log(VGPU_LOG_WARN, "an allocation exported twice under different handles: importers of the second "
+			 "are not counted");
+	}
+	return r;
+}
+
+VGPU_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle, void *os, int type)
+{
+	NEED(cuMemImportFromShareableHandle);
+	CUresult r = REAL(cuMemImportFromShareableHandle)(handle, os, type);
+	if (r != CUDA_SUCCESS || !vgpu_cfg.active || !handle)
+		return r;
+	uint64_t key = share_key(os, type);
+	uint32_t upto;
+	if (key && vgpu_shared_hold(key, &upto) > 0) {
+		struct vgpu_rec h = {.size = key, .aux = VMM_IMPORTED | upto, .idx = -1, .refs = 1};
+		vgpu_tab_add(VGPU_KIND_VMM, *handle, &h);
+	} else {
+		/* Exported outside this container's ledger: its exporter's container counts it. */
+		vgpu_log(VGPU_LOG_INFO, "imported VMM memory that no process of this container exported: not counted");
+	}
+	return r;
 }
 
 /* Bytes per element of a CUarray_format; 4 for formats this table does not know. */
@@ -273,7 +422,11 @@ VGPU_EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray arr)
 	FREE_BODY(REAL(cuMipmappedArrayDestroy)(arr), VGPU_KIND_MIPMAP, (uint64_t)(uintptr_t)arr);
 }
 
-/* What a limited device reports: the limit as total, never more free than really is. */
+/*
+ * What a limited device reports: the limit as total, never more free than
+ * really is. Serving processes poll this to size their caches, so it also
+ * gives back dead processes' memory (rate-limited) to be right about free.
+ */
 static void clamp_info(int idx, uint64_t *freep, uint64_t *totalp)
 {
 	if (idx < 0)
@@ -282,6 +435,7 @@ static void clamp_info(int idx, uint64_t *freep, uint64_t *totalp)
 	uint64_t limit = vgpu_cfg.mem_limit[idx]; /* never the region's copy: docs/contract.md */
 	if (!limit)
 		return;
+	vgpu_reclaim_maybe();
 	uint64_t used = __atomic_load_n(&d->mem_used, __ATOMIC_RELAXED);
 	uint64_t avail = used < limit ? limit - used : 0;
 	if (*totalp > limit)

@@ -388,6 +388,7 @@ static void init_header(struct vgpu_region *r)
 	h->device_size = sizeof(struct vgpu_region_device);
 	h->process_size = sizeof(struct vgpu_region_process);
 	h->process_capacity = VGPU_MAX_PROCS;
+	h->shared_capacity = VGPU_MAX_SHARED;
 	h->created_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -547,7 +548,7 @@ static void common_init(void)
 			say("GPU limits are NOT enforced for the whole container", text, VGPU_REASON_NONE);
 		}
 		if (vgpu_region)
-			vgpu_proc_attach();
+			vgpu_proc_attach(region_shared ? src.region : NULL);
 		else
 			vgpu_cfg.active = 0;
 	}

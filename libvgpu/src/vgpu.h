@@ -26,6 +26,8 @@
 	X(cuMemAllocFromPoolAsync) X(cuMemAllocFromPoolAsync_ptsz)                \
 	X(cuMemFreeAsync) X(cuMemFreeAsync_ptsz)                                  \
 	X(cuMemCreate) X(cuMemRelease)                                            \
+	X(cuMemMap) X(cuMemUnmap) X(cuMemRetainAllocationHandle)                  \
+	X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle)         \
 	X(cuArrayCreate_v2) X(cuArray3DCreate_v2) X(cuArrayDestroy)               \
 	X(cuMipmappedArrayCreate) X(cuMipmappedArrayDestroy)                      \
 	X(cuMemGetInfo) X(cuMemGetInfo_v2) X(cuDeviceTotalMem)                    \
@@ -117,16 +119,36 @@ VGPU_HIDDEN void vgpu_log(int level, const char *fmt, ...) __attribute__((format
 VGPU_HIDDEN int vgpu_parse_log_level(const char *s);
 
 /* account.c: the container's memory ledger */
-VGPU_HIDDEN void vgpu_proc_attach(void);
+VGPU_HIDDEN void vgpu_proc_attach(const char *region_path);
 VGPU_HIDDEN int vgpu_mem_reserve(int idx, uint64_t size);
 VGPU_HIDDEN void vgpu_mem_release(int idx, uint64_t size);
-VGPU_HIDDEN void vgpu_reclaim_dead(void);
+VGPU_HIDDEN int vgpu_reclaim_dead(void);
+VGPU_HIDDEN void vgpu_reclaim_maybe(void);
 VGPU_HIDDEN uint64_t vgpu_proc_start_time(pid_t pid, char *state);
+VGPU_HIDDEN int vgpu_shared_publish(int idx, uint64_t size, uint64_t key);
+VGPU_HIDDEN int vgpu_shared_hold(uint64_t key, uint32_t *upto);
+VGPU_HIDDEN void vgpu_shared_drop(int entry, uint64_t key, uint32_t upto);
 
-/* alloctab.c: what this process allocated, to free by recorded size */
-enum { VGPU_KIND_MEM = 1, VGPU_KIND_VMM = 2, VGPU_KIND_ARRAY = 3, VGPU_KIND_MIPMAP = 4 };
+/*
+ * alloctab.c: what this process allocated, to free by recorded size. VMM
+ * records (key: handle) count the handles and mappings that hold the
+ * physical memory; MAP records (key: address) name the handle they map.
+ */
+enum { VGPU_KIND_MEM = 1, VGPU_KIND_VMM = 2, VGPU_KIND_ARRAY = 3, VGPU_KIND_MIPMAP = 4, VGPU_KIND_MAP = 5 };
+struct vgpu_rec {
+	uint64_t size; /* bytes; an import's key */
+	uint64_t aux; /* VMM: 0, shared entry + 1, or an import's bit 63 | seq; MAP: the handle */
+	int idx;
+	int refs;
+};
 VGPU_HIDDEN void vgpu_tab_put(int kind, uint64_t key, int idx, uint64_t size);
+VGPU_HIDDEN void vgpu_tab_add(int kind, uint64_t key, const struct vgpu_rec *rec);
 VGPU_HIDDEN int vgpu_tab_take(int kind, uint64_t key, int *idx, uint64_t *size);
+VGPU_HIDDEN int vgpu_tab_get(int kind, uint64_t key, struct vgpu_rec *rec);
+VGPU_HIDDEN int vgpu_tab_ref(int kind, uint64_t key, int delta, struct vgpu_rec *rec);
+VGPU_HIDDEN int vgpu_tab_set_aux(int kind, uint64_t key, uint64_t aux);
+VGPU_HIDDEN int vgpu_tab_take_range(int kind, uint64_t lo, uint64_t hi, uint64_t *keys, struct vgpu_rec *recs,
+				    int max);
 VGPU_HIDDEN void vgpu_tab_reset(void);
 
 /* throttle.c */

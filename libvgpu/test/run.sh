@@ -27,6 +27,9 @@ $CC $CFLAGS -fPIC -shared -o "$L/libprobe_late.so" "$HERE/probe_next.c" -L"$L" -
 for t in t_linked t_kinds t_hold t_fork t_launch bench feed_util t_cleanenv t_attack t_devices; do
 	$CC $CFLAGS -o "$B/$t" "$HERE/$t.c" -L"$L" -lcuda -lnvidia-ml
 done
+for t in t_vmm t_exec t_slots t_watch; do
+	$CC $CFLAGS -o "$B/$t" "$HERE/$t.c" -L"$L" -lcuda
+done
 $CC $CFLAGS -pthread -o "$B/t_race" "$HERE/t_race.c" -L"$L" -lcuda
 $CC $CFLAGS -pthread -o "$B/t_share" "$HERE/t_share.c" "$HERE/fake/fake_common.c" -L"$L" -lcuda
 $CC $CFLAGS -o "$B/t_runtime" "$HERE/t_runtime.c" -ldl
@@ -61,6 +64,14 @@ run_bg() {
 	env "${envs[@]}" "$@" &
 	BG_PID=$!
 }
+# The regions' live-process semaphores (SysV, IPC_PRIVATE) would outlive the suite on this host.
+remove_semaphores() {
+	for f in "$B"/run/*.region; do
+		id=$(od -An -t d4 -j 48 -N 4 "$f" 2>/dev/null | tr -d ' ' || true) # a truncated region has none
+		[ -z "$id" ] || [ "$id" -le 0 ] || ipcrm -s $((id - 1)) 2>/dev/null || true
+	done
+}
+trap remove_semaphores EXIT
 pass() { n=$((n + 1)); echo "ok   $*"; }
 fail() { echo "FAIL $*" >&2; exit 1; }
 
@@ -151,6 +162,57 @@ pass "4b 3 processes x 4 threads racing: exactly 16384 x 64 KiB blocks granted u
 run fork -- "$B/t_fork" >/dev/null || fail "t_fork"
 pass "5 fork: the child's allocations count with the parent's and come back when it is gone"
 
+# VMM memory (issue 13, class 1): counted while any handle or mapping holds it, in any process.
+run vmm -- "$B/t_vmm" local >/dev/null || fail "t_vmm local"
+run vmm1 FAKE_CUDA_EXPORT_ONE_FILE=1 -- "$B/t_vmm" ambiguous >/dev/null || fail "t_vmm ambiguous"
+run_bg vmmx -- "$B/t_vmm" export >"$B/run/vmmx.out"
+exporter=$BG_PID
+for _ in $(seq 100); do grep -q exporter-done "$B/run/vmmx.out" 2>/dev/null && break; sleep 0.05; done
+importer=$(awk '/exporter-done/ { print $2 }' "$B/run/vmmx.out")
+[ -n "$importer" ] || { kill -9 "$exporter"; fail "t_vmm export: $(cat "$B/run/vmmx.out")"; }
+exec 3>&2 2>/dev/null
+kill -9 "$exporter"; wait "$exporter" || true
+exec 2>&3
+[ "$(run vmmx -- "$B/t_hold" 600)" = oom ] || { kill -9 "$importer"; fail "the killed exporter's 512 MiB were given back while another process maps them"; }
+[ "$(run vmmx -- "$B/t_hold" 500)" = ok ] || { kill -9 "$importer"; fail "an imported allocation is counted twice"; }
+kill -9 "$importer"
+[ "$(run vmmx -- "$B/t_watch" 1024)" != timeout ] || fail "the importer's memory was not given back after it was killed"
+pass "vmm VMM: mapped memory counts after cuMemRelease, retained handles, one unmap over many mappings; exported memory counted once across processes, kept while an importer maps it after the exporter is killed, also when every export is a descriptor of one file"
+
+# The ledger does not leak (issue 13, class 6).
+run exec -- "$B/t_exec" >/dev/null || fail "t_exec: a process that execs itself keeps its old image's memory"
+run_bg exec2 -- "$B/t_exec" other >"$B/run/exec2.out"
+sleeper=$BG_PID
+for _ in $(seq 100); do [ -s "$B/run/exec2.out" ] && break; sleep 0.05; done
+[ "$(run exec2 -- "$B/t_watch" 1024)" != timeout ] || { kill "$sleeper"; fail "a process that exec'd a program without libvgpu keeps its old image's memory"; }
+kill "$sleeper"; wait "$sleeper" 2>/dev/null || true
+run_bg closefds -- "$B/t_exec" closefds >"$B/run/closefds.out"
+closer=$BG_PID
+for _ in $(seq 100); do [ -s "$B/run/closefds.out" ] && break; sleep 0.05; done
+sleep 0.2
+[ "$(run closefds -- "$B/t_hold" 600)" = oom ] || { kill "$closer"; fail "a live process that closed its descriptors lost its 600 MiB from the ledger"; }
+{ kill "$closer"; wait "$closer"; } 2>/dev/null || true
+run_bg reclaim -- "$B/t_hold" 700 hold >"$B/run/reclaim.out"
+holder=$BG_PID
+for _ in $(seq 100); do [ -s "$B/run/reclaim.out" ] && break; sleep 0.05; done
+run_bg reclaim -- "$B/t_watch" 1024 >"$B/run/watch.out"
+watcher=$BG_PID
+sleep 0.3
+t0=$(date +%s%N)
+exec 3>&2 2>/dev/null
+kill -9 "$holder"; wait "$holder" || true
+exec 2>&3
+wait "$watcher" || fail "a neighbour never saw the killed process's 700 MiB come back"
+ms=$(( ($(cat "$B/run/watch.out") - t0) / 1000000 ))
+[ "$ms" -le 1000 ] || fail "a neighbour's cuMemGetInfo saw the killed process's memory back after $ms ms, want <= 1000"
+run slots VGPU_MEMORY_LIMITS_MIB=2048 -- "$B/t_slots" 8 1 >"$B/run/slots.out" 2>"$B/run/slots.err" \
+	|| { cat "$B/run/slots.err" | sort | uniq -c | head; fail "t_slots"; }
+unslotted=$("$B/region_tool" read "$B/run/slots.region" | sed -n 's/^header.unslotted=//p')
+lines=$(grep -c 'no process slot' "$B/run/slots.err" || true)
+[ "$unslotted" -ge 8 ] && [ "$lines" = "$unslotted" ] \
+	|| fail "processes beyond the slot table: $unslotted recorded in the region, $lines stderr lines, want >= 8 and equal"
+pass "ledger exec (itself, or a program without libvgpu) keeps no old usage; closing every descriptor loses nothing; kill -9 back for a neighbour in $ms ms; $(sed 's/PASS t_slots //' "$B/run/slots.out"), $unslotted without a slot said so"
+
 # Issue class 9. Limits come from the limits file beside libvgpu, whatever the environment
 # (docs/contract.md#where-limits-come-from). mklimits NAME LINE...: a copy of
 # libvgpu in a directory of its own with a limits file beside it, as the
@@ -210,9 +272,11 @@ pass "class 9: limits from the file beside libvgpu: a clean-environment child is
 run_bg shrink -- "$B/t_hold" 300 hold >"$B/run/shrink-hold.out"
 shrinker=$BG_PID
 for _ in $(seq 100); do [ -s "$B/run/shrink-hold.out" ] && break; sleep 0.05; done
+shrink_sem=$(od -An -t d4 -j 48 -N 4 "$B/run/shrink.region" | tr -d ' ') # lost with the truncation
 "$B/t_attack" truncate "$B/run/shrink.region" 0
 out=$(run shrink -- "$B/t_hold" 100 2>"$B/run/shrink.err") || { cat "$B/run/shrink.err"; fail "class 4: a truncated region killed the next process"; }
 { kill "$shrinker"; wait "$shrinker"; } 2>/dev/null || true
+[ "$shrink_sem" -le 0 ] || ipcrm -s $((shrink_sem - 1)) 2>/dev/null || true
 [ "$out" = ok ] && [ "$(wc -l <"$B/run/shrink.err")" = 1 ] && grep -q 'unusable' "$B/run/shrink.err" \
 	|| { cat "$B/run/shrink.err"; fail "class 4: truncated region: want ok and one line saying the region is unusable"; }
 [ "$(stat -c %s "$B/run/shrink.region")" = 0 ] || fail "class 4: a truncated region must not be silently re-created (the holder's 300 MiB would be forgotten)"
@@ -229,6 +293,8 @@ for r in sparse precreated; do
 		VGPU_REGION="$b/run/full/$r" "$b/t_hold" 100 >"$b/run/full-$r.out" 2>"$b/run/full-$r.err"
 	echo $? >"$b/run/full-$r.rc"
 	"$b/region_tool" read "$b/run/full/$r" >"$b/run/full-$r.fields" 2>/dev/null
+	id=$(sed -n 's/^header.live_sem=//p' "$b/run/full-$r.fields")
+	[ -z "$id" ] || [ "$id" -le 0 ] || ipcrm -s $((id - 1)) 2>/dev/null # the tmpfs goes, the semaphore would stay
 done
 EOS
 	[ "$(cat "$B/run/full-sparse.rc")" = 0 ] && [ "$(cat "$B/run/full-sparse.out")" = ok ] \

@@ -7,8 +7,12 @@
  * the entry points it hands out are its own, as the real driver's are.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -24,8 +28,17 @@ static struct { uint64_t key, size; int dev; } allocs[MAX_ALLOCS];
 static int nallocs;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
-static int ndev(void) { return fake_env_int("FAKE_CUDA_DEVICES", 1); }
-static uint64_t total_mem(void) { return (uint64_t)fake_env_int("FAKE_CUDA_MEM_MIB", 16384) << 20; }
+/* Read once: a getenv per call would be most of an allocation's cost in the benchmark. */
+static int ndev(void)
+{
+	static int n;
+	return n ? n : (n = fake_env_int("FAKE_CUDA_DEVICES", 1));
+}
+static uint64_t total_mem(void)
+{
+	static uint64_t t;
+	return t ? t : (t = (uint64_t)fake_env_int("FAKE_CUDA_MEM_MIB", 16384) << 20);
+}
 
 static CUresult take(int dev, uint64_t size, unsigned long long *key)
 {
@@ -187,14 +200,242 @@ EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *p, size_t n, CUmemoryP
 }
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) { (void)s; return give(p); }
 EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s) { (void)s; return give(p); }
+/*
+ * VMM as the driver documents it: physical memory lives while a handle or a
+ * mapping holds it. cuMemRelease drops a handle, cuMemUnmap drops every
+ * mapping of a range (whole mappings only), cuMemRetainAllocationHandle
+ * takes a handle again from a mapped address (the same handle value).
+ * Exported memory (POSIX file descriptors: a memfd holding the size, device
+ * and a count of the processes that hold it) is freed when the last process
+ * lets go of it. With FAKE_CUDA_EXPORT_ONE_FILE=1 every export is instead a
+ * new open file of one shared file (as the NVIDIA driver exports onto a fresh
+ * descriptor of /dev/nvidiactl): all exports have the same inode, and the
+ * fake tells them apart by the file position, which the descriptor carries.
+ */
+struct vmm_shared { uint64_t size; int dev; int procs; };
+_Static_assert(sizeof(struct vmm_shared) == sizeof(struct fake_export), "fake_export mirrors vmm_shared");
+struct vmm { uint64_t handle, size; int dev, handles, maps, fd; struct vmm_shared *sh; };
+struct vmap { uint64_t va, size; struct vmm *m; };
+#define MAX_VMM 4096
+static struct vmm vmms[MAX_VMM];
+static struct vmap vmaps[MAX_VMM];
+static uint64_t next_handle = 0x100000;
+
+static struct vmm *vmm_of(uint64_t h)
+{
+	for (int i = 0; i < MAX_VMM; i++)
+		if (vmms[i].handle == h && vmms[i].handles + vmms[i].maps > 0)
+			return &vmms[i];
+	return NULL;
+}
+
+static struct vmm *vmm_new(void)
+{
+	for (int i = 0; i < MAX_VMM; i++)
+		if (vmms[i].handles + vmms[i].maps == 0) {
+			memset(&vmms[i], 0, sizeof(vmms[i]));
+			vmms[i].handle = next_handle++;
+			vmms[i].fd = -1;
+			return &vmms[i];
+		}
+	return NULL;
+}
+
+static void vmm_put(struct vmm *m)
+{
+	if (m->handles + m->maps > 0)
+		return;
+	if (!m->sh || __atomic_sub_fetch(&m->sh->procs, 1, __ATOMIC_ACQ_REL) == 0)
+		__atomic_fetch_sub(&fake_stats_map()->mem_used[m->dev], m->size, __ATOMIC_RELAXED);
+	if (m->sh && m->fd != -2)
+		munmap(m->sh, sizeof(*m->sh));
+	if (m->fd >= 0)
+		close(m->fd);
+	m->handle = 0;
+}
+
 EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const CUmemAllocationProp *prop,
 			    unsigned long long flags)
 {
 	(void)flags;
-	if (!prop || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE) return CUDA_ERROR_INVALID_VALUE;
-	return take(prop->location.id, n, h);
+	if (!initialised) return CUDA_ERROR_NOT_INITIALIZED;
+	if (!prop || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE || !n || prop->location.id < 0 ||
+	    prop->location.id >= ndev())
+		return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	struct fake_stats *s = fake_stats_map();
+	struct vmm *m = vmm_new();
+	if (!m || __atomic_load_n(&s->mem_used[prop->location.id], __ATOMIC_RELAXED) + n > total_mem()) {
+		pthread_mutex_unlock(&mu);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	__atomic_fetch_add(&s->mem_used[prop->location.id], n, __ATOMIC_RELAXED);
+	m->size = n;
+	m->dev = prop->location.id;
+	m->handles = 1;
+	*h = m->handle;
+	pthread_mutex_unlock(&mu);
+	return CUDA_SUCCESS;
 }
-EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h) { return give(h); }
+EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h)
+{
+	pthread_mutex_lock(&mu);
+	struct vmm *m = vmm_of(h);
+	if (!m || !m->handles) { pthread_mutex_unlock(&mu); return CUDA_ERROR_INVALID_VALUE; }
+	m->handles--;
+	vmm_put(m);
+	pthread_mutex_unlock(&mu);
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuMemAddressReserve(CUdeviceptr *p, size_t n, size_t align, CUdeviceptr addr, unsigned long long f)
+{
+	(void)align; (void)addr; (void)f;
+	pthread_mutex_lock(&mu);
+	*p = next_addr;
+	next_addr += (n + 0x1fffff) & ~0x1fffffull;
+	pthread_mutex_unlock(&mu);
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuMemAddressFree(CUdeviceptr p, size_t n) { (void)p; (void)n; return CUDA_SUCCESS; }
+EXPORT CUresult cuMemMap(CUdeviceptr va, size_t n, size_t off, CUmemGenericAllocationHandle h, unsigned long long f)
+{
+	(void)f;
+	pthread_mutex_lock(&mu);
+	struct vmm *m = vmm_of(h);
+	CUresult r = CUDA_ERROR_INVALID_VALUE;
+	if (m && m->handles && off + n <= m->size && n) {
+		int overlap = 0, slot = -1;
+		for (int i = 0; i < MAX_VMM; i++) {
+			if (vmaps[i].m)
+				overlap |= va < vmaps[i].va + vmaps[i].size && vmaps[i].va < va + n;
+			else if (slot < 0)
+				slot = i;
+		}
+		if (!overlap && slot >= 0) {
+			vmaps[slot] = (struct vmap){va, n, m};
+			m->maps++;
+			r = CUDA_SUCCESS;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+EXPORT CUresult cuMemUnmap(CUdeviceptr va, size_t n)
+{
+	CUresult r = CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < MAX_VMM; i++) {
+		struct vmap *v = &vmaps[i];
+		if (!v->m || v->va >= va + n || va >= v->va + v->size)
+			continue;
+		if (v->va < va || v->va + v->size > va + n) { r = CUDA_ERROR_INVALID_VALUE; break; } /* partial */
+		struct vmm *m = v->m;
+		v->m = NULL;
+		m->maps--;
+		vmm_put(m);
+		r = CUDA_SUCCESS;
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+EXPORT CUresult cuMemSetAccess(CUdeviceptr va, size_t n, const void *desc, size_t count)
+{
+	(void)va; (void)n; (void)desc; (void)count;
+	return CUDA_SUCCESS;
+}
+EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *h, void *addr)
+{
+	CUresult r = CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < MAX_VMM; i++) {
+		struct vmap *v = &vmaps[i];
+		if (v->m && (uint64_t)(uintptr_t)addr >= v->va && (uint64_t)(uintptr_t)addr < v->va + v->size) {
+			v->m->handles++;
+			*h = v->m->handle;
+			r = CUDA_SUCCESS;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+#define CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR 1
+EXPORT CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHandle h, int type,
+					     unsigned long long f)
+{
+	(void)f;
+	if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	struct vmm *m = vmm_of(h);
+	CUresult r = CUDA_ERROR_INVALID_VALUE;
+	if (m && m->handles) {
+		if (!m->sh && fake_env_int("FAKE_CUDA_EXPORT_ONE_FILE", 0)) {
+			struct fake_stats *st = fake_stats_map();
+			int id = __atomic_fetch_add(&st->nexports, 1, __ATOMIC_ACQ_REL);
+			int fd = open(getenv("FAKE_CUDA_STATS"), O_RDONLY | O_CLOEXEC);
+			if (id >= 256 || fd < 0 || lseek(fd, id + 1, SEEK_SET) != id + 1) {
+				if (fd >= 0) close(fd);
+				pthread_mutex_unlock(&mu);
+				return CUDA_ERROR_OUT_OF_MEMORY;
+			}
+			m->sh = (struct vmm_shared *)&st->exports[id];
+			*m->sh = (struct vmm_shared){m->size, m->dev, 1};
+			*(int *)out = fd;
+			m->fd = -2; /* the shared mapping is fake_stats: never unmapped */
+			pthread_mutex_unlock(&mu);
+			return CUDA_SUCCESS;
+		}
+		if (m->fd == -2) {
+			pthread_mutex_unlock(&mu);
+			return CUDA_ERROR_INVALID_VALUE; /* one export per allocation in this mode */
+		}
+		if (!m->sh) {
+			int fd = memfd_create("fake-vmm", MFD_CLOEXEC);
+			void *p = MAP_FAILED;
+			if (fd >= 0 && ftruncate(fd, sizeof(struct vmm_shared)) == 0)
+				p = mmap(NULL, sizeof(struct vmm_shared), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+			if (p == MAP_FAILED) {
+				if (fd >= 0) close(fd);
+				pthread_mutex_unlock(&mu);
+				return CUDA_ERROR_OUT_OF_MEMORY;
+			}
+			m->sh = p;
+			m->fd = fd;
+			*m->sh = (struct vmm_shared){m->size, m->dev, 1};
+		}
+		*(int *)out = fcntl(m->fd, F_DUPFD_CLOEXEC, 0);
+		r = *(int *)out >= 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *os, int type)
+{
+	if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_INVALID_VALUE;
+	int fd = (int)(intptr_t)os, one_file = fake_env_int("FAKE_CUDA_EXPORT_ONE_FILE", 0);
+	struct vmm_shared *sh;
+	if (one_file) {
+		off_t id = lseek(fd, 0, SEEK_CUR) - 1;
+		if (id < 0 || id >= 256) return CUDA_ERROR_INVALID_VALUE;
+		sh = (struct vmm_shared *)&fake_stats_map()->exports[id];
+	} else {
+		sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (sh == MAP_FAILED) return CUDA_ERROR_INVALID_VALUE;
+	}
+	pthread_mutex_lock(&mu);
+	struct vmm *m = vmm_new();
+	if (!m) { pthread_mutex_unlock(&mu); if (!one_file) munmap(sh, sizeof(*sh)); return CUDA_ERROR_OUT_OF_MEMORY; }
+	if (one_file)
+		m->fd = -2;
+	__atomic_fetch_add(&sh->procs, 1, __ATOMIC_ACQ_REL);
+	m->sh = sh;
+	m->size = sh->size;
+	m->dev = sh->dev;
+	m->handles = 1;
+	*h = m->handle;
+	pthread_mutex_unlock(&mu);
+	return CUDA_SUCCESS;
+}
 EXPORT CUresult cuArrayCreate_v2(CUarray *a, const CUDA_ARRAY_DESCRIPTOR *d)
 {
 	unsigned long long k;
@@ -409,6 +650,14 @@ static const struct proc procs[] = {
 	{"cuMemFreeAsync", F(cuMemFreeAsync), 0, 0, F(cuMemFreeAsync_ptsz)},
 	{"cuMemCreate", F(cuMemCreate), 0, 0, 0},
 	{"cuMemRelease", F(cuMemRelease), 0, 0, 0},
+	{"cuMemAddressReserve", F(cuMemAddressReserve), 0, 0, 0},
+	{"cuMemAddressFree", F(cuMemAddressFree), 0, 0, 0},
+	{"cuMemMap", F(cuMemMap), 0, 0, 0},
+	{"cuMemUnmap", F(cuMemUnmap), 0, 0, 0},
+	{"cuMemSetAccess", F(cuMemSetAccess), 0, 0, 0},
+	{"cuMemRetainAllocationHandle", F(cuMemRetainAllocationHandle), 0, 0, 0},
+	{"cuMemExportToShareableHandle", F(cuMemExportToShareableHandle), 0, 0, 0},
+	{"cuMemImportFromShareableHandle", F(cuMemImportFromShareableHandle), 0, 0, 0},
 	{"cuArrayCreate", F(cuArrayCreate), F(cuArrayCreate_v2), 3020, 0},
 	{"cuArray3DCreate", F(cuArray3DCreate), F(cuArray3DCreate_v2), 3020, 0},
 	{"cuCtxSetLimit", F(cuCtxSetLimit), 0, 0, 0},
