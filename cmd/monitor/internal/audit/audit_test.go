@@ -399,25 +399,10 @@ func TestBlindWhenNVMLShowsNoProcessOfAContainerHoldingMemory(t *testing.T) {
 }
 
 // libvgpu counts processes past its slot table, and exported memory, for the
-// container rather than for a process: those are compared as libvgpu counts
-// them, not flagged for lacking a slot. (Regions built in memory: the fields
-// come from the region format's overflow and shared-memory counters.)
+// container rather than for a process (the region's mem_unslotted and
+// mem_shared): those are compared as libvgpu counts them, not flagged for
+// lacking a slot.
 func TestOverflowAndSharedMemory(t *testing.T) {
-	n := newNode(t)
-	n.pod(uidA, "a", assign.Container{Name: "main", Devices: one(gpu0, 8192)})
-	n.process(100, uidA, "main", 7, 1000) // slot: 1 GiB, maps 3 GiB exported by another
-	n.process(101, uidA, "main", 8, 1000) // past the slot table
-	n.process(102, uidA, "main", 9, 1000) // past the slot table
-	key := Key{uidA, "main"}
-	region := func(unslotted, shared uint64) map[Key]regions.Region {
-		return map[Key]regions.Region{key: {Enforced: true,
-			Devices:   []regions.Device{{UUID: gpu0, MemoryLimitBytes: gb(8), UnslottedBytes: unslotted, SharedBytes: shared}},
-			Processes: []regions.Process{{PID: 7, StartTime: 1000, MemoryUsedBytes: []uint64{gib}}}}}
-	}
-	gs := []gpus.GPU{{UUID: gpu0, Processes: []gpus.Process{
-		{PID: 100, MemoryUsedBytes: gb(4) + ctxMiB}, {PID: 101, MemoryUsedBytes: gb(2)}, {PID: 102, MemoryUsedBytes: gb(2)}}}}
-	owners := procs.Resolver{Root: n.proc}
-	opt := Options{Tolerance: gib, RegionGrace: time.Hour}
 	for _, tc := range []struct {
 		name              string
 		unslotted, shared uint64
@@ -425,14 +410,25 @@ func TestOverflowAndSharedMemory(t *testing.T) {
 	}{
 		{"counted as libvgpu counts them", gb(4), gb(3), nil},
 		{"no overflow recorded: slotless processes are unaccounted", 0, gb(3),
-			[]string{"main/unaccounted-process/" + gpu0, "main/unaccounted-process/" + gpu0}},
+			[]string{"main/unaccounted-process/" + gpu0}}, // one finding per container, reason and GPU
 		{"slotless processes above what libvgpu counts for them", gib / 2, gb(3),
 			[]string{"main/unaccounted-process/" + gpu0}},
 		{"mapped memory nobody exported", gb(4), 0, []string{"main/above-ledger/" + gpu0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := Inspect(Snapshot{GPUs: gs, Pods: n.pods, Regions: region(tc.unslotted, tc.shared), Now: n.now}, owners, opt)
-			if got := summary(res.Findings); !same(got, tc.want) {
+			n := newNode(t)
+			n.pod(uidA, "a", assign.Container{Name: "main", Devices: one(gpu0, 8192)})
+			n.process(100, uidA, "main", 7, 1000) // slot: 1 GiB, maps 3 GiB exported by another
+			n.process(101, uidA, "main", 8, 1000) // past the slot table
+			n.process(102, uidA, "main", 9, 1000) // past the slot table
+			r := region.Region{Header: region.Header{Magic: region.Magic, Version: region.Version, DeviceCount: 1}}
+			r.Devices[0] = region.Device{UUID: gpu0, MemLimit: gb(8), MemUsed: gib + tc.unslotted + tc.shared,
+				MemUnslotted: tc.unslotted, MemShared: tc.shared}
+			r.Processes[0] = region.Process{PID: 7, State: region.ProcActive, StartTime: 1000}
+			r.Processes[0].MemUsed[0] = gib
+			n.write(filepath.Join(n.dir, contract.ContainerDirName(uidA, "main"), contract.RegionFileName), string(r.Encode()))
+			n.compute[0] = []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: gb(4) + ctxMiB}, {Pid: 101, UsedGpuMemory: gb(2)}, {Pid: 102, UsedGpuMemory: gb(2)}}
+			if got := summary(n.auditor(0).Pass()); !same(got, tc.want) {
 				t.Fatalf("findings %v, want %v", got, tc.want)
 			}
 		})

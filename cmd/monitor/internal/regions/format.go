@@ -27,6 +27,8 @@ func Decode(b []byte) (Region, error) {
 			MemoryLimitBytes: d.MemLimit,
 			MemoryUsedBytes:  d.MemUsed,
 			CoresLimit:       int(d.CoreLimit),
+			UnslottedBytes:   d.MemUnslotted,
+			SharedBytes:      d.MemShared,
 		})
 	}
 	for _, p := range r.ActiveProcesses() {
