@@ -33,6 +33,8 @@ func main() {
 		nvmlSpec   string
 		kubeconfig string
 		logLevel   string
+		// toleranceMiB is cfg.MemoryTolerance in MiB.
+		toleranceMiB uint64
 	)
 	root := &cobra.Command{
 		Use:           "monitor",
@@ -42,6 +44,10 @@ func main() {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.MemoryTolerance = toleranceMiB << 20
+			if cfg.AuditInterval <= 0 {
+				return fmt.Errorf("--audit-interval=%s: must be positive", cfg.AuditInterval)
+			}
 			if cfg.NodeName == "" {
 				return fmt.Errorf("--node-name is empty: set it or the NODE_NAME env var (the downward API's spec.nodeName)")
 			}
@@ -93,6 +99,12 @@ func main() {
 	f.DurationVar(&cfg.StaleGrace, "stale-grace", 5*time.Minute, "how long the region of a pod that no longer exists is kept before it is removed")
 	f.DurationVar(&cfg.SweepInterval, "sweep-interval", 30*time.Second, "how often stale regions are looked for")
 	f.DurationVar(&cfg.FeedInterval, "feed-interval", 100*time.Millisecond, "how often measured utilisation is written into the regions of containers with a cores limit")
+	f.StringVar(&cfg.Namespace, "namespace", contract.DefaultNamespace, "namespace of the settings ConfigMap")
+	f.StringVar(&cfg.SettingsConfigMap, "settings-configmap", contract.SettingsConfigMap, "name of the settings ConfigMap (its unenforcedAction says what to do with an unenforced container)")
+	f.DurationVar(&cfg.AuditInterval, "audit-interval", 5*time.Second, "how often NVML's per-process GPU memory is compared with the containers' regions")
+	f.DurationVar(&cfg.ConfirmAfter, "audit-confirm", 10*time.Second, "how long a discrepancy must last before the container is marked unenforced")
+	f.DurationVar(&cfg.RegionGrace, "region-grace", 5*time.Minute, "how long a running container with limits may have no region before it is reported unenforced")
+	f.Uint64Var(&toleranceMiB, "memory-tolerance-mib", 1024, "how many MiB more than libvgpu counts NVML may show for one process (its CUDA context) before the container is marked unenforced")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "monitor:", err)

@@ -67,7 +67,11 @@ func TestIdleByDefault(t *testing.T) {
 	if u, ret := d.GetUtilizationRates(); ret != nvml.SUCCESS || u.Gpu != 0 {
 		t.Errorf("utilisation = %+v, %v", u, ret)
 	}
-	if p, ret := d.GetComputeRunningProcesses(); ret != nvml.SUCCESS || len(p) != 0 {
-		t.Errorf("processes = %+v, %v", p, ret)
+	for name, list := range map[string]func() ([]nvml.ProcessInfo, nvml.Return){
+		"compute": d.GetComputeRunningProcesses, "graphics": d.GetGraphicsRunningProcesses, "MPS": d.GetMPSComputeRunningProcesses,
+	} {
+		if p, ret := list(); ret != nvml.SUCCESS || len(p) != 0 {
+			t.Errorf("%s processes = %+v, %v", name, p, ret)
+		}
 	}
 }

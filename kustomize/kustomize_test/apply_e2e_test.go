@@ -221,6 +221,11 @@ func TestE2EInstalledRBACAndWebhookScope(t *testing.T) {
 		"vgpu-monitor": {
 			{"list", "", "pods", "", "", "", true},
 			{"watch", "", "nodes", "", "", "", true},
+			{"create", "", "pods", "eviction", "default", "p", true},
+			{"create", "", "events", "", "default", "", true},
+			{"watch", "", "configmaps", "", ns, contract.SettingsConfigMap, true},
+			{"get", "", "configmaps", "", ns, "other", false},
+			{"delete", "", "pods", "", "default", "p", false},
 			{"patch", "", "pods", "", "default", "p", false},
 			{"get", "", "secrets", "", ns, "x", false},
 		},

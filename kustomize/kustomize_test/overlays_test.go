@@ -30,11 +30,11 @@ func TestOverlaysSetTheirPolicies(t *testing.T) {
 		want config.Settings
 	}{
 		{"base", config.Default()},
-		{"overlays/binpack", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Binpack}},
-		{"overlays/spread", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Spread, GPUSchedulerPolicy: config.Spread}},
-		{"overlays/overcommit", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1.5, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Spread}},
-		{"overlays/local", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Binpack}},
-		{"overlays/local-spread", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Spread, GPUSchedulerPolicy: config.Spread}},
+		{"overlays/binpack", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Binpack, UnenforcedAction: config.Report}},
+		{"overlays/spread", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Spread, GPUSchedulerPolicy: config.Spread, UnenforcedAction: config.Report}},
+		{"overlays/overcommit", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1.5, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Spread, UnenforcedAction: config.Report}},
+		{"overlays/local", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Binpack, UnenforcedAction: config.Report}},
+		{"overlays/local-spread", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Spread, GPUSchedulerPolicy: config.Spread, UnenforcedAction: config.Report}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			if got := settingsOf(t, render(t, tc.dir)); got != tc.want {

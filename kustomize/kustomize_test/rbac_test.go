@@ -133,7 +133,14 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 		{
 			sa: "vgpu-monitor",
 			rules: map[string][]rbacv1.PolicyRule{
-				"": {rule(core, []string{"pods", "nodes"}, []string{"list", "watch"})},
+				// Informers; an Event and, when the settings say so, an
+				// eviction for a pod whose limits are not enforced.
+				"": {
+					rule(core, []string{"pods", "nodes"}, []string{"list", "watch"}),
+					rule(core, []string{"pods/eviction"}, []string{"create"}),
+					rule(core, []string{"events"}, []string{"create", "patch"}),
+				},
+				ns: {rule(core, []string{"configmaps"}, ro, contract.SettingsConfigMap)},
 			},
 		},
 	} {

@@ -29,12 +29,33 @@ func ParsePolicy(s string) (Policy, error) {
 	return "", fmt.Errorf("policy %q: must be %q or %q", s, Binpack, Spread)
 }
 
+// UnenforcedAction is what the monitor does with a container whose limits
+// are not enforced (docs/settings.md).
+type UnenforcedAction string
+
+const (
+	// Report exports the container as unenforced and records an Event.
+	Report UnenforcedAction = "report"
+	// Evict also evicts the pod through the Eviction API: fail closed.
+	Evict UnenforcedAction = "evict"
+)
+
+// ParseUnenforcedAction accepts an action name, case-insensitively.
+func ParseUnenforcedAction(s string) (UnenforcedAction, error) {
+	switch a := UnenforcedAction(strings.ToLower(strings.TrimSpace(s))); a {
+	case Report, Evict:
+		return a, nil
+	}
+	return "", fmt.Errorf("action %q: must be %q or %q", s, Report, Evict)
+}
+
 // Keys of the settings ConfigMap's data.
 const (
 	KeyDeviceSplitCount    = "deviceSplitCount"
 	KeyDeviceMemoryScaling = "deviceMemoryScaling"
 	KeyNodeSchedulerPolicy = "nodeSchedulerPolicy"
 	KeyGPUSchedulerPolicy  = "gpuSchedulerPolicy"
+	KeyUnenforcedAction    = "unenforcedAction"
 )
 
 // Settings are the cluster-wide knobs.
@@ -43,6 +64,8 @@ type Settings struct {
 	DeviceMemoryScaling float64 `json:"deviceMemoryScaling"`
 	NodeSchedulerPolicy Policy  `json:"nodeSchedulerPolicy"`
 	GPUSchedulerPolicy  Policy  `json:"gpuSchedulerPolicy"`
+	// UnenforcedAction is read by the monitor only.
+	UnenforcedAction UnenforcedAction `json:"unenforcedAction"`
 }
 
 // MaxSplitCount bounds deviceSplitCount; more vGPUs than this on one GPU is
@@ -56,6 +79,7 @@ func Default() Settings {
 		DeviceMemoryScaling: 1,
 		NodeSchedulerPolicy: Binpack,
 		GPUSchedulerPolicy:  Spread,
+		UnenforcedAction:    Report,
 	}
 }
 
@@ -93,9 +117,15 @@ func FromData(data map[string]string) (Settings, error) {
 			} else {
 				s.GPUSchedulerPolicy = p
 			}
+		case KeyUnenforcedAction:
+			a, err := ParseUnenforcedAction(v)
+			if err != nil {
+				return s, fmt.Errorf("setting %s: %v", k, err)
+			}
+			s.UnenforcedAction = a
 		default:
-			return s, fmt.Errorf("setting %q is unknown: the settings are %s, %s, %s and %s",
-				k, KeyDeviceSplitCount, KeyDeviceMemoryScaling, KeyNodeSchedulerPolicy, KeyGPUSchedulerPolicy)
+			return s, fmt.Errorf("setting %q is unknown: the settings are %s, %s, %s, %s and %s",
+				k, KeyDeviceSplitCount, KeyDeviceMemoryScaling, KeyNodeSchedulerPolicy, KeyGPUSchedulerPolicy, KeyUnenforcedAction)
 		}
 	}
 	return s, nil
@@ -108,5 +138,6 @@ func (s Settings) Data() map[string]string {
 		KeyDeviceMemoryScaling: strconv.FormatFloat(s.DeviceMemoryScaling, 'g', -1, 64),
 		KeyNodeSchedulerPolicy: string(s.NodeSchedulerPolicy),
 		KeyGPUSchedulerPolicy:  string(s.GPUSchedulerPolicy),
+		KeyUnenforcedAction:    string(s.UnenforcedAction),
 	}
 }

@@ -17,7 +17,9 @@ func TestFromData(t *testing.T) {
 		{name: "all set", data: map[string]string{
 			"deviceSplitCount": "20", "deviceMemoryScaling": "1.5",
 			"nodeSchedulerPolicy": "Spread", "gpuSchedulerPolicy": "binpack",
-		}, want: Settings{20, 1.5, Spread, Binpack}},
+			"unenforcedAction": " Evict",
+		}, want: Settings{20, 1.5, Spread, Binpack, Evict}},
+		{name: "bad action", data: map[string]string{"unenforcedAction": "kill"}, wantErr: `setting unenforcedAction: action "kill": must be "report" or "evict"`},
 		{name: "split zero", data: map[string]string{"deviceSplitCount": "0"}, wantErr: "deviceSplitCount=\"0\": must be an integer from 1 to 1000"},
 		{name: "scaling below one", data: map[string]string{"deviceMemoryScaling": "0.5"}, wantErr: "must be a number from 1 to 100"},
 		{name: "bad policy", data: map[string]string{"gpuSchedulerPolicy": "random"}, wantErr: `policy "random": must be "binpack" or "spread"`},

@@ -30,6 +30,7 @@ import (
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/region"
@@ -353,10 +354,13 @@ func freePort(t *testing.T) int {
 
 // runMonitor starts the real monitor for node on loopback, with go-nvml's
 // mock for NVML, regions under root and its own least-privilege identity.
-func runMonitor(t *testing.T, ctx context.Context, c *cluster.Cluster, node, root string) string {
+func runMonitor(t *testing.T, ctx context.Context, c *cluster.Cluster, node, root string, extra ...string) string {
 	t.Helper()
 	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "vgpu-monitor-e2e"}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"list", "watch"}}}}
+		{APIGroups: []string{""}, Resources: []string{"nodes", "pods"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.SettingsConfigMap}, Verbs: []string{"get", "list", "watch"}}}}
 	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -373,11 +377,64 @@ func runMonitor(t *testing.T, ctx context.Context, c *cluster.Cluster, node, roo
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args := []string{"--kubeconfig", kc, "--node-name", node, "--host-root", root, "--proc-root", filepath.Join(root, "proc"),
 		"--nvml", gpunode.MockFlag(gpunode.A100_40GB, 3), "--listen", addr, "--stale-grace", "1s", "--sweep-interval", "200ms"}
+	args = append(args, extra...)
 	err = c.StartProcess(ctx, "monitor", build(t, "monitor"), args, cluster.HTTPReady("http://"+addr+"/healthz"))
 	if err != nil {
 		t.Fatalf("monitor: %v (log %s)", err, c.LogPath("monitor"))
 	}
 	return addr
+}
+
+// gpuNodes creates count kwok GPU nodes (3 A100s each) and the test's
+// namespace, and returns the nodes and the first one's inventory.
+func gpuNodes(t *testing.T, ctx context.Context, c *cluster.Cluster, count int) ([]string, device.Inventory) {
+	t.Helper()
+	nodes, err := gpunode.Create(ctx, c.Client, gpunode.Spec{Prefix: "gpu-node", Count: count, GPUs: 3, Model: gpunode.A100_40GB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitForNodesReady(ctx, nodes...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node, err := c.Client.CoreV1().Nodes().Get(ctx, nodes[0], metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nodes, inv
+}
+
+// bindOnNode creates the pods bound to node, with assignments from
+// lib/placement (the code the extender binds with), and returns them by name.
+func bindOnNode(t *testing.T, ctx context.Context, c *cluster.Cluster, node string, inv device.Inventory, pods ...*corev1.Pod) map[string]*corev1.Pod {
+	t.Helper()
+	books := ledger.New()
+	books.SetInventory(node, inv)
+	pol := placement.DefaultPolicies(config.Default())
+	created := map[string]*corev1.Pod{}
+	for _, p := range pods {
+		rp, err := request.FromPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := placement.Bind(books, ns+"/"+p.Name, rp, node, pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := annotation.EncodeAssignment(a)
+		p.Annotations = map[string]string{contract.AnnotationAssignment: v}
+		p.Spec.NodeName = node
+		if created[p.Name], err = c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return created
 }
 
 // TestMonitorAndUsageOnControlPlane runs the real monitor against the real
@@ -390,49 +447,12 @@ func TestMonitorAndUsageOnControlPlane(t *testing.T) {
 	c := cluster.Run(t, cluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	nodes, err := gpunode.Create(ctx, c.Client, gpunode.Spec{Prefix: "gpu-node", Count: 2, GPUs: 3, Model: gpunode.A100_40GB})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitForNodesReady(ctx, nodes...); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	nodes, inv := gpuNodes(t, ctx, c, 2)
 	target := nodes[0]
-	node, err := c.Client.CoreV1().Nodes().Get(ctx, target, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
-	if err != nil {
-		t.Fatal(err)
-	}
-	books := ledger.New()
-	books.SetInventory(target, inv)
-	pol := placement.DefaultPolicies(config.Default())
-	created := map[string]*corev1.Pod{}
-	for _, p := range []*corev1.Pod{
+	created := bindOnNode(t, ctx, c, target, inv,
 		podSpec("train-0", ctrSpec{name: "trainer", mem: 16384, cores: 30}),
 		podSpec("infer", ctrSpec{name: "server", mem: 8192}),
-		podSpec("gone", ctrSpec{name: "job", mem: 4096, cores: 10}),
-	} {
-		rp, err := request.FromPod(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := placement.Bind(books, ns+"/"+p.Name, rp, target, pol)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, _ := annotation.EncodeAssignment(a)
-		p.Annotations = map[string]string{contract.AnnotationAssignment: v}
-		p.Spec.NodeName = target
-		if created[p.Name], err = c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+		podSpec("gone", ctrSpec{name: "job", mem: 4096, cores: 10}))
 	// A pod of the same name on the other node must not be confused.
 	other := podSpec("train-0-elsewhere", ctrSpec{name: "trainer", noGPUAtAll: true})
 	other.Spec.NodeName = nodes[1]

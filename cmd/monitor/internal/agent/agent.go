@@ -1,5 +1,6 @@
 // Package agent wires the monitor together: the node's pod cache, NVML, the
-// region reader, the Prometheus collector, the stale-region sweeper and the
+// region reader, the Prometheus collector, the audit of NVML against the
+// regions and what it does about findings, the stale-region sweeper and the
 // HTTP server.
 package agent
 
@@ -13,15 +14,22 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/audit"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/cleanup"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/feed"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/metrics"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/respond"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/server"
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/settings"
 )
 
 // Config is what the flags set.
@@ -38,16 +46,31 @@ type Config struct {
 	// FeedInterval is how often utilisation is written into the regions of
 	// containers with a cores limit.
 	FeedInterval time.Duration
+	// Namespace and SettingsConfigMap name the settings ConfigMap.
+	Namespace, SettingsConfigMap string
+	// AuditInterval is how often NVML is compared with the regions;
+	// ConfirmAfter how long a finding must hold before it counts.
+	AuditInterval, ConfirmAfter time.Duration
+	// RegionGrace is how long a running container with limits may have no
+	// region.
+	RegionGrace time.Duration
+	// MemoryTolerance is how much more than libvgpu counts NVML may show
+	// for a process (its CUDA context).
+	MemoryTolerance uint64
 }
 
 // Agent is a configured monitor.
 type Agent struct {
 	cfg      Config
+	client   kubernetes.Interface
 	log      *zap.Logger
 	node     *pods.Node
 	registry *prometheus.Registry
 	sweeper  *cleanup.Sweeper
 	feeder   *feed.Feeder
+	auditor  *audit.Auditor
+	settings *settings.Watcher
+	events   record.EventBroadcaster
 }
 
 // New builds an agent reading GPUs from gpus, decoding regions with decode
@@ -61,28 +84,58 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 		Name: metrics.Prefix + "monitor_regions_removed_total",
 		Help: "Region directories removed because their pod no longer exists.",
 	})
+	evictions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: metrics.Prefix + "monitor_evictions_total",
+		Help: "Evictions of pods whose GPU limits are not enforced (unenforcedAction=evict), by result: evicted, refused (a disruption budget; retried), failed.",
+	}, []string{"result"})
 	reader := regions.NewReader(decode, log)
 	owners := procs.Resolver{Root: cfg.ProcRoot}
+	watcher, err := settings.New(client, cfg.Namespace, cfg.SettingsConfigMap, log)
+	if err != nil {
+		return nil, err
+	}
+	events := record.NewBroadcaster()
+	auditor := &audit.Auditor{
+		Dir:          dir,
+		GPUs:         gpus,
+		Pods:         node,
+		Regions:      reader,
+		Owners:       owners,
+		Options:      audit.Options{Tolerance: cfg.MemoryTolerance, RegionGrace: cfg.RegionGrace},
+		ConfirmAfter: cfg.ConfirmAfter,
+		Log:          log,
+		Respond: &respond.Responder{
+			Client:    client,
+			Recorder:  events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vgpu-monitor", Host: cfg.NodeName}),
+			Action:    watcher.Action,
+			Log:       log,
+			Evictions: evictions,
+		},
+	}
 	coll := &metrics.Collector{
 		GPUs:       gpus,
 		Pods:       node,
 		Procs:      owners,
 		RegionsDir: dir,
 		Regions:    reader,
+		Audit:      auditor,
 		Log:        log,
 	}
-	if err := wrapped.Register(coll); err != nil {
-		return nil, err
-	}
-	if err := wrapped.Register(removed); err != nil {
-		return nil, err
+	for _, c := range []prometheus.Collector{coll, removed, evictions} {
+		if err := wrapped.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	a := &Agent{
 		cfg:      cfg,
+		client:   client,
 		log:      log,
 		node:     node,
 		registry: reg,
 		sweeper:  &cleanup.Sweeper{Dir: dir, Pods: node, Grace: cfg.StaleGrace, Log: log, Removed: removed},
+		auditor:  auditor,
+		settings: watcher,
+		events:   events,
 	}
 	if w != nil {
 		a.feeder = &feed.Feeder{Dir: dir, GPUs: gpus, Regions: reader, Procs: owners, Writer: w, Log: log, Reread: time.Second}
@@ -108,6 +161,10 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 		}
 		return err
 	}
+	a.settings.Start(ctx)
+	a.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
+	defer a.events.Shutdown()
+	go a.auditor.Run(ctx, a.cfg.AuditInterval)
 	go a.sweeper.Run(ctx, a.cfg.SweepInterval)
 	if a.feeder != nil {
 		go a.feeder.Run(ctx, a.cfg.FeedInterval)

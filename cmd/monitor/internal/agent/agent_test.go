@@ -20,9 +20,12 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
@@ -63,7 +66,9 @@ func writeRegion(t *testing.T, root, uid, ctr string, r regions.Region) string {
 		reg.Devices[i] = region.Device{UUID: d.UUID, MemLimit: d.MemoryLimitBytes, MemUsed: d.MemoryUsedBytes, CoreLimit: uint32(d.CoresLimit)}
 	}
 	for i, p := range r.Processes {
-		reg.Processes[i*3] = region.Process{PID: p.PID, State: region.ProcActive}
+		slot := region.Process{PID: p.PID, State: region.ProcActive, StartTime: p.StartTime}
+		copy(slot.MemUsed[:], p.MemoryUsedBytes)
+		reg.Processes[i*3] = slot
 	}
 	path := filepath.Join(root, "containers", contract.ContainerDirName(uid, ctr), contract.RegionFileName)
 	writeFile(t, path, string(reg.Encode()))
@@ -154,7 +159,7 @@ func TestMetricsOverHTTP(t *testing.T) {
 	// GPUs), a corrupt one, an empty directory, and one of a deleted pod.
 	trainRegion := writeRegion(t, root, uidTrain, "trainer", regions.Region{Enforced: true,
 		Devices:   []regions.Device{{UUID: uuid0, MemoryLimitBytes: 10 << 30, MemoryUsedBytes: 4 << 30, CoresLimit: 30}},
-		Processes: []regions.Process{{PID: 12}, {PID: 13}}})
+		Processes: []regions.Process{{PID: 12, MemoryUsedBytes: []uint64{3 << 30}}, {PID: 13, MemoryUsedBytes: []uint64{1 << 30}}}})
 	writeRegion(t, root, uidInfer, "server", regions.Region{Enforced: false,
 		Devices: []regions.Device{{UUID: uuid0, MemoryLimitBytes: 2 << 30, MemoryUsedBytes: 1 << 29}, {UUID: uuid1, MemoryLimitBytes: 2 << 30}}})
 	writeFile(t, filepath.Join(root, "containers", uidInfer+"_sidecar", "region"), "\x56\x47\x50\x55truncated")
@@ -176,26 +181,13 @@ func TestMetricsOverHTTP(t *testing.T) {
 	)
 
 	core, logs := observer.New(zap.WarnLevel)
-	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour, FeedInterval: 10 * time.Millisecond},
+	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour, FeedInterval: 10 * time.Millisecond,
+		AuditInterval: time.Hour, Namespace: contract.DefaultNamespace, SettingsConfigMap: contract.SettingsConfigMap, MemoryTolerance: 1 << 30},
 		client, gpus.New(srv), regions.Decode, regions.Publisher{}, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- a.Run(ctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	base := "http://" + ln.Addr().String()
-	waitHealthy(t, base+"/healthz")
+	base := serve(t, a)
 
 	var fams map[string]*dto.MetricFamily
 	for i := 0; i < 3; i++ {
@@ -284,6 +276,28 @@ func TestMetricsOverHTTP(t *testing.T) {
 	}
 }
 
+// serve runs the agent on a loopback port until the test ends and returns
+// its base URL once it is healthy.
+func serve(t *testing.T, a *Agent) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	base := "http://" + ln.Addr().String()
+	waitHealthy(t, base+"/healthz")
+	return base
+}
+
 func waitHealthy(t *testing.T, url string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -297,6 +311,119 @@ func waitHealthy(t *testing.T, url string) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s not healthy after 10s (last: %v)", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A process that libvgpu does not account for, end to end: NVML (go-nvml's
+// mock) shows it, the metrics say the container is unenforced and why, an
+// Event lands on the pod, and once the settings say evict, the pod is evicted
+// while a container that only lacks a region is left running.
+func TestUnenforcedContainerReportedThenEvicted(t *testing.T) {
+	root, procRoot := t.TempDir(), t.TempDir()
+	const (
+		uidRogue = "8c4d5e6f-1d2e-4f00-8a9b-0c1d2e3f4a5e"
+		uidIdle  = "9d5e6f70-1d2e-4f00-8a9b-0c1d2e3f4a5f"
+		cidRogue = "4b1d9f0e2c3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
+	)
+	srv := dgxa100.New()
+	gpus.Idle(srv)
+	d0 := srv.Devices[0].(*server.Device)
+	d0.UUID = uuid0
+	srv.Devices[1].(*server.Device).UUID = uuid1
+	// A statically linked program: on the GPU, in the pod, no region anywhere.
+	d0.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
+		return []nvml.ProcessInfo{{Pid: 5001, UsedGpuMemory: 6 << 30}}, nvml.SUCCESS
+	}
+	writeFile(t, filepath.Join(procRoot, "5001", "cgroup"), "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod"+
+		strings.ReplaceAll(uidRogue, "-", "_")+".slice/cri-containerd-"+cidRogue+".scope\n")
+	writeFile(t, filepath.Join(procRoot, "5001", "status"), "NSpid:\t5001\t1\n")
+
+	running := func(p *corev1.Pod, ctr, id string, started time.Time) *corev1.Pod {
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: ctr, ContainerID: id,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(started)}}}}
+		return p
+	}
+	rogue := running(testPod(t, "team-a", "rogue", uidRogue, assign.Pod{Node: nodeName, Containers: []assign.Container{
+		{Name: "main", Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 1024}}}}}), "main", "containerd://"+cidRogue, time.Now())
+	idle := running(testPod(t, "team-b", "notebook", uidIdle, assign.Pod{Node: nodeName, Containers: []assign.Container{
+		{Name: "lab", Devices: []assign.Device{{UUID: uuid1, MemoryMiB: 2048}}}}}), "lab", "containerd://0123", time.Now().Add(-2*time.Hour))
+	settings := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: contract.DefaultNamespace, Name: contract.SettingsConfigMap},
+		Data: map[string]string{"unenforcedAction": "report"}}
+	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, rogue, idle, settings)
+	client.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "eviction" {
+			return false, nil, nil
+		}
+		ev := a.(k8stesting.CreateAction).GetObject().(*policyv1.Eviction)
+		return true, nil, client.Tracker().Delete(corev1.SchemeGroupVersion.WithResource("pods"), ev.Namespace, ev.Name)
+	})
+
+	a, err := New(Config{NodeName: nodeName, HostRoot: root, ProcRoot: procRoot, StaleGrace: time.Hour, SweepInterval: time.Hour, FeedInterval: time.Hour,
+		Namespace: contract.DefaultNamespace, SettingsConfigMap: contract.SettingsConfigMap,
+		AuditInterval: 20 * time.Millisecond, ConfirmAfter: 50 * time.Millisecond, RegionGrace: time.Hour, MemoryTolerance: 1 << 30},
+		client, gpus.New(srv), regions.Decode, nil, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := serve(t, a)
+
+	rogueLabels := map[string]string{"namespace": "team-a", "pod": "rogue", "container": "main", "gpu": uuid0, "index": "0"}
+	idleLabels := map[string]string{"namespace": "team-b", "pod": "notebook", "container": "lab", "gpu": uuid1, "index": "1"}
+	var fams map[string]*dto.MetricFamily
+	eventually(t, "both containers reported unenforced", func() bool {
+		fams = scrape(t, base+"/metrics")
+		_, r := value(t, fams, "vgpu_container_unenforced_info", map[string]string{"pod": "rogue", "reason": "unaccounted-process"})
+		_, i := value(t, fams, "vgpu_container_unenforced_info", map[string]string{"pod": "notebook", "reason": "no-region"})
+		return r && i
+	})
+	if v, ok := value(t, fams, "vgpu_monitor_processes_visible", nil); !ok || v != 1 {
+		t.Errorf("vgpu_monitor_processes_visible = %v (present %v), want 1", v, ok)
+	}
+	for _, l := range []map[string]string{rogueLabels, idleLabels} {
+		if v, ok := value(t, fams, "vgpu_container_enforced", l); !ok || v != 0 {
+			t.Errorf("vgpu_container_enforced%v = %v (present %v), want 0", l, v, ok)
+		}
+	}
+	eventually(t, "an Event on each pod", func() bool {
+		evs, _ := client.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
+		got := map[string]bool{}
+		for _, e := range evs.Items {
+			if e.Reason == "GPULimitsUnenforced" && e.Type == corev1.EventTypeWarning {
+				got[e.InvolvedObject.Name] = true
+			}
+		}
+		return got["rogue"] && got["notebook"]
+	})
+	if _, err := client.CoreV1().Pods("team-a").Get(context.Background(), "rogue", metav1.GetOptions{}); err != nil {
+		t.Fatalf("evicted in report mode: %v", err)
+	}
+
+	settings.Data["unenforcedAction"] = "evict"
+	if _, err := client.CoreV1().ConfigMaps(contract.DefaultNamespace).Update(context.Background(), settings, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rogue pod evicted", func() bool {
+		_, err := client.CoreV1().Pods("team-a").Get(context.Background(), "rogue", metav1.GetOptions{})
+		return err != nil
+	})
+	time.Sleep(100 * time.Millisecond) // a few more passes
+	if _, err := client.CoreV1().Pods("team-b").Get(context.Background(), "notebook", metav1.GetOptions{}); err != nil {
+		t.Fatalf("a container without a region was evicted: %v", err)
+	}
+	fams = scrape(t, base+"/metrics")
+	if v, _ := value(t, fams, "vgpu_monitor_evictions_total", map[string]string{"result": "evicted"}); v != 1 {
+		t.Errorf("vgpu_monitor_evictions_total{result=evicted} = %v, want 1", v)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: not %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

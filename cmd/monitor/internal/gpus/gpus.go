@@ -17,8 +17,12 @@ import (
 
 // Process is one process using a GPU, as NVML sees it: host pid namespace.
 type Process struct {
-	PID             uint32
+	PID uint32
+	// MemoryUsedBytes is what NVML counts for the process on the GPU:
+	// its allocations and its context. MemoryUnknown says NVML could not
+	// tell (NVML_VALUE_NOT_AVAILABLE); it is then 0.
 	MemoryUsedBytes uint64
+	MemoryUnknown   bool
 	// SMPercent is the process's share of the SMs over the last sample
 	// window, 0 when NVML had no sample for it.
 	SMPercent uint32
@@ -89,6 +93,12 @@ func Idle(srv *server.Server) {
 		if dev.GetComputeRunningProcessesFunc == nil {
 			dev.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.SUCCESS }
 		}
+		if dev.GetGraphicsRunningProcessesFunc == nil {
+			dev.GetGraphicsRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.SUCCESS }
+		}
+		if dev.GetMPSComputeRunningProcessesFunc == nil {
+			dev.GetMPSComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.SUCCESS }
+		}
 		if dev.GetProcessUtilizationFunc == nil {
 			dev.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
 				return nil, nvml.ERROR_NOT_FOUND
@@ -141,18 +151,61 @@ func (s *Source) read(i int) (GPU, error) {
 	if u, ret := d.GetUtilizationRates(); ret == nvml.SUCCESS {
 		g.UtilizationPercent = int(u.Gpu)
 	}
-	procs, ret := d.GetComputeRunningProcesses()
-	if ret != nvml.SUCCESS {
+	procs, ok := runningProcesses(d)
+	if !ok {
 		return g, nil
 	}
 	sm, ok := s.processSM(d, g.UUID)
 	g.PerProcessSM = ok
 	for _, p := range procs {
-		g.Processes = append(g.Processes, Process{PID: p.Pid, MemoryUsedBytes: p.UsedGpuMemory, SMPercent: sm[p.Pid]})
+		p.SMPercent = sm[p.PID]
+		g.Processes = append(g.Processes, p)
 	}
 	sort.Slice(g.Processes, func(a, b int) bool { return g.Processes[a].PID < g.Processes[b].PID })
 	return g, nil
 }
+
+// runningProcesses merges NVML's three process lists: compute (CUDA),
+// graphics (Vulkan, OpenGL: memory libvgpu never sees) and MPS clients. A
+// process on several lists is one process; NVML reports its whole usage on
+// each, so the largest figure stands. false when no list could be read.
+func runningProcesses(d nvml.Device) ([]Process, bool) {
+	byPID := map[uint32]*Process{}
+	var order []uint32
+	read := false
+	for _, list := range []func() ([]nvml.ProcessInfo, nvml.Return){
+		d.GetComputeRunningProcesses, d.GetGraphicsRunningProcesses, d.GetMPSComputeRunningProcesses,
+	} {
+		infos, ret := list()
+		if ret != nvml.SUCCESS {
+			continue // older drivers lack MPS; some boards report no graphics
+		}
+		read = true
+		for _, in := range infos {
+			p, seen := byPID[in.Pid]
+			if !seen {
+				p = &Process{PID: in.Pid, MemoryUnknown: true}
+				byPID[in.Pid] = p
+				order = append(order, in.Pid)
+			}
+			if in.UsedGpuMemory == notAvailable {
+				continue
+			}
+			if p.MemoryUnknown || in.UsedGpuMemory > p.MemoryUsedBytes {
+				p.MemoryUsedBytes, p.MemoryUnknown = in.UsedGpuMemory, false
+			}
+		}
+	}
+	out := make([]Process, 0, len(order))
+	for _, pid := range order {
+		out = append(out, *byPID[pid])
+	}
+	return out, read
+}
+
+// notAvailable is NVML_VALUE_NOT_AVAILABLE as an unsigned 64-bit field holds
+// it: NVML's answer when it may not say (e.g. no permission on the process).
+const notAvailable = ^uint64(0)
 
 // SampleTTL is how long a process's last SM sample stands for it. NVML
 // samples every few hundred milliseconds and answers only with samples newer

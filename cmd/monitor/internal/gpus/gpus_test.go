@@ -103,3 +103,32 @@ func TestOpenSpec(t *testing.T) {
 		}
 	}
 }
+
+// A Vulkan or OpenGL program holds GPU memory that no CUDA hook sees: it is
+// on NVML's graphics list, not the compute list, and must be read too.
+func TestReadMergesComputeGraphicsAndMPS(t *testing.T) {
+	srv := dgxa100.New()
+	Idle(srv)
+	d0 := srv.Devices[0].(*server.Device)
+	d0.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
+		return []nvml.ProcessInfo{{Pid: 10, UsedGpuMemory: 1 << 30}, {Pid: 12, UsedGpuMemory: ^uint64(0)}}, nvml.SUCCESS
+	}
+	d0.GetGraphicsRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
+		return []nvml.ProcessInfo{{Pid: 11, UsedGpuMemory: 3 << 30}, {Pid: 10, UsedGpuMemory: 1 << 30}}, nvml.SUCCESS
+	}
+	d0.GetMPSComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) { return nil, nvml.ERROR_NOT_SUPPORTED }
+	gs, err := New(srv).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Process{{PID: 10, MemoryUsedBytes: 1 << 30}, {PID: 11, MemoryUsedBytes: 3 << 30}, {PID: 12, MemoryUnknown: true}}
+	got := gs[0].Processes
+	if len(got) != len(want) {
+		t.Fatalf("processes = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("process %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/audit"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
@@ -35,6 +36,12 @@ type PodSource interface {
 	Inventory() (device.Inventory, bool)
 }
 
+// Findings are the containers the monitor's audit found unenforced.
+type Findings interface {
+	Unenforced() []audit.Finding
+	Blind() bool
+}
+
 // Collector gathers every vgpu metric of one node.
 type Collector struct {
 	GPUs       GPUReader
@@ -42,7 +49,9 @@ type Collector struct {
 	Procs      usage.OwnerResolver
 	RegionsDir string
 	Regions    *regions.Reader
-	Log        *zap.Logger
+	// Audit may be nil: then only libvgpu's own verdict is exported.
+	Audit Findings
+	Log   *zap.Logger
 
 	mu        sync.Mutex
 	nvmlError string // last NVML error logged, to log each new one once
@@ -64,13 +73,14 @@ var (
 	ctrMemUsed   = desc("container_memory_used_bytes", "GPU memory the container holds on the GPU, as libvgpu counted it.", ctrLabels)
 	ctrCoreLimit = desc("container_cores_limit_percent", "Compute share limit of the container on the GPU; 0 means no limit.", ctrLabels)
 	ctrUtil      = desc("container_utilization_percent", "SM utilisation of the container's processes on the GPU (NVML per-process samples).", ctrLabels)
-	ctrEnforced  = desc("container_enforced", "1 when libvgpu enforces the container's limits, 0 when it reported that it cannot.", ctrLabels)
+	ctrEnforced  = desc("container_enforced", "1 when the container's limits are enforced; 0 when libvgpu reported that it cannot or the monitor found GPU memory libvgpu does not account for.", ctrLabels)
 
-	ctrUnenforced = desc("container_unenforced_info", "1 for each container whose limits libvgpu cannot enforce, with its reason and libvgpu's message.",
+	ctrUnenforced = desc("container_unenforced_info", "1 for each container and reason its limits are not enforced, with libvgpu's or the monitor's message.",
 		[]string{"namespace", "pod", "container", "reason", "message"})
 
 	regionsDesc = desc("monitor_regions", "Region directories found on the node, by state: ok, absent (no file yet), corrupt, orphaned (pod not known).", []string{"state"})
 	nvmlUp      = desc("monitor_nvml_up", "1 when the last NVML read succeeded for every GPU.", nil)
+	procVisible = desc("monitor_processes_visible", "0 when containers hold GPU memory on a GPU where NVML lists none of their processes: the audit cannot see pods' processes (run the monitor with hostPID).", nil)
 )
 
 func desc(name, help string, labels []string) *prometheus.Desc {
@@ -80,7 +90,7 @@ func desc(name, help string, labels []string) *prometheus.Desc {
 // Describe sends every descriptor.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{gpuMemUsed, gpuMemTotal, gpuUtil, gpuSlotsUsed, gpuSlots, gpuMemAlloc, gpuCoreAlloc,
-		ctrMemLimit, ctrMemUsed, ctrCoreLimit, ctrUtil, ctrEnforced, ctrUnenforced, regionsDesc, nvmlUp} {
+		ctrMemLimit, ctrMemUsed, ctrCoreLimit, ctrUtil, ctrEnforced, ctrUnenforced, regionsDesc, nvmlUp, procVisible} {
 		ch <- d
 	}
 }
@@ -90,6 +100,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gs, err := c.GPUs.Read()
 	c.noteNVML(err)
 	ch <- prometheus.MustNewConstMetric(nvmlUp, prometheus.GaugeValue, boolValue(err == nil))
+	if c.Audit != nil {
+		ch <- prometheus.MustNewConstMetric(procVisible, prometheus.GaugeValue, boolValue(!c.Audit.Blind()))
+	}
 
 	index := make(map[string]gpus.GPU, len(gs))
 	for _, g := range gs {
@@ -190,24 +203,54 @@ func (c *Collector) collectContainers(ch chan<- prometheus.Metric, gs []gpus.GPU
 		cs[i] = usage.Container{PodUID: r.entry.PodUID, Region: r.region}
 	}
 	util := usage.Utilization(cs, gs, c.Procs)
+	found := map[audit.Key][]audit.Finding{}
+	if c.Audit != nil {
+		for _, f := range c.Audit.Unenforced() {
+			if !f.Libvgpu { // libvgpu's verdict is read fresh from the region below
+				found[f.Key] = append(found[f.Key], f)
+			}
+		}
+	}
+	indexOf := func(uuid string) string {
+		if g, ok := index[uuid]; ok {
+			return strconv.Itoa(g.Index)
+		}
+		return ""
+	}
+	info := map[[5]string]bool{}
+	enforced := map[[4]string]bool{} // series of vgpu_container_enforced already sent
 	for i, r := range live {
+		key := audit.Key{PodUID: r.entry.PodUID, Container: r.entry.Container}
 		if !r.region.Enforced {
-			gauge(ch, ctrUnenforced, 1, []string{r.ref.Namespace, r.ref.Name, r.entry.Container, r.region.Reason, r.region.ReasonText})
+			info[[5]string{r.ref.Namespace, r.ref.Name, r.entry.Container, r.region.Reason, r.region.ReasonText}] = true
 		}
 		for _, d := range r.region.Devices {
-			idx := ""
-			if g, ok := index[d.UUID]; ok {
-				idx = strconv.Itoa(g.Index)
-			}
-			lv := []string{r.ref.Namespace, r.ref.Name, r.entry.Container, d.UUID, idx}
+			lv := []string{r.ref.Namespace, r.ref.Name, r.entry.Container, d.UUID, indexOf(d.UUID)}
 			gauge(ch, ctrMemLimit, float64(d.MemoryLimitBytes), lv)
 			gauge(ch, ctrMemUsed, float64(d.MemoryUsedBytes), lv)
 			gauge(ch, ctrCoreLimit, float64(d.CoresLimit), lv)
-			gauge(ch, ctrEnforced, boolValue(r.region.Enforced), lv)
+			gauge(ch, ctrEnforced, boolValue(r.region.Enforced && len(found[key]) == 0), lv)
+			enforced[[4]string{r.ref.Namespace, r.ref.Name, r.entry.Container, d.UUID}] = true
 			if u, ok := util[i][d.UUID]; ok {
 				gauge(ch, ctrUtil, float64(u), lv)
 			}
 		}
+	}
+	// What the monitor found about containers without a region, or on a GPU
+	// their region does not list, still needs its enforced=0 series.
+	for _, fs := range found {
+		for _, f := range fs {
+			info[[5]string{f.Ref.Namespace, f.Ref.Name, f.Container, f.Reason, f.Message}] = true
+			k := [4]string{f.Ref.Namespace, f.Ref.Name, f.Container, f.GPU}
+			if f.GPU == "" || enforced[k] {
+				continue
+			}
+			enforced[k] = true
+			gauge(ch, ctrEnforced, 0, []string{f.Ref.Namespace, f.Ref.Name, f.Container, f.GPU, indexOf(f.GPU)})
+		}
+	}
+	for lv := range info {
+		gauge(ch, ctrUnenforced, 1, lv[:])
 	}
 }
 

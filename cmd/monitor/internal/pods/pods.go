@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
@@ -110,20 +112,8 @@ func (n *Node) Assignments() []Assigned {
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		v, ok := p.Annotations[contract.AnnotationAssignment]
+		a, ok := n.assignment(p)
 		if !ok {
-			continue
-		}
-		a, err := annotation.DecodeAssignment(v)
-		if err != nil {
-			n.mu.Lock()
-			first := !n.badAssignment[p.UID]
-			n.badAssignment[p.UID] = true
-			n.mu.Unlock()
-			if first {
-				n.log.Warn("pod has an unreadable assignment; its GPUs are not counted",
-					zap.String("namespace", p.Namespace), zap.String("pod", p.Name), zap.Error(err))
-			}
 			continue
 		}
 		out = append(out, Assigned{Ref: Ref{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, Assignment: a})
@@ -135,6 +125,90 @@ func (n *Node) Assignments() []Assigned {
 		return out[i].Name < out[j].Name
 	})
 	return out
+}
+
+// Container is the state of one container of a pod, from the pod's status.
+type Container struct {
+	// Init is true for an init container.
+	Init bool
+	// ID is the runtime's id, without the "<runtime>://" prefix; empty
+	// until the kubelet reports it.
+	ID string
+	// Running, since StartedAt.
+	Running   bool
+	StartedAt time.Time
+}
+
+// Pod is a live pod of this node: its containers by name and its vgpu
+// assignment, if it has one.
+type Pod struct {
+	Ref
+	Assignment *assign.Pod
+	Containers map[string]Container
+}
+
+// Pods returns the pods of this node that have not finished, ordered by
+// namespace and name.
+func (n *Node) Pods() []Pod {
+	var out []Pod
+	for _, obj := range n.pods.GetStore().List() {
+		p := obj.(*corev1.Pod)
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		out = append(out, n.podOf(p))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+func (n *Node) podOf(p *corev1.Pod) Pod {
+	out := Pod{Ref: Ref{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, Containers: map[string]Container{}}
+	if a, ok := n.assignment(p); ok {
+		out.Assignment = &a
+	}
+	add := func(sts []corev1.ContainerStatus, init bool) {
+		for _, st := range sts {
+			c := Container{Init: init}
+			if _, id, ok := strings.Cut(st.ContainerID, "://"); ok {
+				c.ID = id
+			}
+			if r := st.State.Running; r != nil {
+				c.Running, c.StartedAt = true, r.StartedAt.Time
+			}
+			out.Containers[st.Name] = c
+		}
+	}
+	add(p.Status.InitContainerStatuses, true)
+	add(p.Status.ContainerStatuses, false)
+	return out
+}
+
+// assignment decodes the pod's vgpu.io/assignment; an unreadable one is
+// logged once per pod.
+func (n *Node) assignment(p *corev1.Pod) (assign.Pod, bool) {
+	v, ok := p.Annotations[contract.AnnotationAssignment]
+	if !ok {
+		return assign.Pod{}, false
+	}
+	a, err := annotation.DecodeAssignment(v)
+	if err != nil {
+		n.mu.Lock()
+		first := !n.badAssignment[p.UID]
+		n.badAssignment[p.UID] = true
+		n.mu.Unlock()
+		if first {
+			n.log.Warn("pod has an unreadable assignment; its GPUs are not counted",
+				zap.String("namespace", p.Namespace), zap.String("pod", p.Name), zap.Error(err))
+		}
+		return assign.Pod{}, false
+	}
+	return a, true
 }
 
 // Inventory is the node's vgpu.io/devices annotation, if present and valid.

@@ -18,6 +18,13 @@ type Owner struct {
 	PodUID string
 	// NSPID is the pid in the innermost pid namespace (the container's).
 	NSPID int32
+	// ContainerID is the runtime's id of the container (64 hex digits, as
+	// in the pod status's containerID after "<runtime>://"); empty when the
+	// cgroup path does not name one.
+	ContainerID string
+	// StartTime is field 22 of /proc/<pid>/stat, as libvgpu records it in
+	// the process's region slot; 0 when unreadable.
+	StartTime uint64
 }
 
 // Resolver reads a proc filesystem mounted at Root (the host's /proc,
@@ -31,6 +38,11 @@ type Resolver struct {
 // ...-pod<uid_with_underscores>.slice).
 var podCgroup = regexp.MustCompile(`pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})`)
 
+// Below the pod's cgroup, the container's is named after its runtime id:
+// ".../pod<uid>/<id>" (cgroupfs) or ".../cri-containerd-<id>.scope",
+// "crio-<id>.scope", "docker-<id>.scope" (systemd).
+var containerCgroup = regexp.MustCompile(`[/-]([0-9a-f]{64})(?:\.scope)?(?:/|$)`)
+
 // Owner resolves a host pid. A process outside any pod is an error.
 func (r Resolver) Owner(pid uint32) (Owner, error) {
 	dir := filepath.Join(r.Root, strconv.FormatUint(uint64(pid), 10))
@@ -38,17 +50,50 @@ func (r Resolver) Owner(pid uint32) (Owner, error) {
 	if err != nil {
 		return Owner{}, err
 	}
-	m := podCgroup.FindSubmatch(cg)
-	if m == nil {
+	var o Owner
+	for _, line := range strings.Split(string(cg), "\n") {
+		m := podCgroup.FindStringSubmatchIndex(line)
+		if m == nil {
+			continue
+		}
+		o.PodUID = strings.ReplaceAll(line[m[2]:m[3]], "_", "-")
+		if c := containerCgroup.FindStringSubmatch(line[m[1]:]); c != nil {
+			o.ContainerID = c[1]
+		}
+		break
+	}
+	if o.PodUID == "" {
 		return Owner{}, fmt.Errorf("pid %d: not in a pod's cgroup", pid)
 	}
-	o := Owner{PodUID: strings.ReplaceAll(string(m[1]), "_", "-")}
+	o.StartTime = startTime(filepath.Join(dir, "stat"))
 	nspid, err := innermostPID(filepath.Join(dir, "status"))
 	if err != nil {
 		return Owner{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	o.NSPID = nspid
 	return o, nil
+}
+
+// startTime reads field 22 of a stat file. The command name (field 2) may
+// hold spaces and parentheses, so fields are counted after its last ')'.
+func startTime(stat string) uint64 {
+	b, err := os.ReadFile(stat)
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	fs := strings.Fields(string(b[i+1:]))
+	if len(fs) < 20 { // fields 3..22
+		return 0
+	}
+	n, err := strconv.ParseUint(fs[19], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // innermostPID reads the last field of NSpid: the pid as the container sees it.

@@ -27,10 +27,13 @@ func Decode(b []byte) (Region, error) {
 			MemoryLimitBytes: d.MemLimit,
 			MemoryUsedBytes:  d.MemUsed,
 			CoresLimit:       int(d.CoreLimit),
+			UnslottedBytes:   d.MemUnslotted,
+			SharedBytes:      d.MemShared,
 		})
 	}
 	for _, p := range r.ActiveProcesses() {
-		out.Processes = append(out.Processes, Process{PID: p.PID})
+		out.Processes = append(out.Processes, Process{PID: p.PID, StartTime: p.StartTime,
+			MemoryUsedBytes: append([]uint64(nil), p.MemUsed[:len(out.Devices)]...)})
 	}
 	return out, nil
 }

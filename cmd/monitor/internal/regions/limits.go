@@ -28,7 +28,7 @@ func withHostLimits(e Entry, r Region) Region {
 	devs := make([]Device, len(l.Devices))
 	for i, d := range l.Devices {
 		if i < len(r.Devices) {
-			devs[i].MemoryUsedBytes = r.Devices[i].MemoryUsedBytes
+			devs[i] = r.Devices[i] // the usage libvgpu recorded
 		}
 		devs[i].UUID, devs[i].MemoryLimitBytes, devs[i].CoresLimit = d.UUID, uint64(d.MemoryMiB)<<20, d.Cores
 	}

@@ -27,12 +27,26 @@ type Device struct {
 	MemoryUsedBytes  uint64
 	// CoresLimit is the SM share in percent, 0 = no limit.
 	CoresLimit int
+	// UnslottedBytes is the part of MemoryUsedBytes held by processes that
+	// found every process slot taken: counted for the container, not for
+	// any one process.
+	UnslottedBytes uint64
+	// SharedBytes is the part of MemoryUsedBytes held in exported memory
+	// (VMM handles shared between processes), counted once for the
+	// container whichever processes map it.
+	SharedBytes uint64
 }
 
 // Process is one process of the container that opened the region, in the
 // container's own pid namespace.
 type Process struct {
 	PID int32
+	// StartTime identifies the process with its pid (field 22 of
+	// /proc/<pid>/stat).
+	StartTime uint64
+	// MemoryUsedBytes is what libvgpu counts for this process, per device
+	// of the region (same order as Region.Devices).
+	MemoryUsedBytes []uint64
 }
 
 // Region is what the monitor needs from one container's shared region.
@@ -121,7 +135,8 @@ type Status int
 const (
 	// OK: the region was read.
 	OK Status = iota
-	// Absent: the directory exists but libvgpu has not created the file yet.
+	// Absent: the directory exists but libvgpu has not attached to the
+	// region yet (no file, or the device plugin's zeroed file).
 	Absent
 	// Corrupt: the file exists but cannot be decoded.
 	Corrupt
@@ -129,18 +144,26 @@ const (
 
 // Read reads the entry's region file.
 func (r *Reader) Read(e Entry) (Region, Status) {
+	reg, st, _ := r.Check(e)
+	return reg, st
+}
+
+// Check reads the entry's region file and, when it is Corrupt, says why.
+func (r *Reader) Check(e Entry) (Region, Status, error) {
 	path := e.Path()
 	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	// The device plugin creates the file zeroed; libvgpu writes the magic
+	// when its first process attaches (docs/contract.md#the-region-file).
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && uninitialised(b)) {
 		r.forget(path)
-		return Region{}, Absent
+		return Region{}, Absent, nil
 	}
 	if err == nil {
 		var reg Region
 		reg, err = r.decode(b)
 		if err == nil {
 			r.forget(path)
-			return withHostLimits(e, reg), OK
+			return withHostLimits(e, reg), OK, nil
 		}
 	}
 	r.mu.Lock()
@@ -151,7 +174,12 @@ func (r *Reader) Read(e Entry) (Region, Status) {
 		r.log.Warn("skipping unreadable region file; it is reported once until it changes state",
 			zap.String("path", path), zap.String("pod_uid", e.PodUID), zap.String("container", e.Container), zap.Error(err))
 	}
-	return Region{}, Corrupt
+	return Region{}, Corrupt, err
+}
+
+// uninitialised reports a file of zeros where the magic goes.
+func uninitialised(b []byte) bool {
+	return len(b) >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0
 }
 
 func (r *Reader) forget(path string) {

@@ -61,6 +61,8 @@ func TestCorruptRegionIsLoggedOncePerFile(t *testing.T) {
 	bad2 := writeRegion(t, dir, "uid2_b", "gar")
 	good := writeRegion(t, dir, "uid3_c", "good")
 	absent := writeRegion(t, dir, "uid4_d", "")
+	// the device plugin's zeroed file, before libvgpu attached
+	zeroed := writeRegion(t, dir, "uid5_e", "\x00\x00\x00\x00\x00\x00\x00\x00")
 
 	for scrape := 0; scrape < 5; scrape++ {
 		if _, st := r.Read(bad); st != Corrupt {
@@ -75,6 +77,12 @@ func TestCorruptRegionIsLoggedOncePerFile(t *testing.T) {
 		if _, st := r.Read(absent); st != Absent {
 			t.Fatalf("absent region: status %v, want Absent", st)
 		}
+		if _, st := r.Read(zeroed); st != Absent {
+			t.Fatalf("zeroed region: status %v, want Absent (not attached yet)", st)
+		}
+	}
+	if _, st, err := r.Check(bad); st != Corrupt || err == nil || err.Error() != "bad magic" {
+		t.Fatalf("Check(bad) = %v, %v; want Corrupt and the decoder's error", st, err)
 	}
 	if n := logs.Len(); n != 2 {
 		t.Fatalf("5 scrapes of 2 corrupt files logged %d lines, want 2: %v", n, logs.All())

@@ -54,7 +54,7 @@ func Utilization(cs []Container, gs []gpus.GPU, owners OwnerResolver) []map[stri
 				}
 				known[p.PID] = o
 			}
-			if i, ok := pick(cs, users[o.PodUID][g.UUID], o.NSPID); ok {
+			if i, ok := pick(cs, users[o.PodUID][g.UUID], o); ok {
 				out[i][g.UUID] += p.SMPercent
 			}
 		}
@@ -62,10 +62,14 @@ func Utilization(cs []Container, gs []gpus.GPU, owners OwnerResolver) []map[stri
 	return out
 }
 
-func pick(cs []Container, cands []int, nspid int32) (int, bool) {
+// pick finds the container whose region lists the process. Containers of a
+// pod have their own pid namespaces, so the pid alone is ambiguous (each
+// container's first process is pid 1); the start time, where both sides
+// know it, tells them apart.
+func pick(cs []Container, cands []int, o procs.Owner) (int, bool) {
 	for _, i := range cands {
 		for _, p := range cs[i].Region.Processes {
-			if p.PID == nspid {
+			if p.PID == o.NSPID && (p.StartTime == 0 || o.StartTime == 0 || p.StartTime == o.StartTime) {
 				return i, true
 			}
 		}
