@@ -121,6 +121,9 @@ type Run struct {
 	// FirstFailPct is the arrived % at the first GPU pod that failed, -1
 	// if none did.
 	FirstFailPct float64
+	// PlacedPct is the share of the GPU demand that arrived (failed pods
+	// included) which was placed, in %, at the end of the replay.
+	PlacedPct float64
 	// Fragmented counts GPUs partly used with less free than the typical
 	// share (FragmentThreshold milli) at the end; FragmentedFreePct is
 	// their free capacity in % of the cluster's.
@@ -293,6 +296,7 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 		}
 		run.Events = append(run.Events, Event{ArrivedPct: pct(arrived, capMilli), AllocPct: pct(allocated, capMilli)})
 	}
+	run.PlacedPct = pct(allocated, max(arrived, 1))
 	run.FragmentThreshold = typicalShare(w)
 	var fragFree int64
 	for _, u := range usedMilli {

@@ -65,6 +65,7 @@ type Summary struct {
 	Headline Stat `json:"allocAt100Pct"`
 	// FirstFailPct is averaged over the seeds in which a GPU pod failed.
 	FirstFailPct      Stat  `json:"firstFailureArrivedPct"`
+	PlacedPct         Stat  `json:"placedOfArrivedPct"`
 	Submitted         Stat  `json:"submitted"`
 	Failed            Stat  `json:"failed"`
 	FailedGPU         Stat  `json:"failedGPU"`
@@ -98,6 +99,7 @@ func Summarize(pol placement.Policies, runs []*Run) Summary {
 		}
 		return r.FirstFailPct
 	})
+	s.PlacedPct = col(func(r *Run) float64 { return r.PlacedPct })
 	s.Submitted = col(func(r *Run) float64 { return float64(r.Submitted) })
 	s.Failed = col(func(r *Run) float64 { return float64(r.Failed) })
 	s.FailedGPU = col(func(r *Run) float64 { return float64(r.FailedGPU) })
@@ -175,6 +177,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		return fmt.Sprintf("%.1f", s.FirstFailPct.Mean)
 	})
+	line("GPU demand placed, % of arrived", func(s Summary) string { return fmt.Sprintf("%.1f", s.PlacedPct.Mean) })
 	line("pods submitted", func(s Summary) string { return fmt.Sprintf("%.0f", s.Submitted.Mean) })
 	line("pods failed (GPU pods)", func(s Summary) string {
 		return fmt.Sprintf("%.0f (%.0f)", s.Failed.Mean, s.FailedGPU.Mean)

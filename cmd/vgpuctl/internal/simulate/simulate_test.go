@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -72,6 +73,10 @@ func TestHandChecked(t *testing.T) {
 	if r.Submitted != 3 || r.Failed != 1 || r.FailedGPU != 1 || r.FirstFailPct != 120 {
 		t.Fatalf("run %+v", r)
 	}
+	// 80 of the 120 % that arrived was placed.
+	if math.Abs(r.PlacedPct-200.0/3) > 1e-9 {
+		t.Errorf("placed %v%% of arrived, want 66.7", r.PlacedPct)
+	}
 	for lv, want := range map[int]float64{40: 40, 80: 80, 100: 80, 120: 80} {
 		if got := r.AllocAt(lv); got != want {
 			t.Errorf("AllocAt(%d) = %v, want %v", lv, got, want)
@@ -137,6 +142,23 @@ func TestOpenBMapping(t *testing.T) {
 	}
 	if sel := share.Pod.Selector.UseTypes; strings.Join(sel, ",") != "V100M32,A10" {
 		t.Fatalf("gpu_spec not mapped to use-gputype: %v", sel)
+	}
+}
+
+// TestMultiGPUListWithoutSpec: the multi-GPU openb lists have no gpu_spec
+// column; their 4-GPU tasks go whole onto one node.
+func TestMultiGPUListWithoutSpec(t *testing.T) {
+	dir := t.TempDir()
+	nodes, tasks := dir+"/nodes.csv", dir+"/tasks.csv"
+	if err := os.WriteFile(nodes, []byte("sn,cpu_milli,memory_mib,gpu,model\na,64000,65536,4,T4\nb,64000,65536,4,T4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tasks, []byte("name,cpu_milli,memory_mib,num_gpu,gpu_milli\nq,1000,1024,4,1000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := runCommand(t, "--cluster", nodes, "--workload", tasks, "--arrive", "100")
+	if !regexp.MustCompile(`» 100\s+100\.0`).MatchString(out) || !regexp.MustCompile(`GPU demand placed, % of arrived\s+100\.0`).MatchString(out) {
+		t.Fatalf("two 4-GPU tasks on two 4-GPU nodes must all be placed:\n%s", out)
 	}
 }
 
