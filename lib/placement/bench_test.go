@@ -40,7 +40,7 @@ var benchPod = &request.Pod{Containers: []request.Container{{Name: "train", Coun
 // then /prioritize over 5,000 nodes of 8 GPUs.
 func BenchmarkFilterScore5000x8(b *testing.B) {
 	l, names := benchCluster(b)
-	pol := Policies{config.Binpack, config.Spread}
+	pol := Policies{Node: config.Binpack, GPU: config.Spread}
 	b.ReportAllocs()
 	for b.Loop() {
 		fits, _ := Filter(l, benchPod, names, pol)
@@ -52,7 +52,7 @@ func BenchmarkFilterScore5000x8(b *testing.B) {
 func BenchmarkBest5000x8(b *testing.B) {
 	l, names := benchCluster(b)
 	handles := l.Lookup(names, nil)
-	pol := Policies{config.Binpack, config.Spread}
+	pol := Policies{Node: config.Binpack, GPU: config.Spread}
 	b.ReportAllocs()
 	for b.Loop() {
 		if Best(benchPod, handles, pol, nil) < 0 {

@@ -42,6 +42,7 @@ type flags struct {
 	cpuWeight             float64
 	cpuPods               string
 	sample                int
+	fgd                   bool
 }
 
 func newPlacement() *cobra.Command {
@@ -99,6 +100,7 @@ comparable with the paper's.`,
 	fl.Float64Var(&f.arrive, "arrive", 130, "stop when the GPU demand would pass this % of capacity")
 	fl.Float64Var(&f.cpuWeight, "cpu-weight", 1, "weight of kube-scheduler's CPU/memory score (NodeResourcesFit) beside vgpu's GPU score; 0 = GPU score alone")
 	fl.StringVar(&f.cpuPods, "cpu-pods", cpuPodsPolicy, `how CPU-only pods are ranked: "policy" (like GPU pods: vgpu's GPU score of the node as it stands, plus --cpu-weight × the CPU/memory score; the paper's method) or "host" (the CPU/memory score alone, blind to GPUs, as kube-scheduler ranks pods that vgpu's extender never sees)`)
+	fl.BoolVar(&f.fgd, "fgd", false, "with the fragmentation policy: measure against the whole workload's distribution of shapes, known up front, as the FGD paper does (a baseline), instead of learning it as pods arrive")
 	fl.IntVar(&f.sample, "percentage-of-nodes-to-score", 100, "kube-scheduler's setting of that name: each pod is ranked only among the nodes it would hand the extender, the first that pass its own filters from where the previous pod's search stopped, this % of the cluster but at least 100; 0 = kube-scheduler's adaptive default (50 less 1 per 125 nodes, at least 5); 100 = every node (the paper's method)")
 	return cmd
 }
@@ -173,7 +175,7 @@ func run(out io.Writer, f flags) error {
 	for _, pol := range pols {
 		var runs []*Run
 		for i := 0; i < f.seeds; i++ {
-			r, err := Replay(c, w, Options{Policies: pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample})
+			r, err := Replay(c, w, Options{Policies: pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample, FGD: f.fgd})
 			if err != nil {
 				return err
 			}

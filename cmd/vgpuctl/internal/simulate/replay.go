@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/vgpu-io/vgpu/lib/config"
@@ -45,6 +47,10 @@ type Options struct {
 	// cluster but at least 100. 0 or 100 ranks every node, the paper's
 	// method.
 	SamplePercent int
+	// FGD replaces a fragmentation policy's learned mix by the paper's:
+	// the whole workload's distribution of shapes (exact CPU, no host
+	// memory), known before the first pod, with plain ties.
+	FGD bool
 }
 
 // minFeasibleNodes is kube-scheduler's floor on the nodes it samples.
@@ -186,6 +192,30 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 	}
 	nodes := newSampler(len(c.Nodes), o.SamplePercent)
 
+	// The fragmentation policy measures against a mix of shapes: learned
+	// from the pods as they arrive, or (FGD) the whole workload's.
+	pol := o.Policies
+	frag := pol.Node == config.Fragmentation || pol.GPU == config.Fragmentation
+	if frag {
+		if o.FGD {
+			pol.Mix = placement.NewMix(placement.MixOptions{ExactCPU: true, CPUOnlyHost: true, NoTieBreak: true, PaperMeasure: true})
+			for i := range w.Tasks {
+				pol.Mix.Observe(w.Tasks[i].Shape)
+			}
+			pol.Mix.Refresh()
+		} else {
+			pol.Mix = placement.NewMix(placement.MixOptions{HalfLife: placement.DefaultHalfLife})
+		}
+		index := make(map[string]int, len(names))
+		for i, n := range names {
+			index[n] = i
+		}
+		pol.Host = func(node string) placement.HostFree {
+			i := index[node]
+			return placement.HostFree{CPUMilli: cpuFree[i], MemoryMiB: memFree[i], Known: true}
+		}
+	}
+
 	// Scores of a node change only when a pod lands on it, so they are
 	// memoised per request shape (identical *request.Pod) and node version.
 	version := make([]uint32, len(c.Nodes))
@@ -193,12 +223,15 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 		version[i] = 1
 	}
 	type memo struct {
+		gen     uint64
 		version uint32
 		fits    bool
 		score   float64
 	}
 	memos := map[*request.Pod][]memo{}
-	scorers := map[*request.Pod]*placement.Scorer{}
+	scorers := map[*request.Pod][]*placement.Scorer{}
+	workers := runtime.GOMAXPROCS(0)
+	var stale []int
 	// noGPU stands for every CPU-only pod: it takes no GPU, so it fits
 	// every node and scores each by its GPUs as they stand.
 	noGPU := &request.Pod{}
@@ -221,6 +254,13 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 		}
 		arrived += t.DemandMilli
 		run.Submitted++
+		gen := uint64(0)
+		if pol.Mix != nil {
+			if !o.FGD {
+				pol.Mix.Observe(t.Shape)
+			}
+			gen = pol.Mix.Snapshot().Gen
+		}
 		// The nodes that pass kube-scheduler's own filters, from where the
 		// previous search stopped, until it has found enough.
 		gpus := 0
@@ -235,29 +275,51 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 		rank := t.Pod
 		if rank == nil && !o.HostOnlyCPUPods {
 			rank = noGPU
+			if frag {
+				// Its CPU and memory decide which GPU shapes a node
+				// can still host.
+				rank = t.Shape
+			}
 		}
 		if rank == nil {
 			best = bestCPUNode(c, candidates, cpuFree, memFree, t, o.Policies.Node)
 		} else {
-			sc := scorers[rank]
-			if sc == nil {
-				sc = placement.NewScorer(rank, o.Policies)
-				scorers[rank] = sc
+			scs := scorers[rank]
+			if scs == nil {
+				scs = make([]*placement.Scorer, workers)
+				for w := range scs {
+					scs[w] = placement.NewScorer(rank, pol)
+				}
+				scorers[rank] = scs
 				memos[rank] = make([]memo, len(c.Nodes))
 			}
 			ms := memos[rank]
+			stale = stale[:0]
+			for _, i := range candidates {
+				if m := &ms[i]; m.version != version[i] || m.gen != gen {
+					stale = append(stale, i)
+				}
+			}
+			parallel(len(stale), workers, func(w, lo, hi int) {
+				for _, i := range stale[lo:hi] {
+					var s float64
+					var reason string
+					if frag {
+						s, reason = scs[w].ScoreHost(handles[i], placement.HostFree{CPUMilli: cpuFree[i], MemoryMiB: memFree[i], Known: true})
+					} else {
+						s, reason = scs[w].Score(handles[i])
+					}
+					ms[i] = memo{gen: gen, version: version[i], fits: reason == "", score: s}
+				}
+			})
 			bestScore := 0.0
 			for _, i := range candidates {
 				m := &ms[i]
-				if m.version != version[i] {
-					s, reason := sc.Score(handles[i])
-					*m = memo{version: version[i], fits: reason == "", score: s}
-				}
 				if !m.fits {
 					continue
 				}
 				score := m.score
-				if o.CPUWeight > 0 {
+				if o.CPUWeight > 0 && !frag {
 					score += o.CPUWeight * hostScore(&c.Nodes[i], cpuFree[i], memFree[i], t, o.Policies.Node)
 				}
 				if best < 0 || score > bestScore || (score == bestScore && names[i] < names[best]) {
@@ -275,7 +337,7 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 			}
 		} else {
 			if t.Pod != nil {
-				a, err := placement.Bind(l, fmt.Sprint("task-", k), t.Pod, names[best], o.Policies)
+				a, err := placement.Bind(l, fmt.Sprint("task-", k), t.Pod, names[best], pol)
 				if err != nil {
 					return nil, fmt.Errorf("task %s: the node chosen refused the bind: %v", t.Name, err)
 				}
@@ -289,6 +351,8 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 				}
 				allocated += t.DemandMilli
 				version[best]++
+			} else if frag {
+				version[best]++ // its CPU and memory changed
 			}
 			cpuFree[best] -= t.CPUMilli
 			memFree[best] -= t.MemoryMiB
@@ -309,6 +373,30 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 	run.Wall = time.Since(start)
 	return run, nil
 }
+
+// parallel runs fn over [0, n) in up to workers contiguous parts, on
+// goroutines when there is enough to share; w numbers the part.
+func parallel(n, workers int, fn func(w, lo, hi int)) {
+	if workers <= 1 || n < 2*minParallel {
+		fn(0, 0, n)
+		return
+	}
+	workers = min(workers, n/minParallel)
+	per := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := w*per, min((w+1)*per, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(w, lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// minParallel is the fewest nodes worth scoring on a goroutine of their own.
+const minParallel = 128
 
 func unlimited(v int64) int64 {
 	if v <= 0 {
