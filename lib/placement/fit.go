@@ -50,12 +50,8 @@ type fitter struct {
 	mix    *Mix
 	frag   fragScratch
 	keys   []float64
-	cur    []gpuState
 	host   HostFree
 	hostFn func(node string) HostFree
-	// oneKey is the GPU whose key is the whole pod's fragmentation score
-	// (a pod of one vGPU whose GPU the fragmentation policy chose), or -1.
-	oneKey int
 }
 
 func newFitter(pod *request.Pod, pol Policies) *fitter {
@@ -113,7 +109,6 @@ func (f *fitter) fit(v *ledger.View) string {
 	if f.hostFn != nil {
 		f.host = f.hostFn(v.Name)
 	}
-	f.oneKey = -1
 	for pass := 0; pass < 2; pass++ {
 		isInit := pass == 1
 		for ci := range f.pod.Containers {
@@ -206,7 +201,7 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 	}
 	ordered := false
 	if f.fragmenting() && !f.allTwins(v) {
-		f.fragGPUOrder(v, f.host, func(g int) own { return f.after(g, c, take(c, v.GPUs[g].MemoryMiB)) })
+		f.fragGPUOrder(v, func(g int) own { return f.after(g, c, take(c, v.GPUs[g].MemoryMiB)) })
 		ordered = true
 	}
 	// Choose c.Count candidates: the fullest (binpack) or emptiest (spread)
@@ -220,9 +215,6 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 			}
 		}
 		f.cand[k], f.cand[best] = f.cand[best], f.cand[k]
-	}
-	if ordered && c.Count == 1 && len(f.pod.Containers) == 1 {
-		f.oneKey = f.cand[0]
 	}
 	for _, g := range f.cand[:c.Count] {
 		t := take(c, v.GPUs[g].MemoryMiB)

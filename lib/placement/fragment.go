@@ -43,8 +43,8 @@ type fragScratch struct {
 	models []string
 	// allow[c*len(models)+m]: 0 unknown, 1 allowed, 2 not.
 	allow []uint8
-	// Per class, over the node's GPUs, before (b) and after (a) the pod.
-	accB, accA []classAcc
+	// Per class, over the node's GPUs, after the pod.
+	accA []classAcc
 }
 
 // classAcc sums, for one class over a node's GPUs: how many of its vGPUs
@@ -63,7 +63,7 @@ func (f *fitter) useSnapshot(s *Snapshot) {
 		return
 	}
 	n := len(s.classes)
-	f.frag.accB, f.frag.accA = make([]classAcc, n), make([]classAcc, n)
+	f.frag.accA = make([]classAcc, n)
 }
 
 // modelAllows reports whether class c admits a GPU of this model.
@@ -145,17 +145,23 @@ func (f *fitter) contrib(v *ledger.View, g, c int, st *gpuState) (n int, u float
 				n, u = 1, st.free
 			}
 		} else {
-			n = v.SplitCount - st.slots
-			if cl.ctr.Cores > 0 {
-				n = min(n, (100-st.cores)/cl.ctr.Cores)
+			// Floating point: this runs for every class on every GPU
+			// scored, and a measure need not be exact at the boundary.
+			fn := float64(v.SplitCount - st.slots)
+			if cl.invCores > 0 {
+				fn = min(fn, math.Floor(float64(100-st.cores)*cl.invCores+1e-9))
 			}
-			mem := cl.ctr.MemoryOn(v.GPUs[g].MemoryMiB)
+			mem := cl.memMiB
+			if cl.memFrac > 0 {
+				mem = math.Floor(float64(v.GPUs[g].MemoryMiB) * cl.memFrac)
+			}
 			if mem > 0 {
-				n = min(n, int((st.memCap-st.mem)/mem))
+				fn = min(fn, math.Floor(float64(st.memCap-st.mem)/mem))
 			}
-			if n > 0 {
-				d := max(f.invSplit, float64(cl.ctr.Cores)*0.01, float64(mem)/float64(st.memCap))
-				u = min(float64(n)*d, st.free)
+			if fn > 0 {
+				n = int(fn)
+				d := max(f.invSplit, cl.coreFrac, mem/float64(st.memCap))
+				u = min(fn*d, st.free)
 			}
 		}
 	}
@@ -172,6 +178,15 @@ type nodeFrag struct {
 	acc     []classAcc
 	total   float64
 	f       float64
+	// free and per are each GPU's free capacity and, per class, what
+	// contrib says of it (per[g*classes+c]).
+	free []float64
+	per  []gpuClass
+}
+
+type gpuClass struct {
+	n int
+	u float64
 }
 
 // standing returns v's fragmentation as it stands, from the mix's cache
@@ -185,15 +200,20 @@ func (f *fitter) standing(v *ledger.View, host HostFree) *nodeFrag {
 			}
 		}
 	}
-	e := &nodeFrag{snap: fs.snap, version: v.Version, host: host, acc: make([]classAcc, len(fs.snap.classes))}
+	nc := len(fs.snap.classes)
+	e := &nodeFrag{snap: fs.snap, version: v.Version, host: host, acc: make([]classAcc, nc),
+		free: make([]float64, len(v.GPUs)), per: make([]gpuClass, len(v.GPUs)*nc)}
 	for g := range v.GPUs {
 		b := f.state(v, g, own{})
 		if b.free <= 0 {
 			continue
 		}
+		e.free[g] = b.free
 		e.total += b.free
 		for c := range fs.snap.classes {
-			f.add(&e.acc[c], v, g, c, &b, 1)
+			n, u := f.contrib(v, g, c, &b)
+			e.per[g*nc+c] = gpuClass{n, u}
+			e.acc[c].put(n, u, b.free, 1)
 		}
 	}
 	e.f = f.expected(e.acc, e.total, host)
@@ -217,11 +237,14 @@ func (f *fitter) fragDelta(v *ledger.View, host HostFree) float64 {
 			continue
 		}
 		o := own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl}
-		b := f.state(v, g, own{})
 		af := f.state(v, g, o)
-		totalA += max(af.free, 0) - max(b.free, 0)
+		totalA += max(af.free, 0) - e.free[g]
+		nc := len(fs.snap.classes)
 		for c := range fs.snap.classes {
-			f.add(&fs.accA[c], v, g, c, &b, -1)
+			if e.free[g] > 0 {
+				was := e.per[g*nc+c]
+				fs.accA[c].put(was.n, was.u, e.free[g], -1)
+			}
 			f.add(&fs.accA[c], v, g, c, &af, 1)
 		}
 	}
@@ -253,10 +276,10 @@ func (f *fitter) expected(acc []classAcc, total float64, host HostFree) float64 
 		hostPods := math.Inf(1)
 		if host.Known {
 			if sh.cpu > 0 {
-				hostPods = math.Floor(float64(max(host.CPUMilli, 0)) / float64(sh.cpu))
+				hostPods = math.Floor(float64(max(host.CPUMilli, 0)) * sh.invCPU)
 			}
 			if sh.mem > 0 && !s.opts.CPUOnlyHost {
-				hostPods = min(hostPods, math.Floor(float64(max(host.MemoryMiB, 0))/float64(sh.mem)))
+				hostPods = min(hostPods, math.Floor(float64(max(host.MemoryMiB, 0))*sh.invMem))
 			}
 		}
 		lost := total
@@ -264,10 +287,10 @@ func (f *fitter) expected(acc []classAcc, total float64, host HostFree) float64 
 			lost = a.frag
 		}
 		if !s.opts.PaperMeasure {
-			pods := min(math.Floor(a.n/float64(cl.gpus)), hostPods)
+			pods := min(math.Floor(a.n*cl.invGPUs), hostPods)
 			used := 0.0
 			if a.n > 0 {
-				used = a.u * pods * float64(cl.gpus) / a.n
+				used = a.u * pods / (a.n * cl.invGPUs)
 			}
 			lost += max(total-used, 0)
 		}
@@ -284,13 +307,7 @@ func (f *fitter) fragScore(v *ledger.View, host HostFree) float64 {
 	if f.frag.snap == nil || len(f.frag.snap.classes) == 0 {
 		return packWeight * f.nodeLoad(v)
 	}
-	var s float64
-	if f.oneKey >= 0 {
-		// The GPU choice already measured this very placement.
-		s = f.keys[f.oneKey]
-	} else {
-		s = -f.fragDelta(v, host)
-	}
+	s := -f.fragDelta(v, host)
 	if !f.frag.snap.opts.NoTieBreak {
 		s += packWeight * f.nodeLoad(v)
 	}
@@ -311,56 +328,62 @@ const packWeight = 0.01
 // 0–10 scale.
 func fragUnit(s float64) float64 { return 1 / (1 + math.Exp(-4*s)) }
 
-// fragGPUOrder fills f.keys with, for each candidate GPU of container c,
-// minus the growth in the node's expected fragmentation if c's vGPU went
-// there (with the pod's CPU and memory); higher is better. For a pod of one
-// vGPU that is the node's score, which fragScore then reuses.
-func (f *fitter) fragGPUOrder(v *ledger.View, host HostFree, take func(g int) own) {
-	fs := &f.frag
-	hostAfter := host
-	hostAfter.CPUMilli -= f.pod.HostCPUMilli
-	hostAfter.MemoryMiB -= f.pod.HostMemoryMiB
-	cur := f.cur[:0]
-	placed := false
-	for g := range v.GPUs {
-		a, i := f.app[g], f.init[g]
-		o := own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl}
-		placed = placed || o.slots > 0
-		cur = append(cur, f.state(v, g, o))
-	}
-	f.cur = cur
-	var acc []classAcc
-	var total, base float64
-	if !placed {
-		e := f.standing(v, host)
-		acc, total, base = e.acc, e.total, e.f
-	} else {
-		clear(fs.accB)
-		for g := range cur {
-			if cur[g].free <= 0 {
-				continue
-			}
-			total += cur[g].free
-			for c := range fs.snap.classes {
-				f.add(&fs.accB[c], v, g, c, &cur[g], 1)
-			}
-		}
-		acc, base = fs.accB, f.expected(fs.accB, total, host)
-	}
+// fragGPUOrder fills f.keys with, for each candidate GPU of the
+// container, how much less free capacity the learned classes could not use
+// on that GPU if the container's vGPU went there (higher is better). It
+// measures the GPU alone: the node-wide terms (CPU, memory, how many GPUs
+// a class needs) are the same whichever GPU of the node is chosen, and
+// fragDelta counts them for the node's score.
+func (f *fitter) fragGPUOrder(v *ledger.View, take func(g int) own) {
+	classes := f.frag.snap.classes
+	e := f.standing(v, f.host)
 	for k, g := range f.cand {
 		if h, ok := f.twin(v, g, f.cand[:k]); ok {
 			f.keys[g] = f.keys[h]
 			continue
 		}
+		a, i := f.app[g], f.init[g]
+		fresh := a.slots == 0 && i.slots == 0
+		cur := f.state(v, g, own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl})
 		after := f.state(v, g, take(g))
-		copy(fs.accA, acc)
-		tot := total + max(after.free, 0) - max(cur[g].free, 0)
-		for c := range fs.snap.classes {
-			f.add(&fs.accA[c], v, g, c, &cur[g], -1)
-			f.add(&fs.accA[c], v, g, c, &after, 1)
+		key := 0.0
+		for c := range classes {
+			var was float64
+			if fresh {
+				// As it stands: measured once per node state.
+				if free := e.free[g]; free > 0 {
+					pc := e.per[g*len(classes)+c]
+					was = lost(pc.n, pc.u, free)
+				}
+			} else {
+				was = f.lostOn(v, g, c, &cur)
+			}
+			key += classes[c].p * (was - f.lostOn(v, g, c, &after))
 		}
-		f.keys[g] = base - f.expected(fs.accA, tot, hostAfter)
+		f.keys[g] = key
 	}
+}
+
+// lost is the free capacity of a GPU with free left that a class could
+// not use, given n and u from contrib, in both views of expected: all of
+// it if no vGPU of the class fits, plus what filling it would leave over.
+func lost(n int, u, free float64) float64 {
+	l := free - u
+	if n == 0 {
+		l += free
+	}
+	return l
+}
+
+// lostOn is the free capacity of GPU g in state st that class c could not
+// use, in both views of expected: all of it if no vGPU of c fits, plus
+// what filling it with c would leave over.
+func (f *fitter) lostOn(v *ledger.View, g, c int, st *gpuState) float64 {
+	if st.free <= 0 {
+		return 0
+	}
+	n, u := f.contrib(v, g, c, st)
+	return lost(n, u, st.free)
 }
 
 // twin finds among done a GPU in the same state as g (same model, memory,

@@ -249,7 +249,27 @@ func (m *Mix) refreshLocked() {
 		s.shapes = append(s.shapes, fragShape{key: e.key, class: ci, w: e.w, cpu: int64(e.cpuW / e.w), mem: int64(e.memW / e.w)})
 	}
 	for i := range s.shapes {
-		s.shapes[i].p = s.shapes[i].w / kept
+		sh := &s.shapes[i]
+		sh.p = sh.w / kept
+		if sh.cpu > 0 {
+			sh.invCPU = 1 / float64(sh.cpu)
+		}
+		if sh.mem > 0 {
+			sh.invMem = 1 / float64(sh.mem)
+		}
+	}
+	for i := range s.shapes {
+		s.classes[s.shapes[i].class].p += s.shapes[i].p
+	}
+	for i := range s.classes {
+		c := &s.classes[i]
+		c.invGPUs = 1 / float64(c.gpus)
+		if c.ctr.Cores > 0 {
+			c.invCores = 1 / float64(c.ctr.Cores)
+		}
+		c.coreFrac = float64(c.ctr.Cores) / 100
+		c.memFrac = float64(c.ctr.MemoryPercent) / 100
+		c.memMiB = float64(c.ctr.MemoryMiB)
 	}
 	// Group the shapes by class, so that a node's GPUs are tested once per
 	// class and its CPU and memory once per shape.
@@ -334,7 +354,13 @@ type Snapshot struct {
 func (s *Snapshot) Len() int { return len(s.shapes) }
 
 type fragClass struct {
+	p         float64 // the probability of its shapes together
 	gpus      int
+	invGPUs   float64
+	invCores  float64 // 1 / cores, 0 without a cores limit
+	coreFrac  float64 // cores / 100
+	memFrac   float64 // memory percentage / 100
+	memMiB    float64
 	whole     bool
 	ctr       request.Container // one vGPU's demand
 	sel       request.Selector
@@ -342,8 +368,9 @@ type fragClass struct {
 }
 
 type fragShape struct {
-	key      shapeKey
-	class    int
-	w, p     float64
-	cpu, mem int64
+	key            shapeKey
+	class          int
+	w, p           float64
+	cpu, mem       int64
+	invCPU, invMem float64
 }

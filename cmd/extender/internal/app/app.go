@@ -69,6 +69,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	ready := func() bool { return st.HasSynced() && sw.HasSynced() }
 	h := &handler.Handler{
 		Ledger:   st.Ledger,
+		Mix:      st.Mix,
 		Ready:    ready,
 		Settings: sw.Get,
 		Binder:   &binder.Binder{CS: cs, State: st, Settings: sw.Get, Log: log.Named("bind")},

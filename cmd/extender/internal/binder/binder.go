@@ -74,7 +74,9 @@ func (b *Binder) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs)
 	// older than the booking made here.
 	b.State.Expect(pod.UID, planning)
 	b.State.Ledger.Release(key)
-	a, err := placement.Bind(b.State.Ledger, key, req, args.Node, placement.DefaultPolicies(b.Settings()))
+	pol := placement.DefaultPolicies(b.Settings())
+	pol.Mix = b.State.Mix
+	a, err := placement.Bind(b.State.Ledger, key, req, args.Node, pol)
 	if err != nil {
 		b.State.Unexpect(pod.UID)
 		var fe *placement.FitError
