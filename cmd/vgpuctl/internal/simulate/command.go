@@ -89,9 +89,9 @@ comparable with the paper's.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.cluster, "cluster", "", "cluster: YAML file or openb node list (.csv); default: the built-in example")
 	fl.StringVar(&f.workload, "workload", "", "workload: YAML Pod stream or openb task list (.csv); default: the built-in example")
-	fl.StringVar(&f.nodePolicy, "node-policy", string(def.NodeSchedulerPolicy), "node scheduler policy: binpack or spread")
-	fl.StringVar(&f.gpuPolicy, "gpu-policy", string(def.GPUSchedulerPolicy), "GPU scheduler policy: binpack or spread")
-	fl.StringVar(&f.policy, "policy", "", `"all" compares the four node/GPU policy pairs side by side (overrides --node-policy and --gpu-policy)`)
+	fl.StringVar(&f.nodePolicy, "node-policy", string(def.NodeSchedulerPolicy), "node scheduler policy: binpack, spread or fragmentation")
+	fl.StringVar(&f.gpuPolicy, "gpu-policy", string(def.GPUSchedulerPolicy), "GPU scheduler policy: binpack, spread or fragmentation")
+	fl.StringVar(&f.policy, "policy", "", `"all" compares the four binpack/spread pairs, fragmentation/fragmentation and the FGD baseline side by side; "fgd" runs the FGD baseline alone (both override --node-policy and --gpu-policy)`)
 	fl.IntVar(&f.splitCount, "split-count", def.DeviceSplitCount, "deviceSplitCount: most vGPUs on one GPU")
 	fl.Float64Var(&f.memoryScaling, "memory-scaling", def.DeviceMemoryScaling, "deviceMemoryScaling: >1 overcommits GPU memory")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed of the first replay")
@@ -111,15 +111,25 @@ const (
 	cpuPodsHost   = "host"
 )
 
+// variant is one column of the report: a policy pair, and for the
+// fragmentation policy whether it measures against the whole workload's
+// mix (the FGD baseline) instead of learning it.
+type variant struct {
+	pol placement.Policies
+	fgd bool
+}
+
 func run(out io.Writer, f flags) error {
-	var pols []placement.Policies
+	var pols []variant
+	frag := placement.Policies{Node: config.Fragmentation, GPU: config.Fragmentation}
 	switch strings.ToLower(f.policy) {
 	case "all":
 		for _, n := range []config.Policy{config.Binpack, config.Spread} {
 			for _, g := range []config.Policy{config.Binpack, config.Spread} {
-				pols = append(pols, placement.Policies{Node: n, GPU: g})
+				pols = append(pols, variant{pol: placement.Policies{Node: n, GPU: g}})
 			}
 		}
+		pols = append(pols, variant{pol: frag}, variant{pol: frag, fgd: true})
 	case "":
 		n, err := config.ParsePolicy(f.nodePolicy)
 		if err != nil {
@@ -129,9 +139,14 @@ func run(out io.Writer, f flags) error {
 		if err != nil {
 			return fmt.Errorf("--gpu-policy: %v", err)
 		}
-		pols = []placement.Policies{{Node: n, GPU: g}}
+		if f.fgd && n != config.Fragmentation && g != config.Fragmentation {
+			return fmt.Errorf("--fgd applies to the fragmentation policy: set --node-policy or --gpu-policy to fragmentation")
+		}
+		pols = []variant{{pol: placement.Policies{Node: n, GPU: g}, fgd: f.fgd}}
+	case "fgd":
+		pols = []variant{{pol: frag, fgd: true}}
 	default:
-		return fmt.Errorf("--policy %q: the only value is \"all\"; use --node-policy and --gpu-policy for one pair", f.policy)
+		return fmt.Errorf("--policy %q: must be \"all\" (every policy pair, the fragmentation policy and the FGD baseline) or \"fgd\"; use --node-policy and --gpu-policy for one pair", f.policy)
 	}
 	if f.splitCount < 1 || f.splitCount > config.MaxSplitCount {
 		return fmt.Errorf("--split-count %d: must be from 1 to %d", f.splitCount, config.MaxSplitCount)
@@ -172,16 +187,20 @@ func run(out io.Writer, f flags) error {
 	}
 	rep := &Report{Cluster: c.Source, Nodes: len(c.Nodes), GPUs: c.GPUCount(), Workload: w.Source, Tasks: len(w.Tasks),
 		SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, TargetPct: f.arrive, SamplePercent: sample}
-	for _, pol := range pols {
+	for _, v := range pols {
 		var runs []*Run
 		for i := 0; i < f.seeds; i++ {
-			r, err := Replay(c, w, Options{Policies: pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample, FGD: f.fgd})
+			r, err := Replay(c, w, Options{Policies: v.pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample, FGD: v.fgd})
 			if err != nil {
 				return err
 			}
 			runs = append(runs, r)
 		}
-		rep.Results = append(rep.Results, Summarize(pol, runs))
+		sum := Summarize(v.pol, runs)
+		if v.fgd {
+			sum.Label = "fgd"
+		}
+		rep.Results = append(rep.Results, sum)
 	}
 	if f.output == "json" {
 		return rep.WriteJSON(out)

@@ -273,7 +273,7 @@ func TestSameSeedSameNumbers(t *testing.T) {
 	if !bytes.Equal(ja, jb) {
 		t.Fatalf("same seed, different numbers:\n%s\n%s", ja, jb)
 	}
-	if len(a.Results) != 4 || a.GPUs != 12 || len(a.Results[0].Curve) != len(Levels) {
+	if len(a.Results) != 6 || a.Results[5].Label != "fgd" || a.GPUs != 12 || len(a.Results[0].Curve) != len(Levels) {
 		t.Fatalf("report %+v", a)
 	}
 	c := decode(runCommand(t, "-o", "json", "--policy", "all", "--seed", "6"))
