@@ -104,7 +104,23 @@ type shapeKey struct {
 	memMiB int64
 	whole  bool
 	types  string // use-gputype, then "!" and nouse-gputype, lower case
-	cpu    int64  // CPU class (power of two of cores) or exact milli
+	cpu    int64  // CPU class (half powers of two of cores) or exact milli
+	mem    int64  // memory class (half powers of two of GiB)
+}
+
+// halfLog2 classes x by half powers of two: 0 for 0, then 1, 2, 3 for 1,
+// 2, 3, and one class per factor √2 above, so that a class's mean stays
+// within about 20 % of its members' requests.
+func halfLog2(x int64) int64 {
+	if x <= 0 {
+		return 0
+	}
+	l := int64(bits.Len64(uint64(x))) // 2^(l-1) <= x < 2^l
+	half := int64(0)
+	if float64(x) >= math.Sqrt2*float64(int64(1)<<(l-1)) {
+		half = 1
+	}
+	return 2*l + half
 }
 
 type mixEntry struct {
@@ -139,8 +155,9 @@ func (m *Mix) shapeOf(p *request.Pod) (shapeKey, request.Selector) {
 	if m.opts.ExactCPU {
 		k.cpu = p.HostCPUMilli
 	} else {
-		k.cpu = int64(bits.Len64(uint64(p.HostCPUMilli / 1000)))
+		k.cpu = halfLog2(p.HostCPUMilli / 1000)
 	}
+	k.mem = halfLog2(p.HostMemoryMiB >> 10)
 	return k, sel
 }
 
@@ -237,7 +254,7 @@ func (m *Mix) refreshLocked() {
 		}
 		kept += e.w
 		ck := e.key
-		ck.cpu = 0
+		ck.cpu, ck.mem = 0, 0
 		ci, ok := classOf[ck]
 		if !ok {
 			ci = len(s.classes)
@@ -334,8 +351,10 @@ func lessKey(a, b shapeKey) bool {
 		return b.whole
 	case a.types != b.types:
 		return a.types < b.types
+	case a.cpu != b.cpu:
+		return a.cpu < b.cpu
 	}
-	return a.cpu < b.cpu
+	return a.mem < b.mem
 }
 
 // Snapshot is a frozen distribution of pod shapes: classes of GPU demand
