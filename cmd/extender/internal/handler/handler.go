@@ -38,7 +38,10 @@ type Handler struct {
 	Ledger *ledger.Ledger
 	// Mix is the learned mix of pod shapes the fragmentation policy
 	// measures against (state.State.Mix); nil: it ranks as binpack.
-	Mix      *placement.Mix
+	Mix *placement.Mix
+	// Host tells the fragmentation policy a node's free CPU and memory
+	// (hosts.Hosts.Free); nil: unknown.
+	Host     func(node string) placement.HostFree
 	Ready    func() bool
 	Settings func() config.Settings
 	Binder   Binder
@@ -205,7 +208,7 @@ func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPrio
 // node's load), so that prioritize need not fit again.
 func (h *Handler) rate(req *request.Pod, nodes []string) (fits []string, failed map[string]string, ratings map[string]float64) {
 	pol := placement.DefaultPolicies(h.Settings())
-	pol.Mix = h.Mix
+	pol.Mix, pol.Host = h.Mix, h.Host
 	s := placement.NewScorer(req, pol)
 	handles := h.Ledger.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
 	fits = make([]string, 0, len(nodes))
