@@ -106,6 +106,12 @@ func (f *fitter) fit(v *ledger.View) string {
 	}
 	f.reset(len(v.GPUs))
 	f.invSplit = 1 / float64(v.SplitCount)
+	if f.mix != nil {
+		// A fitter kept across pods (a Scorer) follows the mix.
+		if s := f.mix.Snapshot(); s != f.frag.snap {
+			f.useSnapshot(s)
+		}
+	}
 	if f.hostFn != nil {
 		f.host = f.hostFn(v.Name)
 	}

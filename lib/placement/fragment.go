@@ -57,13 +57,15 @@ type classAcc struct {
 	n, u float64
 }
 
+// useSnapshot makes the fitter measure against s, dropping what it
+// derived from the previous snapshot.
 func (f *fitter) useSnapshot(s *Snapshot) {
 	f.frag.snap = s
+	f.frag.models, f.frag.allow = f.frag.models[:0], f.frag.allow[:0]
 	if s == nil {
 		return
 	}
-	n := len(s.classes)
-	f.frag.accA = make([]classAcc, n)
+	f.frag.accA = make([]classAcc, len(s.classes))
 }
 
 // modelAllows reports whether class c admits a GPU of this model.
