@@ -135,7 +135,7 @@ type mixEntry struct {
 // nvidia.com/gpu) and the largest per-vGPU demand of its containers. That
 // is exact for single-container pods and close for the others.
 func (m *Mix) shapeOf(p *request.Pod) (shapeKey, request.Selector) {
-	k := shapeKey{gpus: podVGPUs(p)}
+	k := shapeKey{gpus: PodVGPUs(p)}
 	for i := range p.Containers {
 		c := &p.Containers[i]
 		k.cores = max(k.cores, c.Cores)
@@ -161,9 +161,9 @@ func (m *Mix) shapeOf(p *request.Pod) (shapeKey, request.Selector) {
 	return k, sel
 }
 
-// podVGPUs is the pod's nvidia.com/gpu as kube-scheduler counts it: the
+// PodVGPUs is the pod's nvidia.com/gpu as kube-scheduler counts it: the
 // app containers' vGPUs together, or the largest init container's.
-func podVGPUs(p *request.Pod) int {
+func PodVGPUs(p *request.Pod) int {
 	app, init := 0, 0
 	for _, c := range p.Containers {
 		if c.Init {

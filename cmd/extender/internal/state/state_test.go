@@ -63,18 +63,25 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// started runs a State on cs until ctx ends, once it has synced.
+func started(ctx context.Context, t *testing.T, cs *fake.Clientset, hooks Hooks) *State {
+	t.Helper()
+	s, err := New(cs, contract.DefaultSchedulerName, zap.NewNop(), hooks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(ctx.Done())
+	eventually(t, "synced", s.HasSynced)
+	return s
+}
+
 func TestLedgerFollowsTheAPI(t *testing.T) {
 	cs := fake.NewClientset(node(t, "n1"), assigned(t, "a", "n1", 1000), assigned(t, "b", "n1", 2000))
 	var freed atomic.Int64
 	var settled atomic.Int64
-	s, err := New(cs, contract.DefaultSchedulerName, zap.NewNop(), Hooks{Freed: func() { freed.Add(1) }, Settled: func(types.UID) { settled.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s.Start(ctx.Done())
-	eventually(t, "synced", s.HasSynced)
+	s := started(ctx, t, cs, Hooks{Freed: func() { freed.Add(1) }, Settled: func(types.UID) { settled.Add(1) }})
 	// Rebuilt from the existing assignments at start.
 	if got := used(s, "n1"); got != 3000 {
 		t.Fatalf("after the first list the ledger holds %d MiB, want 3000", got)
@@ -172,14 +179,9 @@ func TestMixRebuiltFromPods(t *testing.T) {
 			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}}}},
 	}
 	cs := fake.NewClientset(node(t, "n1"), share("a"), share("b"), cpuOnly)
-	s, err := New(cs, contract.DefaultSchedulerName, zap.NewNop(), Hooks{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s.Start(ctx.Done())
-	eventually(t, "synced", s.HasSynced)
+	s := started(ctx, t, cs, Hooks{})
 	if got := s.Mix.Seen(); got != 3 {
 		t.Fatalf("the mix counted %d pods after the first list, want 3", got)
 	}

@@ -97,20 +97,6 @@ func (s *sampler) sample(fits func(i int) bool) []int {
 	return s.found
 }
 
-// podGPUs is what the pod asks of nvidia.com/gpu, as kube-scheduler counts
-// it: the app containers' vGPUs together, or the largest init container's.
-func podGPUs(p *request.Pod) int {
-	app, init := 0, 0
-	for _, c := range p.Containers {
-		if c.Init {
-			init = max(init, c.Count)
-		} else {
-			app += c.Count
-		}
-	}
-	return max(app, init)
-}
-
 // Event is the state after one pod was submitted.
 type Event struct {
 	ArrivedPct float64
@@ -265,7 +251,7 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 		// previous search stopped, until it has found enough.
 		gpus := 0
 		if t.Pod != nil {
-			gpus = podGPUs(t.Pod)
+			gpus = placement.PodVGPUs(t.Pod)
 		}
 		candidates := nodes.sample(func(i int) bool {
 			return cpuFree[i] >= t.CPUMilli && memFree[i] >= t.MemoryMiB && slotsFree[i] >= gpus
