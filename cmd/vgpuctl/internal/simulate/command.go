@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -43,6 +44,8 @@ type flags struct {
 	cpuPods               string
 	sample                int
 	fgd                   bool
+	churn                 bool
+	compress              float64
 }
 
 func newPlacement() *cobra.Command {
@@ -101,6 +104,8 @@ comparable with the paper's.`,
 	fl.Float64Var(&f.cpuWeight, "cpu-weight", 1, "weight of kube-scheduler's CPU/memory score (NodeResourcesFit) beside vgpu's GPU score; 0 = GPU score alone")
 	fl.StringVar(&f.cpuPods, "cpu-pods", cpuPodsPolicy, `how CPU-only pods are ranked: "policy" (like GPU pods: vgpu's GPU score of the node as it stands, plus --cpu-weight × the CPU/memory score; the paper's method) or "host" (the CPU/memory score alone, blind to GPUs, as kube-scheduler ranks pods that vgpu's extender never sees)`)
 	fl.BoolVar(&f.fgd, "fgd", false, "with the fragmentation policy: measure against the whole workload's distribution of shapes, known up front, as the FGD paper does (a baseline), instead of learning it as pods arrive")
+	fl.BoolVar(&f.churn, "churn", false, "replay on the trace's own clock with departures: pods arrive at creation_time, leave at deletion_time, and wait (retried whenever a pod leaves) until their deletion time; needs an openb list with times")
+	fl.Float64Var(&f.compress, "churn-compress", 1, "with --churn: the pods arrive this many times as fast, each running as long as in the trace (openb's own clock peaks near 1 % of the GPUs in use)")
 	fl.IntVar(&f.sample, "percentage-of-nodes-to-score", 100, "kube-scheduler's setting of that name: each pod is ranked only among the nodes it would hand the extender, the first that pass its own filters from where the previous pod's search stopped, this % of the cluster but at least 100; 0 = kube-scheduler's adaptive default (50 less 1 per 125 nodes, at least 5); 100 = every node (the paper's method)")
 	return cmd
 }
@@ -184,6 +189,9 @@ func run(out io.Writer, f flags) error {
 	sample := f.sample
 	if sample == 0 {
 		sample = AdaptivePercent(len(c.Nodes))
+	}
+	if f.churn {
+		return runChurn(out, c, w, f, pols, sample)
 	}
 	rep := &Report{Cluster: c.Source, Nodes: len(c.Nodes), GPUs: c.GPUCount(), Workload: w.Source, Tasks: len(w.Tasks),
 		SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, TargetPct: f.arrive, SamplePercent: sample}
@@ -302,4 +310,23 @@ func medianGPUMemory(c *Cluster) int64 {
 	}
 	sort.Slice(mems, func(i, j int) bool { return mems[i] < mems[j] })
 	return mems[len(mems)/2]
+}
+
+// runChurn prints one row per policy of the churn replay.
+func runChurn(out io.Writer, c *Cluster, w *Workload, f flags, pols []variant, sample int) error {
+	fmt.Fprintf(out, "cluster %s: %d nodes, %d GPUs · workload %s: %d tasks · churn: the trace's own clock (arrivals %g× as fast), with departures\n\n", c.Source, len(c.Nodes), c.GPUCount(), w.Source, len(w.Tasks), f.compress)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\tGPU demand placed %\tGPU pods never run\tpods that waited\tmean wait, s\tpeak allocation %\treplay wall time, s\t")
+	for _, v := range pols {
+		r, err := ReplayChurn(c, w, Options{Policies: v.pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample, FGD: v.fgd}, f.compress)
+		if err != nil {
+			return err
+		}
+		name := string(v.pol.Node) + "/" + string(v.pol.GPU)
+		if v.fgd {
+			name = "fgd"
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%d\t%d\t%.0f\t%.2f\t%.3f\t\n", name, r.PlacedPct, r.NeverRan, r.Waited, r.MeanWaitSeconds, r.PeakAllocPct, r.Wall.Seconds())
+	}
+	return tw.Flush()
 }

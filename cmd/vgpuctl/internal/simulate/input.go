@@ -63,6 +63,10 @@ type Task struct {
 	// ShareMilli is, per app container name, the thousandths of a GPU each
 	// of its vGPUs takes (1000 for a whole GPU).
 	ShareMilli map[string]int64
+	// Created and Deleted are the trace's times in seconds, for the churn
+	// replay; HasTimes is false where the workload gives none.
+	Created, Deleted int64
+	HasTimes         bool
 }
 
 // Workload is the tasks to replay, before shuffling.
@@ -295,6 +299,7 @@ func WorkloadFromOpenB(source string, tasks []openb.Task) (*Workload, error) {
 			}
 			t.ShareMilli = map[string]int64{openbContainer: share}
 		}
+		t.Created, t.Deleted, t.HasTimes = ot.Created, ot.Deleted, ot.HasTimes
 		w.Tasks = append(w.Tasks, t)
 	}
 	return w, nil
