@@ -45,6 +45,14 @@ type fragScratch struct {
 	allow []uint8
 	// Per class, over the node's GPUs, after the pod.
 	accA []classAcc
+	// contrib's results per group of classes, valid while stamp is, for
+	// GPU lastG in state lastSt.
+	grpStamp []uint64
+	grpN     []int
+	grpU     []float64
+	stamp    uint64
+	lastG    int
+	lastSt   gpuState
 }
 
 // classAcc sums, for one class over a node's GPUs: how many of its vGPUs
@@ -66,6 +74,8 @@ func (f *fitter) useSnapshot(s *Snapshot) {
 		return
 	}
 	f.frag.accA = make([]classAcc, len(s.classes))
+	f.frag.grpStamp, f.frag.grpN, f.frag.grpU = make([]uint64, s.groups), make([]int, s.groups), make([]float64, s.groups)
+	f.frag.stamp, f.frag.lastG = 1, -1
 }
 
 // modelAllows reports whether class c admits a GPU of this model.
@@ -138,10 +148,30 @@ func (acc *classAcc) put(n int, u, free float64, sign int) {
 }
 
 // contrib is how many of class c's vGPUs GPU g in state st would take, and
-// the capacity they would use.
+// the capacity they would use. Classes that differ only in the GPU models
+// they allow share the arithmetic: callers go through the classes for one
+// GPU state at a time, and the result is kept per group of such classes
+// until the state changes.
 func (f *fitter) contrib(v *ledger.View, g, c int, st *gpuState) (n int, u float64) {
-	if f.modelAllows(c, v.GPUs[g].Model) {
-		cl := &f.frag.snap.classes[c]
+	if !f.modelAllows(c, v.GPUs[g].Model) {
+		return 0, 0
+	}
+	fs := &f.frag
+	if g != fs.lastG || *st != fs.lastSt {
+		fs.stamp++
+		fs.lastG, fs.lastSt = g, *st
+	}
+	cl := &fs.snap.classes[c]
+	if fs.grpStamp[cl.group] == fs.stamp {
+		return fs.grpN[cl.group], fs.grpU[cl.group]
+	}
+	n, u = f.compute(v, g, cl, st)
+	fs.grpStamp[cl.group], fs.grpN[cl.group], fs.grpU[cl.group] = fs.stamp, n, u
+	return n, u
+}
+
+func (f *fitter) compute(v *ledger.View, g int, cl *fragClass, st *gpuState) (n int, u float64) {
+	{
 		if cl.whole {
 			if st.pods == 0 {
 				n, u = 1, st.free

@@ -278,8 +278,15 @@ func (m *Mix) refreshLocked() {
 	for i := range s.shapes {
 		s.classes[s.shapes[i].class].p += s.shapes[i].p
 	}
+	groupOf := map[request.Container]int{}
 	for i := range s.classes {
 		c := &s.classes[i]
+		g, ok := groupOf[c.ctr]
+		if !ok {
+			g = len(groupOf)
+			groupOf[c.ctr] = g
+		}
+		c.group = g
 		c.invGPUs = 1 / float64(c.gpus)
 		if c.ctr.Cores > 0 {
 			c.invCores = 1 / float64(c.ctr.Cores)
@@ -288,6 +295,7 @@ func (m *Mix) refreshLocked() {
 		c.memFrac = float64(c.ctr.MemoryPercent) / 100
 		c.memMiB = float64(c.ctr.MemoryMiB)
 	}
+	s.groups = len(groupOf)
 	// Group the shapes by class, so that a node's GPUs are tested once per
 	// class and its CPU and memory once per shape.
 	sort.SliceStable(s.shapes, func(i, j int) bool { return s.shapes[i].class < s.shapes[j].class })
@@ -366,6 +374,7 @@ type Snapshot struct {
 	Gen     uint64
 	opts    MixOptions
 	classes []fragClass
+	groups  int
 	shapes  []fragShape
 }
 
@@ -374,6 +383,7 @@ func (s *Snapshot) Len() int { return len(s.shapes) }
 
 type fragClass struct {
 	p         float64 // the probability of its shapes together
+	group     int     // classes that differ only in the models they allow
 	gpus      int
 	invGPUs   float64
 	invCores  float64 // 1 / cores, 0 without a cores limit
