@@ -1,7 +1,9 @@
 package simulate
 
 import (
+	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,8 +11,11 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/openb"
@@ -46,6 +51,20 @@ type flags struct {
 	fgd                   bool
 	churn                 bool
 	compress              float64
+	kubeconfig, context   string
+}
+
+// newClient builds the client of a what-if run (tests replace it).
+var newClient = func(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	rc.Timeout = 30 * time.Second
+	return kubernetes.NewForConfig(rc)
 }
 
 func newPlacement() *cobra.Command {
@@ -106,6 +125,8 @@ comparable with the paper's.`,
 	fl.BoolVar(&f.fgd, "fgd", false, "with the fragmentation policy: measure against the whole workload's distribution of shapes, known up front, as the FGD paper does (a baseline), instead of learning it as pods arrive")
 	fl.BoolVar(&f.churn, "churn", false, "replay on the trace's own clock with departures: pods arrive at creation_time, leave at deletion_time, and wait (retried whenever a pod leaves) until their deletion time; needs an openb list with times")
 	fl.Float64Var(&f.compress, "churn-compress", 1, "with --churn: the pods arrive this many times as fast, each running as long as in the trace (openb's own clock peaks near 1 % of the GPUs in use)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "what-if on a live cluster: start from its nodes (those publishing a vGPU inventory), their allocatable CPU and memory and running pods, and place the --workload pods (YAML) in order, saying where each would land under each policy")
+	fl.StringVar(&f.context, "context", "", "with --kubeconfig: the kubeconfig context to use")
 	fl.IntVar(&f.sample, "percentage-of-nodes-to-score", 100, "kube-scheduler's setting of that name: each pod is ranked only among the nodes it would hand the extender, the first that pass its own filters from where the previous pod's search stopped, this % of the cluster but at least 100; 0 = kube-scheduler's adaptive default (50 less 1 per 125 nodes, at least 5); 100 = every node (the paper's method)")
 	return cmd
 }
@@ -176,6 +197,9 @@ func run(out io.Writer, f flags) error {
 	}
 	if f.arrive <= 0 || f.arrive > 1000 {
 		return fmt.Errorf("--arrive %g: must be from 1 to 1000", f.arrive)
+	}
+	if f.kubeconfig != "" {
+		return runWhatIf(out, f, pols)
 	}
 	builtin := f.cluster == "" && f.workload == ""
 	c, err := loadCluster(f.cluster)
@@ -329,4 +353,42 @@ func runChurn(out io.Writer, c *Cluster, w *Workload, f flags, pols []variant, s
 		fmt.Fprintf(tw, "%s\t%.2f\t%d\t%d\t%.0f\t%.2f\t%.3f\t\n", name, r.PlacedPct, r.NeverRan, r.Waited, r.MeanWaitSeconds, r.PeakAllocPct, r.Wall.Seconds())
 	}
 	return tw.Flush()
+}
+
+// runWhatIf places --workload on the live cluster under each policy.
+func runWhatIf(out io.Writer, f flags, pols []variant) error {
+	if f.cluster != "" || f.churn {
+		return errors.New("--kubeconfig reads the cluster from the API server: drop --cluster and --churn")
+	}
+	if f.workload == "" || strings.EqualFold(filepath.Ext(f.workload), ".csv") {
+		return errors.New("--kubeconfig needs --workload: a YAML stream of the Pods to place")
+	}
+	cs, err := newClient(f.kubeconfig, f.context)
+	if err != nil {
+		return fmt.Errorf("--kubeconfig: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, running, err := LiveCluster(ctx, cs)
+	if err != nil {
+		return err
+	}
+	w, err := loadWorkload(f.workload, c)
+	if err != nil {
+		return err
+	}
+	var names []string
+	var results [][]Outcome
+	for _, v := range pols {
+		r, err := WhatIf(c, w, running, Options{Policies: v.pol, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, FGD: v.fgd})
+		if err != nil {
+			return err
+		}
+		name := string(v.pol.Node) + "/" + string(v.pol.GPU)
+		if v.fgd {
+			name = "fgd"
+		}
+		names, results = append(names, name), append(results, r)
+	}
+	return writeWhatIf(out, c, len(running), w, names, results)
 }

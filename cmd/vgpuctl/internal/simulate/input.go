@@ -29,6 +29,10 @@ type Node struct {
 	CPUMilli  int64
 	MemoryMiB int64
 	GPUs      []device.GPU
+	// SplitCount and MemoryScaling, when set, are the node's own (a live
+	// node's inventory); otherwise the replay's options apply.
+	SplitCount    int
+	MemoryScaling float64
 }
 
 // Cluster is the nodes a workload is replayed against.

@@ -237,6 +237,9 @@ func newSim(c *Cluster, w *Workload, o Options) (*sim, error) {
 	for i, n := range c.Nodes {
 		s.names[i] = n.Name
 		inv := device.Inventory{GPUs: n.GPUs, SplitCount: o.SplitCount, MemoryScaling: o.MemoryScaling}
+		if n.SplitCount > 0 {
+			inv.SplitCount, inv.MemoryScaling = n.SplitCount, n.MemoryScaling
+		}
 		if err := inv.Validate(); err != nil {
 			return nil, fmt.Errorf("node %s: %v", n.Name, err)
 		}
@@ -257,9 +260,13 @@ func newSim(c *Cluster, w *Workload, o Options) (*sim, error) {
 	for i, n := range c.Nodes {
 		s.cpuFree[i], s.memFree[i] = unlimited(n.CPUMilli), unlimited(n.MemoryMiB)
 		s.version[i] = 1
+		split := o.SplitCount
+		if n.SplitCount > 0 {
+			split = n.SplitCount
+		}
 		for _, g := range n.GPUs {
 			if g.Healthy {
-				s.slotsFree[i] += o.SplitCount
+				s.slotsFree[i] += split
 			}
 		}
 	}
@@ -372,9 +379,10 @@ func (s *sim) choose(t *Task) int {
 
 // held is what a placed pod holds, for its release.
 type held struct {
-	node  int
-	gpus  []int // positions in usedMilli, one per vGPU
-	milli []int64
+	node    int
+	gpus    []int // positions in usedMilli, one per vGPU
+	milli   []int64
+	devices []string // the GPUs' uuids, one per vGPU
 }
 
 // place books the pod on node best under key, as the extender's bind does.
@@ -393,6 +401,7 @@ func (s *sim) place(t *Task, key string, best int) (held, error) {
 				g := s.gpuIndex[d.UUID]
 				s.usedMilli[g] += t.ShareMilli[ctr.Name]
 				h.gpus, h.milli = append(h.gpus, g), append(h.milli, t.ShareMilli[ctr.Name])
+				h.devices = append(h.devices, d.UUID)
 			}
 		}
 		s.allocated += t.DemandMilli
