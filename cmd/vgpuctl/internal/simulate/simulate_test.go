@@ -109,11 +109,17 @@ func TestSplitCountLimitsPacking(t *testing.T) {
 
 func openbInput(t *testing.T, nodes, tasks string) (*Cluster, *Workload) {
 	t.Helper()
+	return openbWith(t, nodes, "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec", tasks)
+}
+
+// openbWith reads nodes and tasks given the task list's header.
+func openbWith(t *testing.T, nodes, header, tasks string) (*Cluster, *Workload) {
+	t.Helper()
 	on, err := openb.ReadNodes(strings.NewReader("sn,cpu_milli,memory_mib,gpu,model\n" + nodes))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ot, err := openb.ReadTasks(strings.NewReader("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n" + tasks))
+	ot, err := openb.ReadTasks(strings.NewReader(header + "\n" + tasks))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,23 +372,8 @@ func TestSampler(t *testing.T) {
 // from 10 (waiting 5 s); C arrives at 6 and gives up at 8, never run.
 // Arriving 2.5× as fast, A still leaves at 10 and B arrives at 2, waiting 8 s.
 func TestChurn(t *testing.T) {
-	on, err := openb.ReadNodes(strings.NewReader("sn,cpu_milli,memory_mib,gpu,model\nn,64000,65536,1,T4\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ot, err := openb.ReadTasks(strings.NewReader("name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time\n" +
-		"a,1000,1024,1,1000,0,10\nb,1000,1024,1,1000,5,20\nc,1000,1024,1,1000,6,8\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := ClusterFromOpenB("n", on, OpenBGPUMemoryMiB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := WorkloadFromOpenB("t", ot)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, w := openbWith(t, "n,64000,65536,1,T4\n", "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time",
+		"a,1000,1024,1,1000,0,10\nb,1000,1024,1,1000,5,20\nc,1000,1024,1,1000,6,8\n")
 	for _, pol := range []placement.Policies{binpack, {Node: config.Fragmentation, GPU: config.Fragmentation}} {
 		r, err := ReplayChurn(c, w, Options{Policies: pol, SplitCount: 10, MemoryScaling: 1}, 1)
 		if err != nil {
@@ -399,8 +390,7 @@ func TestChurn(t *testing.T) {
 	if r.Waited != 1 || r.MeanWaitSeconds != 8 {
 		t.Errorf("compressed: %+v", r)
 	}
-	nt, _ := openb.ReadTasks(strings.NewReader("name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,1,1,1,1000\n"))
-	nw, _ := WorkloadFromOpenB("multi", nt)
+	_, nw := openbWith(t, "n,64000,65536,1,T4\n", "name,cpu_milli,memory_mib,num_gpu,gpu_milli", "a,1,1,1,1000\n")
 	if _, err := ReplayChurn(c, nw, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1}, 1); err == nil || !strings.Contains(err.Error(), "needs both") {
 		t.Errorf("a list without times: err = %v", err)
 	}
