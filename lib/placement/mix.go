@@ -216,6 +216,9 @@ func (m *Mix) Refresh() {
 	m.refreshLocked()
 }
 
+// Forget drops what the mix cached of a node (the node was deleted).
+func (m *Mix) Forget(node string) { m.cache.Delete(node) }
+
 // Snapshot is the distribution the policy currently scores against.
 func (m *Mix) Snapshot() *Snapshot { return m.snap.Load() }
 

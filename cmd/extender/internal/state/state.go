@@ -76,6 +76,7 @@ func New(cs kubernetes.Interface, schedulerName string, log *zap.Logger, hooks H
 		DeleteFunc: func(obj any) {
 			if n, ok := unwrap(obj).(*corev1.Node); ok {
 				s.Ledger.RemoveInventory(n.Name)
+				s.Mix.Forget(n.Name)
 			}
 		},
 	})
