@@ -1,7 +1,7 @@
 # lib (accounting, placement) and `vgpuctl simulate placement`.
 #
 # bench-simulate replays openb_pod_list_default.csv on the 1,213-node openb
-# cluster once per policy pair and prints the allocation table with each
+# cluster once per policy pair (with fragmentation and the FGD baseline) and prints the allocation table with each
 # replay's wall time. The 5,000 nodes × 8 GPUs fit+score benchmarks are Go
 # benchmarks in lib/placement, run by bench-go.
 

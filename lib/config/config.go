@@ -10,12 +10,15 @@ import (
 	"strings"
 )
 
-// Policy picks among candidates that fit: the fullest or the emptiest.
+// Policy picks among candidates that fit: the fullest, the emptiest, or
+// the one whose use least fragments the cluster for the pods it receives
+// (docs/placement.md).
 type Policy string
 
 const (
-	Binpack Policy = "binpack"
-	Spread  Policy = "spread"
+	Binpack       Policy = "binpack"
+	Spread        Policy = "spread"
+	Fragmentation Policy = "fragmentation"
 )
 
 // ParsePolicy accepts a policy name, case-insensitively.
@@ -25,8 +28,10 @@ func ParsePolicy(s string) (Policy, error) {
 		return Binpack, nil
 	case Spread:
 		return Spread, nil
+	case Fragmentation:
+		return Fragmentation, nil
 	}
-	return "", fmt.Errorf("policy %q: must be %q or %q", s, Binpack, Spread)
+	return "", fmt.Errorf("policy %q: must be %q, %q or %q", s, Binpack, Spread, Fragmentation)
 }
 
 // UnenforcedAction is what the monitor does with a container whose limits

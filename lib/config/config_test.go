@@ -20,9 +20,12 @@ func TestFromData(t *testing.T) {
 			"unenforcedAction": " Evict",
 		}, want: Settings{20, 1.5, Spread, Binpack, Evict}},
 		{name: "bad action", data: map[string]string{"unenforcedAction": "kill"}, wantErr: `setting unenforcedAction: action "kill": must be "report" or "evict"`},
+		{name: "fragmentation", data: map[string]string{
+			"nodeSchedulerPolicy": "Fragmentation", "gpuSchedulerPolicy": "fragmentation",
+		}, want: Settings{Default().DeviceSplitCount, Default().DeviceMemoryScaling, Fragmentation, Fragmentation, Default().UnenforcedAction}},
 		{name: "split zero", data: map[string]string{"deviceSplitCount": "0"}, wantErr: "deviceSplitCount=\"0\": must be an integer from 1 to 1000"},
 		{name: "scaling below one", data: map[string]string{"deviceMemoryScaling": "0.5"}, wantErr: "must be a number from 1 to 100"},
-		{name: "bad policy", data: map[string]string{"gpuSchedulerPolicy": "random"}, wantErr: `policy "random": must be "binpack" or "spread"`},
+		{name: "bad policy", data: map[string]string{"gpuSchedulerPolicy": "random"}, wantErr: `policy "random": must be "binpack", "spread" or "fragmentation"`},
 		{name: "typo", data: map[string]string{"deviceSplitcount": "4"}, wantErr: `setting "deviceSplitcount" is unknown`},
 	}
 	for _, tc := range cases {

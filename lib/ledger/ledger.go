@@ -21,6 +21,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/device"
@@ -127,7 +128,13 @@ type Node struct {
 	// that releasing a pod stays exact whatever the inventory did meanwhile.
 	orphans map[string]Usage
 	hasInv  bool
+	// version changes (from one counter for all nodes) whenever the node's
+	// inventory or usage does, so that a caller can memoise what it
+	// derived from a View.
+	version uint64
 }
+
+var versions atomic.Uint64
 
 // Name is the node's name.
 func (n *Node) Name() string { return n.name }
@@ -141,6 +148,9 @@ type View struct {
 	Used          []Usage // aligned with GPUs
 	SplitCount    int
 	MemoryScaling float64
+	// Version identifies this state of the node: it differs after any
+	// change, on any node.
+	Version uint64
 }
 
 // View calls fn with the node read-locked. fn must not keep the slices.
@@ -151,7 +161,7 @@ func (n *Node) View(fn func(v View)) {
 }
 
 func (n *Node) view() View {
-	return View{Name: n.name, Known: n.hasInv, GPUs: n.inv.GPUs, Used: n.used, SplitCount: n.inv.SplitCount, MemoryScaling: n.inv.MemoryScaling}
+	return View{Name: n.name, Known: n.hasInv, GPUs: n.inv.GPUs, Used: n.used, SplitCount: n.inv.SplitCount, MemoryScaling: n.inv.MemoryScaling, Version: n.version}
 }
 
 // Ledger is the books of every node. The zero value is not usable; use New.
@@ -254,6 +264,7 @@ func (l *Ledger) SetInventory(name string, inv device.Inventory) {
 		delete(old, g.UUID)
 	}
 	n.orphans = old
+	n.version = versions.Add(1)
 }
 
 // RemoveInventory forgets a node's GPUs (the node was deleted or lost its
@@ -272,6 +283,7 @@ func (l *Ledger) RemoveInventory(name string) {
 		}
 	}
 	n.inv, n.used, n.index, n.hasInv = device.Inventory{}, nil, map[string]int{}, false
+	n.version = versions.Add(1)
 	empty := len(n.orphans) == 0
 	n.mu.Unlock()
 	if empty {
@@ -532,6 +544,7 @@ func (n *Node) check(uses []Use) error {
 
 // apply adds (sign 1) or removes (sign -1) uses. The caller holds n.mu.
 func (n *Node) apply(uses []Use, sign int) {
+	n.version = versions.Add(1)
 	for _, u := range uses {
 		var cur *Usage
 		i, inInv := n.index[u.UUID]

@@ -32,8 +32,14 @@ type Task struct {
 	// GPUMilli is, for NumGPU == 1, the thousandths of one GPU asked for;
 	// 1000 means the whole GPU.
 	GPUMilli int
-	// GPUSpec lists the GPU models allowed; empty means any.
+	// GPUSpec lists the GPU models allowed; empty means any. The column is
+	// optional: the multi-GPU variants of the trace have none.
 	GPUSpec []string
+	// Created and Deleted are the trace's creation_time and deletion_time,
+	// in seconds; HasTimes is false when the list has no such columns (the
+	// multi-GPU variants) or a row leaves them empty.
+	Created, Deleted int64
+	HasTimes         bool
 }
 
 // DemandMilli is the task's GPU demand in thousandths of a GPU, the unit of
@@ -51,7 +57,7 @@ func (t Task) Shares() bool { return t.NumGPU == 1 && t.GPUMilli < 1000 }
 // ReadNodes parses a node list.
 func ReadNodes(r io.Reader) ([]Node, error) {
 	var out []Node
-	err := readCSV(r, []string{"sn", "cpu_milli", "memory_mib", "gpu", "model"}, func(line int, f fields) error {
+	err := readCSV(r, []string{"sn", "cpu_milli", "memory_mib", "gpu", "model"}, nil, func(line int, f fields) error {
 		n := Node{Name: f.str("sn"), Model: f.str("model")}
 		n.CPUMilli = f.int("cpu_milli", 0, 1<<40)
 		n.MemoryMiB = f.int("memory_mib", 0, 1<<40)
@@ -71,7 +77,7 @@ func ReadNodes(r io.Reader) ([]Node, error) {
 // ReadTasks parses a task list.
 func ReadTasks(r io.Reader) ([]Task, error) {
 	var out []Task
-	err := readCSV(r, []string{"name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec"}, func(line int, f fields) error {
+	err := readCSV(r, []string{"name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli"}, []string{"gpu_spec", "creation_time", "deletion_time"}, func(line int, f fields) error {
 		t := Task{Name: f.str("name")}
 		t.CPUMilli = f.int("cpu_milli", 0, 1<<40)
 		t.MemoryMiB = f.int("memory_mib", 0, 1<<40)
@@ -82,6 +88,14 @@ func ReadTasks(r io.Reader) ([]Task, error) {
 				if s = strings.TrimSpace(s); s != "" {
 					t.GPUSpec = append(t.GPUSpec, s)
 				}
+			}
+		}
+		if f.str("creation_time") != "" && f.str("deletion_time") != "" {
+			t.Created = f.int("creation_time", 0, 1<<50)
+			t.Deleted = f.int("deletion_time", 0, 1<<50)
+			t.HasTimes = true
+			if t.Deleted < t.Created {
+				f.fail("deletion_time", fmt.Sprintf("%d is before creation_time %d", t.Deleted, t.Created))
 			}
 		}
 		if t.NumGPU == 1 && t.GPUMilli == 0 {
@@ -100,7 +114,15 @@ type fields struct {
 	err  error
 }
 
-func (f *fields) str(name string) string { return strings.TrimSpace(f.rec[f.col[name]]) }
+// str is the named column's value; "" for an optional column the file
+// lacks.
+func (f *fields) str(name string) string {
+	i, ok := f.col[name]
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(f.rec[i])
+}
 
 func (f *fields) fail(name, msg string) {
 	if f.err == nil {
@@ -119,8 +141,9 @@ func (f *fields) int(name string, lo, hi int64) int64 {
 }
 
 // readCSV checks the header has the wanted columns (in any order, others
-// ignored) and calls row for each record.
-func readCSV(r io.Reader, want []string, row func(line int, f fields) error) error {
+// ignored) and calls row for each record. Optional columns are read where
+// the header has them.
+func readCSV(r io.Reader, want, optional []string, row func(line int, f fields) error) error {
 	cr := csv.NewReader(r)
 	cr.ReuseRecord = true
 	head, err := cr.Read()
@@ -131,8 +154,14 @@ func readCSV(r io.Reader, want []string, row func(line int, f fields) error) err
 		return fmt.Errorf("header: %v", err)
 	}
 	col := map[string]int{}
+	known := map[string]bool{}
+	for _, k := range append(append([]string{}, want...), optional...) {
+		known[k] = true
+	}
 	for i, h := range head {
-		col[strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))] = i
+		if h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")); known[h] {
+			col[h] = i
+		}
 	}
 	for _, w := range want {
 		if _, ok := col[w]; !ok {

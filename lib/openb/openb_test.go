@@ -32,6 +32,28 @@ func TestReadTasks(t *testing.T) {
 	}
 }
 
+// The multi-GPU variants of the trace have neither gpu_spec nor times.
+func TestReadTasksOptionalColumns(t *testing.T) {
+	got, err := ReadTasks(strings.NewReader("name,cpu_milli,memory_mib,num_gpu,gpu_milli\na,8000,4096,4,1000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Task{{Name: "a", CPUMilli: 8000, MemoryMiB: 4096, NumGPU: 4, GPUMilli: 1000}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %+v", got)
+	}
+	got, err = ReadTasks(strings.NewReader("name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time\na,1,1,0,0,10,25\nb,1,1,0,0,,\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[0].HasTimes || got[0].Created != 10 || got[0].Deleted != 25 || got[1].HasTimes {
+		t.Fatalf("times: %+v", got)
+	}
+	if _, err := ReadTasks(strings.NewReader("name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time\na,1,1,0,0,30,25\n")); err == nil || !strings.Contains(err.Error(), "deletion_time 25 is before creation_time 30") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestReadErrors(t *testing.T) {
 	cases := map[string]string{
 		"":                 "empty file",
@@ -80,5 +102,23 @@ func TestSharedTraces(t *testing.T) {
 	}
 	if len(tasks) != 8152 {
 		t.Fatalf("%d tasks, want 8152", len(tasks))
+	}
+	m, err := os.Open(dir + "openb_pod_list_multigpu20.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	multi, err := ReadTasks(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := 0
+	for _, task := range multi {
+		if task.NumGPU > 1 {
+			many++
+		}
+	}
+	if many == 0 {
+		t.Fatal("multigpu20 read without a multi-GPU task")
 	}
 }

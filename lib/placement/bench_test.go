@@ -40,7 +40,7 @@ var benchPod = &request.Pod{Containers: []request.Container{{Name: "train", Coun
 // then /prioritize over 5,000 nodes of 8 GPUs.
 func BenchmarkFilterScore5000x8(b *testing.B) {
 	l, names := benchCluster(b)
-	pol := Policies{config.Binpack, config.Spread}
+	pol := Policies{Node: config.Binpack, GPU: config.Spread}
 	b.ReportAllocs()
 	for b.Loop() {
 		fits, _ := Filter(l, benchPod, names, pol)
@@ -52,9 +52,67 @@ func BenchmarkFilterScore5000x8(b *testing.B) {
 func BenchmarkBest5000x8(b *testing.B) {
 	l, names := benchCluster(b)
 	handles := l.Lookup(names, nil)
-	pol := Policies{config.Binpack, config.Spread}
+	pol := Policies{Node: config.Binpack, GPU: config.Spread}
 	b.ReportAllocs()
 	for b.Loop() {
+		if Best(benchPod, handles, pol, nil) < 0 {
+			b.Fatal("no fit")
+		}
+	}
+}
+
+// benchMix is a learned mix like openb's: shares of several sizes, whole
+// GPUs, 2- and 4-GPU pods, some tied to a model, with CPU and memory.
+func benchMix(b *testing.B) (*Mix, []*request.Pod) {
+	b.Helper()
+	var shapes []*request.Pod
+	for _, pct := range []int{5, 10, 16, 23, 32, 47, 50, 65, 81} {
+		shapes = append(shapes, &request.Pod{Containers: []request.Container{{Name: "c", Count: 1, MemoryPercent: pct, Cores: pct}}, HostCPUMilli: int64(pct) * 200, HostMemoryMiB: 8192})
+	}
+	for _, n := range []int{1, 2, 4, 8} {
+		shapes = append(shapes, &request.Pod{Containers: []request.Container{{Name: "c", Count: n, Exclusive: true}}, HostCPUMilli: int64(n) * 12000, HostMemoryMiB: int64(n) * 49152})
+	}
+	shapes = append(shapes, &request.Pod{Containers: []request.Container{{Name: "c", Count: 1, Exclusive: true}}, Selector: request.Selector{UseTypes: []string{"A100"}}, HostCPUMilli: 8000})
+	m := NewMix(MixOptions{HalfLife: DefaultHalfLife})
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 5000; i++ {
+		m.Observe(shapes[r.IntN(len(shapes))])
+	}
+	m.Refresh()
+	return m, shapes
+}
+
+// BenchmarkBest5000x8Fragmentation is BenchmarkBest5000x8 under the
+// fragmentation policy, with each node's free CPU and memory, and one
+// arriving pod counted into the learned mix per operation (as the
+// extender's informer does), refreshes included.
+func BenchmarkBest5000x8Fragmentation(b *testing.B) {
+	benchFragmentation(b, false)
+}
+
+// BenchmarkBest5000x8FragmentationCold measures every node anew at each
+// operation, as after a refresh of the mix or when every node changed.
+func BenchmarkBest5000x8FragmentationCold(b *testing.B) {
+	benchFragmentation(b, true)
+}
+
+func benchFragmentation(b *testing.B, cold bool) {
+	l, names := benchCluster(b)
+	handles := l.Lookup(names, nil)
+	m, shapes := benchMix(b)
+	host := make(map[string]HostFree, len(names))
+	for i, n := range names {
+		host[n] = HostFree{CPUMilli: int64(8000 + i%64*1000), MemoryMiB: 1 << 19, Known: true}
+	}
+	pol := Policies{Node: config.Fragmentation, GPU: config.Fragmentation, Mix: m, Host: func(n string) HostFree { return host[n] }}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if cold {
+			m.cache.Clear()
+		}
+		m.Observe(shapes[i%len(shapes)])
+		i++
 		if Best(benchPod, handles, pol, nil) < 0 {
 			b.Fatal("no fit")
 		}

@@ -27,6 +27,12 @@
 // cores/100; 1 when held whole). A node's score is the mean load of its
 // healthy GPUs with the pod placed: binpack prefers high, spread low.
 //
+// The fragmentation policy (docs/placement.md) ranks nodes and GPUs by how
+// much the pod grows their expected fragmentation: the free GPU capacity
+// that the pods the cluster receives could not use, over a mix of pod
+// shapes learned online (Mix, passed in Policies.Mix; Policies.Host adds
+// the nodes' free CPU and memory when the caller tracks them).
+//
 // # How the extender uses it
 //
 //   - Start-up and informer events: ledger.SetInventory(node, inv) from each

@@ -44,10 +44,40 @@ type fitter struct {
 	cand  []int
 	loads []float64
 	picks []pick
+
+	// The fragmentation policy's learned mix, scratch space, and the
+	// node's CPU and memory (from hostFn, or set by a Scorer).
+	mix    *Mix
+	frag   fragScratch
+	keys   []float64
+	host   HostFree
+	hostFn func(node string) HostFree
 }
 
-func newFitter(pod *request.Pod, gpu config.Policy) *fitter {
-	return &fitter{pod: pod, gpu: gpu, selectAll: pod.Selector.Empty()}
+func newFitter(pod *request.Pod, pol Policies) *fitter {
+	f := &fitter{pod: pod, gpu: pol.GPU, selectAll: pod.Selector.Empty(), hostFn: pol.Host}
+	if pol.Mix != nil && (pol.GPU == config.Fragmentation || pol.Node == config.Fragmentation) {
+		f.mix = pol.Mix
+		f.useSnapshot(pol.Mix.Snapshot())
+	}
+	return f
+}
+
+// allTwins reports whether every candidate GPU is in the same state, so
+// that the fragmentation policy cannot tell them apart.
+func (f *fitter) allTwins(v *ledger.View) bool {
+	for k := 1; k < len(f.cand); k++ {
+		if _, ok := f.twin(v, f.cand[k], f.cand[:1]); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// fragmenting reports whether the GPU policy is fragmentation with a mix
+// to measure against.
+func (f *fitter) fragmenting() bool {
+	return f.gpu == config.Fragmentation && f.frag.snap != nil && len(f.frag.snap.classes) > 0
 }
 
 func (f *fitter) reset(n int) {
@@ -56,7 +86,9 @@ func (f *fitter) reset(n int) {
 		f.init = make([]own, n)
 		f.cand = make([]int, 0, n)
 		f.loads = make([]float64, n)
+		f.keys = make([]float64, n)
 	}
+	f.keys = f.keys[:n]
 	f.app = f.app[:n]
 	f.init = f.init[:n]
 	f.loads = f.loads[:n]
@@ -74,6 +106,15 @@ func (f *fitter) fit(v *ledger.View) string {
 	}
 	f.reset(len(v.GPUs))
 	f.invSplit = 1 / float64(v.SplitCount)
+	if f.mix != nil {
+		// A fitter kept across pods (a Scorer) follows the mix.
+		if s := f.mix.Snapshot(); s != f.frag.snap {
+			f.useSnapshot(s)
+		}
+	}
+	if f.hostFn != nil {
+		f.host = f.hostFn(v.Name)
+	}
 	for pass := 0; pass < 2; pass++ {
 		isInit := pass == 1
 		for ci := range f.pod.Containers {
@@ -164,13 +205,18 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 	if len(f.cand) < c.Count {
 		return f.reason(v, c)
 	}
+	ordered := false
+	if f.fragmenting() && !f.allTwins(v) {
+		f.fragGPUOrder(v, func(g int) own { return f.after(g, c, take(c, v.GPUs[g].MemoryMiB)) })
+		ordered = true
+	}
 	// Choose c.Count candidates: the fullest (binpack) or emptiest (spread)
 	// after placement, ties to the lower inventory position. A partial
 	// selection sort: Count and the GPU count are small.
 	for k := 0; k < c.Count; k++ {
 		best := k
 		for j := k + 1; j < len(f.cand); j++ {
-			if f.better(f.cand[j], f.cand[best]) {
+			if f.better(f.cand[j], f.cand[best], ordered) {
 				best = j
 			}
 		}
@@ -190,7 +236,10 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 	return ""
 }
 
-func (f *fitter) better(a, b int) bool {
+func (f *fitter) better(a, b int, ordered bool) bool {
+	if ordered && f.keys[a] != f.keys[b] {
+		return f.keys[a] > f.keys[b]
+	}
 	la, lb := f.loads[a], f.loads[b]
 	if la != lb {
 		if f.gpu == config.Spread {

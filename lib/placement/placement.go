@@ -15,6 +15,13 @@ import (
 type Policies struct {
 	Node config.Policy
 	GPU  config.Policy
+	// Mix is the learned distribution of pod shapes the fragmentation
+	// policy measures against; without one, fragmentation ranks as
+	// binpack does.
+	Mix *Mix
+	// Host, if set, tells the fragmentation policy a node's free CPU and
+	// memory before the pod.
+	Host func(node string) HostFree
 }
 
 // DefaultPolicies are the cluster settings' policies.
@@ -24,8 +31,8 @@ func DefaultPolicies(s config.Settings) Policies {
 
 // For applies the pod's annotation overrides.
 func (p Policies) For(pod *request.Pod) Policies {
-	n, g := pod.Policies(p.Node, p.GPU)
-	return Policies{Node: n, GPU: g}
+	p.Node, p.GPU = pod.Policies(p.Node, p.GPU)
+	return p
 }
 
 // FitError is a failed fit: Reason says why, in words a user can act on.
@@ -56,7 +63,7 @@ func Filter(l *ledger.Ledger, pod *request.Pod, nodes []string, pol Policies) (f
 	handles := l.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
 	reasons := make([]string, len(nodes))
 	chunks(len(nodes), func(lo, hi int) {
-		f := newFitter(pod, pol.GPU)
+		f := newFitter(pod, pol)
 		for i := lo; i < hi; i++ {
 			if handles[i] == nil {
 				reasons[i] = reasonNoInventory
@@ -110,12 +117,12 @@ func chunks(n int, fn func(lo, hi int)) {
 // FitError.
 func Score(l *ledger.Ledger, pod *request.Pod, node string, pol Policies) (int, error) {
 	pol = pol.For(pod)
-	f := newFitter(pod, pol.GPU)
+	f := newFitter(pod, pol)
 	s, reason := f.score(l.Node(node), pol.Node)
 	if reason != "" {
 		return 0, &FitError{Node: node, Reason: reason}
 	}
-	return int(math.Round(s * 100)), nil
+	return percent(pol.Node, s), nil
 }
 
 // Prioritize scores each named node, 0..100, 0 for a node the pod does not
@@ -125,17 +132,19 @@ func Prioritize(l *ledger.Ledger, pod *request.Pod, nodes []string, pol Policies
 	handles := l.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
 	out := make([]int, len(nodes))
 	chunks(len(nodes), func(lo, hi int) {
-		f := newFitter(pod, pol.GPU)
+		f := newFitter(pod, pol)
 		for i := lo; i < hi; i++ {
 			if s, reason := f.score(handles[i], pol.Node); reason == "" {
-				out[i] = int(math.Round(s * 100))
+				out[i] = percent(pol.Node, s)
 			}
 		}
 	})
 	return out
 }
 
-// score returns 0..1 with full precision, or the reason the pod does not fit.
+// score returns the node policy's score at full precision (0..1 for
+// binpack and spread; see unit for fragmentation), or the reason the pod
+// does not fit.
 func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
 	if n == nil {
 		return 0, reasonNoInventory
@@ -143,14 +152,27 @@ func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
 	var s float64
 	var reason string
 	n.View(func(v ledger.View) {
-		if reason = f.fit(&v); reason == "" {
+		if reason = f.fit(&v); reason != "" {
+			return
+		}
+		switch node {
+		case config.Fragmentation:
+			s = f.fragScore(&v, f.host)
+		case config.Spread:
+			s = 1 - f.nodeLoad(&v)
+		default:
 			s = f.nodeLoad(&v)
 		}
 	})
-	if node == config.Spread {
-		s = 1 - s
-	}
 	return s, reason
+}
+
+// percent maps a score onto the extender's 0..100.
+func percent(node config.Policy, s float64) int {
+	if node == config.Fragmentation {
+		s = fragUnit(s)
+	}
+	return int(math.Round(s * 100))
 }
 
 // Best returns the index of the node the pod should go to among nodes,
@@ -171,7 +193,7 @@ func Best(pod *request.Pod, nodes []*ledger.Node, pol Policies, skip func(i int)
 	var mu sync.Mutex
 	best := pick{i: -1}
 	chunks(len(nodes), func(lo, hi int) {
-		f := newFitter(pod, pol.GPU)
+		f := newFitter(pod, pol)
 		local := pick{i: -1}
 		for i := lo; i < hi; i++ {
 			if nodes[i] == nil || (skip != nil && skip(i)) {
@@ -194,7 +216,7 @@ func Best(pod *request.Pod, nodes []*ledger.Node, pol Policies, skip func(i int)
 // without booking them. Use Bind to plan and book in one step.
 func Plan(l *ledger.Ledger, pod *request.Pod, node string, pol Policies) (assign.Pod, error) {
 	pol = pol.For(pod)
-	f := newFitter(pod, pol.GPU)
+	f := newFitter(pod, pol)
 	n := l.Node(node)
 	if n == nil {
 		return assign.Pod{}, &FitError{Node: node, Reason: reasonNoInventory}
@@ -218,7 +240,7 @@ func Plan(l *ledger.Ledger, pod *request.Pod, node string, pol Policies) (assign
 // won the race), or with a ledger error if podKey already holds GPUs.
 func Bind(l *ledger.Ledger, podKey string, pod *request.Pod, node string, pol Policies) (assign.Pod, error) {
 	pol = pol.For(pod)
-	f := newFitter(pod, pol.GPU)
+	f := newFitter(pod, pol)
 	return l.ReserveFunc(podKey, node, func(v ledger.View) (assign.Pod, error) {
 		if reason := f.fit(&v); reason != "" {
 			return assign.Pod{}, &FitError{Node: node, Reason: reason}
@@ -240,12 +262,21 @@ type Scorer struct {
 // overrides applied).
 func NewScorer(pod *request.Pod, pol Policies) *Scorer {
 	pol = pol.For(pod)
-	return &Scorer{f: newFitter(pod, pol.GPU), node: pol.Node}
+	return &Scorer{f: newFitter(pod, pol), node: pol.Node}
 }
 
-// Score returns the node's score in 0..1 (Score's value / 100, unrounded)
-// and "" if the pod fits, or the reason it does not. Higher is better; on
-// equal scores Best prefers the node whose name sorts first.
+// Score returns the node's score at full precision (for binpack and
+// spread Score's value / 100, unrounded; for fragmentation minus the
+// growth in expected fragmentation, in GPUs) and "" if the pod fits, or
+// the reason it does not. Higher is better; on equal scores Best prefers
+// the node whose name sorts first.
 func (s *Scorer) Score(n *ledger.Node) (float64, string) {
+	return s.f.score(n, s.node)
+}
+
+// ScoreHost is Score for a node with host's CPU and memory free, for
+// callers that track them per node themselves (the simulator).
+func (s *Scorer) ScoreHost(n *ledger.Node, host HostFree) (float64, string) {
+	s.f.host = host
 	return s.f.score(n, s.node)
 }

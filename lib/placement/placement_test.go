@@ -306,7 +306,7 @@ func TestFilterReasons(t *testing.T) {
 	l.SetInventory("full", gpus(10, 1, "T4:16000"))
 	book(t, l, []held{{"full", "GPU-0", 16000, 0}})
 	pod := &request.Pod{Containers: []request.Container{share("x", 1, 8000, 0, 0)}}
-	fits, failed := Filter(l, pod, []string{"full", "ok", "ghost"}, Policies{config.Binpack, config.Spread})
+	fits, failed := Filter(l, pod, []string{"full", "ok", "ghost"}, Policies{Node: config.Binpack, GPU: config.Spread})
 	if !reflect.DeepEqual(fits, []string{"ok"}) {
 		t.Fatalf("fits %v", fits)
 	}
@@ -328,7 +328,7 @@ func TestBindRace(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, errs[i] = Bind(l, fmt.Sprint("p", i), pod, "n", Policies{config.Binpack, config.Spread})
+			_, errs[i] = Bind(l, fmt.Sprint("p", i), pod, "n", Policies{Node: config.Binpack, GPU: config.Spread})
 		}(i)
 	}
 	wg.Wait()

@@ -139,6 +139,11 @@ type Pod struct {
 	// NodePolicy and GPUPolicy override the cluster defaults; "" = default.
 	NodePolicy config.Policy
 	GPUPolicy  config.Policy
+	// HostCPUMilli and HostMemoryMiB are the pod's CPU and memory requests
+	// as kube-scheduler counts them (app containers summed, or the largest
+	// init container): the fragmentation policy asks whether a node keeps
+	// room for the pods it expects (docs/placement.md).
+	HostCPUMilli, HostMemoryMiB int64
 }
 
 // Policies returns the pod's policies, falling back to the given defaults.
@@ -182,7 +187,24 @@ func FromPod(pod *corev1.Pod) (*Pod, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	p.HostCPUMilli, p.HostMemoryMiB = HostRequests(pod)
 	return p, nil
+}
+
+// HostRequests is what the pod asks of the node's CPU (milli) and memory
+// (MiB), as kube-scheduler's NodeResourcesFit counts it: the app
+// containers' requests summed, or the largest init container's if larger.
+func HostRequests(pod *corev1.Pod) (cpuMilli, memMiB int64) {
+	var initCPU, initMem int64
+	for _, c := range pod.Spec.InitContainers {
+		initCPU = max(initCPU, c.Resources.Requests.Cpu().MilliValue())
+		initMem = max(initMem, c.Resources.Requests.Memory().Value()>>20)
+	}
+	for _, c := range pod.Spec.Containers {
+		cpuMilli += c.Resources.Requests.Cpu().MilliValue()
+		memMiB += c.Resources.Requests.Memory().Value() >> 20
+	}
+	return max(cpuMilli, initCPU), max(memMiB, initMem)
 }
 
 // CheckMemoryFits reports the containers whose gpumem exceeds the largest GPU

@@ -80,6 +80,8 @@ func TestFromPod(t *testing.T) {
 				Selector:   Selector{UseTypes: []string{"A100", "h100"}, NoUseTypes: []string{"MIG"}, UseUUIDs: []string{"GPU-1"}, NoUseUUIDs: []string{"GPU-2", "GPU-3"}},
 				NodePolicy: config.Spread, GPUPolicy: config.Binpack,
 			}},
+		{name: "fragmentation policy", pod: pod(map[string]string{"vgpu.io/node-scheduler-policy": "fragmentation"}, nil, ctr("app", "nvidia.com/gpucores", "50")),
+			want: &Pod{Containers: []Container{{Name: "app", Count: 1, Cores: 50}}, NodePolicy: config.Fragmentation}},
 		{name: "privileged whole GPUs are fine", pod: pod(nil, nil, privWhole),
 			want: &Pod{Containers: []Container{{Name: "privwhole", Count: 2, Exclusive: true}}}},
 
@@ -104,7 +106,7 @@ func TestFromPod(t *testing.T) {
 		{name: "privileged share", pod: pod(nil, nil, privileged),
 			wantErr: []string{`container "priv": privileged containers see every GPU`}},
 		{name: "bad policy annotation", pod: pod(map[string]string{"vgpu.io/gpu-scheduler-policy": "random"}, nil, ctr("x", "nvidia.com/gpu", "1")),
-			wantErr: []string{`annotation vgpu.io/gpu-scheduler-policy: policy "random": must be "binpack" or "spread"`}},
+			wantErr: []string{`annotation vgpu.io/gpu-scheduler-policy: policy "random": must be "binpack", "spread" or "fragmentation"`}},
 		{name: "empty selector annotation", pod: pod(map[string]string{"nvidia.com/use-gputype": " , "}, nil, ctr("x", "nvidia.com/gpu", "1")),
 			wantErr: []string{`annotation nvidia.com/use-gputype=" , ": must be a comma-separated list`}},
 		{name: "all errors of the pod are reported",

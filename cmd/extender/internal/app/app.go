@@ -22,6 +22,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/binder"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/handler"
+	"github.com/vgpu-io/vgpu/cmd/extender/internal/hosts"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/requeue"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/settings"
@@ -66,12 +67,18 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	ready := func() bool { return st.HasSynced() && sw.HasSynced() }
+	hs, err := hosts.New(cs)
+	if err != nil {
+		return err
+	}
+	ready := func() bool { return st.HasSynced() && sw.HasSynced() && hs.HasSynced() }
 	h := &handler.Handler{
 		Ledger:   st.Ledger,
+		Mix:      st.Mix,
+		Host:     hs.Free,
 		Ready:    ready,
 		Settings: sw.Get,
-		Binder:   &binder.Binder{CS: cs, State: st, Settings: sw.Get, Log: log.Named("bind")},
+		Binder:   &binder.Binder{CS: cs, State: st, Settings: sw.Get, Host: hs.Free, Log: log.Named("bind")},
 		Rejected: nudger.Rejected,
 		Metrics:  m,
 		Log:      log,
@@ -112,6 +119,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	start := time.Now()
 	st.Start(ctx.Done())
+	hs.Start(ctx.Done())
 	settingsFactory.Start(ctx.Done())
 	g.Go(func() error {
 		nudger.Run(ctx)
@@ -149,6 +157,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 			_ = s.Shutdown(shutdown)
 		}
 		st.Shutdown()
+		hs.Shutdown()
 		settingsFactory.Shutdown()
 		return nil
 	})

@@ -42,7 +42,10 @@ type Binder struct {
 	CS       kubernetes.Interface
 	State    *state.State
 	Settings func() config.Settings
-	Log      *zap.Logger
+	// Host tells the fragmentation policy a node's free CPU and memory;
+	// nil: unknown.
+	Host func(node string) placement.HostFree
+	Log  *zap.Logger
 }
 
 // Bind binds one pod and reports the result label with the error.
@@ -74,7 +77,9 @@ func (b *Binder) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs)
 	// older than the booking made here.
 	b.State.Expect(pod.UID, planning)
 	b.State.Ledger.Release(key)
-	a, err := placement.Bind(b.State.Ledger, key, req, args.Node, placement.DefaultPolicies(b.Settings()))
+	pol := placement.DefaultPolicies(b.Settings())
+	pol.Mix, pol.Host = b.State.Mix, b.Host
+	a, err := placement.Bind(b.State.Ledger, key, req, args.Node, pol)
 	if err != nil {
 		b.State.Unexpect(pod.UID)
 		var fe *placement.FitError

@@ -35,7 +35,13 @@ type Binder interface {
 
 // Handler serves the extender verbs.
 type Handler struct {
-	Ledger   *ledger.Ledger
+	Ledger *ledger.Ledger
+	// Mix is the learned mix of pod shapes the fragmentation policy
+	// measures against (state.State.Mix); nil: it ranks as binpack.
+	Mix *placement.Mix
+	// Host tells the fragmentation policy a node's free CPU and memory
+	// (hosts.Hosts.Free); nil: unknown.
+	Host     func(node string) placement.HostFree
 	Ready    func() bool
 	Settings func() config.Settings
 	Binder   Binder
@@ -201,7 +207,9 @@ func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPrio
 // lib/placement's Scorer (the same fit as placement.Filter, plus the
 // node's load), so that prioritize need not fit again.
 func (h *Handler) rate(req *request.Pod, nodes []string) (fits []string, failed map[string]string, ratings map[string]float64) {
-	s := placement.NewScorer(req, placement.DefaultPolicies(h.Settings()))
+	pol := placement.DefaultPolicies(h.Settings())
+	pol.Mix, pol.Host = h.Mix, h.Host
+	s := placement.NewScorer(req, pol)
 	handles := h.Ledger.Lookup(nodes, make([]*ledger.Node, 0, len(nodes)))
 	fits = make([]string, 0, len(nodes))
 	ratings = make(map[string]float64, len(nodes))

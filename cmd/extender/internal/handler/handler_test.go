@@ -26,6 +26,8 @@ import (
 	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
+	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/request"
 )
 
 func inventory(prefix string, mems ...int64) device.Inventory {
@@ -370,5 +372,33 @@ func TestSchedulerKeepsItsConnection(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("15 calls took %d TCP connections, want 1", n)
+	}
+}
+
+// TestPrioritizeFragmentation: under the fragmentation policy the handler
+// measures against the learned mix and asks for the nodes' CPU and memory.
+// The cluster receives 2-GPU pods: a 1-GPU pod goes where no 2-GPU pod
+// could go anyway ("used", one GPU partly taken) rather than break "big".
+func TestPrioritizeFragmentation(t *testing.T) {
+	s := config.Default()
+	s.NodeSchedulerPolicy, s.GPUSchedulerPolicy = config.Fragmentation, config.Fragmentation
+	h, _ := newHandler(t, s)
+	h.Mix = placement.NewMix(placement.MixOptions{HalfLife: placement.DefaultHalfLife})
+	for i := 0; i < 10; i++ {
+		h.Mix.Observe(&request.Pod{Containers: []request.Container{{Name: "c", Count: 2, Exclusive: true}}, HostCPUMilli: 4000})
+	}
+	h.Mix.Refresh()
+	asked := map[string]bool{}
+	h.Host = func(n string) placement.HostFree {
+		asked[n] = true
+		return placement.HostFree{CPUMilli: 64000, MemoryMiB: 1 << 20, Known: true}
+	}
+	nodes := []string{"big", "used"}
+	sc := scores(h.Prioritize(&extenderv1.ExtenderArgs{Pod: gpuPod(nil, "nvidia.com/gpu", "1"), NodeNames: &nodes}))
+	if sc["used"] != 10 || sc["big"] >= 10 {
+		t.Errorf("scores %v, want used 10 > big", sc)
+	}
+	if !asked["big"] || !asked["used"] {
+		t.Errorf("the policy did not ask for the nodes' CPU and memory: %v", asked)
 	}
 }

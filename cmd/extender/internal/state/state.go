@@ -5,6 +5,7 @@
 package state
 
 import (
+	"errors"
 	"sync"
 
 	"go.uber.org/zap"
@@ -20,6 +21,8 @@ import (
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/ledger"
+	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/request"
 )
 
 // Hooks tell other parts of the extender about changes. Both may be nil.
@@ -35,8 +38,14 @@ type Hooks struct {
 // State is the ledger and what feeds it.
 type State struct {
 	Ledger *ledger.Ledger
-	log    *zap.Logger
-	hooks  Hooks
+	// Mix learns the shapes of the pods vgpu's scheduler receives, for the
+	// fragmentation policy (docs/placement.md): each pod counts once, when
+	// the informer first shows it, so a restart rebuilds it from the pods
+	// that still exist.
+	Mix      *placement.Mix
+	mixReady sync.Once
+	log      *zap.Logger
+	hooks    Hooks
 
 	pods      listersv1.PodLister
 	synced    []cache.InformerSynced
@@ -53,7 +62,8 @@ type State struct {
 
 // New registers the informers; Start runs them.
 func New(cs kubernetes.Interface, schedulerName string, log *zap.Logger, hooks Hooks) (*State, error) {
-	s := &State{Ledger: ledger.New(), log: log, hooks: hooks, expect: map[string]string{}}
+	s := &State{Ledger: ledger.New(), Mix: placement.NewMix(placement.MixOptions{HalfLife: placement.DefaultHalfLife}),
+		log: log, hooks: hooks, expect: map[string]string{}}
 
 	nodeFactory := informers.NewSharedInformerFactory(cs, 0)
 	nodes := nodeFactory.Core().V1().Nodes().Informer()
@@ -66,6 +76,7 @@ func New(cs kubernetes.Interface, schedulerName string, log *zap.Logger, hooks H
 		DeleteFunc: func(obj any) {
 			if n, ok := unwrap(obj).(*corev1.Node); ok {
 				s.Ledger.RemoveInventory(n.Name)
+				s.Mix.Forget(n.Name)
 			}
 		},
 	})
@@ -84,7 +95,10 @@ func New(cs kubernetes.Interface, schedulerName string, log *zap.Logger, hooks H
 		return nil, err
 	}
 	preg, err := pods.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { s.pod(obj, false) },
+		AddFunc: func(obj any) {
+			s.observe(obj)
+			s.pod(obj, false)
+		},
 		UpdateFunc: func(_, obj any) { s.pod(obj, false) },
 		DeleteFunc: func(obj any) { s.pod(unwrap(obj), true) },
 	})
@@ -114,14 +128,36 @@ func (s *State) Shutdown() {
 }
 
 // HasSynced reports whether the ledger holds every node and pod of the
-// first list: before that, a fit could hand out GPUs already in use.
+// first list: before that, a fit could hand out GPUs already in use. The
+// first time it does, the learned mix is brought up to date with all of
+// them at once.
 func (s *State) HasSynced() bool {
 	for _, fn := range s.synced {
 		if !fn() {
 			return false
 		}
 	}
+	s.mixReady.Do(s.Mix.Refresh)
 	return true
+}
+
+// observe counts a pod in the learned mix: a pod that asks for no vGPU
+// counts for its CPU and memory; one that fails validation (the webhook
+// denies those) does not count.
+func (s *State) observe(obj any) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	req, err := request.FromPod(p)
+	if errors.Is(err, request.ErrNoGPU) {
+		req, err = &request.Pod{}, nil
+		req.HostCPUMilli, req.HostMemoryMiB = request.HostRequests(p)
+	}
+	if err != nil {
+		return
+	}
+	s.Mix.Observe(req)
 }
 
 // Pod returns a pod of vgpu's scheduler from the cache (stripped to what

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -62,18 +63,25 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// started runs a State on cs until ctx ends, once it has synced.
+func started(ctx context.Context, t *testing.T, cs *fake.Clientset, hooks Hooks) *State {
+	t.Helper()
+	s, err := New(cs, contract.DefaultSchedulerName, zap.NewNop(), hooks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(ctx.Done())
+	eventually(t, "synced", s.HasSynced)
+	return s
+}
+
 func TestLedgerFollowsTheAPI(t *testing.T) {
 	cs := fake.NewClientset(node(t, "n1"), assigned(t, "a", "n1", 1000), assigned(t, "b", "n1", 2000))
 	var freed atomic.Int64
 	var settled atomic.Int64
-	s, err := New(cs, contract.DefaultSchedulerName, zap.NewNop(), Hooks{Freed: func() { freed.Add(1) }, Settled: func(types.UID) { settled.Add(1) }})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s.Start(ctx.Done())
-	eventually(t, "synced", s.HasSynced)
+	s := started(ctx, t, cs, Hooks{Freed: func() { freed.Add(1) }, Settled: func(types.UID) { settled.Add(1) }})
 	// Rebuilt from the existing assignments at start.
 	if got := used(s, "n1"); got != 3000 {
 		t.Fatalf("after the first list the ledger holds %d MiB, want 3000", got)
@@ -151,5 +159,46 @@ func TestStrippedObjectsKeepWhatSchedulingReads(t *testing.T) {
 	n, _ := stripNode(node(t, "n"))
 	if sn := n.(*corev1.Node); len(sn.Status.Images) != 0 || sn.Annotations[contract.AnnotationDevices] == "" {
 		t.Errorf("stripped node %+v", sn)
+	}
+}
+
+// TestMixRebuiltFromPods: after a restart the learned mix holds the pods
+// that exist (GPU and CPU-only), and a new pod counts once, not per update.
+func TestMixRebuiltFromPods(t *testing.T) {
+	share := func(name string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)},
+			Spec: corev1.PodSpec{SchedulerName: contract.DefaultSchedulerName, Containers: []corev1.Container{{Name: "c",
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+					contract.ResourceGPU: resource.MustParse("1"), contract.ResourceCores: resource.MustParse("30")}}}}},
+		}
+	}
+	cpuOnly := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "cpu", Namespace: "ns", UID: "uid-cpu"},
+		Spec: corev1.PodSpec{SchedulerName: contract.DefaultSchedulerName, Containers: []corev1.Container{{Name: "c",
+			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}}}},
+	}
+	cs := fake.NewClientset(node(t, "n1"), share("a"), share("b"), cpuOnly)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := started(ctx, t, cs, Hooks{})
+	if got := s.Mix.Seen(); got != 3 {
+		t.Fatalf("the mix counted %d pods after the first list, want 3", got)
+	}
+	if s.Mix.Snapshot().Len() != 1 {
+		t.Fatalf("the snapshot after sync holds %d shapes, want the one GPU shape", s.Mix.Snapshot().Len())
+	}
+	c := share("c")
+	if _, err := cs.CoreV1().Pods("ns").Create(ctx, c, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a new pod counted", func() bool { return s.Mix.Seen() == 4 })
+	c.Spec.NodeName = "n1"
+	if _, err := cs.CoreV1().Pods("ns").Update(ctx, c, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := s.Mix.Seen(); got != 4 {
+		t.Fatalf("an update counted the pod again: %d", got)
 	}
 }

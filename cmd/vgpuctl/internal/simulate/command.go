@@ -1,15 +1,21 @@
 package simulate
 
 import (
+	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/openb"
@@ -42,6 +48,23 @@ type flags struct {
 	cpuWeight             float64
 	cpuPods               string
 	sample                int
+	fgd                   bool
+	churn                 bool
+	compress              float64
+	kubeconfig, context   string
+}
+
+// newClient builds the client of a what-if run (tests replace it).
+var newClient = func(kubeconfig, kubeContext string) (kubernetes.Interface, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	rc.Timeout = 30 * time.Second
+	return kubernetes.NewForConfig(rc)
 }
 
 func newPlacement() *cobra.Command {
@@ -88,9 +111,9 @@ comparable with the paper's.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.cluster, "cluster", "", "cluster: YAML file or openb node list (.csv); default: the built-in example")
 	fl.StringVar(&f.workload, "workload", "", "workload: YAML Pod stream or openb task list (.csv); default: the built-in example")
-	fl.StringVar(&f.nodePolicy, "node-policy", string(def.NodeSchedulerPolicy), "node scheduler policy: binpack or spread")
-	fl.StringVar(&f.gpuPolicy, "gpu-policy", string(def.GPUSchedulerPolicy), "GPU scheduler policy: binpack or spread")
-	fl.StringVar(&f.policy, "policy", "", `"all" compares the four node/GPU policy pairs side by side (overrides --node-policy and --gpu-policy)`)
+	fl.StringVar(&f.nodePolicy, "node-policy", string(def.NodeSchedulerPolicy), "node scheduler policy: binpack, spread or fragmentation")
+	fl.StringVar(&f.gpuPolicy, "gpu-policy", string(def.GPUSchedulerPolicy), "GPU scheduler policy: binpack, spread or fragmentation")
+	fl.StringVar(&f.policy, "policy", "", `"all" compares the four binpack/spread pairs, fragmentation/fragmentation and the FGD baseline side by side; "fgd" runs the FGD baseline alone (both override --node-policy and --gpu-policy)`)
 	fl.IntVar(&f.splitCount, "split-count", def.DeviceSplitCount, "deviceSplitCount: most vGPUs on one GPU")
 	fl.Float64Var(&f.memoryScaling, "memory-scaling", def.DeviceMemoryScaling, "deviceMemoryScaling: >1 overcommits GPU memory")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed of the first replay")
@@ -99,6 +122,11 @@ comparable with the paper's.`,
 	fl.Float64Var(&f.arrive, "arrive", 130, "stop when the GPU demand would pass this % of capacity")
 	fl.Float64Var(&f.cpuWeight, "cpu-weight", 1, "weight of kube-scheduler's CPU/memory score (NodeResourcesFit) beside vgpu's GPU score; 0 = GPU score alone")
 	fl.StringVar(&f.cpuPods, "cpu-pods", cpuPodsPolicy, `how CPU-only pods are ranked: "policy" (like GPU pods: vgpu's GPU score of the node as it stands, plus --cpu-weight × the CPU/memory score; the paper's method) or "host" (the CPU/memory score alone, blind to GPUs, as kube-scheduler ranks pods that vgpu's extender never sees)`)
+	fl.BoolVar(&f.fgd, "fgd", false, "with the fragmentation policy: measure against the whole workload's distribution of shapes, known up front, as the FGD paper does (a baseline), instead of learning it as pods arrive")
+	fl.BoolVar(&f.churn, "churn", false, "replay on the trace's own clock with departures: pods arrive at creation_time, leave at deletion_time, and wait (retried whenever a pod leaves) until their deletion time; needs an openb list with times")
+	fl.Float64Var(&f.compress, "churn-compress", 1, "with --churn: the pods arrive this many times as fast, each running as long as in the trace (openb's own clock peaks near 1 % of the GPUs in use)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "what-if on a live cluster: start from its nodes (those publishing a vGPU inventory), their allocatable CPU and memory and running pods, and place the --workload pods (YAML) in order, saying where each would land under each policy")
+	fl.StringVar(&f.context, "context", "", "with --kubeconfig: the kubeconfig context to use")
 	fl.IntVar(&f.sample, "percentage-of-nodes-to-score", 100, "kube-scheduler's setting of that name: each pod is ranked only among the nodes it would hand the extender, the first that pass its own filters from where the previous pod's search stopped, this % of the cluster but at least 100; 0 = kube-scheduler's adaptive default (50 less 1 per 125 nodes, at least 5); 100 = every node (the paper's method)")
 	return cmd
 }
@@ -109,15 +137,25 @@ const (
 	cpuPodsHost   = "host"
 )
 
+// variant is one column of the report: a policy pair, and for the
+// fragmentation policy whether it measures against the whole workload's
+// mix (the FGD baseline) instead of learning it.
+type variant struct {
+	pol placement.Policies
+	fgd bool
+}
+
 func run(out io.Writer, f flags) error {
-	var pols []placement.Policies
+	var pols []variant
+	frag := placement.Policies{Node: config.Fragmentation, GPU: config.Fragmentation}
 	switch strings.ToLower(f.policy) {
 	case "all":
 		for _, n := range []config.Policy{config.Binpack, config.Spread} {
 			for _, g := range []config.Policy{config.Binpack, config.Spread} {
-				pols = append(pols, placement.Policies{Node: n, GPU: g})
+				pols = append(pols, variant{pol: placement.Policies{Node: n, GPU: g}})
 			}
 		}
+		pols = append(pols, variant{pol: frag}, variant{pol: frag, fgd: true})
 	case "":
 		n, err := config.ParsePolicy(f.nodePolicy)
 		if err != nil {
@@ -127,9 +165,14 @@ func run(out io.Writer, f flags) error {
 		if err != nil {
 			return fmt.Errorf("--gpu-policy: %v", err)
 		}
-		pols = []placement.Policies{{Node: n, GPU: g}}
+		if f.fgd && n != config.Fragmentation && g != config.Fragmentation {
+			return fmt.Errorf("--fgd applies to the fragmentation policy: set --node-policy or --gpu-policy to fragmentation")
+		}
+		pols = []variant{{pol: placement.Policies{Node: n, GPU: g}, fgd: f.fgd}}
+	case "fgd":
+		pols = []variant{{pol: frag, fgd: true}}
 	default:
-		return fmt.Errorf("--policy %q: the only value is \"all\"; use --node-policy and --gpu-policy for one pair", f.policy)
+		return fmt.Errorf("--policy %q: must be \"all\" (every policy pair, the fragmentation policy and the FGD baseline) or \"fgd\"; use --node-policy and --gpu-policy for one pair", f.policy)
 	}
 	if f.splitCount < 1 || f.splitCount > config.MaxSplitCount {
 		return fmt.Errorf("--split-count %d: must be from 1 to %d", f.splitCount, config.MaxSplitCount)
@@ -155,6 +198,9 @@ func run(out io.Writer, f flags) error {
 	if f.arrive <= 0 || f.arrive > 1000 {
 		return fmt.Errorf("--arrive %g: must be from 1 to 1000", f.arrive)
 	}
+	if f.kubeconfig != "" {
+		return runWhatIf(out, f, pols)
+	}
 	builtin := f.cluster == "" && f.workload == ""
 	c, err := loadCluster(f.cluster)
 	if err != nil {
@@ -168,18 +214,25 @@ func run(out io.Writer, f flags) error {
 	if sample == 0 {
 		sample = AdaptivePercent(len(c.Nodes))
 	}
+	if f.churn {
+		return runChurn(out, c, w, f, pols, sample)
+	}
 	rep := &Report{Cluster: c.Source, Nodes: len(c.Nodes), GPUs: c.GPUCount(), Workload: w.Source, Tasks: len(w.Tasks),
 		SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, TargetPct: f.arrive, SamplePercent: sample}
-	for _, pol := range pols {
+	for _, v := range pols {
 		var runs []*Run
 		for i := 0; i < f.seeds; i++ {
-			r, err := Replay(c, w, Options{Policies: pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample})
+			r, err := Replay(c, w, Options{Policies: v.pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed + uint64(i), TargetPercent: f.arrive, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample, FGD: v.fgd})
 			if err != nil {
 				return err
 			}
 			runs = append(runs, r)
 		}
-		rep.Results = append(rep.Results, Summarize(pol, runs))
+		sum := Summarize(v.pol, runs)
+		if v.fgd {
+			sum.Label = "fgd"
+		}
+		rep.Results = append(rep.Results, sum)
 	}
 	if f.output == "json" {
 		return rep.WriteJSON(out)
@@ -281,4 +334,61 @@ func medianGPUMemory(c *Cluster) int64 {
 	}
 	sort.Slice(mems, func(i, j int) bool { return mems[i] < mems[j] })
 	return mems[len(mems)/2]
+}
+
+// runChurn prints one row per policy of the churn replay.
+func runChurn(out io.Writer, c *Cluster, w *Workload, f flags, pols []variant, sample int) error {
+	fmt.Fprintf(out, "cluster %s: %d nodes, %d GPUs · workload %s: %d tasks · churn: the trace's own clock (arrivals %g× as fast), with departures\n\n", c.Source, len(c.Nodes), c.GPUCount(), w.Source, len(w.Tasks), f.compress)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "policy\tGPU demand placed %\tGPU pods never run\tpods that waited\tmean wait, s\tpeak allocation %\treplay wall time, s\t")
+	for _, v := range pols {
+		r, err := ReplayChurn(c, w, Options{Policies: v.pol, SplitCount: f.splitCount, MemoryScaling: f.memoryScaling, Seed: f.seed, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, SamplePercent: sample, FGD: v.fgd}, f.compress)
+		if err != nil {
+			return err
+		}
+		name := string(v.pol.Node) + "/" + string(v.pol.GPU)
+		if v.fgd {
+			name = "fgd"
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%d\t%d\t%.0f\t%.2f\t%.3f\t\n", name, r.PlacedPct, r.NeverRan, r.Waited, r.MeanWaitSeconds, r.PeakAllocPct, r.Wall.Seconds())
+	}
+	return tw.Flush()
+}
+
+// runWhatIf places --workload on the live cluster under each policy.
+func runWhatIf(out io.Writer, f flags, pols []variant) error {
+	if f.cluster != "" || f.churn {
+		return errors.New("--kubeconfig reads the cluster from the API server: drop --cluster and --churn")
+	}
+	if f.workload == "" || strings.EqualFold(filepath.Ext(f.workload), ".csv") {
+		return errors.New("--kubeconfig needs --workload: a YAML stream of the Pods to place")
+	}
+	cs, err := newClient(f.kubeconfig, f.context)
+	if err != nil {
+		return fmt.Errorf("--kubeconfig: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, running, err := LiveCluster(ctx, cs)
+	if err != nil {
+		return err
+	}
+	w, err := loadWorkload(f.workload, c)
+	if err != nil {
+		return err
+	}
+	var names []string
+	var results [][]Outcome
+	for _, v := range pols {
+		r, err := WhatIf(c, w, running, Options{Policies: v.pol, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, FGD: v.fgd})
+		if err != nil {
+			return err
+		}
+		name := string(v.pol.Node) + "/" + string(v.pol.GPU)
+		if v.fgd {
+			name = "fgd"
+		}
+		names, results = append(names, name), append(results, r)
+	}
+	return writeWhatIf(out, c, len(running), w, names, results)
 }

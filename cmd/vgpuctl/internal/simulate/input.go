@@ -29,6 +29,10 @@ type Node struct {
 	CPUMilli  int64
 	MemoryMiB int64
 	GPUs      []device.GPU
+	// SplitCount and MemoryScaling, when set, are the node's own (a live
+	// node's inventory); otherwise the replay's options apply.
+	SplitCount    int
+	MemoryScaling float64
 }
 
 // Cluster is the nodes a workload is replayed against.
@@ -53,12 +57,20 @@ type Task struct {
 	MemoryMiB int64
 	// Pod is nil for a CPU-only task.
 	Pod *request.Pod
+	// Shape is the pod as the fragmentation policy's mix counts it: Pod,
+	// or for a CPU-only task a pod without containers that asks for its
+	// CPU and memory.
+	Shape *request.Pod
 	// DemandMilli is the GPU demand in thousandths of a GPU: the trace's own
 	// figure for openb, estimated from the request for pod specs.
 	DemandMilli int64
 	// ShareMilli is, per app container name, the thousandths of a GPU each
 	// of its vGPUs takes (1000 for a whole GPU).
 	ShareMilli map[string]int64
+	// Created and Deleted are the trace's times in seconds, for the churn
+	// replay; HasTimes is false where the workload gives none.
+	Created, Deleted int64
+	HasTimes         bool
 }
 
 // Workload is the tasks to replay, before shuffling.
@@ -214,18 +226,10 @@ func ReadWorkloadYAML(source string, data []byte, refMemMiB int64) (*Workload, e
 // taskFromPod parses the pod with the same code as the webhook and extender.
 func taskFromPod(pod *corev1.Pod, refMemMiB int64) (Task, error) {
 	t := Task{Name: pod.Name}
-	var initCPU, initMem int64
-	for _, c := range pod.Spec.InitContainers {
-		initCPU = max(initCPU, c.Resources.Requests.Cpu().MilliValue())
-		initMem = max(initMem, c.Resources.Requests.Memory().Value()>>20)
-	}
-	for _, c := range pod.Spec.Containers {
-		t.CPUMilli += c.Resources.Requests.Cpu().MilliValue()
-		t.MemoryMiB += c.Resources.Requests.Memory().Value() >> 20
-	}
-	t.CPUMilli, t.MemoryMiB = max(t.CPUMilli, initCPU), max(t.MemoryMiB, initMem)
+	t.CPUMilli, t.MemoryMiB = request.HostRequests(pod)
 	req, err := request.FromPod(pod)
 	if errors.Is(err, request.ErrNoGPU) {
+		t.Shape = &request.Pod{HostCPUMilli: t.CPUMilli, HostMemoryMiB: t.MemoryMiB}
 		return t, nil
 	}
 	if err != nil {
@@ -235,6 +239,7 @@ func taskFromPod(pod *corev1.Pod, refMemMiB int64) (Task, error) {
 		return t, err
 	}
 	t.Pod = req
+	t.Shape = req
 	t.ShareMilli = map[string]int64{}
 	for _, c := range req.Containers {
 		if c.Init {
@@ -281,15 +286,16 @@ func WorkloadFromOpenB(source string, tasks []openb.Task) (*Workload, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: task %s: %w", source, ot.Name, err)
 		}
+		// Identical requests share one *request.Pod, which lets the replay
+		// reuse scores of unchanged nodes.
+		key := fmt.Sprintf("%d/%d/%s/%d/%d", ot.NumGPU, ot.GPUMilli, strings.Join(ot.GPUSpec, "|"), ot.CPUMilli, ot.MemoryMiB)
+		if p, ok := shapes[key]; ok {
+			t.Shape = p
+		} else {
+			shapes[key] = t.Shape
+		}
 		if t.Pod != nil {
-			// Identical requests share one *request.Pod, which lets the
-			// replay reuse scores of unchanged nodes.
-			key := fmt.Sprintf("%d/%d/%s", ot.NumGPU, ot.GPUMilli, strings.Join(ot.GPUSpec, "|"))
-			if p, ok := shapes[key]; ok {
-				t.Pod = p
-			} else {
-				shapes[key] = t.Pod
-			}
+			t.Pod = t.Shape
 			t.DemandMilli = ot.DemandMilli()
 			share := int64(1000)
 			if ot.Shares() {
@@ -297,6 +303,7 @@ func WorkloadFromOpenB(source string, tasks []openb.Task) (*Workload, error) {
 			}
 			t.ShareMilli = map[string]int64{openbContainer: share}
 		}
+		t.Created, t.Deleted, t.HasTimes = ot.Created, ot.Deleted, ot.HasTimes
 		w.Tasks = append(w.Tasks, t)
 	}
 	return w, nil

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/vgpu-io/vgpu/lib/config"
@@ -45,6 +47,10 @@ type Options struct {
 	// cluster but at least 100. 0 or 100 ranks every node, the paper's
 	// method.
 	SamplePercent int
+	// FGD replaces a fragmentation policy's learned mix by the paper's:
+	// the whole workload's distribution of shapes (exact CPU, no host
+	// memory), known before the first pod, with plain ties.
+	FGD bool
 }
 
 // minFeasibleNodes is kube-scheduler's floor on the nodes it samples.
@@ -91,20 +97,6 @@ func (s *sampler) sample(fits func(i int) bool) []int {
 	return s.found
 }
 
-// podGPUs is what the pod asks of nvidia.com/gpu, as kube-scheduler counts
-// it: the app containers' vGPUs together, or the largest init container's.
-func podGPUs(p *request.Pod) int {
-	app, init := 0, 0
-	for _, c := range p.Containers {
-		if c.Init {
-			init = max(init, c.Count)
-		} else {
-			app += c.Count
-		}
-	}
-	return max(app, init)
-}
-
 // Event is the state after one pod was submitted.
 type Event struct {
 	ArrivedPct float64
@@ -121,6 +113,9 @@ type Run struct {
 	// FirstFailPct is the arrived % at the first GPU pod that failed, -1
 	// if none did.
 	FirstFailPct float64
+	// PlacedPct is the share of the GPU demand that arrived (failed pods
+	// included) which was placed, in %, at the end of the replay.
+	PlacedPct float64
 	// Fragmented counts GPUs partly used with less free than the typical
 	// share (FragmentThreshold milli) at the end; FragmentedFreePct is
 	// their free capacity in % of the cluster's.
@@ -141,70 +136,15 @@ type Run struct {
 // free GPUs.
 func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 	start := time.Now()
-	capMilli := int64(c.GPUCount()) * 1000
-	if capMilli == 0 {
-		return nil, fmt.Errorf("cluster %s has no GPUs", c.Source)
+	s, err := newSim(c, w, o)
+	if err != nil {
+		return nil, err
 	}
-	var demand int64
-	for _, t := range w.Tasks {
-		demand += t.DemandMilli
-	}
-	if demand == 0 {
-		return nil, fmt.Errorf("workload %s asks for no GPU: nothing to replay", w.Source)
-	}
-	l := ledger.New()
-	names := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		names[i] = n.Name
-		inv := device.Inventory{GPUs: n.GPUs, SplitCount: o.SplitCount, MemoryScaling: o.MemoryScaling}
-		if err := inv.Validate(); err != nil {
-			return nil, fmt.Errorf("node %s: %v", n.Name, err)
-		}
-		l.SetInventory(n.Name, inv)
-	}
-	handles := l.Lookup(names, nil)
-	gpuIndex := map[string]int{} // uuid → position in usedMilli
-	for _, n := range c.Nodes {
-		for _, g := range n.GPUs {
-			gpuIndex[g.UUID] = len(gpuIndex)
-		}
-	}
-	usedMilli := make([]int64, len(gpuIndex))
-	cpuFree := make([]int64, len(c.Nodes))
-	memFree := make([]int64, len(c.Nodes))
-	slotsFree := make([]int, len(c.Nodes)) // nvidia.com/gpu the device plugin advertises, less what pods ask
-	for i, n := range c.Nodes {
-		cpuFree[i], memFree[i] = unlimited(n.CPUMilli), unlimited(n.MemoryMiB)
-		for _, g := range n.GPUs {
-			if g.Healthy {
-				slotsFree[i] += o.SplitCount
-			}
-		}
-	}
-	nodes := newSampler(len(c.Nodes), o.SamplePercent)
-
-	// Scores of a node change only when a pod lands on it, so they are
-	// memoised per request shape (identical *request.Pod) and node version.
-	version := make([]uint32, len(c.Nodes))
-	for i := range version {
-		version[i] = 1
-	}
-	type memo struct {
-		version uint32
-		fits    bool
-		score   float64
-	}
-	memos := map[*request.Pod][]memo{}
-	scorers := map[*request.Pod]*placement.Scorer{}
-	// noGPU stands for every CPU-only pod: it takes no GPU, so it fits
-	// every node and scores each by its GPUs as they stand.
-	noGPU := &request.Pod{}
-
 	r := rand.New(rand.NewPCG(o.Seed, 0x76677075))
 	order := r.Perm(len(w.Tasks))
-	target := int64(math.Floor(float64(capMilli) * o.TargetPercent / 100))
+	target := int64(math.Floor(float64(s.capMilli) * o.TargetPercent / 100))
 	run := &Run{Seed: o.Seed, FirstFailPct: -1}
-	var arrived, allocated int64
+	var arrived int64
 	for k := 0; ; k++ {
 		var ti int
 		if k < len(order) {
@@ -218,93 +158,317 @@ func Replay(c *Cluster, w *Workload, o Options) (*Run, error) {
 		}
 		arrived += t.DemandMilli
 		run.Submitted++
-		// The nodes that pass kube-scheduler's own filters, from where the
-		// previous search stopped, until it has found enough.
-		gpus := 0
-		if t.Pod != nil {
-			gpus = podGPUs(t.Pod)
-		}
-		candidates := nodes.sample(func(i int) bool {
-			return cpuFree[i] >= t.CPUMilli && memFree[i] >= t.MemoryMiB && slotsFree[i] >= gpus
-		})
-
-		best := -1
-		rank := t.Pod
-		if rank == nil && !o.HostOnlyCPUPods {
-			rank = noGPU
-		}
-		if rank == nil {
-			best = bestCPUNode(c, candidates, cpuFree, memFree, t, o.Policies.Node)
-		} else {
-			sc := scorers[rank]
-			if sc == nil {
-				sc = placement.NewScorer(rank, o.Policies)
-				scorers[rank] = sc
-				memos[rank] = make([]memo, len(c.Nodes))
-			}
-			ms := memos[rank]
-			bestScore := 0.0
-			for _, i := range candidates {
-				m := &ms[i]
-				if m.version != version[i] {
-					s, reason := sc.Score(handles[i])
-					*m = memo{version: version[i], fits: reason == "", score: s}
-				}
-				if !m.fits {
-					continue
-				}
-				score := m.score
-				if o.CPUWeight > 0 {
-					score += o.CPUWeight * hostScore(&c.Nodes[i], cpuFree[i], memFree[i], t, o.Policies.Node)
-				}
-				if best < 0 || score > bestScore || (score == bestScore && names[i] < names[best]) {
-					best, bestScore = i, score
-				}
-			}
-		}
-		if best < 0 {
+		s.observe(t)
+		if best := s.choose(t); best < 0 {
 			run.Failed++
 			if t.Pod != nil {
 				run.FailedGPU++
 				if run.FirstFailPct < 0 {
-					run.FirstFailPct = pct(arrived, capMilli)
+					run.FirstFailPct = pct(arrived, s.capMilli)
 				}
 			}
-		} else {
-			if t.Pod != nil {
-				a, err := placement.Bind(l, fmt.Sprint("task-", k), t.Pod, names[best], o.Policies)
-				if err != nil {
-					return nil, fmt.Errorf("task %s: the node chosen refused the bind: %v", t.Name, err)
-				}
-				for _, ctr := range a.Containers {
-					if ctr.Init {
-						continue
-					}
-					for _, d := range ctr.Devices {
-						usedMilli[gpuIndex[d.UUID]] += t.ShareMilli[ctr.Name]
-					}
-				}
-				allocated += t.DemandMilli
-				version[best]++
-			}
-			cpuFree[best] -= t.CPUMilli
-			memFree[best] -= t.MemoryMiB
-			slotsFree[best] -= gpus
+		} else if _, err := s.place(t, fmt.Sprint("task-", k), best); err != nil {
+			return nil, err
 		}
-		run.Events = append(run.Events, Event{ArrivedPct: pct(arrived, capMilli), AllocPct: pct(allocated, capMilli)})
+		run.Events = append(run.Events, Event{ArrivedPct: pct(arrived, s.capMilli), AllocPct: pct(s.allocated, s.capMilli)})
 	}
+	run.PlacedPct = pct(s.allocated, max(arrived, 1))
+	s.fragmentation(run, w)
+	run.Wall = time.Since(start)
+	return run, nil
+}
+
+// sim is a cluster being replayed: the ledger, the nodes' CPU and memory,
+// and the memoised scores.
+type sim struct {
+	c        *Cluster
+	o        Options
+	pol      placement.Policies
+	frag     bool
+	capMilli int64
+
+	l         *ledger.Ledger
+	names     []string
+	handles   []*ledger.Node
+	gpuIndex  map[string]int // uuid → position in usedMilli
+	usedMilli []int64
+	cpuFree   []int64
+	memFree   []int64
+	slotsFree []int // nvidia.com/gpu the device plugin advertises, less what pods ask
+	nodes     *sampler
+	allocated int64
+
+	// Scores of a node change only when a pod lands on it or leaves it, so
+	// they are memoised per request shape (identical *request.Pod), node
+	// version and snapshot of the mix.
+	version []uint32
+	memos   map[*request.Pod][]memo
+	scorers map[*request.Pod][]*placement.Scorer
+	workers int
+	stale   []int
+}
+
+type memo struct {
+	gen     uint64
+	version uint32
+	fits    bool
+	score   float64
+}
+
+// noGPU stands for every CPU-only pod outside the fragmentation policy: it
+// takes no GPU, so it fits every node and scores each by its GPUs as they
+// stand.
+var noGPU = &request.Pod{}
+
+func newSim(c *Cluster, w *Workload, o Options) (*sim, error) {
+	s := &sim{c: c, o: o, pol: o.Policies, capMilli: int64(c.GPUCount()) * 1000, l: ledger.New(),
+		memos: map[*request.Pod][]memo{}, scorers: map[*request.Pod][]*placement.Scorer{}, workers: runtime.GOMAXPROCS(0)}
+	if s.capMilli == 0 {
+		return nil, fmt.Errorf("cluster %s has no GPUs", c.Source)
+	}
+	var demand int64
+	for _, t := range w.Tasks {
+		demand += t.DemandMilli
+	}
+	if demand == 0 {
+		return nil, fmt.Errorf("workload %s asks for no GPU: nothing to replay", w.Source)
+	}
+	s.names = make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		s.names[i] = n.Name
+		inv := device.Inventory{GPUs: n.GPUs, SplitCount: o.SplitCount, MemoryScaling: o.MemoryScaling}
+		if n.SplitCount > 0 {
+			inv.SplitCount, inv.MemoryScaling = n.SplitCount, n.MemoryScaling
+		}
+		if err := inv.Validate(); err != nil {
+			return nil, fmt.Errorf("node %s: %v", n.Name, err)
+		}
+		s.l.SetInventory(n.Name, inv)
+	}
+	s.handles = s.l.Lookup(s.names, nil)
+	s.gpuIndex = map[string]int{}
+	for _, n := range c.Nodes {
+		for _, g := range n.GPUs {
+			s.gpuIndex[g.UUID] = len(s.gpuIndex)
+		}
+	}
+	s.usedMilli = make([]int64, len(s.gpuIndex))
+	s.cpuFree = make([]int64, len(c.Nodes))
+	s.memFree = make([]int64, len(c.Nodes))
+	s.slotsFree = make([]int, len(c.Nodes))
+	s.version = make([]uint32, len(c.Nodes))
+	for i, n := range c.Nodes {
+		s.cpuFree[i], s.memFree[i] = unlimited(n.CPUMilli), unlimited(n.MemoryMiB)
+		s.version[i] = 1
+		split := o.SplitCount
+		if n.SplitCount > 0 {
+			split = n.SplitCount
+		}
+		for _, g := range n.GPUs {
+			if g.Healthy {
+				s.slotsFree[i] += split
+			}
+		}
+	}
+	s.nodes = newSampler(len(c.Nodes), o.SamplePercent)
+
+	// The fragmentation policy measures against a mix of shapes: learned
+	// from the pods as they arrive, or (FGD) the whole workload's.
+	s.frag = s.pol.Node == config.Fragmentation || s.pol.GPU == config.Fragmentation
+	if s.frag {
+		if o.FGD {
+			s.pol.Mix = placement.NewMix(placement.MixOptions{ExactCPU: true, CPUOnlyHost: true, NoTieBreak: true, PaperMeasure: true})
+			for i := range w.Tasks {
+				s.pol.Mix.Observe(w.Tasks[i].Shape)
+			}
+			s.pol.Mix.Refresh()
+		} else {
+			s.pol.Mix = placement.NewMix(placement.MixOptions{HalfLife: placement.DefaultHalfLife})
+		}
+		index := make(map[string]int, len(s.names))
+		for i, n := range s.names {
+			index[n] = i
+		}
+		s.pol.Host = func(node string) placement.HostFree { return s.host(index[node]) }
+	}
+	return s, nil
+}
+
+func (s *sim) host(i int) placement.HostFree {
+	return placement.HostFree{CPUMilli: s.cpuFree[i], MemoryMiB: s.memFree[i], Known: true}
+}
+
+// observe tells the learned mix of a pod's arrival.
+func (s *sim) observe(t *Task) {
+	if s.pol.Mix != nil && !s.o.FGD {
+		s.pol.Mix.Observe(t.Shape)
+	}
+}
+
+// choose returns the node the pod goes to, or -1: among the nodes that pass
+// kube-scheduler's own filters (from where the previous search stopped,
+// until it has found enough), the best by the policy.
+func (s *sim) choose(t *Task) int {
+	gen := uint64(0)
+	if s.pol.Mix != nil {
+		gen = s.pol.Mix.Snapshot().Gen
+	}
+	gpus := 0
+	if t.Pod != nil {
+		gpus = placement.PodVGPUs(t.Pod)
+	}
+	candidates := s.nodes.sample(func(i int) bool {
+		return s.cpuFree[i] >= t.CPUMilli && s.memFree[i] >= t.MemoryMiB && s.slotsFree[i] >= gpus
+	})
+	rank := t.Pod
+	if rank == nil && !s.o.HostOnlyCPUPods {
+		rank = noGPU
+		if s.frag {
+			// Its CPU and memory decide which GPU shapes a node can
+			// still host.
+			rank = t.Shape
+		}
+	}
+	if rank == nil {
+		return bestCPUNode(s.c, candidates, s.cpuFree, s.memFree, t, s.o.Policies.Node)
+	}
+	scs := s.scorers[rank]
+	if scs == nil {
+		scs = make([]*placement.Scorer, s.workers)
+		for w := range scs {
+			scs[w] = placement.NewScorer(rank, s.pol)
+		}
+		s.scorers[rank] = scs
+		s.memos[rank] = make([]memo, len(s.c.Nodes))
+	}
+	ms := s.memos[rank]
+	s.stale = s.stale[:0]
+	for _, i := range candidates {
+		if m := &ms[i]; m.version != s.version[i] || m.gen != gen {
+			s.stale = append(s.stale, i)
+		}
+	}
+	parallel(len(s.stale), s.workers, func(w, lo, hi int) {
+		for _, i := range s.stale[lo:hi] {
+			var v float64
+			var reason string
+			if s.frag {
+				v, reason = scs[w].ScoreHost(s.handles[i], s.host(i))
+			} else {
+				v, reason = scs[w].Score(s.handles[i])
+			}
+			ms[i] = memo{gen: gen, version: s.version[i], fits: reason == "", score: v}
+		}
+	})
+	best, bestScore := -1, 0.0
+	for _, i := range candidates {
+		m := &ms[i]
+		if !m.fits {
+			continue
+		}
+		score := m.score
+		if s.o.CPUWeight > 0 && !s.frag {
+			score += s.o.CPUWeight * hostScore(&s.c.Nodes[i], s.cpuFree[i], s.memFree[i], t, s.o.Policies.Node)
+		}
+		if best < 0 || score > bestScore || (score == bestScore && s.names[i] < s.names[best]) {
+			best, bestScore = i, score
+		}
+	}
+	return best
+}
+
+// held is what a placed pod holds, for its release.
+type held struct {
+	node    int
+	gpus    []int // positions in usedMilli, one per vGPU
+	milli   []int64
+	devices []string // the GPUs' uuids, one per vGPU
+}
+
+// place books the pod on node best under key, as the extender's bind does.
+func (s *sim) place(t *Task, key string, best int) (held, error) {
+	h := held{node: best}
+	if t.Pod != nil {
+		a, err := placement.Bind(s.l, key, t.Pod, s.names[best], s.pol)
+		if err != nil {
+			return h, fmt.Errorf("task %s: the node chosen refused the bind: %v", t.Name, err)
+		}
+		for _, ctr := range a.Containers {
+			if ctr.Init {
+				continue
+			}
+			for _, d := range ctr.Devices {
+				g := s.gpuIndex[d.UUID]
+				s.usedMilli[g] += t.ShareMilli[ctr.Name]
+				h.gpus, h.milli = append(h.gpus, g), append(h.milli, t.ShareMilli[ctr.Name])
+				h.devices = append(h.devices, d.UUID)
+			}
+		}
+		s.allocated += t.DemandMilli
+		s.version[best]++
+	} else if s.frag {
+		s.version[best]++ // its CPU and memory changed
+	}
+	s.cpuFree[best] -= t.CPUMilli
+	s.memFree[best] -= t.MemoryMiB
+	if t.Pod != nil {
+		s.slotsFree[best] -= placement.PodVGPUs(t.Pod)
+	}
+	return h, nil
+}
+
+// release undoes place.
+func (s *sim) release(t *Task, key string, h held) {
+	if t.Pod != nil {
+		s.l.Release(key)
+		for k, g := range h.gpus {
+			s.usedMilli[g] -= h.milli[k]
+		}
+		s.allocated -= t.DemandMilli
+		s.slotsFree[h.node] += placement.PodVGPUs(t.Pod)
+	}
+	s.cpuFree[h.node] += t.CPUMilli
+	s.memFree[h.node] += t.MemoryMiB
+	s.version[h.node]++
+}
+
+// fragmentation counts the GPUs left partly used with less than the typical
+// share free.
+func (s *sim) fragmentation(run *Run, w *Workload) {
 	run.FragmentThreshold = typicalShare(w)
 	var fragFree int64
-	for _, u := range usedMilli {
+	for _, u := range s.usedMilli {
 		if free := 1000 - u; u > 0 && free > 0 && free < run.FragmentThreshold {
 			run.Fragmented++
 			fragFree += free
 		}
 	}
-	run.FragmentedFreePct = pct(fragFree, capMilli)
-	run.Wall = time.Since(start)
-	return run, nil
+	run.FragmentedFreePct = pct(fragFree, s.capMilli)
 }
+
+// parallel runs fn over [0, n) in up to workers contiguous parts, on
+// goroutines when there is enough to share; w numbers the part.
+func parallel(n, workers int, fn func(w, lo, hi int)) {
+	if workers <= 1 || n < 2*minParallel {
+		fn(0, 0, n)
+		return
+	}
+	workers = min(workers, n/minParallel)
+	per := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		lo, hi := w*per, min((w+1)*per, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(w, lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// minParallel is the fewest nodes worth scoring on a goroutine of their own.
+const minParallel = 128
 
 func unlimited(v int64) int64 {
 	if v <= 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -72,6 +73,10 @@ func TestHandChecked(t *testing.T) {
 	if r.Submitted != 3 || r.Failed != 1 || r.FailedGPU != 1 || r.FirstFailPct != 120 {
 		t.Fatalf("run %+v", r)
 	}
+	// 80 of the 120 % that arrived was placed.
+	if math.Abs(r.PlacedPct-200.0/3) > 1e-9 {
+		t.Errorf("placed %v%% of arrived, want 66.7", r.PlacedPct)
+	}
 	for lv, want := range map[int]float64{40: 40, 80: 80, 100: 80, 120: 80} {
 		if got := r.AllocAt(lv); got != want {
 			t.Errorf("AllocAt(%d) = %v, want %v", lv, got, want)
@@ -104,11 +109,17 @@ func TestSplitCountLimitsPacking(t *testing.T) {
 
 func openbInput(t *testing.T, nodes, tasks string) (*Cluster, *Workload) {
 	t.Helper()
+	return openbWith(t, nodes, "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec", tasks)
+}
+
+// openbWith reads nodes and tasks given the task list's header.
+func openbWith(t *testing.T, nodes, header, tasks string) (*Cluster, *Workload) {
+	t.Helper()
 	on, err := openb.ReadNodes(strings.NewReader("sn,cpu_milli,memory_mib,gpu,model\n" + nodes))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ot, err := openb.ReadTasks(strings.NewReader("name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n" + tasks))
+	ot, err := openb.ReadTasks(strings.NewReader(header + "\n" + tasks))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +148,23 @@ func TestOpenBMapping(t *testing.T) {
 	}
 	if sel := share.Pod.Selector.UseTypes; strings.Join(sel, ",") != "V100M32,A10" {
 		t.Fatalf("gpu_spec not mapped to use-gputype: %v", sel)
+	}
+}
+
+// TestMultiGPUListWithoutSpec: the multi-GPU openb lists have no gpu_spec
+// column; their 4-GPU tasks go whole onto one node.
+func TestMultiGPUListWithoutSpec(t *testing.T) {
+	dir := t.TempDir()
+	nodes, tasks := dir+"/nodes.csv", dir+"/tasks.csv"
+	if err := os.WriteFile(nodes, []byte("sn,cpu_milli,memory_mib,gpu,model\na,64000,65536,4,T4\nb,64000,65536,4,T4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tasks, []byte("name,cpu_milli,memory_mib,num_gpu,gpu_milli\nq,1000,1024,4,1000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := runCommand(t, "--cluster", nodes, "--workload", tasks, "--arrive", "100")
+	if !regexp.MustCompile(`» 100\s+100\.0`).MatchString(out) || !regexp.MustCompile(`GPU demand placed, % of arrived\s+100\.0`).MatchString(out) {
+		t.Fatalf("two 4-GPU tasks on two 4-GPU nodes must all be placed:\n%s", out)
 	}
 }
 
@@ -251,7 +279,7 @@ func TestSameSeedSameNumbers(t *testing.T) {
 	if !bytes.Equal(ja, jb) {
 		t.Fatalf("same seed, different numbers:\n%s\n%s", ja, jb)
 	}
-	if len(a.Results) != 4 || a.GPUs != 12 || len(a.Results[0].Curve) != len(Levels) {
+	if len(a.Results) != 6 || a.Results[5].Label != "fgd" || a.GPUs != 12 || len(a.Results[0].Curve) != len(Levels) {
 		t.Fatalf("report %+v", a)
 	}
 	c := decode(runCommand(t, "-o", "json", "--policy", "all", "--seed", "6"))
@@ -337,5 +365,33 @@ func TestSampler(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestChurn: one GPU; A holds it from 0 to 10; B arrives at 5 and runs
+// from 10 (waiting 5 s); C arrives at 6 and gives up at 8, never run.
+// Arriving 2.5× as fast, A still leaves at 10 and B arrives at 2, waiting 8 s.
+func TestChurn(t *testing.T) {
+	c, w := openbWith(t, "n,64000,65536,1,T4\n", "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time",
+		"a,1000,1024,1,1000,0,10\nb,1000,1024,1,1000,5,20\nc,1000,1024,1,1000,6,8\n")
+	for _, pol := range []placement.Policies{binpack, {Node: config.Fragmentation, GPU: config.Fragmentation}} {
+		r, err := ReplayChurn(c, w, Options{Policies: pol, SplitCount: 10, MemoryScaling: 1}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Submitted != 3 || r.NeverRan != 1 || r.Waited != 1 || r.MeanWaitSeconds != 5 || math.Abs(r.PlacedPct-200.0/3) > 1e-9 || r.PeakAllocPct != 100 {
+			t.Errorf("%v: %+v", pol, r)
+		}
+	}
+	r, err := ReplayChurn(c, w, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1}, 2.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Waited != 1 || r.MeanWaitSeconds != 8 {
+		t.Errorf("compressed: %+v", r)
+	}
+	_, nw := openbWith(t, "n,64000,65536,1,T4\n", "name,cpu_milli,memory_mib,num_gpu,gpu_milli", "a,1,1,1,1000\n")
+	if _, err := ReplayChurn(c, nw, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1}, 1); err == nil || !strings.Contains(err.Error(), "needs both") {
+		t.Errorf("a list without times: err = %v", err)
 	}
 }
