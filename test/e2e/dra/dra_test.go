@@ -1,0 +1,411 @@
+// Package dra tests the DRA path (docs/dra.md) on the real control plane:
+// node agents in DRA mode publish ResourceSlices for simulated GPU nodes and
+// the stock kube-scheduler, with no extender, allocates shares of them.
+//
+// The harness runs no kube-controller-manager, so nothing turns a
+// ResourceClaimTemplate into a claim or frees a claim when its pod goes:
+// the claims here are created directly, one per pod.
+package dra
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/test/cluster"
+	"github.com/vgpu-io/vgpu/test/daemons"
+	"github.com/vgpu-io/vgpu/test/gpunode"
+)
+
+const (
+	nodes, gpusPerNode, split = 4, 8, 4
+	ns                        = "e2e-dra"
+)
+
+func TestStockSchedulerAllocatesShares(t *testing.T) {
+	c := cluster.Run(t, cluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	s := config.Default()
+	s.DeviceSplitCount = split
+	if err := daemons.SetSettings(ctx, c, s); err != nil {
+		t.Fatal(err)
+	}
+	createDeviceClass(ctx, t, c)
+
+	var names []string
+	for i := range nodes {
+		// A mix of models, so percentages resolve per model.
+		model := gpunode.A100_40GB
+		if i%2 == 1 {
+			model = gpunode.H100_80GB
+		}
+		n, err := gpunode.Node(gpunode.Spec{Prefix: "dra-node", GPUs: gpusPerNode, Model: model, NoInventory: true}, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n.Name)
+		startAgent(ctx, t, c, n.Name, gpunode.MockFlag(model, gpusPerNode))
+	}
+	if err := c.WaitForNodesReady(ctx, names...); err != nil {
+		t.Fatal(err)
+	}
+	slices := waitSlices(ctx, t, c, nodes)
+	for _, n := range names {
+		node, err := c.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q, ok := node.Status.Allocatable["nvidia.com/gpu"]; ok && !q.IsZero() {
+			t.Errorf("node %s offers nvidia.com/gpu %s in DRA mode: one GPU, one booking", n, q.String())
+		}
+	}
+	models, _ := dra.ModelsOf(slices)
+	if len(models) != 2 {
+		t.Fatalf("models %v: want A100 and H100", models)
+	}
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+
+	seedStylePodRunsThroughTheWebhook(ctx, t, c)
+
+	// 300 pods at once, far more than fits: 32 GPUs × 4 slots = 128 slots.
+	small := request.Container{Count: 1, MemoryMiB: 2000}
+	kinds := []request.Container{
+		{Count: 1, MemoryMiB: 10000, Cores: 30},
+		{Count: 1, MemoryPercent: 25},
+		{Count: 2, MemoryMiB: 5000, Cores: 10},
+		small,
+		{Count: 1, MemoryMiB: 10000, Cores: 30},
+		{Count: 1, MemoryPercent: 25},
+		small,
+		small,
+		{Count: 1, Exclusive: true},
+		small,
+	}
+	const pods = 300
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, pods)
+	sem := make(chan struct{}, 16)
+	kindOf := map[string]request.Container{}
+	for i := range pods {
+		k := kinds[i%len(kinds)]
+		k.Name = "cuda"
+		name := fmt.Sprintf("p-%03d", i)
+		kindOf[name] = k
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs <- createClaimPod(ctx, c, name, k, models)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until the scheduler has had its say on every pod: bound, or
+	// marked unschedulable.
+	var bound, pendingSmall int
+	for ctx.Err() == nil {
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=dra"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var unsched int
+		bound, pendingSmall = 0, 0
+		for _, p := range list.Items {
+			if p.Spec.NodeName != "" {
+				bound++
+				continue
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodScheduled && cond.Reason == corev1.PodReasonUnschedulable {
+					unsched++
+					if kindOf[p.Name] == (request.Container{Name: "cuda", Count: 1, MemoryMiB: 2000}) {
+						pendingSmall++
+					}
+				}
+			}
+		}
+		if bound+unsched == pods {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	t.Logf("%d claim pods created at once: %d bound, %d unschedulable; every pod decided %s after the first was created",
+		pods, bound, pods-bound, elapsed.Round(time.Millisecond))
+	checkAllocations(ctx, t, c, slices, kindOf, pendingSmall > 0, small.MemoryMiB)
+}
+
+// seedStylePodRunsThroughTheWebhook: a pod written as for the extender path
+// is turned into a claim by the webhook in DRA mode, and the stock
+// scheduler places it on a GPU its selector allows, with the percentage
+// resolved against that GPU's memory. The harness has no
+// kube-controller-manager, so the test does its one chore for this pod:
+// the claim from the template, and the pod status naming it.
+func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	if _, err := daemons.StartWebhook(ctx, c, "--mode=dra"); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "seed", Namespace: ns, Annotations: map[string]string{"nvidia.com/use-gputype": "h100"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{
+				"nvidia.com/gpumem-percentage": resource.MustParse("50"),
+				"nvidia.com/gpucores":          resource.MustParse("20"),
+			}}}}},
+	}
+	got, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Spec.ResourceClaims) != 1 || got.Spec.ResourceClaims[0].ResourceClaimTemplateName == nil {
+		t.Fatalf("seed-style pod not turned into a claim: %+v", got.Spec)
+	}
+	if _, ok := got.Spec.Containers[0].Resources.Limits["nvidia.com/gpucores"]; ok {
+		t.Fatal("nvidia.com/gpucores left on the pod")
+	}
+	pc := got.Spec.ResourceClaims[0]
+	tmpl, err := c.Client.ResourceV1().ResourceClaimTemplates(ns).Get(ctx, *pc.ResourceClaimTemplateName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("template the webhook named: %v", err)
+	}
+	claim, err := c.Client.ResourceV1().ResourceClaims(ns).Create(ctx, &resourcev1.ResourceClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "seed-" + pc.Name, Namespace: ns,
+			Annotations:     map[string]string{resourcev1.PodResourceClaimAnnotation: pc.Name},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: got.Name, UID: got.UID,
+				Controller: ptr(true), BlockOwnerDeletion: ptr(true)}}},
+		Spec: tmpl.Spec.Spec,
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Status.ResourceClaimStatuses = []corev1.PodResourceClaimStatus{{Name: pc.Name, ResourceClaimName: &claim.Name}}
+	if _, err := c.Client.CoreV1().Pods(ns).UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var alloc *resourcev1.AllocationResult
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) && alloc == nil {
+		cl, err := c.Client.ResourceV1().ResourceClaims(ns).Get(ctx, claim.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alloc = cl.Status.Allocation
+		time.Sleep(100 * time.Millisecond)
+	}
+	if alloc == nil || len(alloc.Devices.Results) != 1 {
+		t.Fatalf("seed-style claim allocation %+v", alloc)
+	}
+	r := alloc.Devices.Results[0]
+	mem, cores := r.ConsumedCapacity[dra.CapMemory], r.ConsumedCapacity[dra.CapCores]
+	if r.Pool != "dra-node-1" && r.Pool != "dra-node-3" {
+		t.Errorf("seed pod on %s: use-gputype h100 allows only the H100 nodes", r.Pool)
+	}
+	if mem.Value() != 40960<<20 || cores.Value() != 20 {
+		t.Errorf("consumed memory %s cores %s: want 50%% of an 80 GiB H100 and 20", mem.String(), cores.String())
+	}
+	if _, err := c.WaitForPods(ctx, ns, "", 1, cluster.PodBound); err != nil {
+		t.Fatal(err)
+	}
+}
+func createDeviceClass(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	// The overlay's own DeviceClass, so the test exercises what ships.
+	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "kustomize", "overlays", "dra", "deviceclass.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dc resourcev1.DeviceClass
+	if err := yaml.UnmarshalStrict(raw, &dc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.ResourceV1().DeviceClasses().Create(ctx, &dc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createClaimPod creates the claim the webhook would put in a template, and
+// a pod that uses it.
+func createClaimPod(ctx context.Context, c *cluster.Cluster, name string, k request.Container, models []dra.Model) error {
+	spec, err := dra.ClaimSpec(k, request.Selector{}, models)
+	if err != nil {
+		return err
+	}
+	claim := &resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+	if _, err := c.Client.ResourceV1().ResourceClaims(ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("claim %s: %w", name, err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "dra"}},
+		Spec: corev1.PodSpec{
+			ResourceClaims: []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimName: &name}},
+			Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{
+				Claims:   []corev1.ResourceClaim{{Name: "gpu"}},
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")},
+			}}},
+		},
+	}
+	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("pod %s: %w", name, err)
+	}
+	return nil
+}
+
+// checkAllocations sums what the allocated claims consume per device: never
+// more memory, cores or vGPU slots than the device has, a whole GPU alone on
+// its device, gpu: N on N devices; and when a small pod is left pending, no
+// device has a slot and that much memory free (first fit wastes no room a
+// pending pod could use).
+func checkAllocations(ctx context.Context, t *testing.T, c *cluster.Cluster, slices []*resourcev1.ResourceSlice,
+	kindOf map[string]request.Container, smallPending bool, smallMiB int64) {
+	t.Helper()
+	capOf := map[string]map[resourcev1.QualifiedName]int64{}
+	for _, s := range slices {
+		for _, d := range s.Spec.Devices {
+			m := map[resourcev1.QualifiedName]int64{}
+			for n, cp := range d.Capacity {
+				m[n] = cp.Value.Value()
+			}
+			capOf[s.Spec.Pool.Name+"/"+d.Name] = m
+		}
+	}
+	claims, err := c.Client.ResourceV1().ResourceClaims(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]map[resourcev1.QualifiedName]int64{}
+	holders := map[string][]string{}
+	allocated := 0
+	for _, cl := range claims.Items {
+		if cl.Status.Allocation == nil {
+			continue
+		}
+		allocated++
+		// Every claim books capacity; the kinds are known for the flood's.
+		if k, ok := kindOf[cl.Name]; ok && len(cl.Status.Allocation.Devices.Results) != k.Count {
+			t.Errorf("claim %s got %d devices: want %d", cl.Name, len(cl.Status.Allocation.Devices.Results), k.Count)
+		}
+		seen := map[string]bool{}
+		for _, r := range cl.Status.Allocation.Devices.Results {
+			key := r.Pool + "/" + r.Device
+			if seen[key] {
+				t.Errorf("claim %s got device %s twice: gpu: N must land on N GPUs", cl.Name, key)
+			}
+			seen[key] = true
+			holders[key] = append(holders[key], cl.Name)
+			if used[key] == nil {
+				used[key] = map[resourcev1.QualifiedName]int64{}
+			}
+			for n, q := range r.ConsumedCapacity {
+				used[key][n] += q.Value()
+			}
+		}
+	}
+	if allocated == 0 {
+		t.Fatal("no claim allocated")
+	}
+	slots := int64(0)
+	for dev, u := range used {
+		for n, v := range u {
+			if v > capOf[dev][n] {
+				t.Errorf("device %s: %s consumed %d of %d", dev, n, v, capOf[dev][n])
+			}
+		}
+		slots += u[dra.CapVGPUs]
+		for _, h := range holders[dev] {
+			if kindOf[h].Exclusive && len(holders[dev]) > 1 {
+				t.Errorf("device %s: whole-GPU claim %s shares it with %v", dev, h, holders[dev])
+			}
+		}
+	}
+	if smallPending {
+		for dev, cp := range capOf {
+			u := used[dev]
+			if u[dra.CapVGPUs] < cp[dra.CapVGPUs] && cp[dra.CapMemory]-u[dra.CapMemory] >= smallMiB<<20 {
+				t.Errorf("device %s has a free slot and %d MiB while a %d MiB pod is pending", dev, (cp[dra.CapMemory]-u[dra.CapMemory])>>20, smallMiB)
+			}
+		}
+	}
+	t.Logf("%d claims allocated, %d vGPU slots used of %d", allocated, slots, len(capOf)*split)
+}
+
+// startAgent runs cmd/deviceplugin in DRA mode for a kwok node.
+func startAgent(ctx context.Context, t *testing.T, c *cluster.Cluster, node, nvml string) {
+	t.Helper()
+	bin, err := daemons.Binary("deviceplugin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := filepath.Join(c.Dir, "agent-"+node)
+	args := []string{
+		"--mode=dra", "--node-name=" + node, "--nvml=" + nvml, "--kubeconfig=" + c.Kubeconfig,
+		"--kubelet-socket-dir=" + filepath.Join(dir, "device-plugins"),
+		"--host-root=" + filepath.Join(dir, "vgpu"),
+		"--sysfs-root=" + filepath.Join(dir, "sys"),
+		"--libvgpu=" + filepath.Join(dir, "no-libvgpu.so"),
+		"--metrics-address=127.0.0.1:" + strconv.Itoa(port),
+		"--advertise-capacity",
+	}
+	name := "vgpu-agent-" + node
+	if err := c.StartProcess(ctx, name, bin, args, cluster.HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))); err != nil {
+		t.Fatalf("node agent: %v (log: %s)", err, c.LogPath(name))
+	}
+}
+
+func waitSlices(ctx context.Context, t *testing.T, c *cluster.Cluster, want int) []*resourcev1.ResourceSlice {
+	t.Helper()
+	for {
+		list, err := c.Client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+		if err == nil {
+			var out []*resourcev1.ResourceSlice
+			for i := range list.Items {
+				if list.Items[i].Spec.Driver == dra.Driver && len(list.Items[i].Spec.Devices) == gpusPerNode {
+					out = append(out, &list.Items[i])
+				}
+			}
+			if len(out) == want {
+				return out
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d node agents did not publish their slices: %v", want, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
