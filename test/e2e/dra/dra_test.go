@@ -198,7 +198,7 @@ func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *clu
 	}
 	claim, err := c.Client.ResourceV1().ResourceClaims(ns).Create(ctx, &resourcev1.ResourceClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: "seed-" + pc.Name, Namespace: ns,
-			Annotations:     map[string]string{resourcev1.PodResourceClaimAnnotation: pc.Name},
+			Annotations: map[string]string{resourcev1.PodResourceClaimAnnotation: pc.Name},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: got.Name, UID: got.UID,
 				Controller: ptr(true), BlockOwnerDeletion: ptr(true)}}},
 		Spec: tmpl.Spec.Spec,
