@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/reconcile"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/dra"
 )
@@ -37,26 +38,9 @@ type Publisher struct {
 // Run reconciles on every state change and every kick (slice events) until
 // ctx ends; a failed write is retried with backoff.
 func (p *Publisher) Run(ctx context.Context, kick <-chan struct{}) {
-	changed, cancel := p.State.Subscribe()
-	defer cancel()
-	backoff := time.Second
-	var retry <-chan time.Time
-	for {
-		if err := p.Reconcile(ctx); err != nil {
-			p.Log.Warn("publishing the ResourceSlice failed; retrying", zap.String("node", p.Node), zap.Duration("in", backoff), zap.Error(err))
-			retry = time.After(backoff)
-			backoff = min(2*backoff, time.Minute)
-		} else {
-			retry, backoff = nil, time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		case <-kick:
-		case <-retry:
-		}
-	}
+	reconcile.Loop(ctx, p.State, kick, p.Reconcile, func(err error, in time.Duration) {
+		p.Log.Warn("publishing the ResourceSlice failed; retrying", zap.String("node", p.Node), zap.Duration("in", in), zap.Error(err))
+	})
 }
 
 // Reconcile writes the slice if it is missing or differs from the state.
