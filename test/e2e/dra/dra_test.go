@@ -10,10 +10,8 @@ package dra
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -63,7 +61,9 @@ func TestStockSchedulerAllocatesShares(t *testing.T) {
 			t.Fatal(err)
 		}
 		names = append(names, n.Name)
-		startAgent(ctx, t, c, n.Name, gpunode.MockFlag(model, gpusPerNode))
+		if err := daemons.StartNodeAgent(ctx, c, n.Name, gpunode.MockFlag(model, gpusPerNode), "--mode=dra"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := c.WaitForNodesReady(ctx, names...); err != nil {
 		t.Fatal(err)
@@ -356,35 +356,6 @@ func checkAllocations(ctx context.Context, t *testing.T, c *cluster.Cluster, sli
 	t.Logf("%d claims allocated, %d vGPU slots used of %d", allocated, slots, len(capOf)*split)
 }
 
-// startAgent runs cmd/deviceplugin in DRA mode for a kwok node.
-func startAgent(ctx context.Context, t *testing.T, c *cluster.Cluster, node, nvml string) {
-	t.Helper()
-	bin, err := daemons.Binary("deviceplugin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	dir := filepath.Join(c.Dir, "agent-"+node)
-	args := []string{
-		"--mode=dra", "--node-name=" + node, "--nvml=" + nvml, "--kubeconfig=" + c.Kubeconfig,
-		"--kubelet-socket-dir=" + filepath.Join(dir, "device-plugins"),
-		"--host-root=" + filepath.Join(dir, "vgpu"),
-		"--sysfs-root=" + filepath.Join(dir, "sys"),
-		"--libvgpu=" + filepath.Join(dir, "no-libvgpu.so"),
-		"--metrics-address=127.0.0.1:" + strconv.Itoa(port),
-		"--advertise-capacity",
-	}
-	name := "vgpu-agent-" + node
-	if err := c.StartProcess(ctx, name, bin, args, cluster.HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))); err != nil {
-		t.Fatalf("node agent: %v (log: %s)", err, c.LogPath(name))
-	}
-}
-
 func waitSlices(ctx context.Context, t *testing.T, c *cluster.Cluster, want int) []*resourcev1.ResourceSlice {
 	t.Helper()
 	for {
@@ -409,3 +380,59 @@ func waitSlices(ctx context.Context, t *testing.T, c *cluster.Cluster, want int)
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// One GPU, one booking: a node switched from the device plugin path to DRA
+// and back offers its GPUs on one path at a time. In DRA mode the Node
+// loses the inventory the extender places by and its nvidia.com/gpu
+// capacity; back in device-plugin mode its ResourceSlice goes.
+func TestSwitchingANodeBetweenPaths(t *testing.T) {
+	c := cluster.Run(t, cluster.Options{NoScheduler: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	n, err := gpunode.Node(gpunode.Spec{Prefix: "switch", GPUs: 2, NoInventory: true}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(n.Status.Capacity, "nvidia.com/gpu")
+	delete(n.Status.Allocatable, "nvidia.com/gpu")
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	nvml := gpunode.MockFlag(gpunode.A100_80GB, 2)
+	type paths struct{ inventory, capacity, slice bool }
+	state := func() paths {
+		node, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, inv := node.Annotations["vgpu.io/devices"]
+		q, capOK := node.Status.Allocatable["nvidia.com/gpu"]
+		_, err = c.Client.ResourceV1().ResourceSlices().Get(ctx, n.Name+"-"+dra.Driver, metav1.GetOptions{})
+		return paths{inventory: inv, capacity: capOK && !q.IsZero(), slice: err == nil}
+	}
+	waitState := func(what string, want paths) {
+		t.Helper()
+		var got paths
+		for range 150 {
+			if got = state(); got == want {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("%s: node offers %+v, want %+v", what, got, want)
+	}
+	for _, step := range []struct {
+		mode string
+		want paths
+	}{
+		{"device-plugin", paths{inventory: true, capacity: true}},
+		{"dra", paths{slice: true}},
+		{"device-plugin", paths{inventory: true, capacity: true}},
+	} {
+		if err := daemons.StartNodeAgent(ctx, c, n.Name, nvml, "--mode="+step.mode); err != nil {
+			t.Fatal(err)
+		}
+		waitState("node agent in "+step.mode+" mode", step.want)
+		c.StopProcess(daemons.NodeAgentName(n.Name))
+	}
+}
