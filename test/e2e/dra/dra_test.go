@@ -354,6 +354,15 @@ func checkAllocations(ctx context.Context, t *testing.T, c *cluster.Cluster, sli
 		}
 	}
 	t.Logf("%d claims allocated, %d vGPU slots used of %d", allocated, slots, len(capOf)*split)
+	// Where first fit put them (docs/dra.md#policies): slots used per GPU,
+	// in device order, per node.
+	for _, s := range slices {
+		line := s.Spec.Pool.Name + ":"
+		for _, d := range s.Spec.Devices {
+			line += fmt.Sprintf(" %d", used[s.Spec.Pool.Name+"/"+d.Name][dra.CapVGPUs])
+		}
+		t.Log(line)
+	}
 }
 
 func waitSlices(ctx context.Context, t *testing.T, c *cluster.Cluster, want int) []*resourcev1.ResourceSlice {
