@@ -445,3 +445,55 @@ func TestSwitchingANodeBetweenPaths(t *testing.T) {
 		c.StopProcess(daemons.NodeAgentName(n.Name))
 	}
 }
+
+// The DRA allocator takes the first device that fits, in the order of the
+// node's slice (docs/dra.md#policies): shares fill gpu-0 up to the split
+// count before gpu-1 gets one. GPU-level spread does not hold on this path.
+func TestFirstFitFillsGPUsInOrder(t *testing.T) {
+	c := cluster.Run(t, cluster.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s := config.Default()
+	s.DeviceSplitCount = split
+	if err := daemons.SetSettings(ctx, c, s); err != nil {
+		t.Fatal(err)
+	}
+	createDeviceClass(ctx, t, c)
+	n, err := gpunode.Node(gpunode.Spec{Prefix: "order", GPUs: 4, NoInventory: true}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := daemons.StartNodeAgent(ctx, c, n.Name, gpunode.MockFlag(gpunode.A100_80GB, 4), "--mode=dra"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitForNodesReady(ctx, n.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	for i := range split + 2 {
+		name := fmt.Sprintf("o-%d", i)
+		if err := createClaimPod(ctx, c, name, request.Container{Name: "cuda", Count: 1, MemoryMiB: 1000, Cores: 10}, nil); err != nil {
+			t.Fatal(err)
+		}
+		// One at a time, so the order is the scheduler's, not the queue's.
+		if _, err := c.WaitForPods(ctx, ns, "app=dra", i+1, cluster.PodBound); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claims, err := c.Client.ResourceV1().ResourceClaims(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, cl := range claims.Items {
+		per[cl.Status.Allocation.Devices.Results[0].Device]++
+	}
+	if per["gpu-0"] != split || per["gpu-1"] != 2 || len(per) != 2 {
+		t.Fatalf("shares per GPU %v: want gpu-0 full (%d) before gpu-1 gets 2", per, split)
+	}
+}
