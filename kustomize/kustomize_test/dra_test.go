@@ -10,6 +10,7 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/component-helpers/auth/rbac/validation"
 
+	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/dra"
 )
 
@@ -18,6 +19,9 @@ import (
 // needs, no more (docs/dra.md).
 func TestDRAOverlay(t *testing.T) {
 	objs := render(t, "overlays/dra")
+	if got := settingsOf(t, objs); got != config.Default() {
+		t.Errorf("settings %+v: the dra overlay keeps the defaults", got)
+	}
 	dc := find[*resourcev1.DeviceClass](t, objs, dra.DeviceClass)
 	if len(dc.Spec.Selectors) != 1 || dc.Spec.Selectors[0].CEL == nil || dc.Spec.Selectors[0].CEL.Expression != `device.driver == "`+dra.Driver+`"` {
 		t.Errorf("DeviceClass selectors %+v: want the driver %s", dc.Spec.Selectors, dra.Driver)

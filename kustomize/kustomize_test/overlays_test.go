@@ -35,7 +35,6 @@ func TestOverlaysSetTheirPolicies(t *testing.T) {
 		{"overlays/overcommit", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1.5, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Spread}},
 		{"overlays/local", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Binpack}},
 		{"overlays/local-spread", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Spread, GPUSchedulerPolicy: config.Spread}},
-		{"overlays/dra", config.Default()},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			if got := settingsOf(t, render(t, tc.dir)); got != tc.want {
