@@ -36,15 +36,9 @@ const (
 )
 
 func TestStockSchedulerAllocatesShares(t *testing.T) {
-	c := cluster.Run(t, cluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	s := config.Default()
-	s.DeviceSplitCount = split
-	if err := daemons.SetSettings(ctx, c, s); err != nil {
-		t.Fatal(err)
-	}
-	createDeviceClass(ctx, t, c)
+	c := draCluster(ctx, t)
 
 	var names []string
 	for i := range nodes {
@@ -235,6 +229,21 @@ func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *clu
 		t.Fatal(err)
 	}
 }
+
+// draCluster is a control plane with the stock scheduler, vgpu's settings
+// at split count `split`, and the dra overlay's DeviceClass.
+func draCluster(ctx context.Context, t *testing.T) *cluster.Cluster {
+	t.Helper()
+	c := cluster.Run(t, cluster.Options{})
+	s := config.Default()
+	s.DeviceSplitCount = split
+	if err := daemons.SetSettings(ctx, c, s); err != nil {
+		t.Fatal(err)
+	}
+	createDeviceClass(ctx, t, c)
+	return c
+}
+
 func createDeviceClass(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	// The overlay's own DeviceClass, so the test exercises what ships.
@@ -450,15 +459,9 @@ func TestSwitchingANodeBetweenPaths(t *testing.T) {
 // node's slice (docs/dra.md#policies): shares fill gpu-0 up to the split
 // count before gpu-1 gets one. GPU-level spread does not hold on this path.
 func TestFirstFitFillsGPUsInOrder(t *testing.T) {
-	c := cluster.Run(t, cluster.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	s := config.Default()
-	s.DeviceSplitCount = split
-	if err := daemons.SetSettings(ctx, c, s); err != nil {
-		t.Fatal(err)
-	}
-	createDeviceClass(ctx, t, c)
+	c := draCluster(ctx, t)
 	n, err := gpunode.Node(gpunode.Spec{Prefix: "order", GPUs: 4, NoInventory: true}, 0)
 	if err != nil {
 		t.Fatal(err)
