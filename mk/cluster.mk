@@ -40,8 +40,9 @@ BENCH_PODS ?= 3000
 BENCH_QPS ?= 2000
 # The modes of issue 4 with the same scheduler client limits: stock
 # kube-scheduler with whole GPUs, the fractional pods on kube-scheduler alone
-# (shares, the floor), and vgpu's extender with fractional pods.
-BENCH_ARGS ?= --modes stock,shares,vgpu --scheduler-qps 1000
+# (shares, the floor), vgpu's extender with fractional pods, and the same
+# pods as DRA claims on the stock scheduler (dra, docs/dra.md).
+BENCH_ARGS ?= --modes stock,shares,vgpu,dra --scheduler-qps 1000
 
 TEST_TARGETS += test-e2e
 

@@ -43,6 +43,9 @@ func main() {
 			if cfg.IgnoredXids, err = discovery.ParseXids(ignoredXids); err != nil {
 				return fmt.Errorf("--ignored-xids: %w", err)
 			}
+			if cfg.Mode != daemon.ModeDevicePlugin && cfg.Mode != daemon.ModeDRA {
+				return fmt.Errorf("--mode %q: must be %s or %s", cfg.Mode, daemon.ModeDevicePlugin, daemon.ModeDRA)
+			}
 			if cfg.NodeName == "" {
 				return fmt.Errorf("the node name is empty: set --node-name or NODE_NAME (the downward API's spec.nodeName)")
 			}
@@ -70,6 +73,7 @@ func main() {
 	}
 	f := root.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
+	f.StringVar(&cfg.Mode, "mode", daemon.ModeDevicePlugin, "scheduling path: device-plugin (the extender path) or dra (publish a ResourceSlice, register no device plugin); see docs/dra.md")
 	f.StringVar(&cfg.NVML, "nvml", "", gpumock.FlagUsage)
 	f.StringVar(&cfg.SocketDir, "kubelet-socket-dir", pluginapi.DevicePluginPath, "the kubelet's device plugin directory (holds kubelet.sock)")
 	f.StringVar(&cfg.SocketName, "socket-name", "vgpu.sock", "this plugin's socket name in --kubelet-socket-dir")

@@ -53,6 +53,7 @@ func main() {
 		"name of the Mutating- and ValidatingWebhookConfiguration whose caBundle is set to the CA at start; empty leaves them alone")
 	f.StringVar(&o.RegisterURL, "register-url", "", "create or update the webhook configurations to call this base URL (e.g. https://127.0.0.1:8443), for local clusters")
 	f.StringVar(&o.SchedulerName, "scheduler-name", contract.DefaultSchedulerName, "schedulerName given to vgpu pods that name no scheduler")
+	f.StringVar(&o.Mode, "mode", app.ModeExtender, "scheduling path: extender (route vgpu pods to --scheduler-name) or dra (turn their limits into ResourceClaims); see docs/dra.md")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then the in-cluster service account")
 	f.Float32Var(&o.QPS, "kube-api-qps", 20, "queries per second to the API server")
 	f.IntVar(&o.Burst, "kube-api-burst", 40, "burst of queries to the API server")

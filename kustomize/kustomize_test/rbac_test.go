@@ -126,6 +126,8 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 				"": {
 					rule(core, []string{"nodes"}, []string{"get", "list", "watch", "patch"}),
 					rule(core, []string{"pods"}, []string{"get", "list", "watch", "patch"}),
+					// A slice left from DRA mode is deleted at start.
+					rule([]string{"resource.k8s.io"}, []string{"resourceslices"}, []string{"list", "delete"}),
 				},
 				ns: {rule(core, []string{"configmaps"}, ro, contract.SettingsConfigMap)},
 			},

@@ -29,7 +29,7 @@ func root() string {
 // Every kustomization a user may apply.
 var (
 	policyOverlays = []string{"overlays/binpack", "overlays/spread"}
-	allOverlays    = []string{"overlays/binpack", "overlays/spread", "overlays/overcommit", "overlays/local", "overlays/local-spread"}
+	allOverlays    = []string{"overlays/binpack", "overlays/spread", "overlays/overcommit", "overlays/local", "overlays/local-spread", "overlays/dra"}
 )
 
 // object is one rendered object, decoded into its typed struct, with the

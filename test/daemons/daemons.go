@@ -185,7 +185,8 @@ func dryRunGPUPod(ctx context.Context, cs kubernetes.Interface) error {
 	if err != nil {
 		return err
 	}
-	if p.Spec.SchedulerName != contract.DefaultSchedulerName {
+	// Routed to vgpu's scheduler, or, in DRA mode, given a claim.
+	if p.Spec.SchedulerName != contract.DefaultSchedulerName && len(p.Spec.ResourceClaims) == 0 {
 		return fmt.Errorf("a vgpu pod is not mutated yet (schedulerName %q)", p.Spec.SchedulerName)
 	}
 	return nil

@@ -345,6 +345,12 @@ func createPods(ctx context.Context, client kubernetes.Interface, o *options, m 
 				if i >= o.pods || ctx.Err() != nil {
 					return
 				}
+				if m.before != nil {
+					if err := m.before(ctx, client, i); err != nil {
+						errs <- fmt.Errorf("before pod %d: %w", i, err)
+						return
+					}
+				}
 				if _, err := client.CoreV1().Pods(namespace).Create(ctx, m.pod(i), metav1.CreateOptions{}); err != nil {
 					errs <- fmt.Errorf("create pod %d: %w", i, err)
 					return

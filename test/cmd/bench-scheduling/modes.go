@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -30,6 +31,9 @@ type mode struct {
 	setup func(ctx context.Context, c *cluster.Cluster) (*schedv1.KubeSchedulerConfiguration, error)
 	// pod is the i-th benchmark pod.
 	pod func(i int) *corev1.Pod
+	// before, if set, runs before the i-th pod is created (objects the pod
+	// refers to, such as its ResourceClaim).
+	before func(ctx context.Context, client kubernetes.Interface, i int) error
 	// stats, if set, runs once every pod is bound, before the cluster
 	// stops, and returns lines for the report (a component's own timings).
 	stats func(ctx context.Context) (string, error)

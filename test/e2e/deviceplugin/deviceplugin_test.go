@@ -5,11 +5,7 @@ package deviceplugin
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -52,7 +48,9 @@ func TestMockNodeInventoryIsScheduledOn(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	startPlugin(ctx, t, c, node.Name, "mock:dgxa100:4")
+	if err := daemons.StartNodeAgent(ctx, c, node.Name, "mock:dgxa100:4"); err != nil {
+		t.Fatal(err)
+	}
 	inv := waitInventory(ctx, t, c, node.Name, func(inv device.Inventory, gpus int64) bool {
 		return len(inv.GPUs) == 4 && inv.SplitCount == 5 && gpus == 20
 	})
@@ -116,38 +114,6 @@ func TestMockNodeInventoryIsScheduledOn(t *testing.T) {
 	waitInventory(ctx, t, c, node.Name, func(inv device.Inventory, gpus int64) bool {
 		return inv.SplitCount == 10 && gpus == 40
 	})
-}
-
-// startPlugin runs cmd/deviceplugin for a kwok node: its own socket and host
-// directories under the cluster's folder, capacity written into the Node
-// status since no kubelet does it.
-func startPlugin(ctx context.Context, t *testing.T, c *cluster.Cluster, node, nvml string) {
-	t.Helper()
-	bin, err := daemons.Binary("deviceplugin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	dir := filepath.Join(c.Dir, "deviceplugin-"+node)
-	args := []string{
-		"--node-name=" + node, "--nvml=" + nvml, "--kubeconfig=" + c.Kubeconfig,
-		"--kubelet-socket-dir=" + filepath.Join(dir, "device-plugins"),
-		"--host-root=" + filepath.Join(dir, "vgpu"),
-		"--sysfs-root=" + filepath.Join(dir, "sys"),
-		"--libvgpu=" + filepath.Join(dir, "no-libvgpu.so"),
-		"--metrics-address=127.0.0.1:" + strconv.Itoa(port),
-		"--advertise-capacity",
-	}
-	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
-	err = c.StartProcess(ctx, "vgpu-device-plugin-"+node, bin, args, cluster.HTTPReady(healthz))
-	if err != nil {
-		t.Fatalf("device plugin: %v (log: %s)", err, c.LogPath("vgpu-device-plugin-"+node))
-	}
 }
 
 // waitInventory waits until the Node's inventory and allocatable GPUs

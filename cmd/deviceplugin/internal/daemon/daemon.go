@@ -26,6 +26,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/install"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/inventory"
@@ -35,6 +36,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/settings"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
 
@@ -54,7 +56,15 @@ type Config struct {
 	MetricsAddress    string
 	IgnoredXids       []uint64
 	AdvertiseCapacity bool
+	// Mode is ModeDevicePlugin or ModeDRA (docs/dra.md).
+	Mode string
 }
+
+// The node agent's two modes, one per scheduling path (docs/dra.md).
+const (
+	ModeDevicePlugin = "device-plugin"
+	ModeDRA          = "dra"
+)
 
 // Deps are what tests replace.
 type Deps struct {
@@ -146,6 +156,16 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 	syncCancel()
 
+	if cfg.Mode == ModeDRA {
+		return runDRA(ctx, cfg, deps, lib, gpus, state, m, reg)
+	}
+	// One GPU, one booking: a slice left from DRA mode goes first.
+	if n, err := draslice.DeleteSlices(ctx, deps.Client, cfg.NodeName); err != nil {
+		log.Warn("cannot check for ResourceSlices left from DRA mode", zap.Error(err))
+	} else if n > 0 {
+		log.Info("deleted ResourceSlices left from DRA mode", zap.Int("slices", n))
+	}
+
 	podFactory := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
@@ -191,24 +211,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 
 	errs := make(chan error, 3)
-	go func() {
-		uuids := make([]string, len(gpus))
-		for i, g := range gpus {
-			uuids[i] = g.UUID
-		}
-		err := discovery.WatchHealth(ctx, lib, uuids, cfg.IgnoredXids, func(ev discovery.Event) {
-			if state.SetHealthy(ev.UUID, false) {
-				m.UnhealthyGPUs.Inc()
-				log.Error("GPU marked unhealthy", zap.String("gpu", ev.UUID), zap.Uint64("xid", ev.Xid), zap.Uint64("eventType", ev.Type))
-			}
-		}, func(msg, uuid string, err error) {
-			log.Warn(msg, zap.String("gpu", uuid), zap.Error(err))
-		})
-		if err != nil {
-			// Without events health is unknown; keep serving what we know.
-			log.Error("GPU health watch stopped", zap.Error(err))
-		}
-	}()
+	go watchHealth(ctx, lib, gpus, cfg, state, m, log)
 	pub := &inventory.Publisher{Node: cfg.NodeName, Client: deps.Client, Nodes: nodeInformer.Lister(), State: state,
 		Metrics: m, Log: log, AdvertiseCapacity: cfg.AdvertiseCapacity}
 	go pub.Run(ctx, kick)
@@ -247,4 +250,24 @@ func serveHTTP(addr string, reg *prometheus.Registry) (*http.Server, error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	return srv, nil
+}
+
+// watchHealth marks GPUs unhealthy on critical Xid events until ctx ends.
+func watchHealth(ctx context.Context, lib nvml.Interface, gpus []device.GPU, cfg Config, state *gpustate.State, m *metrics.Metrics, log *zap.Logger) {
+	uuids := make([]string, len(gpus))
+	for i, g := range gpus {
+		uuids[i] = g.UUID
+	}
+	err := discovery.WatchHealth(ctx, lib, uuids, cfg.IgnoredXids, func(ev discovery.Event) {
+		if state.SetHealthy(ev.UUID, false) {
+			m.UnhealthyGPUs.Inc()
+			log.Error("GPU marked unhealthy", zap.String("gpu", ev.UUID), zap.Uint64("xid", ev.Xid), zap.Uint64("eventType", ev.Type))
+		}
+	}, func(msg, uuid string, err error) {
+		log.Warn(msg, zap.String("gpu", uuid), zap.Error(err))
+	})
+	if err != nil {
+		// Without events health is unknown; keep serving what we know.
+		log.Error("GPU health watch stopped", zap.Error(err))
+	}
 }

@@ -52,6 +52,10 @@ type options struct {
 	extraObjects []*podObj
 	// checkpoint is written as the kubelet's checkpoint file before start.
 	checkpoint string
+	// mode is Config.Mode; "" is the device plugin.
+	mode            string
+	nodeAnnotations map[string]string
+	objects         []runtimeObject
 }
 
 func start(t *testing.T, o options) *env {
@@ -86,7 +90,8 @@ func start(t *testing.T, o options) *env {
 			mustWrite(t, filepath.Join(e.cfg.SysfsRoot, "bus/pci/devices", fmt.Sprintf("0000:%02x:00.0", i), "numa_node"), fmt.Sprint(i/4))
 		}
 	}
-	objs := []runtimeObject{&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}}
+	e.cfg.Mode = o.mode
+	objs := append([]runtimeObject{&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Annotations: o.nodeAnnotations}}}, o.objects...)
 	if !o.noConfigMap {
 		s := config.Default()
 		if o.splitCount != 0 {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/reconcile"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
 )
@@ -47,28 +48,10 @@ type Publisher struct {
 // Run reconciles on every state change and every kick (Node updates from
 // the informer) until ctx ends; a failed write is retried with backoff.
 func (p *Publisher) Run(ctx context.Context, kick <-chan struct{}) {
-	changed, cancel := p.State.Subscribe()
-	defer cancel()
-	backoff := time.Second
-	var retry <-chan time.Time
-	for {
-		if err := p.reconcile(ctx); err != nil {
-			p.Metrics.InventoryWrites.WithLabelValues("error").Inc()
-			p.Log.Warn("publishing the node inventory failed; retrying", zap.String("node", p.Node), zap.Duration("in", backoff), zap.Error(err))
-			retry = time.After(backoff)
-			backoff = min(2*backoff, time.Minute)
-		} else {
-			retry = nil
-			backoff = time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-changed:
-		case <-kick:
-		case <-retry:
-		}
-	}
+	reconcile.Loop(ctx, p.State, kick, p.reconcile, func(err error, in time.Duration) {
+		p.Metrics.InventoryWrites.WithLabelValues("error").Inc()
+		p.Log.Warn("publishing the node inventory failed; retrying", zap.String("node", p.Node), zap.Duration("in", in), zap.Error(err))
+	})
 }
 
 func (p *Publisher) reconcile(ctx context.Context) error {

@@ -5,10 +5,12 @@
 package admission
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +39,9 @@ type Capacity interface {
 type Reviewer struct {
 	SchedulerName string
 	Capacity      Capacity
+	// DRA, when set, turns pods into claims instead of routing them to
+	// SchedulerName (docs/dra.md).
+	DRA *DRA
 }
 
 // Outcome labels what a review did, for metrics and logs.
@@ -92,7 +97,19 @@ func (r *Reviewer) Review(req *admissionv1.AdmissionRequest, mutate bool) (*admi
 	if !mutate {
 		return resp, Allowed
 	}
-	ops := r.patch(&pod)
+	var ops []patchOp
+	if r.DRA != nil {
+		if pod.Namespace == "" {
+			pod.Namespace = req.Namespace
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if ops, err = r.DRA.ops(ctx, &pod, parsed, req.DryRun != nil && *req.DryRun); err != nil {
+			return deny(resp, fmt.Sprintf("pod %s: %s", name, oneLine(err))), Denied
+		}
+	} else {
+		ops = r.patch(&pod)
+	}
 	if len(ops) == 0 {
 		return resp, Allowed
 	}

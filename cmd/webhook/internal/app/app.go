@@ -27,6 +27,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/webhook/config"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/admission"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/certs"
+	"github.com/vgpu-io/vgpu/cmd/webhook/internal/drainventory"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/inventory"
 )
 
@@ -56,7 +57,16 @@ type Options struct {
 	Kubeconfig    string
 	QPS           float32
 	Burst         int
+	// Mode is "extender" (route pods to SchedulerName) or "dra" (turn them
+	// into claims, docs/dra.md).
+	Mode string
 }
+
+// The webhook's two modes, one per scheduling path.
+const (
+	ModeExtender = "extender"
+	ModeDRA      = "dra"
+)
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, o Options, log *zap.Logger) error {
@@ -72,23 +82,41 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 		return err
 	}
 
-	factory := informers.NewSharedInformerFactory(cs, 0)
-	largest, err := inventory.New(factory, log)
-	if err != nil {
-		return err
+	var (
+		factory  informers.SharedInformerFactory
+		reviewer = &admission.Reviewer{SchedulerName: o.SchedulerName}
+		synced   func() bool
+	)
+	switch o.Mode {
+	case ModeExtender:
+		factory = informers.NewSharedInformerFactory(cs, 0)
+		largest, err := inventory.New(factory, log)
+		if err != nil {
+			return err
+		}
+		reviewer.Capacity, synced = largest, largest.HasSynced
+	case ModeDRA:
+		slices, f, err := drainventory.New(cs)
+		if err != nil {
+			return err
+		}
+		factory = f
+		reviewer.Capacity, synced = slices, slices.HasSynced
+		reviewer.DRA = &admission.DRA{Templates: drainventory.Templates{Client: cs}, Models: slices}
+	default:
+		return fmt.Errorf("--mode %q: must be %s or %s", o.Mode, ModeExtender, ModeDRA)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := admission.NewMetrics(reg)
-	reviewer := &admission.Reviewer{SchedulerName: o.SchedulerName, Capacity: largest}
 
 	mux := http.NewServeMux()
 	mux.Handle(config.MutatePath, admission.Handler(reviewer, true, metrics, log))
 	mux.Handle(config.ValidatePath, admission.Handler(reviewer, false, metrics, log))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !largest.HasSynced() {
-			http.Error(w, "node informer not synced yet", http.StatusServiceUnavailable)
+		if !synced() {
+			http.Error(w, "inventory informer not synced yet", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok"))

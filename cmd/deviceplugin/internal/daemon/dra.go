@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"context"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
+	"github.com/vgpu-io/vgpu/lib/device"
+)
+
+// runDRA is the node agent on the DRA path (docs/dra.md): it publishes the
+// node's ResourceSlice and never registers nvidia.com/gpu with the kubelet,
+// so kube-scheduler cannot hand the same GPU out on the extender path too.
+func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus []device.GPU,
+	state *gpustate.State, m *metrics.Metrics, reg *prometheus.Registry) error {
+	log := deps.Log
+	if err := draslice.RetireDevicePlugin(ctx, deps.Client, cfg.NodeName, cfg.AdvertiseCapacity); err != nil {
+		return err
+	}
+	kick := make(chan struct{}, 1)
+	poke := func(any) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	// Watch the slice itself, so one deleted or edited by hand comes back.
+	f := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", draslice.SliceName(cfg.NodeName)).String()
+		}))
+	inf := f.Resource().V1().ResourceSlices().Informer()
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: poke, UpdateFunc: func(_, n any) { poke(n) }, DeleteFunc: poke,
+	}); err != nil {
+		return err
+	}
+	f.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return ctx.Err()
+	}
+	go watchHealth(ctx, lib, gpus, cfg, state, m, log)
+	pub := &draslice.Publisher{Node: cfg.NodeName, Client: deps.Client, State: state, Log: log}
+	go pub.Run(ctx, kick)
+	if cfg.MetricsAddress != "" {
+		srv, err := serveHTTP(cfg.MetricsAddress, reg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	log.Info("serving in DRA mode: no device plugin registration", zap.String("node", cfg.NodeName))
+	if deps.Ready != nil {
+		deps.Ready()
+	}
+	<-ctx.Done()
+	return nil
+}

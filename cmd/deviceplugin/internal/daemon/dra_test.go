@@ -1,0 +1,153 @@
+package daemon
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	resourcev1 "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/dra"
+)
+
+func (e *env) slice() (*resourcev1.ResourceSlice, error) {
+	return e.client.ResourceV1().ResourceSlices().Get(e.ctx, draslice.SliceName(nodeName), metav1.GetOptions{})
+}
+
+func (e *env) sliceIs(what string, ok func(*resourcev1.ResourceSlice) (bool, string)) *resourcev1.ResourceSlice {
+	e.t.Helper()
+	var s *resourcev1.ResourceSlice
+	e.eventually(what, func() (bool, string) {
+		var err error
+		if s, err = e.slice(); err != nil {
+			return false, err.Error()
+		}
+		return ok(s)
+	})
+	return s
+}
+
+func capOf(d resourcev1.Device, name resourcev1.QualifiedName) int64 {
+	q := d.Capacity[name].Value
+	return q.Value()
+}
+
+// In DRA mode the node agent publishes one shareable device per GPU, follows
+// health and settings, and never offers nvidia.com/gpu to the kubelet or the
+// extender (one GPU, one booking).
+func TestDRAModePublishesSliceInsteadOfDevicePlugin(t *testing.T) {
+	e := start(t, options{mode: ModeDRA, splitCount: 4,
+		nodeAnnotations: map[string]string{contract.AnnotationDevices: `{"v":1}`}})
+	s := e.sliceIs("slice with 8 GPUs", func(s *resourcev1.ResourceSlice) (bool, string) {
+		return len(s.Spec.Devices) == 8, fmt.Sprint(len(s.Spec.Devices), " devices")
+	})
+	if s.Spec.Driver != dra.Driver || s.Spec.NodeName == nil || *s.Spec.NodeName != nodeName || s.Spec.Pool.Name != nodeName {
+		t.Fatalf("slice spec %+v: want driver %s on node %s, pool named after the node", s.Spec, dra.Driver, nodeName)
+	}
+	if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].Kind != "Node" {
+		t.Errorf("owner %+v: the Node must own its slice", s.OwnerReferences)
+	}
+	for i, d := range s.Spec.Devices {
+		if got := *d.Attributes[dra.AttrUUID].StringValue; got != e.nvml.UUID(i) {
+			t.Errorf("device %s uuid %s: want GPU %d's %s", d.Name, got, i, e.nvml.UUID(i))
+		}
+		if capOf(d, dra.CapVGPUs) != 4 || capOf(d, dra.CapCores) != 100 {
+			t.Errorf("device %s: vgpus %d cores %d: want the split count 4 and 100", d.Name, capOf(d, dra.CapVGPUs), capOf(d, dra.CapCores))
+		}
+		if mem := *d.Attributes[dra.AttrMemoryMiB].IntValue; capOf(d, dra.CapMemory) != mem*1024*1024 {
+			t.Errorf("device %s: memory capacity %d bytes: want %d MiB", d.Name, capOf(d, dra.CapMemory), mem)
+		}
+	}
+	e.eventually("vgpu.io/devices removed from the Node", func() (bool, string) {
+		v, has := e.node().Annotations[contract.AnnotationDevices]
+		return !has, v
+	})
+	time.Sleep(300 * time.Millisecond)
+	if n := e.kubelet.Attempts(); n != 0 {
+		t.Fatalf("the kubelet saw %d device plugin registrations in DRA mode: want none", n)
+	}
+
+	if err := e.nvml.InjectXid(3, 79); err != nil {
+		t.Fatal(err)
+	}
+	s = e.sliceIs("GPU 3 tainted", func(s *resourcev1.ResourceSlice) (bool, string) {
+		return len(s.Spec.Devices[3].Taints) == 1, fmt.Sprint(s.Spec.Devices[3].Taints)
+	})
+	if tt := s.Spec.Devices[3].Taints[0]; tt.Key != dra.TaintUnhealthy || tt.Effect != resourcev1.DeviceTaintEffectNoSchedule {
+		t.Errorf("taint %+v: want NoSchedule %s", tt, dra.TaintUnhealthy)
+	}
+	for i, d := range s.Spec.Devices {
+		if i != 3 && len(d.Taints) != 0 {
+			t.Errorf("healthy %s tainted: %+v", d.Name, d.Taints)
+		}
+	}
+	if s.Spec.Pool.Generation < 2 {
+		t.Errorf("pool generation %d after a change: want it raised", s.Spec.Pool.Generation)
+	}
+	gen := s.Spec.Pool.Generation
+
+	set := config.Default()
+	set.DeviceSplitCount = 6
+	cm, err := e.client.CoreV1().ConfigMaps(contract.DefaultNamespace).Get(e.ctx, contract.SettingsConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data = set.Data()
+	if _, err := e.client.CoreV1().ConfigMaps(contract.DefaultNamespace).Update(e.ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.sliceIs("split count 6 published", func(s *resourcev1.ResourceSlice) (bool, string) {
+		return capOf(s.Spec.Devices[0], dra.CapVGPUs) == 6 && s.Spec.Pool.Generation == gen+1, fmt.Sprint(s.Spec.Pool)
+	})
+
+	// Nothing changes: nothing is written.
+	updates := func() int {
+		n := 0
+		for _, a := range e.client.Actions() {
+			if a.GetResource().Resource == "resourceslices" && (a.GetVerb() == "update" || a.GetVerb() == "create") {
+				n++
+			}
+		}
+		return n
+	}
+	before := updates()
+	time.Sleep(300 * time.Millisecond)
+	if n := updates() - before; n != 0 {
+		t.Errorf("%d slice writes without a change", n)
+	}
+
+	if err := e.client.ResourceV1().ResourceSlices().Delete(e.ctx, draslice.SliceName(nodeName), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.sliceIs("a deleted slice comes back", func(s *resourcev1.ResourceSlice) (bool, string) {
+		return len(s.Spec.Devices) == 8, fmt.Sprint(len(s.Spec.Devices))
+	})
+}
+
+// Switching a node back to the device plugin path takes its DRA slice down,
+// and only its own.
+func TestDevicePluginModeDeletesItsLeftoverSlice(t *testing.T) {
+	slice := func(name, node, driver string) *resourcev1.ResourceSlice {
+		return &resourcev1.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: resourcev1.ResourceSliceSpec{Driver: driver, NodeName: &node, Pool: resourcev1.ResourcePool{Name: node, Generation: 1, ResourceSliceCount: 1}}}
+	}
+	e := start(t, options{objects: []runtimeObject{
+		slice(draslice.SliceName(nodeName), nodeName, dra.Driver),
+		slice("other-node-gpu", "other-node", dra.Driver),
+		slice("nic", nodeName, "nic.example.com"),
+	}})
+	e.plugin("80 healthy devices", healthyIs(80))
+	e.eventually("own DRA slice deleted", func() (bool, string) {
+		_, err := e.slice()
+		return err != nil, "still there"
+	})
+	for _, name := range []string{"other-node-gpu", "nic"} {
+		if _, err := e.client.ResourceV1().ResourceSlices().Get(e.ctx, name, metav1.GetOptions{}); err != nil {
+			t.Errorf("slice %s: %v: another node's or driver's slice must stay", name, err)
+		}
+	}
+}

@@ -1,0 +1,62 @@
+package kustomizetest
+
+import (
+	"slices"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	resourcev1 "k8s.io/api/resource/v1"
+	"k8s.io/component-helpers/auth/rbac/validation"
+
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/dra"
+)
+
+// The dra overlay is the base plus: the DeviceClass every vgpu claim names,
+// the node agent and the webhook in DRA mode, and the permissions DRA mode
+// needs, no more (docs/dra.md).
+func TestDRAOverlay(t *testing.T) {
+	objs := render(t, "overlays/dra")
+	if got := settingsOf(t, objs); got != config.Default() {
+		t.Errorf("settings %+v: the dra overlay keeps the defaults", got)
+	}
+	dc := find[*resourcev1.DeviceClass](t, objs, dra.DeviceClass)
+	if len(dc.Spec.Selectors) != 1 || dc.Spec.Selectors[0].CEL == nil || dc.Spec.Selectors[0].CEL.Expression != `device.driver == "`+dra.Driver+`"` {
+		t.Errorf("DeviceClass selectors %+v: want the driver %s", dc.Spec.Selectors, dra.Driver)
+	}
+	if dc.Spec.ExtendedResourceName != nil {
+		t.Errorf("DeviceClass maps %s: the extender path would book the same GPUs", *dc.Spec.ExtendedResourceName)
+	}
+	ds := find[*appsv1.DaemonSet](t, objs, "vgpu-device-plugin")
+	if !slices.Contains(ds.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
+		t.Errorf("device plugin args %v: want --mode=dra", ds.Spec.Template.Spec.Containers[0].Args)
+	}
+	wh := find[*appsv1.Deployment](t, objs, "vgpu-webhook")
+	if !slices.Contains(wh.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
+		t.Errorf("webhook args %v: want --mode=dra", wh.Spec.Template.Spec.Containers[0].Args)
+	}
+	mw := find[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "vgpu-webhook")
+	if se := mw.Webhooks[0].SideEffects; se == nil || *se != admissionregistrationv1.SideEffectClassNoneOnDryRun {
+		t.Errorf("mutating webhook sideEffects %v: it creates templates, so NoneOnDryRun", se)
+	}
+	res := []string{"resource.k8s.io"}
+	base := render(t, "overlays/binpack")
+	for sa, want := range map[string][]rbacv1.PolicyRule{
+		"vgpu-device-plugin": {rule(res, []string{"resourceslices"}, []string{"get", "list", "watch", "create", "update", "delete"})},
+		"vgpu-webhook": {
+			rule(res, []string{"resourceslices"}, []string{"list", "watch"}),
+			rule(res, []string{"resourceclaimtemplates"}, []string{"create"}),
+		},
+	} {
+		got := grantsOf(objs, sa).rules[""]
+		added := slices.Concat(grantsOf(base, sa).rules[""], want)
+		if ok, extra := validation.Covers(added, got); !ok {
+			t.Errorf("%s may do more than DRA mode needs: %v", sa, extra)
+		}
+		if ok, missing := validation.Covers(got, added); !ok {
+			t.Errorf("%s lacks %v", sa, missing)
+		}
+	}
+}

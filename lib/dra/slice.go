@@ -1,0 +1,113 @@
+// Package dra is vgpu's vocabulary on the Dynamic Resource Allocation path
+// (docs/dra.md): the driver, attribute and capacity names, the devices a node
+// publishes, and the claim a vgpu request becomes. It only builds API
+// objects; publishing and admission live in the binaries.
+package dra
+
+import (
+	"fmt"
+	"math"
+
+	resourcev1 "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/device"
+)
+
+// Driver is the DRA driver name, the attribute domain and the DeviceClass.
+const Driver = "gpu.vgpu.io"
+
+// DeviceClass is the class every vgpu claim names.
+const DeviceClass = Driver
+
+// Attribute names, in the Driver's domain.
+const (
+	AttrUUID      = "uuid"
+	AttrModel     = "model"
+	AttrIndex     = "index"
+	AttrNUMANode  = "numaNode"
+	AttrMemoryMiB = "memoryMiB"
+)
+
+// Consumable capacity names (docs/dra.md#what-the-node-agent-publishes).
+const (
+	CapMemory = "memory" // MiB × deviceMemoryScaling, as a Mi quantity
+	CapCores  = "cores"  // % of the SMs
+	CapVGPUs  = "vgpus"  // sharers, deviceSplitCount
+)
+
+// TaintUnhealthy marks a GPU the health watch gave up on.
+const TaintUnhealthy = Driver + "/unhealthy"
+
+// MaxDevicesPerSlice is the API's limit for slices whose devices carry
+// taints or consumable capacity.
+const MaxDevicesPerSlice = resourcev1.ResourceSliceMaxDevicesWithAdvancedFeatures
+
+// DeviceName is the device of the GPU with this index.
+func DeviceName(index int) string { return fmt.Sprintf("gpu-%d", index) }
+
+// Devices turns a node's GPUs and the settings in force into DRA devices,
+// in index order: the DRA allocator takes the first device that fits, so
+// the order is the GPU-level policy (first-fit packing, docs/dra.md#policies).
+func Devices(gpus []device.GPU, s config.Settings) ([]resourcev1.Device, error) {
+	if len(gpus) > MaxDevicesPerSlice {
+		return nil, fmt.Errorf("%d GPUs: one ResourceSlice holds at most %d devices with consumable capacity", len(gpus), MaxDevicesPerSlice)
+	}
+	if s.DeviceSplitCount < 1 {
+		return nil, fmt.Errorf("deviceSplitCount %d: must be at least 1", s.DeviceSplitCount)
+	}
+	if s.DeviceMemoryScaling < 1 {
+		return nil, fmt.Errorf("deviceMemoryScaling %g: must be at least 1", s.DeviceMemoryScaling)
+	}
+	out := make([]resourcev1.Device, 0, len(gpus))
+	for _, g := range gpus {
+		// Scaled memory is floored: a fraction of a MiB cannot be booked.
+		mem := int64(math.Floor(float64(g.MemoryMiB) * s.DeviceMemoryScaling))
+		d := resourcev1.Device{
+			Name: DeviceName(g.Index),
+			Attributes: map[resourcev1.QualifiedName]resourcev1.DeviceAttribute{
+				AttrUUID:      {StringValue: ptr(g.UUID)},
+				AttrModel:     {StringValue: ptr(g.Model)},
+				AttrIndex:     {IntValue: ptr(int64(g.Index))},
+				AttrNUMANode:  {IntValue: ptr(int64(g.NUMANode))},
+				AttrMemoryMiB: {IntValue: ptr(g.MemoryMiB)},
+			},
+			Capacity: map[resourcev1.QualifiedName]resourcev1.DeviceCapacity{
+				// Unnamed memory books the whole GPU, as a pod without
+				// gpumem does on the extender path.
+				CapMemory: {Value: MiB(mem), RequestPolicy: &resourcev1.CapacityRequestPolicy{
+					Default:    ptr(MiB(mem)),
+					ValidRange: &resourcev1.CapacityRequestPolicyRange{Min: ptr(MiB(1)), Step: ptr(MiB(1))},
+				}},
+				// Unnamed cores book none: gpucores omitted means no limit.
+				CapCores: {Value: *resource.NewQuantity(100, resource.DecimalSI), RequestPolicy: &resourcev1.CapacityRequestPolicy{
+					Default: ptr(*resource.NewQuantity(0, resource.DecimalSI)),
+					ValidRange: &resourcev1.CapacityRequestPolicyRange{
+						Min: ptr(*resource.NewQuantity(0, resource.DecimalSI)), Max: ptr(*resource.NewQuantity(100, resource.DecimalSI)),
+						Step: ptr(*resource.NewQuantity(1, resource.DecimalSI))},
+				}},
+				// Every share takes one vGPU slot, so deviceSplitCount caps sharers.
+				CapVGPUs: {Value: *resource.NewQuantity(int64(s.DeviceSplitCount), resource.DecimalSI), RequestPolicy: &resourcev1.CapacityRequestPolicy{
+					Default: ptr(*resource.NewQuantity(1, resource.DecimalSI)),
+					ValidRange: &resourcev1.CapacityRequestPolicyRange{
+						Min: ptr(*resource.NewQuantity(1, resource.DecimalSI)), Step: ptr(*resource.NewQuantity(1, resource.DecimalSI))},
+				}},
+			},
+			AllowMultipleAllocations: ptr(true),
+		}
+		if !g.Healthy {
+			// NoSchedule, never NoExecute: running pods keep their GPU.
+			d.Taints = []resourcev1.DeviceTaint{{Key: TaintUnhealthy, Value: "true", Effect: resourcev1.DeviceTaintEffectNoSchedule}}
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// MiB is n MiB as a binary quantity.
+func MiB(n int64) resource.Quantity {
+	return *resource.NewQuantity(n*1024*1024, resource.BinarySI)
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,44 @@
+package daemons
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/vgpu-io/vgpu/test/cluster"
+)
+
+// NodeAgentName is the process name of the node agent of node.
+func NodeAgentName(node string) string { return "vgpu-device-plugin-" + node }
+
+// StartNodeAgent runs cmd/deviceplugin for a kwok node, simulating the GPUs
+// nvml names (gpunode.MockFlag): its own socket and host directories under
+// the cluster's folder, no libvgpu, and capacity written into the Node
+// status since no kubelet does it. extraArgs (e.g. --mode=dra) come last.
+func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, extraArgs ...string) error {
+	bin, err := Binary("deviceplugin")
+	if err != nil {
+		return err
+	}
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(c.Dir, "deviceplugin-"+node)
+	args := append([]string{
+		"--node-name=" + node, "--nvml=" + nvml, "--kubeconfig=" + c.Kubeconfig,
+		"--kubelet-socket-dir=" + filepath.Join(dir, "device-plugins"),
+		"--host-root=" + filepath.Join(dir, "vgpu"),
+		"--sysfs-root=" + filepath.Join(dir, "sys"),
+		"--libvgpu=" + filepath.Join(dir, "no-libvgpu.so"),
+		"--metrics-address=127.0.0.1:" + strconv.Itoa(ports[0]),
+		"--advertise-capacity",
+	}, extraArgs...)
+	name := NodeAgentName(node)
+	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[0])
+	if err := c.StartProcess(ctx, name, bin, args, cluster.HTTPReady(healthz)); err != nil {
+		return fmt.Errorf("node agent of %s: %w (log: %s)", node, err, c.LogPath(name))
+	}
+	return nil
+}

@@ -1,0 +1,502 @@
+// Package dra tests the DRA path (docs/dra.md) on the real control plane:
+// node agents in DRA mode publish ResourceSlices for simulated GPU nodes and
+// the stock kube-scheduler, with no extender, allocates shares of them.
+//
+// The harness runs no kube-controller-manager, so nothing turns a
+// ResourceClaimTemplate into a claim or frees a claim when its pod goes:
+// the claims here are created directly, one per pod.
+package dra
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/test/cluster"
+	"github.com/vgpu-io/vgpu/test/daemons"
+	"github.com/vgpu-io/vgpu/test/gpunode"
+)
+
+const (
+	nodes, gpusPerNode, split = 4, 8, 4
+	ns                        = "e2e-dra"
+)
+
+func TestStockSchedulerAllocatesShares(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	c := draCluster(ctx, t)
+
+	var names []string
+	for i := range nodes {
+		// A mix of models, so percentages resolve per model.
+		model := gpunode.A100_40GB
+		if i%2 == 1 {
+			model = gpunode.H100_80GB
+		}
+		n, err := gpunode.Node(gpunode.Spec{Prefix: "dra-node", GPUs: gpusPerNode, Model: model, NoInventory: true}, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n.Name)
+		if err := daemons.StartNodeAgent(ctx, c, n.Name, gpunode.MockFlag(model, gpusPerNode), "--mode=dra"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitForNodesReady(ctx, names...); err != nil {
+		t.Fatal(err)
+	}
+	slices := waitSlices(ctx, t, c, nodes)
+	for _, n := range names {
+		node, err := c.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q, ok := node.Status.Allocatable["nvidia.com/gpu"]; ok && !q.IsZero() {
+			t.Errorf("node %s offers nvidia.com/gpu %s in DRA mode: one GPU, one booking", n, q.String())
+		}
+	}
+	models, _ := dra.ModelsOf(slices)
+	if len(models) != 2 {
+		t.Fatalf("models %v: want A100 and H100", models)
+	}
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+
+	seedStylePodRunsThroughTheWebhook(ctx, t, c)
+
+	// 300 pods at once, far more than fits: 32 GPUs × 4 slots = 128 slots.
+	small := request.Container{Count: 1, MemoryMiB: 2000}
+	kinds := []request.Container{
+		{Count: 1, MemoryMiB: 10000, Cores: 30},
+		{Count: 1, MemoryPercent: 25},
+		{Count: 2, MemoryMiB: 5000, Cores: 10},
+		small,
+		{Count: 1, MemoryMiB: 10000, Cores: 30},
+		{Count: 1, MemoryPercent: 25},
+		small,
+		small,
+		{Count: 1, Exclusive: true},
+		small,
+	}
+	const pods = 300
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, pods)
+	sem := make(chan struct{}, 16)
+	kindOf := map[string]request.Container{}
+	for i := range pods {
+		k := kinds[i%len(kinds)]
+		k.Name = "cuda"
+		name := fmt.Sprintf("p-%03d", i)
+		kindOf[name] = k
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs <- createClaimPod(ctx, c, name, k, models)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until the scheduler has had its say on every pod: bound, or
+	// marked unschedulable.
+	var bound, pendingSmall int
+	for ctx.Err() == nil {
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=dra"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var unsched int
+		bound, pendingSmall = 0, 0
+		for _, p := range list.Items {
+			if p.Spec.NodeName != "" {
+				bound++
+				continue
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodScheduled && cond.Reason == corev1.PodReasonUnschedulable {
+					unsched++
+					if kindOf[p.Name] == (request.Container{Name: "cuda", Count: 1, MemoryMiB: 2000}) {
+						pendingSmall++
+					}
+				}
+			}
+		}
+		if bound+unsched == pods {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	t.Logf("%d claim pods created at once: %d bound, %d unschedulable; every pod decided %s after the first was created",
+		pods, bound, pods-bound, elapsed.Round(time.Millisecond))
+	checkAllocations(ctx, t, c, slices, kindOf, pendingSmall > 0, small.MemoryMiB)
+}
+
+// seedStylePodRunsThroughTheWebhook: a pod written as for the extender path
+// is turned into a claim by the webhook in DRA mode, and the stock
+// scheduler places it on a GPU its selector allows, with the percentage
+// resolved against that GPU's memory. The harness has no
+// kube-controller-manager, so the test does its one chore for this pod:
+// the claim from the template, and the pod status naming it.
+func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	if _, err := daemons.StartWebhook(ctx, c, "--mode=dra"); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "seed", Namespace: ns, Annotations: map[string]string{"nvidia.com/use-gputype": "h100"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{
+				"nvidia.com/gpumem-percentage": resource.MustParse("50"),
+				"nvidia.com/gpucores":          resource.MustParse("20"),
+			}}}}},
+	}
+	got, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Spec.ResourceClaims) != 1 || got.Spec.ResourceClaims[0].ResourceClaimTemplateName == nil {
+		t.Fatalf("seed-style pod not turned into a claim: %+v", got.Spec)
+	}
+	if _, ok := got.Spec.Containers[0].Resources.Limits["nvidia.com/gpucores"]; ok {
+		t.Fatal("nvidia.com/gpucores left on the pod")
+	}
+	pc := got.Spec.ResourceClaims[0]
+	tmpl, err := c.Client.ResourceV1().ResourceClaimTemplates(ns).Get(ctx, *pc.ResourceClaimTemplateName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("template the webhook named: %v", err)
+	}
+	claim, err := c.Client.ResourceV1().ResourceClaims(ns).Create(ctx, &resourcev1.ResourceClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "seed-" + pc.Name, Namespace: ns,
+			Annotations: map[string]string{resourcev1.PodResourceClaimAnnotation: pc.Name},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: got.Name, UID: got.UID,
+				Controller: ptr(true), BlockOwnerDeletion: ptr(true)}}},
+		Spec: tmpl.Spec.Spec,
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Status.ResourceClaimStatuses = []corev1.PodResourceClaimStatus{{Name: pc.Name, ResourceClaimName: &claim.Name}}
+	if _, err := c.Client.CoreV1().Pods(ns).UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var alloc *resourcev1.AllocationResult
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) && alloc == nil {
+		cl, err := c.Client.ResourceV1().ResourceClaims(ns).Get(ctx, claim.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alloc = cl.Status.Allocation
+		time.Sleep(100 * time.Millisecond)
+	}
+	if alloc == nil || len(alloc.Devices.Results) != 1 {
+		t.Fatalf("seed-style claim allocation %+v", alloc)
+	}
+	r := alloc.Devices.Results[0]
+	mem, cores := r.ConsumedCapacity[dra.CapMemory], r.ConsumedCapacity[dra.CapCores]
+	if r.Pool != "dra-node-1" && r.Pool != "dra-node-3" {
+		t.Errorf("seed pod on %s: use-gputype h100 allows only the H100 nodes", r.Pool)
+	}
+	if mem.Value() != 40960<<20 || cores.Value() != 20 {
+		t.Errorf("consumed memory %s cores %s: want 50%% of an 80 GiB H100 and 20", mem.String(), cores.String())
+	}
+	if _, err := c.WaitForPods(ctx, ns, "", 1, cluster.PodBound); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// draCluster is a control plane with the stock scheduler, vgpu's settings
+// at split count `split`, and the dra overlay's DeviceClass.
+func draCluster(ctx context.Context, t *testing.T) *cluster.Cluster {
+	t.Helper()
+	c := cluster.Run(t, cluster.Options{})
+	s := config.Default()
+	s.DeviceSplitCount = split
+	if err := daemons.SetSettings(ctx, c, s); err != nil {
+		t.Fatal(err)
+	}
+	createDeviceClass(ctx, t, c)
+	return c
+}
+
+func createDeviceClass(ctx context.Context, t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	// The overlay's own DeviceClass, so the test exercises what ships.
+	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "kustomize", "overlays", "dra", "deviceclass.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dc resourcev1.DeviceClass
+	if err := yaml.UnmarshalStrict(raw, &dc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.ResourceV1().DeviceClasses().Create(ctx, &dc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createClaimPod creates the claim the webhook would put in a template, and
+// a pod that uses it.
+func createClaimPod(ctx context.Context, c *cluster.Cluster, name string, k request.Container, models []dra.Model) error {
+	spec, err := dra.ClaimSpec(k, request.Selector{}, models)
+	if err != nil {
+		return err
+	}
+	claim := &resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+	if _, err := c.Client.ResourceV1().ResourceClaims(ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("claim %s: %w", name, err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "dra"}},
+		Spec: corev1.PodSpec{
+			ResourceClaims: []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimName: &name}},
+			Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{
+				Claims:   []corev1.ResourceClaim{{Name: "gpu"}},
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")},
+			}}},
+		},
+	}
+	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("pod %s: %w", name, err)
+	}
+	return nil
+}
+
+// checkAllocations sums what the allocated claims consume per device: never
+// more memory, cores or vGPU slots than the device has, a whole GPU alone on
+// its device, gpu: N on N devices; and when a small pod is left pending, no
+// device has a slot and that much memory free (first fit wastes no room a
+// pending pod could use).
+func checkAllocations(ctx context.Context, t *testing.T, c *cluster.Cluster, slices []*resourcev1.ResourceSlice,
+	kindOf map[string]request.Container, smallPending bool, smallMiB int64) {
+	t.Helper()
+	capOf := map[string]map[resourcev1.QualifiedName]int64{}
+	for _, s := range slices {
+		for _, d := range s.Spec.Devices {
+			m := map[resourcev1.QualifiedName]int64{}
+			for n, cp := range d.Capacity {
+				m[n] = cp.Value.Value()
+			}
+			capOf[s.Spec.Pool.Name+"/"+d.Name] = m
+		}
+	}
+	claims, err := c.Client.ResourceV1().ResourceClaims(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]map[resourcev1.QualifiedName]int64{}
+	holders := map[string][]string{}
+	allocated := 0
+	for _, cl := range claims.Items {
+		if cl.Status.Allocation == nil {
+			continue
+		}
+		allocated++
+		// Every claim books capacity; the kinds are known for the flood's.
+		if k, ok := kindOf[cl.Name]; ok && len(cl.Status.Allocation.Devices.Results) != k.Count {
+			t.Errorf("claim %s got %d devices: want %d", cl.Name, len(cl.Status.Allocation.Devices.Results), k.Count)
+		}
+		seen := map[string]bool{}
+		for _, r := range cl.Status.Allocation.Devices.Results {
+			key := r.Pool + "/" + r.Device
+			if seen[key] {
+				t.Errorf("claim %s got device %s twice: gpu: N must land on N GPUs", cl.Name, key)
+			}
+			seen[key] = true
+			holders[key] = append(holders[key], cl.Name)
+			if used[key] == nil {
+				used[key] = map[resourcev1.QualifiedName]int64{}
+			}
+			for n, q := range r.ConsumedCapacity {
+				used[key][n] += q.Value()
+			}
+		}
+	}
+	if allocated == 0 {
+		t.Fatal("no claim allocated")
+	}
+	slots := int64(0)
+	for dev, u := range used {
+		for n, v := range u {
+			if v > capOf[dev][n] {
+				t.Errorf("device %s: %s consumed %d of %d", dev, n, v, capOf[dev][n])
+			}
+		}
+		slots += u[dra.CapVGPUs]
+		for _, h := range holders[dev] {
+			if kindOf[h].Exclusive && len(holders[dev]) > 1 {
+				t.Errorf("device %s: whole-GPU claim %s shares it with %v", dev, h, holders[dev])
+			}
+		}
+	}
+	if smallPending {
+		for dev, cp := range capOf {
+			u := used[dev]
+			if u[dra.CapVGPUs] < cp[dra.CapVGPUs] && cp[dra.CapMemory]-u[dra.CapMemory] >= smallMiB<<20 {
+				t.Errorf("device %s has a free slot and %d MiB while a %d MiB pod is pending", dev, (cp[dra.CapMemory]-u[dra.CapMemory])>>20, smallMiB)
+			}
+		}
+	}
+	t.Logf("%d claims allocated, %d vGPU slots used of %d", allocated, slots, len(capOf)*split)
+	// Where first fit put them (docs/dra.md#policies): slots used per GPU,
+	// in device order, per node.
+	for _, s := range slices {
+		line := s.Spec.Pool.Name + ":"
+		for _, d := range s.Spec.Devices {
+			line += fmt.Sprintf(" %d", used[s.Spec.Pool.Name+"/"+d.Name][dra.CapVGPUs])
+		}
+		t.Log(line)
+	}
+}
+
+func waitSlices(ctx context.Context, t *testing.T, c *cluster.Cluster, want int) []*resourcev1.ResourceSlice {
+	t.Helper()
+	for {
+		list, err := c.Client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+		if err == nil {
+			var out []*resourcev1.ResourceSlice
+			for i := range list.Items {
+				if list.Items[i].Spec.Driver == dra.Driver && len(list.Items[i].Spec.Devices) == gpusPerNode {
+					out = append(out, &list.Items[i])
+				}
+			}
+			if len(out) == want {
+				return out
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d node agents did not publish their slices: %v", want, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// One GPU, one booking: a node switched from the device plugin path to DRA
+// and back offers its GPUs on one path at a time. In DRA mode the Node
+// loses the inventory the extender places by and its nvidia.com/gpu
+// capacity; back in device-plugin mode its ResourceSlice goes.
+func TestSwitchingANodeBetweenPaths(t *testing.T) {
+	c := cluster.Run(t, cluster.Options{NoScheduler: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	n, err := gpunode.Node(gpunode.Spec{Prefix: "switch", GPUs: 2, NoInventory: true}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(n.Status.Capacity, "nvidia.com/gpu")
+	delete(n.Status.Allocatable, "nvidia.com/gpu")
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	nvml := gpunode.MockFlag(gpunode.A100_80GB, 2)
+	type paths struct{ inventory, capacity, slice bool }
+	state := func() paths {
+		node, err := c.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, inv := node.Annotations["vgpu.io/devices"]
+		q, capOK := node.Status.Allocatable["nvidia.com/gpu"]
+		_, err = c.Client.ResourceV1().ResourceSlices().Get(ctx, n.Name+"-"+dra.Driver, metav1.GetOptions{})
+		return paths{inventory: inv, capacity: capOK && !q.IsZero(), slice: err == nil}
+	}
+	waitState := func(what string, want paths) {
+		t.Helper()
+		var got paths
+		for range 150 {
+			if got = state(); got == want {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("%s: node offers %+v, want %+v", what, got, want)
+	}
+	for _, step := range []struct {
+		mode string
+		want paths
+	}{
+		{"device-plugin", paths{inventory: true, capacity: true}},
+		{"dra", paths{slice: true}},
+		{"device-plugin", paths{inventory: true, capacity: true}},
+	} {
+		if err := daemons.StartNodeAgent(ctx, c, n.Name, nvml, "--mode="+step.mode); err != nil {
+			t.Fatal(err)
+		}
+		waitState("node agent in "+step.mode+" mode", step.want)
+		c.StopProcess(daemons.NodeAgentName(n.Name))
+	}
+}
+
+// The DRA allocator takes the first device that fits, in the order of the
+// node's slice (docs/dra.md#policies): shares fill gpu-0 up to the split
+// count before gpu-1 gets one. GPU-level spread does not hold on this path.
+func TestFirstFitFillsGPUsInOrder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := draCluster(ctx, t)
+	n, err := gpunode.Node(gpunode.Spec{Prefix: "order", GPUs: 4, NoInventory: true}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := daemons.StartNodeAgent(ctx, c, n.Name, gpunode.MockFlag(gpunode.A100_80GB, 4), "--mode=dra"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitForNodesReady(ctx, n.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	for i := range split + 2 {
+		name := fmt.Sprintf("o-%d", i)
+		if err := createClaimPod(ctx, c, name, request.Container{Name: "cuda", Count: 1, MemoryMiB: 1000, Cores: 10}, nil); err != nil {
+			t.Fatal(err)
+		}
+		// One at a time, so the order is the scheduler's, not the queue's.
+		if _, err := c.WaitForPods(ctx, ns, "app=dra", i+1, cluster.PodBound); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claims, err := c.Client.ResourceV1().ResourceClaims(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[string]int{}
+	for _, cl := range claims.Items {
+		per[cl.Status.Allocation.Devices.Results[0].Device]++
+	}
+	if per["gpu-0"] != split || per["gpu-1"] != 2 || len(per) != 2 {
+		t.Fatalf("shares per GPU %v: want gpu-0 full (%d) before gpu-1 gets 2", per, split)
+	}
+}
