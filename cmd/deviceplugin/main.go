@@ -19,6 +19,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/daemon"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/version"
@@ -83,6 +84,9 @@ func main() {
 	f.StringVar(&cfg.Namespace, "namespace", contract.DefaultNamespace, "namespace of the settings ConfigMap")
 	f.StringVar(&cfg.SettingsConfigMap, "settings-configmap", contract.SettingsConfigMap, "name of the settings ConfigMap")
 	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":9394", "address of /healthz and /metrics; empty to disable")
+	f.StringVar(&cfg.DRASockets.RegistryDir, "dra-registry-dir", draprepare.DefaultRegistryDir, "DRA mode: the kubelet's plugin registry directory (the registration socket goes there)")
+	f.StringVar(&cfg.DRASockets.PluginDir, "dra-plugin-dir", draprepare.DefaultPluginDir, "DRA mode: directory of the kubelet DRA service's socket (dra.sock)")
+	f.StringVar(&cfg.CDIDir, "cdi-dir", draprepare.DefaultCDIDir, "DRA mode: the container runtime's CDI spec directory, where prepared claims' CDI specs are written")
 	f.BoolVar(&cfg.AdvertiseCapacity, "advertise-capacity", false, "also write nvidia.com/gpu capacity into the Node status (for kwok nodes, which have no kubelet)")
 	f.StringVar(&ignoredXids, "ignored-xids", joinXids(discovery.DefaultIgnoredXids), "Xid errors that do not make a GPU unhealthy (application errors)")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; empty for in-cluster config")

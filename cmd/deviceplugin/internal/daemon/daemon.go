@@ -26,6 +26,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/install"
@@ -58,6 +59,9 @@ type Config struct {
 	AdvertiseCapacity bool
 	// Mode is ModeDevicePlugin or ModeDRA (docs/dra.md).
 	Mode string
+	// DRASockets and CDIDir place the kubelet's DRA service (DRA mode).
+	DRASockets draprepare.Sockets
+	CDIDir     string
 }
 
 // The node agent's two modes, one per scheduling path (docs/dra.md).
@@ -157,7 +161,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	syncCancel()
 
 	if cfg.Mode == ModeDRA {
-		return runDRA(ctx, cfg, deps, lib, gpus, state, m, reg)
+		return runDRA(ctx, cfg, deps, lib, gpus, state, m, reg, host.LibDir)
 	}
 	// One GPU, one booking: a slice left from DRA mode goes first.
 	if n, err := draslice.DeleteSlices(ctx, deps.Client, cfg.NodeName); err != nil {

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,6 +13,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
@@ -21,7 +25,7 @@ import (
 // node's ResourceSlice and never registers nvidia.com/gpu with the kubelet,
 // so kube-scheduler cannot hand the same GPU out on the extender path too.
 func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus []device.GPU,
-	state *gpustate.State, m *metrics.Metrics, reg *prometheus.Registry) error {
+	state *gpustate.State, m *metrics.Metrics, reg *prometheus.Registry, libDir string) error {
 	log := deps.Log
 	if err := draslice.RetireDevicePlugin(ctx, deps.Client, cfg.NodeName, cfg.AdvertiseCapacity); err != nil {
 		return err
@@ -51,6 +55,13 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 	go watchHealth(ctx, lib, gpus, cfg, state, m, log)
 	pub := &draslice.Publisher{Node: cfg.NodeName, Client: deps.Client, State: state, Log: log}
 	go pub.Run(ctx, kick)
+	drv := &draprepare.Driver{Node: cfg.NodeName, State: state, Log: log, CDIDir: cfg.CDIDir,
+		Host: containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "claims"), LibDir: libDir}}
+	helper, err := draprepare.Serve(ctx, drv, deps.Client, cfg.DRASockets)
+	if err != nil {
+		return fmt.Errorf("kubelet DRA service: %w", err)
+	}
+	defer helper.Stop()
 	if cfg.MetricsAddress != "" {
 		srv, err := serveHTTP(cfg.MetricsAddress, reg)
 		if err != nil {
@@ -58,7 +69,8 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 		}
 		defer srv.Close()
 	}
-	log.Info("serving in DRA mode: no device plugin registration", zap.String("node", cfg.NodeName))
+	log.Info("serving in DRA mode: no device plugin registration", zap.String("node", cfg.NodeName),
+		zap.String("registryDir", cfg.DRASockets.RegistryDir), zap.String("pluginDir", cfg.DRASockets.PluginDir), zap.String("cdiDir", cfg.CDIDir))
 	if deps.Ready != nil {
 		deps.Ready()
 	}
