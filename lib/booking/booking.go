@@ -103,6 +103,7 @@ func FromClaims(node string, rs []*resourcev1.ResourceSlice, claims []*resourcev
 	for i := range pods {
 		byUID[pods[i].UID] = &pods[i]
 	}
+	var order []int
 	for _, c := range claims {
 		if c.Status.Allocation == nil || !slices.ContainsFunc(c.Status.Allocation.Devices.Results, func(r resourcev1.DeviceRequestAllocationResult) bool {
 			return r.Driver == dra.Driver && r.Pool == node
@@ -134,22 +135,41 @@ func FromClaims(node string, rs []*resourcev1.ResourceSlice, claims []*resourcev
 				break
 			}
 		}
-		for _, s := range shares {
-			name, init := containersOf(holder, c.Name, s.Request)
+		pos := 0
+		for i, s := range shares {
+			name, init, at := containersOf(holder, c.Name, s.Request)
+			if i == 0 {
+				pos = at
+			}
 			b.Assignment.Containers = append(b.Assignment.Containers, assign.Container{Name: name, Init: init, Devices: s.Devices})
 		}
 		out = append(out, b)
+		order = append(order, pos)
 	}
-	sortBookings(out)
-	return out, warnings
+	// A pod's claims in the order of its containers, as its assignment
+	// lists them on the extender path.
+	idx := make([]int, len(out))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(i, j int) int {
+		a, b := out[i], out[j]
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Pod, b.Pod), cmp.Compare(order[i], order[j]), strings.Compare(a.Claim, b.Claim))
+	})
+	sorted := make([]Booking, len(out))
+	for k, i := range idx {
+		sorted[k] = out[i]
+	}
+	return sorted, warnings
 }
 
 // containersOf names the containers of p that use request of claim,
 // comma separated; the request's name when p is unknown or none does.
-// init is true when only init containers use it.
-func containersOf(p *corev1.Pod, claim, request string) (name string, init bool) {
+// init is true when only init containers use it; at is the first one's
+// place in the pod, init containers first.
+func containersOf(p *corev1.Pod, claim, request string) (name string, init bool, at int) {
 	if p == nil {
-		return request, false
+		return request, false, 0
 	}
 	// The pod's own name for the claim: direct, or from a template.
 	var podClaims []string
@@ -169,19 +189,27 @@ func containersOf(p *corev1.Pod, claim, request string) (name string, init bool)
 		})
 	}
 	var names []string
-	for _, c := range p.Spec.Containers {
+	at = -1
+	for i, c := range p.Spec.InitContainers {
 		if uses(c) {
 			names = append(names, c.Name)
+			if at < 0 {
+				at = i
+			}
 		}
 	}
-	init = len(names) == 0
-	for _, c := range p.Spec.InitContainers {
+	init = len(names) > 0
+	for i, c := range p.Spec.Containers {
 		if uses(c) {
+			if at < 0 {
+				at = len(p.Spec.InitContainers) + i
+			}
 			names = append(names, c.Name)
+			init = false
 		}
 	}
 	if len(names) == 0 {
-		return request, false
+		return request, false, 0
 	}
-	return strings.Join(names, ","), init
+	return strings.Join(names, ","), init, at
 }
