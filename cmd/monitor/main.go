@@ -33,6 +33,7 @@ func main() {
 		nvmlSpec   string
 		kubeconfig string
 		logLevel   string
+		mode       string
 		// toleranceMiB is cfg.MemoryTolerance in MiB.
 		toleranceMiB uint64
 	)
@@ -52,6 +53,13 @@ func main() {
 				return fmt.Errorf("--node-name is empty: set it or the NODE_NAME env var (the downward API's spec.nodeName)")
 			}
 			var lvl zapcore.Level
+			switch mode {
+			case "extender":
+			case "dra":
+				cfg.FromClaims = true
+			default:
+				return fmt.Errorf("--mode=%q: must be extender or dra", mode)
+			}
 			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("--log-level=%q: must be debug, info, warn or error", logLevel)
 			}
@@ -91,6 +99,7 @@ func main() {
 	}
 	f := root.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	f.StringVar(&mode, "mode", "extender", "scheduling path whose record says what is assigned: extender (the vgpu.io/assignment annotation) or dra (allocated ResourceClaims and the node's ResourceSlice); see docs/dra.md")
 	f.StringVar(&cfg.HostRoot, "host-root", contract.HostRoot, "vgpu's host directory as mounted in the monitor; regions are under its containers/")
 	f.StringVar(&cfg.ProcRoot, "proc-root", "/proc", "the host's /proc as mounted in the monitor (a hostPath mount of /proc, or /proc with the host pid namespace)")
 	f.StringVar(&listen, "listen", ":9394", "address of the /metrics and /healthz endpoints")

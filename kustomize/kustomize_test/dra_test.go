@@ -45,6 +45,10 @@ func TestDRAOverlay(t *testing.T) {
 			t.Errorf("device plugin does not mount the host's %s at the same path", dir)
 		}
 	}
+	mon := find[*appsv1.DaemonSet](t, objs, "vgpu-monitor")
+	if !slices.Contains(mon.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
+		t.Errorf("monitor args %v: want --mode=dra (shares from claims)", mon.Spec.Template.Spec.Containers[0].Args)
+	}
 	wh := find[*appsv1.Deployment](t, objs, "vgpu-webhook")
 	if !slices.Contains(wh.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
 		t.Errorf("webhook args %v: want --mode=dra", wh.Spec.Template.Spec.Containers[0].Args)
@@ -61,6 +65,7 @@ func TestDRAOverlay(t *testing.T) {
 			// The kubelet's DRA service reads the claims it prepares.
 			rule(res, []string{"resourceclaims"}, []string{"get"}),
 		},
+		"vgpu-monitor": {rule(res, []string{"resourceslices", "resourceclaims"}, []string{"list", "watch"})},
 		"vgpu-webhook": {
 			rule(res, []string{"resourceslices"}, []string{"list", "watch"}),
 			rule(res, []string{"resourceclaimtemplates"}, []string{"create"}),
