@@ -146,6 +146,11 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 	}
 	if w != nil {
 		a.feeder = &feed.Feeder{Dir: dir, GPUs: gpus, Regions: reader, Procs: owners, Writer: w, Log: log, Reread: time.Second}
+		if cfg.FromClaims {
+			// Prepared claims' regions (docs/contract.md); unprepare
+			// removes them, so the sweeper leaves that directory alone.
+			a.feeder.ClaimsDir, a.feeder.PodOf = filepath.Join(cfg.HostRoot, "claims"), node.PodOfClaim
+		}
 	}
 	return a, nil
 }

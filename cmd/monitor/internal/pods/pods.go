@@ -105,6 +105,9 @@ func New(client kubernetes.Interface, name string, log *zap.Logger, opts ...Opti
 			}))
 		n.slices = sliceFactory.Resource().V1().ResourceSlices().Informer()
 		n.claims = informers.NewSharedInformerFactory(client, 0).Resource().V1().ResourceClaims().Informer()
+		_ = n.claims.AddIndexers(cache.Indexers{byUID: func(obj any) ([]string, error) {
+			return []string{string(obj.(*resourcev1.ResourceClaim).UID)}, nil
+		}})
 	}
 	_ = n.pods.AddIndexers(cache.Indexers{byUID: func(obj any) ([]string, error) {
 		return []string{string(obj.(*corev1.Pod).UID)}, nil
@@ -298,6 +301,25 @@ func (n *Node) Inventory() (device.Inventory, bool) {
 		return device.Inventory{}, false
 	}
 	return inv, true
+}
+
+// PodOfClaim names the pod a claim is reserved for (the first, when the
+// claim is shared): the region of a prepared claim holds that pod's
+// processes. False off the DRA path or while no pod holds the claim.
+func (n *Node) PodOfClaim(uid string) (string, bool) {
+	if n.claims == nil {
+		return "", false
+	}
+	objs, err := n.claims.GetIndexer().ByIndex(byUID, uid)
+	if err != nil || len(objs) == 0 {
+		return "", false
+	}
+	for _, r := range objs[0].(*resourcev1.ResourceClaim).Status.ReservedFor {
+		if r.Resource == "pods" && r.APIGroup == "" {
+			return string(r.UID), true
+		}
+	}
+	return "", false
 }
 
 // Exists reports whether a pod with this uid is bound to the node.

@@ -123,6 +123,12 @@ func TestNodeViewFromClaims(t *testing.T) {
 	if logs.Len() != 1 {
 		t.Fatalf("3 reads logged the broken claim %d times, want once", logs.Len())
 	}
+	if uid, ok := n.PodOfClaim("claim-mine"); !ok || uid != string(running.UID) {
+		t.Errorf("PodOfClaim(claim-mine) = %q, %v; want the running pod", uid, ok)
+	}
+	if _, ok := n.PodOfClaim("claim-unused"); ok {
+		t.Error("a claim no pod holds has a pod")
+	}
 	if got, ok := n.Inventory(); !ok || got.SplitCount != 6 || len(got.GPUs) != 1 || got.GPUs[0].UUID != "GPU-1" {
 		t.Fatalf("Inventory = %+v, %v", got, ok)
 	}
