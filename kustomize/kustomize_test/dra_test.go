@@ -12,6 +12,7 @@ import (
 	"k8s.io/component-helpers/auth/rbac/validation"
 
 	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/dra"
 )
 
@@ -48,6 +49,14 @@ func TestDRAOverlay(t *testing.T) {
 	mon := find[*appsv1.DaemonSet](t, objs, "vgpu-monitor")
 	if !slices.Contains(mon.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
 		t.Errorf("monitor args %v: want --mode=dra (shares from claims)", mon.Spec.Template.Spec.Containers[0].Args)
+	}
+	if !slices.ContainsFunc(mon.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.HostPath != nil && v.HostPath.Path == contract.HostClaimsDir && slices.ContainsFunc(mon.Spec.Template.Spec.Containers[0].VolumeMounts,
+			func(m corev1.VolumeMount) bool {
+				return m.Name == v.Name && m.MountPath == contract.HostClaimsDir && !m.ReadOnly
+			})
+	}) {
+		t.Errorf("monitor does not mount %s read-write: it feeds the claims' regions", contract.HostClaimsDir)
 	}
 	wh := find[*appsv1.Deployment](t, objs, "vgpu-webhook")
 	if !slices.Contains(wh.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
