@@ -3,6 +3,7 @@ package daemons
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -26,6 +27,13 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		return err
 	}
 	dir := filepath.Join(c.Dir, "deviceplugin-"+node)
+	// DRA mode's sockets: a unix socket path holds at most 108 bytes.
+	kubelet := filepath.Join(dir, "kubelet")
+	if len(kubelet) > 60 {
+		if kubelet, err = os.MkdirTemp("", "vgpu-kubelet-"); err != nil {
+			return err
+		}
+	}
 	args := append([]string{
 		"--node-name=" + node, "--nvml=" + nvml, "--kubeconfig=" + c.Kubeconfig,
 		"--kubelet-socket-dir=" + filepath.Join(dir, "device-plugins"),
@@ -34,6 +42,9 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		"--libvgpu=" + filepath.Join(dir, "no-libvgpu.so"),
 		"--metrics-address=127.0.0.1:" + strconv.Itoa(ports[0]),
 		"--advertise-capacity",
+		"--dra-registry-dir=" + filepath.Join(kubelet, "plugins_registry"),
+		"--dra-plugin-dir=" + filepath.Join(kubelet, "plugin"),
+		"--cdi-dir=" + filepath.Join(dir, "cdi"),
 	}, extraArgs...)
 	name := NodeAgentName(node)
 	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[0])
