@@ -55,7 +55,8 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 	go watchHealth(ctx, lib, gpus, cfg, state, m, log)
 	pub := &draslice.Publisher{Node: cfg.NodeName, Client: deps.Client, State: state, Log: log}
 	go pub.Run(ctx, kick)
-	drv := &draprepare.Driver{Node: cfg.NodeName, State: state, Log: log, CDIDir: cfg.CDIDir,
+	fatal := make(chan error, 1)
+	drv := &draprepare.Driver{Node: cfg.NodeName, State: state, Log: log, CDIDir: cfg.CDIDir, Fatal: fatal,
 		Host: containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "claims"), LibDir: libDir}}
 	helper, err := draprepare.Serve(ctx, drv, deps.Client, cfg.DRASockets)
 	if err != nil {
@@ -74,6 +75,10 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 	if deps.Ready != nil {
 		deps.Ready()
 	}
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-fatal:
+		return fmt.Errorf("kubelet DRA service: %w", err)
+	}
 }

@@ -50,6 +50,9 @@ type Driver struct {
 	CDIDir string
 	State  *gpustate.State
 	Log    *zap.Logger
+	// Fatal receives an error the DRA service cannot recover from; the
+	// node agent then exits rather than run on without it.
+	Fatal chan<- error
 }
 
 var _ kubeletplugin.DRAPlugin = (*Driver)(nil)
@@ -191,10 +194,17 @@ func (d *Driver) unprepare(uid types.UID) error {
 	return nil
 }
 
-// HandleError implements kubeletplugin.DRAPlugin; the helper publishes no
-// slices for vgpu (draslice does), so what reaches here is logged.
+// HandleError implements kubeletplugin.DRAPlugin: the helper publishes no
+// slices for vgpu (draslice does), so what reaches here is the gRPC
+// servers'; a failure it cannot recover from goes to Fatal.
 func (d *Driver) HandleError(_ context.Context, err error, msg string) {
 	d.Log.Error(msg, zap.Error(err))
+	if !errors.Is(err, kubeletplugin.ErrRecoverable) && d.Fatal != nil {
+		select {
+		case d.Fatal <- fmt.Errorf("%s: %w", msg, err):
+		default:
+		}
+	}
 }
 
 // WatchHealthStatus implements kubeletplugin.DRAPlugin: device health

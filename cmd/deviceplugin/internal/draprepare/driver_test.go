@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
@@ -359,5 +362,27 @@ func TestPrepareRefusesWhatItCannotServe(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(d.cdi, "vgpu.io-gpu_"+string(tc.claim.UID)+".json")); !os.IsNotExist(err) {
 			t.Errorf("claim %s: a CDI spec was written for a claim that failed", tc.claim.Name)
 		}
+	}
+}
+
+// A failure of the DRA service the helper cannot recover from stops the
+// node agent; a recoverable one is only logged.
+func TestFatalErrorsReachTheNodeAgent(t *testing.T) {
+	fatal := make(chan error, 1)
+	d := &Driver{Log: zap.NewNop(), Fatal: fatal}
+	d.HandleError(context.Background(), fmt.Errorf("temporary: %w", kubeletplugin.ErrRecoverable), "publish")
+	select {
+	case err := <-fatal:
+		t.Fatalf("recoverable error reported as fatal: %v", err)
+	default:
+	}
+	d.HandleError(context.Background(), errors.New("listener closed"), "DRA gRPC server failed")
+	select {
+	case err := <-fatal:
+		if !strings.Contains(err.Error(), "DRA gRPC server failed") || !strings.Contains(err.Error(), "listener closed") {
+			t.Errorf("fatal error %q does not say what failed", err)
+		}
+	default:
+		t.Fatal("fatal error not reported")
 	}
 }
