@@ -2,6 +2,8 @@ package daemons
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,13 +29,7 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		return err
 	}
 	dir := filepath.Join(c.Dir, "deviceplugin-"+node)
-	// DRA mode's sockets: a unix socket path holds at most 108 bytes.
-	kubelet := filepath.Join(dir, "kubelet")
-	if len(kubelet) > 60 {
-		if kubelet, err = os.MkdirTemp("", "vgpu-kubelet-"); err != nil {
-			return err
-		}
-	}
+	kubelet := kubeletDir(c, node)
 	args := append([]string{
 		"--node-name=" + node, "--nvml=" + nvml, "--kubeconfig=" + c.Kubeconfig,
 		"--kubelet-socket-dir=" + filepath.Join(dir, "device-plugins"),
@@ -44,7 +40,7 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		"--advertise-capacity",
 		"--dra-registry-dir=" + filepath.Join(kubelet, "plugins_registry"),
 		"--dra-plugin-dir=" + filepath.Join(kubelet, "plugin"),
-		"--cdi-dir=" + filepath.Join(dir, "cdi"),
+		"--cdi-dir=" + NodeAgentCDIDir(c, node),
 	}, extraArgs...)
 	name := NodeAgentName(node)
 	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[0])
@@ -52,4 +48,27 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		return fmt.Errorf("node agent of %s: %w (log: %s)", node, err, c.LogPath(name))
 	}
 	return nil
+}
+
+// kubeletDir holds the node agent's DRA sockets (DRA mode): under the
+// cluster's folder, or, where that path is too long for a unix socket
+// (108 bytes), a short one named after it.
+func kubeletDir(c *cluster.Cluster, node string) string {
+	dir := filepath.Join(c.Dir, "deviceplugin-"+node, "kubelet")
+	if len(dir) <= 60 {
+		return dir
+	}
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join(os.TempDir(), "vgpu-"+hex.EncodeToString(sum[:6]))
+}
+
+// NodeAgentDRASocket is where the node agent of node serves the kubelet's
+// DRA service in DRA mode.
+func NodeAgentDRASocket(c *cluster.Cluster, node string) string {
+	return filepath.Join(kubeletDir(c, node), "plugin", "dra.sock")
+}
+
+// NodeAgentCDIDir is where the node agent of node writes CDI specs.
+func NodeAgentCDIDir(c *cluster.Cluster, node string) string {
+	return filepath.Join(c.Dir, "deviceplugin-"+node, "cdi")
 }
