@@ -75,7 +75,7 @@ type plugin struct {
 
 type dirs struct{ sock, claims, cdi, lib string }
 
-func newDirs(t *testing.T) dirs {
+func newDirs(t testing.TB) dirs {
 	// Unix socket paths are limited to 108 bytes: keep the directory short.
 	sock, err := os.MkdirTemp("", "dra")
 	if err != nil {
@@ -94,7 +94,7 @@ func newDirs(t *testing.T) dirs {
 	return dirs{sock: sock, claims: filepath.Join(root, "claims"), cdi: filepath.Join(root, "cdi"), lib: lib}
 }
 
-func startPlugin(t *testing.T, d dirs, client *fake.Clientset) *plugin {
+func startPlugin(t testing.TB, d dirs, client *fake.Clientset) *plugin {
 	t.Helper()
 	drv := &Driver{Node: node, CDIDir: d.cdi, State: gpustate.New(gpus, config.Default()), Log: zap.NewNop(),
 		Host: containerspec.Host{ContainersDir: d.claims, LibDir: d.lib}}
@@ -384,5 +384,33 @@ func TestFatalErrorsReachTheNodeAgent(t *testing.T) {
 		}
 	default:
 		t.Fatal("fatal error not reported")
+	}
+}
+
+// BenchmarkPrepareUnprepare measures one claim's round trip as the kubelet
+// makes it: prepare over the socket (region, limits file, CDI spec, all
+// synced) and unprepare.
+func BenchmarkPrepareUnprepare(b *testing.B) {
+	d := newDirs(b)
+	client := fake.NewClientset()
+	var claims []*resourcev1.ResourceClaim
+	for i := range b.N {
+		c := claim(fmt.Sprintf("c%d", i), []resourcev1.DeviceRequestAllocationResult{result("gpu", i%2, 1000, 10)})
+		if err := client.Tracker().Add(c); err != nil {
+			b.Fatal(err)
+		}
+		claims = append(claims, c)
+	}
+	p := startPlugin(b, d, client)
+	ctx := context.Background()
+	b.ResetTimer()
+	for _, c := range claims {
+		resp, err := p.client.NodePrepareResources(ctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{ref(c)}})
+		if err != nil || resp.Claims[string(c.UID)].Error != "" {
+			b.Fatal(err, resp)
+		}
+		if _, err := p.client.NodeUnprepareResources(ctx, &drapb.NodeUnprepareResourcesRequest{Claims: []*drapb.Claim{ref(c)}}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
