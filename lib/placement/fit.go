@@ -5,10 +5,10 @@ import (
 	"strings"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 const reasonNoInventory = "node publishes no vGPU inventory (" + contract.AnnotationDevices + " annotation)"
@@ -33,7 +33,7 @@ type pick struct {
 // nothing per node.
 type fitter struct {
 	pod *request.Pod
-	gpu config.Policy
+	gpu settings.Policy
 	// selectAll is set when the pod's selector restricts nothing.
 	selectAll bool
 	// invSplit is 1/split count of the node being fitted.
@@ -46,7 +46,7 @@ type fitter struct {
 	picks []pick
 }
 
-func newFitter(pod *request.Pod, gpu config.Policy) *fitter {
+func newFitter(pod *request.Pod, gpu settings.Policy) *fitter {
 	return &fitter{pod: pod, gpu: gpu, selectAll: pod.Selector.Empty()}
 }
 
@@ -193,7 +193,7 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 func (f *fitter) better(a, b int) bool {
 	la, lb := f.loads[a], f.loads[b]
 	if la != lb {
-		if f.gpu == config.Spread {
+		if f.gpu == settings.Spread {
 			return la < lb
 		}
 		return la > lb

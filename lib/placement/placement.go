@@ -6,19 +6,19 @@ import (
 	"sync"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Policies are the node and GPU scheduler policies in force for a pod.
 type Policies struct {
-	Node config.Policy
-	GPU  config.Policy
+	Node settings.Policy
+	GPU  settings.Policy
 }
 
 // DefaultPolicies are the cluster settings' policies.
-func DefaultPolicies(s config.Settings) Policies {
+func DefaultPolicies(s settings.Settings) Policies {
 	return Policies{Node: s.NodeSchedulerPolicy, GPU: s.GPUSchedulerPolicy}
 }
 
@@ -136,7 +136,7 @@ func Prioritize(l *ledger.Ledger, pod *request.Pod, nodes []string, pol Policies
 }
 
 // score returns 0..1 with full precision, or the reason the pod does not fit.
-func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
+func (f *fitter) score(n *ledger.Node, node settings.Policy) (float64, string) {
 	if n == nil {
 		return 0, reasonNoInventory
 	}
@@ -147,7 +147,7 @@ func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
 			s = f.nodeLoad(&v)
 		}
 	})
-	if node == config.Spread {
+	if node == settings.Spread {
 		s = 1 - s
 	}
 	return s, reason
@@ -233,7 +233,7 @@ func Bind(l *ledger.Ledger, podKey string, pod *request.Pod, node string, pol Po
 // Scorer is not safe for concurrent use.
 type Scorer struct {
 	f    *fitter
-	node config.Policy
+	node settings.Policy
 }
 
 // NewScorer prepares to score nodes for pod under pol (with the pod's

@@ -13,8 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // ErrNoGPU is returned by FromPod for a pod that asks for no vGPU at all. It
@@ -137,12 +137,12 @@ type Pod struct {
 	Containers []Container
 	Selector   Selector
 	// NodePolicy and GPUPolicy override the cluster defaults; "" = default.
-	NodePolicy config.Policy
-	GPUPolicy  config.Policy
+	NodePolicy settings.Policy
+	GPUPolicy  settings.Policy
 }
 
 // Policies returns the pod's policies, falling back to the given defaults.
-func (p *Pod) Policies(defNode, defGPU config.Policy) (node, gpu config.Policy) {
+func (p *Pod) Policies(defNode, defGPU settings.Policy) (node, gpu settings.Policy) {
 	node, gpu = defNode, defGPU
 	if p.NodePolicy != "" {
 		node = p.NodePolicy
@@ -321,12 +321,12 @@ func parseAnnotations(ann map[string]string, p *Pod) error {
 		UseUUIDs:   list(contract.AnnotationUseGPUUUID),
 		NoUseUUIDs: list(contract.AnnotationNoUseGPUUUID),
 	}
-	policy := func(key string) config.Policy {
+	policy := func(key string) settings.Policy {
 		v, ok := ann[key]
 		if !ok {
 			return ""
 		}
-		pol, err := config.ParsePolicy(v)
+		pol, err := settings.ParsePolicy(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("annotation %s: %v", key, err))
 		}

@@ -25,8 +25,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 )
 
@@ -192,7 +192,7 @@ func dryRunGPUPod(ctx context.Context, cs kubernetes.Interface) error {
 }
 
 // SetSettings writes the vgpu-settings ConfigMap (creating its namespace).
-func SetSettings(ctx context.Context, c *cluster.Cluster, s config.Settings) error {
+func SetSettings(ctx context.Context, c *cluster.Cluster, s settings.Settings) error {
 	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, contract.DefaultNamespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		if err := c.CreateNamespace(ctx, contract.DefaultNamespace); err != nil {
 			return err

@@ -10,8 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
@@ -26,7 +26,7 @@ func init() {
 		name: "vgpu",
 		node: gpunode.Spec{Model: gpunode.A100_80GB, SplitCount: 10},
 		setup: func(ctx context.Context, c *cluster.Cluster) (*schedv1.KubeSchedulerConfiguration, error) {
-			if err := daemons.SetSettings(ctx, c, config.Default()); err != nil {
+			if err := daemons.SetSettings(ctx, c, settings.Default()); err != nil {
 				return nil, err
 			}
 			var err error

@@ -21,8 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
@@ -112,8 +112,8 @@ func run(ctx context.Context, o options) error {
 	say("API server %s, logs in %s", c.APIServerURL, filepath.Join(o.dir, "logs"))
 
 	step("2/6", "starting vgpu: extender beside kube-scheduler, webhook, and per node a device plugin and a monitor")
-	settings := config.Default()
-	if err := daemons.SetSettings(ctx, c, settings); err != nil {
+	st := settings.Default()
+	if err := daemons.SetSettings(ctx, c, st); err != nil {
 		return err
 	}
 	ext, err := daemons.StartExtender(ctx, c)
@@ -165,7 +165,7 @@ func run(ctx context.Context, o options) error {
 	}
 	examples := filepath.Join(o.repo, "examples")
 
-	step("3/6", fmt.Sprintf("applying examples/ under node policy %s, GPU policy %s", settings.NodeSchedulerPolicy, settings.GPUSchedulerPolicy))
+	step("3/6", fmt.Sprintf("applying examples/ under node policy %s, GPU policy %s", st.NodeSchedulerPolicy, st.GPUSchedulerPolicy))
 	if err := applyExamples(ctx, c, kubectl, examples, o.timeout); err != nil {
 		return err
 	}
@@ -184,8 +184,8 @@ func run(ctx context.Context, o options) error {
 	}
 
 	step("5/6", "switching both policies to spread (the settings ConfigMap, no restart) and re-applying")
-	settings.NodeSchedulerPolicy, settings.GPUSchedulerPolicy = config.Spread, config.Spread
-	if err := daemons.SetSettings(ctx, c, settings); err != nil {
+	st.NodeSchedulerPolicy, st.GPUSchedulerPolicy = settings.Spread, settings.Spread
+	if err := daemons.SetSettings(ctx, c, st); err != nil {
 		return err
 	}
 	if err := kubectl("delete", "-k", examples, "--wait=true"); err != nil {

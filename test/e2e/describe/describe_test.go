@@ -28,12 +28,12 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/region"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/gpunode"
 )
@@ -411,7 +411,7 @@ func TestMonitorAndUsageOnControlPlane(t *testing.T) {
 	}
 	books := ledger.New()
 	books.SetInventory(target, inv)
-	pol := placement.DefaultPolicies(config.Default())
+	pol := placement.DefaultPolicies(settings.Default())
 	created := map[string]*corev1.Pod{}
 	for _, p := range []*corev1.Pod{
 		podSpec("train-0", ctrSpec{name: "trainer", mem: 16384, cores: 30}),

@@ -31,10 +31,10 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/inventory"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/kubeletplugin"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
-	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/podresolver"
-	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/settings"
-	"github.com/vgpu-io/vgpu/lib/config"
+	settingswatch "github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/settings"
+	"github.com/vgpu-io/vgpu/internal/gpumock"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
 
@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return fmt.Errorf("GPU discovery: %w", err)
 	}
 	for _, g := range gpus {
-		log.Info("found GPU", zap.Int("index", g.Index), zap.String("uuid", g.UUID), zap.String("model", g.Model),
+		log.Info("found GPU", zap.Int("index", g.Index), zap.String("gpu", g.UUID), zap.String("model", g.Model),
 			zap.Int64("memoryMiB", g.MemoryMiB), zap.Int("numaNode", g.NUMANode))
 	}
 
@@ -111,7 +111,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		reg = prometheus.NewRegistry()
 	}
 	m := metrics.New(reg)
-	state := gpustate.New(gpus, config.Default())
+	state := gpustate.New(gpus, settings.Default())
 
 	host := containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "containers")}
 	libDir, err := install.Install(cfg.LibvgpuSource, filepath.Join(cfg.HostRoot, "lib"), version.Version)
@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.SettingsConfigMap).String()
 		}))
 	cmInformer := cmFactory.Core().V1().ConfigMaps().Informer()
-	if _, err := cmInformer.AddEventHandler(settings.Handler(state, log)); err != nil {
+	if _, err := cmInformer.AddEventHandler(settingswatch.Handler(state, log)); err != nil {
 		return err
 	}
 	cmFactory.Start(ctx.Done())

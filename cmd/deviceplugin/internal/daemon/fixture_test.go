@@ -19,12 +19,12 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
-	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/testkubelet"
+	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 const nodeName = "gpu-node-1"
@@ -88,7 +88,7 @@ func start(t *testing.T, o options) *env {
 	}
 	objs := []runtimeObject{&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}}
 	if !o.noConfigMap {
-		s := config.Default()
+		s := settings.Default()
 		if o.splitCount != 0 {
 			s.DeviceSplitCount = o.splitCount
 		}

@@ -97,7 +97,7 @@ func (p *Publisher) reconcile(ctx context.Context) error {
 		inv := sn.Inventory()
 		p.Metrics.InventoryWrites.WithLabelValues("ok").Inc()
 		p.Log.Info("published node inventory", zap.String("node", p.Node), zap.Int("gpus", len(sn.GPUs)),
-			zap.Int("healthy", inv.HealthyCount()), zap.Int("splitCount", sn.Settings.DeviceSplitCount),
+			zap.Int("healthy", inv.HealthyCount()), zap.Int("deviceSplitCount", sn.Settings.DeviceSplitCount),
 			zap.Float64("memoryScaling", sn.Settings.DeviceMemoryScaling))
 	}
 	if p.AdvertiseCapacity {

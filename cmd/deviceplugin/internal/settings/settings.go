@@ -9,7 +9,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
-	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Handler returns informer callbacks for the settings ConfigMap (the
@@ -22,7 +22,7 @@ func Handler(state *gpustate.State, log *zap.Logger) cache.ResourceEventHandlerF
 		if !ok {
 			return
 		}
-		s, err := config.FromData(cm.Data)
+		s, err := settings.FromData(cm.Data)
 		if err != nil {
 			log.Error("invalid settings ConfigMap; keeping the settings in force",
 				zap.String("configMap", cm.Namespace+"/"+cm.Name), zap.Error(err))
@@ -36,7 +36,7 @@ func Handler(state *gpustate.State, log *zap.Logger) cache.ResourceEventHandlerF
 		AddFunc:    apply,
 		UpdateFunc: func(_, obj any) { apply(obj) },
 		DeleteFunc: func(any) {
-			if state.SetSettings(config.Default()) {
+			if state.SetSettings(settings.Default()) {
 				log.Info("settings ConfigMap deleted; using the defaults")
 			}
 		},

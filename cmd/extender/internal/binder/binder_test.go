@@ -19,9 +19,9 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/state"
 	"github.com/vgpu-io/vgpu/lib/annotation"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 func gpuNode(t *testing.T, name string, gpus int) *corev1.Node {
@@ -64,7 +64,7 @@ func setup(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *state.State,
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return cs, st, &Binder{CS: cs, State: st, Settings: config.Default, Log: zap.NewNop()}
+	return cs, st, &Binder{CS: cs, State: st, Settings: settings.Default, Log: zap.NewNop()}
 }
 
 func args(p *corev1.Pod, node string) *extenderv1.ExtenderBindingArgs {

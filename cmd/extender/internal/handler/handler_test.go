@@ -23,9 +23,9 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 func inventory(prefix string, mems ...int64) device.Inventory {
@@ -70,13 +70,13 @@ func (f *fakeBinder) Bind(_ context.Context, a *extenderv1.ExtenderBindingArgs) 
 	return f.result, f.err
 }
 
-func newHandler(t testing.TB, s config.Settings) (*Handler, *[]*corev1.Pod) {
+func newHandler(t testing.TB, s settings.Settings) (*Handler, *[]*corev1.Pod) {
 	t.Helper()
 	var rejected []*corev1.Pod
 	return &Handler{
 		Ledger:   books(t),
 		Ready:    func() bool { return true },
-		Settings: func() config.Settings { return s },
+		Settings: func() settings.Settings { return s },
 		Binder:   &fakeBinder{result: "bound"},
 		Rejected: func(p *corev1.Pod) { rejected = append(rejected, p) },
 		Metrics:  metrics.New(prometheus.NewRegistry(), ledger.New()),
@@ -126,7 +126,7 @@ func TestFilter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h, rejected := newHandler(t, config.Default())
+			h, rejected := newHandler(t, settings.Default())
 			nodes := append([]string(nil), allNodes...)
 			if tc.nodes != nil {
 				nodes = append([]string(nil), tc.nodes...)
@@ -165,7 +165,7 @@ func TestFilter(t *testing.T) {
 }
 
 func TestFilterReportsCapacityRejectionsOnly(t *testing.T) {
-	h, rejected := newHandler(t, config.Default())
+	h, rejected := newHandler(t, settings.Default())
 	nodes := []string{"small"}
 	h.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod(nil, "nvidia.com/gpumem", "50000"), NodeNames: &nodes})
 	if len(*rejected) != 1 {
@@ -185,7 +185,7 @@ func TestFilterReportsCapacityRejectionsOnly(t *testing.T) {
 }
 
 func TestFilterErrors(t *testing.T) {
-	h, _ := newHandler(t, config.Default())
+	h, _ := newHandler(t, settings.Default())
 	if res := h.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod(nil, "nvidia.com/gpu", "1")}); !strings.Contains(res.Error, "nodeCacheCapable") {
 		t.Errorf("no node names: error %q", res.Error)
 	}
@@ -205,12 +205,12 @@ func scores(l *extenderv1.HostPriorityList) map[string]int64 {
 }
 
 func TestPrioritize(t *testing.T) {
-	binpack, spread := config.Default(), config.Default()
-	binpack.NodeSchedulerPolicy, spread.NodeSchedulerPolicy = config.Binpack, config.Spread
+	binpack, spread := settings.Default(), settings.Default()
+	binpack.NodeSchedulerPolicy, spread.NodeSchedulerPolicy = settings.Binpack, settings.Spread
 	small := gpuPod(nil, "nvidia.com/gpumem", "100") // so small a share that rounding to nearest would tie
 	cases := []struct {
 		name     string
-		settings config.Settings
+		settings settings.Settings
 		pod      *corev1.Pod
 		check    func(s map[string]int64) bool
 		want     string
@@ -247,7 +247,7 @@ func TestPrioritize(t *testing.T) {
 }
 
 func TestHTTP(t *testing.T) {
-	h, _ := newHandler(t, config.Default())
+	h, _ := newHandler(t, settings.Default())
 	fb := &fakeBinder{result: "error", err: errors.New("node went away")}
 	h.Binder = fb
 	mux := http.NewServeMux()
@@ -304,7 +304,7 @@ func TestHTTP(t *testing.T) {
 }
 
 func TestPrioritizeReusesTheFiltersRatings(t *testing.T) {
-	h, _ := newHandler(t, config.Default())
+	h, _ := newHandler(t, settings.Default())
 	pod := gpuPod(nil, "nvidia.com/gpumem", "30000")
 	nodes := []string{"big", "used"}
 	h.Filter(&extenderv1.ExtenderArgs{Pod: pod, NodeNames: &nodes})
@@ -328,7 +328,7 @@ func TestPrioritizeReusesTheFiltersRatings(t *testing.T) {
 // extender client does (decode one JSON value, close the body) with a
 // cluster-sized node list, and counts TCP connections: every call on one.
 func TestSchedulerKeepsItsConnection(t *testing.T) {
-	h, _ := newHandler(t, config.Default())
+	h, _ := newHandler(t, settings.Default())
 	mux := http.NewServeMux()
 	h.Routes(mux)
 	srv := httptest.NewUnstartedServer(mux)

@@ -13,13 +13,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Watcher holds the current settings.
 type Watcher struct {
 	log     *zap.Logger
-	current atomic.Pointer[config.Settings]
+	current atomic.Pointer[settings.Settings]
 	synced  cache.InformerSynced
 }
 
@@ -27,7 +27,7 @@ type Watcher struct {
 // (scoped to the one ConfigMap) that the caller starts.
 func New(cs kubernetes.Interface, namespace, name string, log *zap.Logger) (*Watcher, informers.SharedInformerFactory, error) {
 	w := &Watcher{log: log}
-	d := config.Default()
+	d := settings.Default()
 	w.current.Store(&d)
 	f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -38,7 +38,7 @@ func New(cs kubernetes.Interface, namespace, name string, log *zap.Logger) (*Wat
 		AddFunc:    func(obj any) { w.apply(obj) },
 		UpdateFunc: func(_, obj any) { w.apply(obj) },
 		DeleteFunc: func(any) {
-			d := config.Default()
+			d := settings.Default()
 			w.log.Warn("settings ConfigMap deleted; using the defaults", zap.Any("settings", d))
 			w.set(d)
 		},
@@ -51,7 +51,7 @@ func New(cs kubernetes.Interface, namespace, name string, log *zap.Logger) (*Wat
 }
 
 // Get returns the settings in force.
-func (w *Watcher) Get() config.Settings { return *w.current.Load() }
+func (w *Watcher) Get() settings.Settings { return *w.current.Load() }
 
 // HasSynced reports whether the ConfigMap (or its absence) has been seen.
 func (w *Watcher) HasSynced() bool { return w.synced() }
@@ -61,18 +61,18 @@ func (w *Watcher) apply(obj any) {
 	if !ok {
 		return
 	}
-	s, err := config.FromData(cm.Data)
+	s, err := settings.FromData(cm.Data)
 	if err != nil {
 		// A typo must not silently reset the cluster to defaults, nor stop
 		// scheduling: keep what was in force and say so.
 		w.log.Error("settings ConfigMap is invalid; keeping the settings in force",
-			zap.String("configmap", cm.Namespace+"/"+cm.Name), zap.Error(err), zap.Any("inForce", w.Get()))
+			zap.String("configMap", cm.Namespace+"/"+cm.Name), zap.Error(err), zap.Any("inForce", w.Get()))
 		return
 	}
 	w.set(s)
 }
 
-func (w *Watcher) set(s config.Settings) {
+func (w *Watcher) set(s settings.Settings) {
 	old := w.current.Swap(&s)
 	if *old == s {
 		return

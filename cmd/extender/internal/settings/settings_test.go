@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 func TestFollowsTheConfigMap(t *testing.T) {
@@ -28,8 +28,8 @@ func TestFollowsTheConfigMap(t *testing.T) {
 	if !w.HasSynced() {
 		t.Fatal("not synced")
 	}
-	want := config.Default()
-	want.NodeSchedulerPolicy = config.Spread
+	want := settings.Default()
+	want.NodeSchedulerPolicy = settings.Spread
 	eventually(t, w, want)
 
 	cms := cs.CoreV1().ConfigMaps("vgpu-system")
@@ -37,8 +37,8 @@ func TestFollowsTheConfigMap(t *testing.T) {
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want = config.Default()
-	want.GPUSchedulerPolicy, want.DeviceSplitCount = config.Binpack, 4
+	want = settings.Default()
+	want.GPUSchedulerPolicy, want.DeviceSplitCount = settings.Binpack, 4
 	eventually(t, w, want)
 
 	// A typo keeps what is in force.
@@ -54,10 +54,10 @@ func TestFollowsTheConfigMap(t *testing.T) {
 	if err := cms.Delete(ctx, "vgpu-settings", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, w, config.Default())
+	eventually(t, w, settings.Default())
 }
 
-func eventually(t *testing.T, w *Watcher, want config.Settings) {
+func eventually(t *testing.T, w *Watcher, want settings.Settings) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for w.Get() != want {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vgpu-io/vgpu/lib/config"
-	"github.com/vgpu-io/vgpu/lib/openb"
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate/openb"
 	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 //go:embed example/cluster.yaml example/workload.yaml
@@ -45,7 +45,7 @@ type flags struct {
 }
 
 func newPlacement() *cobra.Command {
-	def := config.Default()
+	def := settings.Default()
 	f := flags{}
 	cmd := &cobra.Command{
 		Use:   "placement",
@@ -113,17 +113,17 @@ func run(out io.Writer, f flags) error {
 	var pols []placement.Policies
 	switch strings.ToLower(f.policy) {
 	case "all":
-		for _, n := range []config.Policy{config.Binpack, config.Spread} {
-			for _, g := range []config.Policy{config.Binpack, config.Spread} {
+		for _, n := range []settings.Policy{settings.Binpack, settings.Spread} {
+			for _, g := range []settings.Policy{settings.Binpack, settings.Spread} {
 				pols = append(pols, placement.Policies{Node: n, GPU: g})
 			}
 		}
 	case "":
-		n, err := config.ParsePolicy(f.nodePolicy)
+		n, err := settings.ParsePolicy(f.nodePolicy)
 		if err != nil {
 			return fmt.Errorf("--node-policy: %v", err)
 		}
-		g, err := config.ParsePolicy(f.gpuPolicy)
+		g, err := settings.ParsePolicy(f.gpuPolicy)
 		if err != nil {
 			return fmt.Errorf("--gpu-policy: %v", err)
 		}
@@ -131,8 +131,8 @@ func run(out io.Writer, f flags) error {
 	default:
 		return fmt.Errorf("--policy %q: the only value is \"all\"; use --node-policy and --gpu-policy for one pair", f.policy)
 	}
-	if f.splitCount < 1 || f.splitCount > config.MaxSplitCount {
-		return fmt.Errorf("--split-count %d: must be from 1 to %d", f.splitCount, config.MaxSplitCount)
+	if f.splitCount < 1 || f.splitCount > settings.MaxSplitCount {
+		return fmt.Errorf("--split-count %d: must be from 1 to %d", f.splitCount, settings.MaxSplitCount)
 	}
 	if f.memoryScaling < 1 || f.memoryScaling > 100 {
 		return fmt.Errorf("--memory-scaling %g: must be from 1 to 100", f.memoryScaling)

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vgpu-io/vgpu/lib/config"
-	"github.com/vgpu-io/vgpu/lib/openb"
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate/openb"
 	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 const oneGPU = `
@@ -31,7 +31,7 @@ spec:
       limits: {nvidia.com/gpucores: "40", nvidia.com/gpumem-percentage: "40"}
 `
 
-var binpack = placement.Policies{Node: config.Binpack, GPU: config.Binpack}
+var binpack = placement.Policies{Node: settings.Binpack, GPU: settings.Binpack}
 
 func mustCluster(t *testing.T, y string) *Cluster {
 	t.Helper()
