@@ -12,21 +12,23 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/daemon"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
+	"github.com/vgpu-io/vgpu/internal/kubeclient"
+	"github.com/vgpu-io/vgpu/internal/logging"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
 
 func main() {
 	cfg := daemon.Config{}
-	var kubeconfig, logLevel, ignoredXids string
+	var ignoredXids string
+	logOpts := logging.Options{}
+	kube := kubeclient.Options{Component: "deviceplugin"}
 	root := &cobra.Command{
 		Use:           "deviceplugin",
 		Short:         "vgpu kubelet device plugin and node GPU inventory publisher",
@@ -35,7 +37,7 @@ func main() {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(logLevel)
+			log, err := logOpts.Build()
 			if err != nil {
 				return err
 			}
@@ -52,13 +54,7 @@ func main() {
 				return err
 			}
 			defer lib.Shutdown()
-			rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-				&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, nil).ClientConfig()
-			if err != nil {
-				return fmt.Errorf("kubernetes client config (in-cluster, or --kubeconfig): %w", err)
-			}
-			rc.UserAgent = "vgpu-deviceplugin/" + version.Version
-			client, err := kubernetes.NewForConfig(rc)
+			client, err := kube.Client()
 			if err != nil {
 				return err
 			}
@@ -78,25 +74,15 @@ func main() {
 	f.StringVar(&cfg.SysfsRoot, "sysfs-root", "/sys", "where sysfs is mounted (read for GPU NUMA nodes)")
 	f.StringVar(&cfg.Namespace, "namespace", contract.DefaultNamespace, "namespace of the settings ConfigMap")
 	f.StringVar(&cfg.SettingsConfigMap, "settings-configmap", contract.SettingsConfigMap, "name of the settings ConfigMap")
-	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":9394", "address of /healthz and /metrics; empty to disable")
+	healthserver.AddFlag(f, &cfg.MetricsAddress, ":9395", "address of /healthz, /readyz and /metrics; empty to disable")
 	f.BoolVar(&cfg.AdvertiseCapacity, "advertise-capacity", false, "also write nvidia.com/gpu capacity into the Node status (for kwok nodes, which have no kubelet)")
 	f.StringVar(&ignoredXids, "ignored-xids", joinXids(discovery.DefaultIgnoredXids), "Xid errors that do not make a GPU unhealthy (application errors)")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; empty for in-cluster config")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	kube.AddFlags(f, 5, 10)
+	logOpts.AddFlags(f)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "deviceplugin:", err)
 		os.Exit(1)
 	}
-}
-
-func newLogger(level string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level %q: must be debug, info, warn or error", level)
-	}
-	c := zap.NewProductionConfig()
-	c.Level = zap.NewAtomicLevelAt(lvl)
-	return c.Build()
 }
 
 func joinXids(xs []uint64) string {

@@ -129,7 +129,7 @@ func StartExtender(ctx context.Context, c *cluster.Cluster, extraArgs ...string)
 	}
 	e.Process = Process{c: c, name: ExtenderName, bin: bin, args: append([]string{
 		"--listen=127.0.0.1:" + strconv.Itoa(ports[0]),
-		"--health-listen=127.0.0.1:" + strconv.Itoa(ports[1]),
+		"--metrics-address=127.0.0.1:" + strconv.Itoa(ports[1]),
 		"--kubeconfig=" + c.Kubeconfig,
 	}, extraArgs...), ready: func(ctx context.Context) error { return get(ctx, e.HealthURL+"/readyz", nil) }}
 	return e, e.Start(ctx)

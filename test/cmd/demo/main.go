@@ -241,7 +241,7 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 		"--libvgpu=" + filepath.Join(o.repo, "libvgpu", "build", "libvgpu.so"),
 		"--metrics-address=" + plugin,
 		"--advertise-capacity",
-	}, cluster.HTTPReady("http://"+plugin+"/healthz"))
+	}, cluster.HTTPReady("http://"+plugin+"/readyz"))
 	if err != nil {
 		return fmt.Errorf("device plugin of %s: %w (log %s)", node, err, c.LogPath("deviceplugin-"+node))
 	}
@@ -249,8 +249,8 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 	err = c.StartProcess(ctx, "monitor-"+node, filepath.Join(o.binDir, "monitor"), []string{
 		"--node-name=" + node, "--nvml=" + mock, "--kubeconfig=" + c.Kubeconfig,
 		"--host-root=" + filepath.Join(dir, "vgpu"), "--proc-root=" + filepath.Join(dir, "proc"),
-		"--listen=" + monitor,
-	}, cluster.HTTPReady("http://"+monitor+"/healthz"))
+		"--metrics-address=" + monitor,
+	}, cluster.HTTPReady("http://"+monitor+"/readyz"))
 	if err != nil {
 		return fmt.Errorf("monitor of %s: %w (log %s)", node, err, c.LogPath("monitor-"+node))
 	}

@@ -153,7 +153,7 @@ func startExtender(t *testing.T, ctx context.Context, c *cluster.Cluster) {
 	}
 	listen, health := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.Extenders[0].URLPrefix = "http://" + listen
-	args := []string{"--kubeconfig", c.Kubeconfig, "--listen", listen, "--health-listen", health}
+	args := []string{"--kubeconfig", c.Kubeconfig, "--listen", listen, "--metrics-address", health}
 	if err := c.StartProcess(ctx, "extender", build(t, "extender"), args, cluster.HTTPReady("http://"+health+"/readyz")); err != nil {
 		t.Fatalf("extender: %v (log %s)", err, c.LogPath("extender"))
 	}
@@ -372,8 +372,8 @@ func runMonitor(t *testing.T, ctx context.Context, c *cluster.Cluster, node, roo
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args := []string{"--kubeconfig", kc, "--node-name", node, "--host-root", root, "--proc-root", filepath.Join(root, "proc"),
-		"--nvml", gpunode.MockFlag(gpunode.A100_40GB, 3), "--listen", addr, "--stale-grace", "1s", "--sweep-interval", "200ms"}
-	err = c.StartProcess(ctx, "monitor", build(t, "monitor"), args, cluster.HTTPReady("http://"+addr+"/healthz"))
+		"--nvml", gpunode.MockFlag(gpunode.A100_40GB, 3), "--metrics-address", addr, "--stale-grace", "1s", "--sweep-interval", "200ms"}
+	err = c.StartProcess(ctx, "monitor", build(t, "monitor"), args, cluster.HTTPReady("http://"+addr+"/readyz"))
 	if err != nil {
 		t.Fatalf("monitor: %v (log %s)", err, c.LogPath("monitor"))
 	}

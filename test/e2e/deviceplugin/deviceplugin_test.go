@@ -143,7 +143,7 @@ func startPlugin(ctx context.Context, t *testing.T, c *cluster.Cluster, node, nv
 		"--metrics-address=127.0.0.1:" + strconv.Itoa(port),
 		"--advertise-capacity",
 	}
-	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
+	healthz := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
 	err = c.StartProcess(ctx, "vgpu-device-plugin-"+node, bin, args, cluster.HTTPReady(healthz))
 	if err != nil {
 		t.Fatalf("device plugin: %v (log: %s)", err, c.LogPath("vgpu-device-plugin-"+node))

@@ -1,13 +1,12 @@
 // Package agent wires the monitor together: the node's pod cache, NVML, the
 // region reader, the Prometheus collector, the stale-region sweeper and the
-// HTTP server.
+// health and metrics server.
 package agent
 
 import (
 	"context"
 	"errors"
 	"net"
-	"net/http"
 	"path/filepath"
 	"time"
 
@@ -21,7 +20,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
-	"github.com/vgpu-io/vgpu/cmd/monitor/internal/server"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
 )
 
 // Config is what the flags set.
@@ -91,18 +90,17 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 }
 
 // Run serves on ln until ctx ends. The HTTP server starts at once so that
-// /healthz can say what the monitor waits for.
+// /readyz can say what the monitor waits for.
 func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           server.Handler(a.registry, a.ready),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	health := healthserver.New(a.registry, a.ready)
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	a.log.Info("serving", zap.String("address", ln.Addr().String()), zap.String("node", a.cfg.NodeName))
+	go func() { errc <- healthserver.Serve(serveCtx, ln, health.Mux(), a.log) }()
 
 	if err := a.node.Run(ctx); err != nil {
-		_ = srv.Close()
+		stopServing()
+		<-errc
 		if ctx.Err() != nil {
 			return nil // stopped while waiting: not a failure
 		}
@@ -112,22 +110,12 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	if a.feeder != nil {
 		go a.feeder.Run(ctx, a.cfg.FeedInterval)
 	}
-
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-	}
-	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(shut)
+	return <-errc
 }
 
-func (a *Agent) ready() (bool, string) {
+func (a *Agent) ready() error {
 	if !a.node.Synced() {
-		return false, "waiting for the pod and node caches of " + a.cfg.NodeName
+		return errors.New("waiting for the pod and node caches of " + a.cfg.NodeName)
 	}
-	return true, ""
+	return nil
 }
