@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -328,19 +329,8 @@ func httpGet(ctx context.Context, client *http.Client, url string) (string, erro
 	return string(b), nil
 }
 
-// waitFor polls cond every interval until it returns true, an error, or ctx ends.
+// waitFor polls cond every interval, at once first, until it returns true,
+// an error, or ctx ends.
 func waitFor(ctx context.Context, interval time.Duration, cond func(context.Context) (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := cond(ctx)
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return wait.PollUntilContextCancel(ctx, interval, true, cond)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -263,20 +264,17 @@ func waitInventories(ctx context.Context, c *cluster.Cluster, nodes []string, ti
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, n := range nodes {
-		for {
+		err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			node, err := c.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
-			if err == nil {
-				_, derr := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
-				slots := node.Status.Allocatable[corev1.ResourceName(contract.ResourceGPU)]
-				if derr == nil && !slots.IsZero() {
-					break
-				}
+			if err != nil {
+				return false, nil
 			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("node %s: no vgpu inventory from its device plugin: %w", n, ctx.Err())
-			case <-time.After(200 * time.Millisecond):
-			}
+			_, derr := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
+			slots := node.Status.Allocatable[corev1.ResourceName(contract.ResourceGPU)]
+			return derr == nil && !slots.IsZero(), nil
+		})
+		if err != nil {
+			return fmt.Errorf("node %s: no vgpu inventory from its device plugin: %w", n, err)
 		}
 	}
 	return nil

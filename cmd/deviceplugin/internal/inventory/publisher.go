@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
@@ -36,6 +37,8 @@ type Publisher struct {
 	// into the Node's status, for nodes without a kubelet (kwok) where no
 	// kubelet turns the device list into those numbers.
 	AdvertiseCapacity bool
+	// RetryBase is the first delay after a failed write; 0 means a second.
+	RetryBase time.Duration
 
 	// written is the last value this publisher wrote; confirmed turns true
 	// once the informer shows it, so a stale cache does not trigger a
@@ -45,29 +48,45 @@ type Publisher struct {
 }
 
 // Run reconciles on every state change and every kick (Node updates from
-// the informer) until ctx ends; a failed write is retried with backoff.
+// the informer) until ctx ends. A failed write is retried with client-go's
+// per-item exponential backoff (RetryBase doubling up to a minute); events
+// that arrive meanwhile coalesce into one reconcile.
 func (p *Publisher) Run(ctx context.Context, kick <-chan struct{}) {
+	base := p.RetryBase
+	if base == 0 {
+		base = time.Second
+	}
+	backoff := workqueue.NewTypedItemExponentialFailureRateLimiter[string](base, time.Minute)
+	q := workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: "inventory"})
 	changed, cancel := p.State.Subscribe()
 	defer cancel()
-	backoff := time.Second
-	var retry <-chan time.Time
+	go func() {
+		defer q.ShutDown()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			case <-kick:
+			}
+			q.Add(p.Node)
+		}
+	}()
+	q.Add(p.Node)
 	for {
-		if err := p.reconcile(ctx); err != nil {
-			p.Metrics.InventoryWrites.WithLabelValues("error").Inc()
-			p.Log.Warn("publishing the node inventory failed; retrying", zap.String("node", p.Node), zap.Duration("in", backoff), zap.Error(err))
-			retry = time.After(backoff)
-			backoff = min(2*backoff, time.Minute)
-		} else {
-			retry = nil
-			backoff = time.Second
-		}
-		select {
-		case <-ctx.Done():
+		key, shutdown := q.Get()
+		if shutdown {
 			return
-		case <-changed:
-		case <-kick:
-		case <-retry:
 		}
+		if err := p.reconcile(ctx); err != nil && ctx.Err() == nil {
+			delay := backoff.When(key)
+			p.Metrics.InventoryWrites.WithLabelValues("error").Inc()
+			p.Log.Warn("publishing the node inventory failed; retrying", zap.String("node", p.Node), zap.Duration("retryIn", delay), zap.Error(err))
+			q.AddAfter(key, delay)
+		} else {
+			backoff.Forget(key)
+		}
+		q.Done(key)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/binder"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/handler"
@@ -116,14 +117,8 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	})
 	g.Go(func() error {
 		// Say when the ledger is built: until then filters answer errors.
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
-		for !ready() {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-			}
+		if !cache.WaitForCacheSync(ctx.Done(), st.HasSynced, sw.HasSynced) {
+			return nil
 		}
 		log.Info("ledger built from the API server", zap.Duration("took", time.Since(start)),
 			zap.Int("pods", st.Ledger.PodCount()), zap.Int("gpuNodes", len(st.Ledger.NodeNames())), zap.Any("settings", sw.Get()))
