@@ -31,9 +31,9 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/kubeletplugin"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/podresolver"
-	settingswatch "github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/settings"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/internal/healthserver"
+	"github.com/vgpu-io/vgpu/internal/settingswatch"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/lib/version"
@@ -187,18 +187,15 @@ func installLibvgpu(cfg Config, log *zap.Logger) (containerspec.Host, error) {
 // watchSettings applies the settings ConfigMap to state, waiting a while for
 // its first reading.
 func watchSettings(ctx context.Context, cfg Config, deps Deps, state *gpustate.State) error {
-	cmFactory := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0, informers.WithNamespace(cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.SettingsConfigMap).String()
-		}))
-	cmInformer := cmFactory.Core().V1().ConfigMaps().Informer()
-	if _, err := cmInformer.AddEventHandler(settingswatch.Handler(state, deps.Log)); err != nil {
+	w, err := settingswatch.New(deps.Client, cfg.Namespace, cfg.SettingsConfigMap, deps.Log,
+		func(s settings.Settings) { state.SetSettings(s) })
+	if err != nil {
 		return err
 	}
-	cmFactory.Start(ctx.Done())
+	w.Start(ctx.Done())
 	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer syncCancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), cmInformer.HasSynced) {
+	if !cache.WaitForCacheSync(syncCtx.Done(), w.HasSynced) {
 		deps.Log.Warn("settings ConfigMap not readable yet; starting with the defaults",
 			zap.String("configMap", cfg.Namespace+"/"+cfg.SettingsConfigMap))
 	}

@@ -18,10 +18,10 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/handler"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/requeue"
-	"github.com/vgpu-io/vgpu/cmd/extender/internal/settings"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/state"
 	"github.com/vgpu-io/vgpu/internal/healthserver"
 	"github.com/vgpu-io/vgpu/internal/kubeclient"
+	"github.com/vgpu-io/vgpu/internal/settingswatch"
 )
 
 // Options are the extender's flags.
@@ -63,7 +63,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	}
 	m := metrics.New(reg, st.Ledger)
 	nudger.Nudged = m.Nudges.Inc
-	sw, settingsFactory, err := settings.New(cs, o.Namespace, o.SettingsConfigMap, log.Named("settings"))
+	sw, err := settingswatch.New(cs, o.Namespace, o.SettingsConfigMap, log.Named("settings"), nil)
 	if err != nil {
 		return err
 	}
@@ -110,7 +110,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	g, ctx := errgroup.WithContext(ctx)
 	start := time.Now()
 	st.Start(ctx.Done())
-	settingsFactory.Start(ctx.Done())
+	sw.Start(ctx.Done())
 	g.Go(func() error {
 		nudger.Run(ctx)
 		return nil
@@ -130,7 +130,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	g.Go(func() error {
 		<-ctx.Done()
 		st.Shutdown()
-		settingsFactory.Shutdown()
+		sw.Shutdown()
 		return nil
 	})
 	return g.Wait()

@@ -1,7 +1,8 @@
-package settings
+package settingswatch
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,23 +10,33 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
+// The watcher follows the ConfigMap: changes apply at once and reach
+// onChange, a typo keeps what is in force, a deletion brings the defaults.
 func TestFollowsTheConfigMap(t *testing.T) {
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "vgpu-settings", Namespace: "vgpu-system"},
 		Data: map[string]string{"nodeSchedulerPolicy": "spread"}}
 	cs := fake.NewClientset(cm)
-	w, f, err := New(cs, "vgpu-system", "vgpu-settings", zap.NewNop())
+	var changes atomic.Int32
+	var last atomic.Pointer[settings.Settings]
+	w, err := New(cs, "vgpu-system", "vgpu-settings", zap.NewNop(), func(s settings.Settings) {
+		changes.Add(1)
+		last.Store(&s)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	f.Start(ctx.Done())
-	f.WaitForCacheSync(ctx.Done())
-	if !w.HasSynced() {
+	defer func() {
+		cancel()
+		w.Shutdown()
+	}()
+	w.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), w.HasSynced) {
 		t.Fatal("not synced")
 	}
 	want := settings.Default()
@@ -49,6 +60,9 @@ func TestFollowsTheConfigMap(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := w.Get(); got != want {
 		t.Fatalf("after an invalid update: %+v, want the previous %+v", got, want)
+	}
+	if n := changes.Load(); n != 2 || *last.Load() != want {
+		t.Fatalf("onChange called %d times, last with %+v; want twice, last with %+v", n, *last.Load(), want)
 	}
 
 	if err := cms.Delete(ctx, "vgpu-settings", metav1.DeleteOptions{}); err != nil {
