@@ -6,21 +6,20 @@ package inventory
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
+	"github.com/vgpu-io/vgpu/internal/patch"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
 )
@@ -108,9 +107,8 @@ func (p *Publisher) reconcile(ctx context.Context) error {
 	if observed == desired {
 		p.written, p.confirmed = desired, true
 	} else if desired != p.written || p.confirmed {
-		body, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{contract.AnnotationDevices: desired}}})
-		if _, err := p.Client.CoreV1().Nodes().Patch(ctx, p.Node, types.MergePatchType, body, metav1.PatchOptions{}); err != nil {
-			return fmt.Errorf("node %s: write %s: %w", p.Node, contract.AnnotationDevices, err)
+		if err := patch.NodeAnnotations(ctx, p.Client, p.Node, map[string]string{contract.AnnotationDevices: desired}); err != nil {
+			return err
 		}
 		p.written, p.confirmed = desired, false
 		inv := sn.Inventory()
@@ -134,12 +132,9 @@ func (p *Publisher) capacity(ctx context.Context, node *corev1.Node, sn gpustate
 	if c.Value() == total && a.Value() == healthy && !c.IsZero() {
 		return nil
 	}
-	body, _ := json.Marshal(map[string]any{"status": map[string]any{
-		"capacity":    map[string]string{contract.ResourceGPU: strconv.FormatInt(total, 10)},
-		"allocatable": map[string]string{contract.ResourceGPU: strconv.FormatInt(healthy, 10)},
-	}})
-	if _, err := p.Client.CoreV1().Nodes().Patch(ctx, p.Node, types.MergePatchType, body, metav1.PatchOptions{}, "status"); err != nil {
-		return fmt.Errorf("node %s: write %s capacity: %w", p.Node, contract.ResourceGPU, err)
+	if err := patch.NodeResources(ctx, p.Client, p.Node, corev1.ResourceList{name: *resource.NewQuantity(total, resource.DecimalSI)},
+		corev1.ResourceList{name: *resource.NewQuantity(healthy, resource.DecimalSI)}); err != nil {
+		return err
 	}
 	p.Log.Info("advertised capacity in node status", zap.String("node", p.Node), zap.Int64("capacity", total), zap.Int64("allocatable", healthy))
 	return nil

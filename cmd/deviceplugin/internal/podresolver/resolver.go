@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
+	"github.com/vgpu-io/vgpu/internal/patch"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/allocated"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
@@ -220,12 +221,7 @@ func (r *Resolver) patch(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
-	body, err := jsonMergePatch(contract.AnnotationAllocated, val)
-	if err != nil {
-		return err
-	}
-	_, err = r.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, body, metav1.PatchOptions{})
-	return err
+	return patch.PodAnnotations(ctx, r.client, pod.Namespace, pod.Name, map[string]string{contract.AnnotationAllocated: val})
 }
 
 func (r *Resolver) cached() []*corev1.Pod {
