@@ -28,8 +28,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
-	"github.com/vgpu-io/vgpu/internal/patch"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/allocated"
+	"github.com/vgpu-io/vgpu/internal/patch"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
