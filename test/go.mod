@@ -72,3 +72,7 @@ replace github.com/vgpu-io/vgpu/lib => ../lib
 require github.com/vgpu-io/vgpu/internal v0.0.0
 
 replace github.com/vgpu-io/vgpu/internal => ../internal
+
+require github.com/vgpu-io/vgpu/cmd/extender v0.0.0
+
+replace github.com/vgpu-io/vgpu/cmd/extender => ../cmd/extender

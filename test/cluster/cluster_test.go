@@ -14,7 +14,8 @@ import (
 	"time"
 
 	schedv1 "k8s.io/kube-scheduler/config/v1"
-	"sigs.k8s.io/yaml"
+
+	schedconfig "github.com/vgpu-io/vgpu/cmd/extender/config"
 )
 
 func TestSchedulerConfigKeepsTestSettings(t *testing.T) {
@@ -34,8 +35,8 @@ func TestSchedulerConfigKeepsTestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out schedv1.KubeSchedulerConfiguration
-	if err := yaml.UnmarshalStrict(raw, &out); err != nil {
+	out, err := schedconfig.Parse(raw)
+	if err != nil {
 		t.Fatalf("rendered config does not parse back: %v\n%s", err, raw)
 	}
 	if out.APIVersion != "kubescheduler.config.k8s.io/v1" || out.Kind != "KubeSchedulerConfiguration" {

@@ -16,7 +16,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
-	"sigs.k8s.io/yaml"
+
+	schedconfig "github.com/vgpu-io/vgpu/cmd/extender/config"
 )
 
 func (c *Cluster) startEtcd(ctx context.Context) error {
@@ -226,16 +227,7 @@ func (c *Cluster) StopScheduler() {
 // writeSchedulerConfig renders cfg (or the default profile) with the
 // harness's connection settings.
 func writeSchedulerConfig(path string, cfg *schedv1.KubeSchedulerConfiguration, kubeconfig string) error {
-	var out schedv1.KubeSchedulerConfiguration
-	if cfg != nil {
-		out = *cfg.DeepCopy()
-	}
-	out.APIVersion = schedv1.SchemeGroupVersion.String()
-	out.Kind = "KubeSchedulerConfiguration"
-	out.ClientConnection.Kubeconfig = kubeconfig
-	leader := false
-	out.LeaderElection.LeaderElect = &leader
-	b, err := yaml.Marshal(&out)
+	b, err := schedconfig.Local{Kubeconfig: kubeconfig}.Render(cfg)
 	if err != nil {
 		return fmt.Errorf("kube-scheduler config: %w", err)
 	}

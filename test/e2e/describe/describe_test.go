@@ -24,8 +24,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	schedv1 "k8s.io/kube-scheduler/config/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -35,6 +33,7 @@ import (
 	"github.com/vgpu-io/vgpu/lib/request"
 	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
+	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
 )
 
@@ -143,21 +142,16 @@ func golden(t *testing.T, name, got string) {
 // the scheduler configuration the manifests ship.
 func startExtender(t *testing.T, ctx context.Context, c *cluster.Cluster) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "cmd", "extender", "config", "scheduler-config.yaml"))
+	listen, health := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, err := daemons.SchedulerConfig("http://" + listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg schedv1.KubeSchedulerConfiguration
-	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
-		t.Fatalf("scheduler-config.yaml: %v", err)
-	}
-	listen, health := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg.Extenders[0].URLPrefix = "http://" + listen
 	args := []string{"--kubeconfig", c.Kubeconfig, "--listen", listen, "--metrics-address", health}
 	if err := c.StartProcess(ctx, "extender", build(t, "extender"), args, cluster.HTTPReady("http://"+health+"/readyz")); err != nil {
 		t.Fatalf("extender: %v (log %s)", err, c.LogPath("extender"))
 	}
-	c.SetSchedulerConfig(&cfg)
+	c.SetSchedulerConfig(cfg)
 	if err := c.StartScheduler(ctx); err != nil {
 		t.Fatal(err)
 	}
