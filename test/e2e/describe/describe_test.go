@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -35,9 +34,9 @@ import (
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+	"github.com/vgpu-io/vgpu/internal/testutil"
+)
 
 const ns = "e2e-describe"
 
@@ -118,24 +117,6 @@ func normalize(s string, uuids map[string]string) string {
 		}
 		return "GPU-UNKNOWN"
 	})
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -update creates it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("differs from %s (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
 }
 
 // startExtender runs vgpu's extender and points kube-scheduler at it with
@@ -249,7 +230,7 @@ func TestDescribeNodeOnControlPlane(t *testing.T) {
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("describe node %s: exit %d, stderr %q", target, r.code, r.stderr)
 	}
-	golden(t, "node", normalize(r.stdout, uuids))
+	testutil.Golden(t, "node", normalize(r.stdout, uuids))
 
 	// The numbers, from the JSON form, against the books: what describe
 	// shows is what the scheduler holds.
@@ -280,7 +261,7 @@ func TestDescribeNodeOnControlPlane(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("describe node: exit %d, stderr %q", r.code, r.stderr)
 	}
-	golden(t, "list", r.stdout)
+	testutil.Golden(t, "list", r.stdout)
 
 	r = run(t, bin, c.Kubeconfig, "describe", "node", "no-such-node")
 	if r.code != 1 || !strings.Contains(r.stderr, `Error from server (NotFound): nodes "no-such-node" not found`) {
@@ -467,7 +448,7 @@ func TestMonitorAndUsageOnControlPlane(t *testing.T) {
 	for _, g := range inv.GPUs {
 		uuids[g.UUID] = fmt.Sprintf("GPU-<%d>", g.Index)
 	}
-	golden(t, "node-usage", strings.ReplaceAll(normalize(r.stdout, uuids), addr, "MONITOR"))
+	testutil.Golden(t, "node-usage", strings.ReplaceAll(normalize(r.stdout, uuids), addr, "MONITOR"))
 
 	// The deleted pod's region goes after the 1 s grace; the others stay.
 	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, "gone", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {

@@ -28,6 +28,8 @@ import (
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 const ns = "vgpu-e2e"
@@ -80,17 +82,11 @@ func must(t *testing.T, err error) {
 // gpuPod is a pod of one container "work" with the given limits. It names
 // no scheduler: the webhook routes it.
 func gpuPod(name string, ann map[string]string, kv ...string) *corev1.Pod {
-	limits := corev1.ResourceList{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		limits[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: ann, Labels: map[string]string{"app": "vgpu-e2e"}},
-		Spec: corev1.PodSpec{
-			Containers:                   []corev1.Container{{Name: "work", Image: "nvidia/cuda:12.4.0-base-ubuntu22.04", Resources: corev1.ResourceRequirements{Limits: limits}}},
-			AutomountServiceAccountToken: new(bool),
-		},
-	}
+	p := testutil.Pod(name, testutil.Namespace(ns), testutil.UID(""), testutil.Annotations(ann), testutil.Labels(map[string]string{"app": "vgpu-e2e"}),
+		testutil.Container("work", kv...))
+	p.Spec.Containers[0].Image = "nvidia/cuda:12.4.0-base-ubuntu22.04"
+	p.Spec.AutomountServiceAccountToken = new(bool)
+	return p
 }
 
 // place creates the pod, waits until it is bound and returns its

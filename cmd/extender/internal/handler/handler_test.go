@@ -17,8 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
@@ -26,6 +24,8 @@ import (
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/settings"
+
+	vtest "github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 func inventory(prefix string, mems ...int64) device.Inventory {
@@ -52,11 +52,7 @@ func books(t testing.TB) *ledger.Ledger {
 }
 
 func gpuPod(ann map[string]string, kv ...string) *corev1.Pod {
-	c := corev1.Container{Name: "work", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{}}}
-	for i := 0; i+1 < len(kv); i += 2 {
-		c.Resources.Limits[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
-	}
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "uid-p", Annotations: ann}, Spec: corev1.PodSpec{Containers: []corev1.Container{c}}}
+	return vtest.Pod("p", vtest.Annotations(ann), vtest.Container("work", kv...))
 }
 
 type fakeBinder struct {
