@@ -14,6 +14,8 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate/openb"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/settings"
+
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/cli"
 )
 
 //go:embed example/cluster.yaml example/workload.yaml
@@ -37,7 +39,7 @@ type flags struct {
 	memoryScaling         float64
 	seed                  uint64
 	seeds                 int
-	output                string
+	output                cli.Output
 	arrive                float64
 	cpuWeight             float64
 	cpuPods               string
@@ -95,7 +97,7 @@ comparable with the paper's.`,
 	fl.Float64Var(&f.memoryScaling, "memory-scaling", def.DeviceMemoryScaling, "deviceMemoryScaling: >1 overcommits GPU memory")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed of the first replay")
 	fl.IntVar(&f.seeds, "seeds", 1, "number of replays, seeds seed..seed+N-1, averaged")
-	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	f.output.AddFlag(fl)
 	fl.Float64Var(&f.arrive, "arrive", 130, "stop when the GPU demand would pass this % of capacity")
 	fl.Float64Var(&f.cpuWeight, "cpu-weight", 1, "weight of kube-scheduler's CPU/memory score (NodeResourcesFit) beside vgpu's GPU score; 0 = GPU score alone")
 	fl.StringVar(&f.cpuPods, "cpu-pods", cpuPodsPolicy, `how CPU-only pods are ranked: "policy" (like GPU pods: vgpu's GPU score of the node as it stands, plus --cpu-weight × the CPU/memory score; the paper's method) or "host" (the CPU/memory score alone, blind to GPUs, as kube-scheduler ranks pods that vgpu's extender never sees)`)
@@ -140,8 +142,8 @@ func run(out io.Writer, f flags) error {
 	if f.seeds < 1 || f.seeds > 1000 {
 		return fmt.Errorf("--seeds %d: must be from 1 to 1000", f.seeds)
 	}
-	if f.output != "table" && f.output != "json" {
-		return fmt.Errorf("-o %q: must be table or json", f.output)
+	if err := f.output.Validate(); err != nil {
+		return err
 	}
 	if f.cpuWeight < 0 || f.cpuWeight > 100 {
 		return fmt.Errorf("--cpu-weight %g: must be from 0 to 100", f.cpuWeight)
@@ -181,8 +183,8 @@ func run(out io.Writer, f flags) error {
 		}
 		rep.Results = append(rep.Results, Summarize(pol, runs))
 	}
-	if f.output == "json" {
-		return rep.WriteJSON(out)
+	if !f.output.Table() {
+		return f.output.Print(out, rep)
 	}
 	if builtin {
 		fmt.Fprint(out, exampleIntro)

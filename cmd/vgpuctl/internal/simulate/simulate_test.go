@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate/openb"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/settings"
@@ -263,14 +265,14 @@ func TestSameSeedSameNumbers(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	cases := map[string][]string{
-		`--node-policy: policy "fast"`:                       {"--node-policy", "fast"},
-		`--split-count 0: must be from 1`:                    {"--split-count", "0"},
-		`--policy "some"`:                                    {"--policy", "some"},
-		`--cpu-pods "gpu": must be policy or host`:           {"--cpu-pods", "gpu"},
-		`-o "yaml": must be table or json`:                   {"-o", "yaml"},
-		`--percentage-of-nodes-to-score 101: must be from 0`: {"--percentage-of-nodes-to-score", "101"},
-		`no such file`:                                       {"--cluster", "/nonexistent.yaml"},
-		`container "c": nvidia.com/gpucores=0`:               {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
+		`--node-policy: policy "fast"`:                        {"--node-policy", "fast"},
+		`--split-count 0: must be from 1`:                     {"--split-count", "0"},
+		`--policy "some"`:                                     {"--policy", "some"},
+		`--cpu-pods "gpu": must be policy or host`:            {"--cpu-pods", "gpu"},
+		`output format "xml", allowed formats are: json,yaml`: {"-o", "xml"},
+		`--percentage-of-nodes-to-score 101: must be from 0`:  {"--percentage-of-nodes-to-score", "101"},
+		`no such file`:                         {"--cluster", "/nonexistent.yaml"},
+		`container "c": nvidia.com/gpucores=0`: {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
 	}
 	for want, args := range cases {
 		cmd := NewCommand()
@@ -337,5 +339,26 @@ func TestSampler(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// -o yaml is the JSON report's fields, as YAML.
+func TestYAMLIsTheJSONReport(t *testing.T) {
+	var fromJSON, fromYAML Report
+	if err := json.Unmarshal([]byte(runCommand(t, "-o", "json", "--seed", "5")), &fromJSON); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict([]byte(runCommand(t, "-o", "yaml", "--seed", "5")), &fromYAML); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*Report{&fromJSON, &fromYAML} {
+		for i := range r.Results {
+			r.Results[i].WallSeconds = Stat{}
+		}
+	}
+	ja, _ := json.Marshal(fromJSON)
+	jb, _ := json.Marshal(fromYAML)
+	if !bytes.Equal(ja, jb) || len(fromYAML.Results) == 0 {
+		t.Errorf("yaml and json reports differ:\n%s\n%s", ja, jb)
 	}
 }
