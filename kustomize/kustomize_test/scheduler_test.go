@@ -111,7 +111,7 @@ func TestSchedulerConfiguration(t *testing.T) {
 		if !ok {
 			t.Errorf("extender does not manage %s", r)
 		}
-		// kube-scheduler counts nvidia.com/gpu itself (DESIGN §4); the
+		// kube-scheduler counts nvidia.com/gpu itself (docs/contract.md#node-inventory); the
 		// shares are no node resource it could count.
 		if want := r != contract.ResourceGPU; ignored != want {
 			t.Errorf("%s ignoredByScheduler = %v, want %v", r, ignored, want)

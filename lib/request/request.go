@@ -1,6 +1,6 @@
 // Package request turns a pod spec into what vgpu must place: per container
 // how many vGPUs, how much memory and compute each takes, and the pod's GPU
-// selectors and policy overrides (DESIGN §1). It applies the defaults and
+// selectors and policy overrides (docs/resources.md). It applies the defaults and
 // validates everything that can be judged from the pod alone; the webhook
 // denies on its errors and the extender schedules on its result.
 package request

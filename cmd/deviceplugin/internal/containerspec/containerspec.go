@@ -1,5 +1,5 @@
 // Package containerspec turns one container's assignment into the container
-// contract the kubelet applies (DESIGN §4, docs/contract.md): environment
+// contract the kubelet applies (docs/contract.md#container-contract): environment
 // for the NVIDIA runtime and libvgpu, and the mounts of libvgpu and of the
 // container's region directory.
 package containerspec

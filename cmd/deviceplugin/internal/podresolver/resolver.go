@@ -4,7 +4,7 @@
 // containers first), so the container being allocated is the next unserved
 // vGPU container of the oldest bound pod still waiting for one, among those
 // asking for this many devices. No lock is held between the scheduler's bind
-// and the kubelet's admission (DESIGN §4); the resolver only reads the pods
+// and the kubelet's admission (docs/contract.md#allocate); the resolver only reads the pods
 // bound to its node from an informer and records what it served.
 package podresolver
 
