@@ -78,3 +78,7 @@ replace github.com/vgpu-io/vgpu/test => ../test
 require github.com/vgpu-io/vgpu/cmd/extender v0.0.0
 
 replace github.com/vgpu-io/vgpu/cmd/extender => ../cmd/extender
+
+require github.com/vgpu-io/vgpu/internal v0.0.0
+
+replace github.com/vgpu-io/vgpu/internal => ../internal

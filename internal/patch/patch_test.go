@@ -3,8 +3,6 @@ package patch
 import (
 	"context"
 	"encoding/json"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -14,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 // Values survive the round trip whatever they hold, including what Go's %q
@@ -83,27 +83,12 @@ var jsonByFormat = regexp.MustCompile("Sprintf\\(`[\\s\\[{]*[\\[{]\\s*\"")
 
 // No binary builds a patch, or any JSON, by string formatting.
 func TestNoJSONByFormatting(t *testing.T) {
-	files := 0
-	for _, dir := range []string{"cmd", "internal"} {
-		err := filepath.WalkDir(filepath.Join("..", "..", dir), func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-				return err
-			}
-			files++
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			if loc := jsonByFormat.FindIndex(b); loc != nil {
-				t.Errorf("%s:%d: JSON built with fmt.Sprintf; use internal/patch or encoding/json", path, 1+strings.Count(string(b[:loc[0]]), "\n"))
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
+	testutil.Sources(t, filepath.Join("..", ".."), []string{"cmd", "internal"}, []string{".go"}, func(path string, b []byte) {
+		if strings.HasSuffix(path, "_test.go") {
+			return
 		}
-	}
-	if files < 20 {
-		t.Fatalf("read %d files: the walk did not reach the binaries' sources", files)
-	}
+		if loc := jsonByFormat.FindIndex(b); loc != nil {
+			t.Errorf("%s:%d: JSON built with fmt.Sprintf; use internal/patch or encoding/json", path, 1+strings.Count(string(b[:loc[0]]), "\n"))
+		}
+	})
 }

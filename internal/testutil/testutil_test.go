@@ -3,6 +3,7 @@ package testutil
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,3 +63,26 @@ func (f *fakeT) Helper()               {}
 func (f *fakeT) Errorf(string, ...any) { f.failed = true }
 func (f *fakeT) Fatalf(string, ...any) { f.failed = true; panic("fatal") }
 func (f *fakeT) Fatal(...any)          { f.failed = true; panic("fatal") }
+
+func TestSources(t *testing.T) {
+	root := t.TempDir()
+	for _, f := range []string{"a/x.go", "a/x_test.go", "a/testdata/y.go", "a/.hidden/z.go", "a/b/w.c", "a/b/v.txt"} {
+		p := filepath.Join(root, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	Sources(t, root, []string{"a"}, []string{".go", ".c"}, func(rel string, src []byte) {
+		if rel != string(src) {
+			t.Errorf("%s holds %q", rel, src)
+		}
+		got = append(got, rel)
+	})
+	if strings.Join(got, " ") != "a/b/w.c a/x.go a/x_test.go" {
+		t.Errorf("read %v", got)
+	}
+}

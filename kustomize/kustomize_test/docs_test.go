@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 var (
@@ -77,27 +79,8 @@ var docsCite = regexp.MustCompile(`docs/([a-z0-9-]+\.md)(#[a-z0-9-]+)?`)
 func TestCodeCitesDocsThatExist(t *testing.T) {
 	repo := filepath.Join(root(), "..")
 	cited := 0
-	for _, dir := range []string{"cmd", "lib", "internal", "test", "kustomize", "libvgpu", "images", "mk"} {
-		err := filepath.WalkDir(filepath.Join(repo, dir), func(path string, d os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				if d.Name() == "testdata" {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-			switch filepath.Ext(path) {
-			case ".go", ".c", ".h", ".S", ".sh", ".mk", ".yaml", "":
-			default:
-				return nil
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(repo, path)
+	testutil.Sources(t, repo, []string{"cmd", "lib", "internal", "test", "kustomize", "libvgpu", "images", "mk"},
+		[]string{".go", ".c", ".h", ".S", ".sh", ".mk", ".yaml", "Dockerfile"}, func(rel string, b []byte) {
 			if brief := "DESIGN" + " §"; strings.Contains(string(b), brief) {
 				t.Errorf("%s cites %s…, which is not in the repository: cite docs/ instead", rel, brief)
 			}
@@ -112,12 +95,7 @@ func TestCodeCitesDocsThatExist(t *testing.T) {
 					t.Errorf("%s cites docs/%s%s: no such heading", rel, m[1], m[2])
 				}
 			}
-			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	if cited < 10 {
 		t.Fatalf("found %d citations of docs/: the walk missed the code", cited)
 	}

@@ -1,12 +1,12 @@
 package daemons
 
 import (
-	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 // decodes matches what decoding a KubeSchedulerConfiguration takes.
@@ -20,34 +20,18 @@ func TestSchedulerConfigurationIsParsedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	owner := filepath.Join(root, "cmd", "extender", "config")
 	seen := 0
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || path == owner) {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(path, ".go") || d.Name() == "schedconfig_test.go" {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(string(b), `"k8s.io/kube-scheduler/config/v1"`) {
-			return nil
+	testutil.Sources(t, root, []string{"cmd", "internal", "lib", "test", "kustomize"}, []string{".go"}, func(path string, b []byte) {
+		if strings.HasPrefix(path, filepath.Join("cmd", "extender", "config")+string(filepath.Separator)) ||
+			strings.HasSuffix(path, filepath.Join("daemons", "schedconfig_test.go")) ||
+			!strings.Contains(string(b), `"k8s.io/kube-scheduler/config/v1"`) {
+			return
 		}
 		seen++
 		if m := decodes.Find(b); m != nil {
 			t.Errorf("%s decodes a scheduler configuration itself (%s); use cmd/extender/config", path, m)
 		}
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if seen < 3 {
 		t.Fatalf("only %d files use the scheduler configuration types: the walk missed the repository", seen)
 	}
