@@ -6,20 +6,17 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
-	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/daemon"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/internal/daemoncmd"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/internal/healthserver"
 	"github.com/vgpu-io/vgpu/internal/kubeclient"
-	"github.com/vgpu-io/vgpu/internal/logging"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
@@ -27,21 +24,9 @@ import (
 func main() {
 	cfg := daemon.Config{}
 	var ignoredXids string
-	logOpts := logging.Options{}
 	kube := kubeclient.Options{Component: "deviceplugin"}
-	root := &cobra.Command{
-		Use:           "deviceplugin",
-		Short:         "vgpu kubelet device plugin and node GPU inventory publisher",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logOpts.Build()
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
+	root := daemoncmd.New("deviceplugin", "vgpu kubelet device plugin and node GPU inventory publisher",
+		func(ctx context.Context, log *zap.Logger) (err error) {
 			if cfg.IgnoredXids, err = discovery.ParseXids(ignoredXids); err != nil {
 				return fmt.Errorf("--ignored-xids: %w", err)
 			}
@@ -58,12 +43,9 @@ func main() {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
 			log.Info("starting", zap.String("version", version.Version), zap.String("node", cfg.NodeName), zap.String("nvml", cfg.NVML))
 			return daemon.Run(ctx, cfg, daemon.Deps{Client: client, NVML: lib, Log: log})
-		},
-	}
+		})
 	f := root.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
 	f.StringVar(&cfg.NVML, "nvml", "", gpumock.FlagUsage)
@@ -78,11 +60,7 @@ func main() {
 	f.BoolVar(&cfg.AdvertiseCapacity, "advertise-capacity", false, "also write nvidia.com/gpu capacity into the Node status (for kwok nodes, which have no kubelet)")
 	f.StringVar(&ignoredXids, "ignored-xids", joinXids(discovery.DefaultIgnoredXids), "Xid errors that do not make a GPU unhealthy (application errors)")
 	kube.AddFlags(f, 5, 10)
-	logOpts.AddFlags(f)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "deviceplugin:", err)
-		os.Exit(1)
-	}
+	daemoncmd.Main(root)
 }
 
 func joinXids(xs []uint64) string {

@@ -3,44 +3,22 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/url"
-	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/vgpu-io/vgpu/cmd/extender/config"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/app"
+	"github.com/vgpu-io/vgpu/internal/daemoncmd"
 	"github.com/vgpu-io/vgpu/internal/healthserver"
 	"github.com/vgpu-io/vgpu/internal/kubeclient"
-	"github.com/vgpu-io/vgpu/internal/logging"
 	"github.com/vgpu-io/vgpu/lib/contract"
-	"github.com/vgpu-io/vgpu/lib/version"
 )
 
 func main() {
 	o := app.Options{Kube: kubeclient.Options{Component: "extender"}}
-	logOpts := logging.Options{}
-	root := &cobra.Command{
-		Use:           "extender",
-		Short:         "vgpu kube-scheduler extender: GPU-aware filter, prioritize and bind",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logOpts.Build()
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return app.Run(ctx, o, log)
-		},
-	}
+	root := daemoncmd.New("extender", "vgpu kube-scheduler extender: GPU-aware filter, prioritize and bind",
+		func(ctx context.Context, log *zap.Logger) error { return app.Run(ctx, o, log) })
 	defaultListen := "127.0.0.1:8888"
 	if u, err := url.Parse(config.DefaultURL); err == nil {
 		defaultListen = u.Host
@@ -54,9 +32,5 @@ func main() {
 	// A scheduler binds in bursts.
 	o.Kube.AddFlags(f, 500, 1000)
 	f.BoolVar(&o.Profiling, "profiling", false, "serve Go's pprof profiles under /debug/pprof/ on --metrics-address")
-	logOpts.AddFlags(f)
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, "extender:", err)
-		os.Exit(1)
-	}
+	daemoncmd.Main(root)
 }

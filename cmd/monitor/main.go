@@ -7,21 +7,18 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
-	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/agent"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	"github.com/vgpu-io/vgpu/internal/daemoncmd"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/internal/healthserver"
 	"github.com/vgpu-io/vgpu/internal/kubeclient"
-	"github.com/vgpu-io/vgpu/internal/logging"
 	"github.com/vgpu-io/vgpu/lib/contract"
-	"github.com/vgpu-io/vgpu/lib/version"
 )
 
 func main() {
@@ -29,25 +26,13 @@ func main() {
 		cfg      agent.Config
 		listen   string
 		nvmlSpec string
-		logOpts  logging.Options
 		kube     = kubeclient.Options{Component: "monitor"}
 	)
-	root := &cobra.Command{
-		Use:           "monitor",
-		Short:         "vgpu node agent exporting per-GPU and per-container usage as Prometheus metrics",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+	root := daemoncmd.New("monitor", "vgpu node agent exporting per-GPU and per-container usage as Prometheus metrics",
+		func(ctx context.Context, log *zap.Logger) error {
 			if cfg.NodeName == "" {
 				return fmt.Errorf("--node-name is empty: set it or the NODE_NAME env var (the downward API's spec.nodeName)")
 			}
-			log, err := logOpts.Build()
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
 			client, err := kube.Client()
 			if err != nil {
 				return err
@@ -65,11 +50,8 @@ func main() {
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			return a.Run(ctx, ln)
-		},
-	}
+		})
 	f := root.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	f.StringVar(&cfg.HostRoot, "host-root", contract.HostRoot, "vgpu's host directory as mounted in the monitor; regions are under its containers/")
@@ -80,9 +62,5 @@ func main() {
 	f.DurationVar(&cfg.StaleGrace, "stale-grace", 5*time.Minute, "how long the region of a pod that no longer exists is kept before it is removed")
 	f.DurationVar(&cfg.SweepInterval, "sweep-interval", 30*time.Second, "how often stale regions are looked for")
 	f.DurationVar(&cfg.FeedInterval, "feed-interval", 100*time.Millisecond, "how often measured utilisation is written into the regions of containers with a cores limit")
-	logOpts.AddFlags(f)
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, "monitor:", err)
-		os.Exit(1)
-	}
+	daemoncmd.Main(root)
 }

@@ -4,42 +4,22 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/vgpu-io/vgpu/cmd/webhook/config"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/app"
+	"github.com/vgpu-io/vgpu/internal/daemoncmd"
 	"github.com/vgpu-io/vgpu/internal/healthserver"
 	"github.com/vgpu-io/vgpu/internal/kubeclient"
-	"github.com/vgpu-io/vgpu/internal/logging"
 	"github.com/vgpu-io/vgpu/lib/contract"
-	"github.com/vgpu-io/vgpu/lib/version"
 )
 
 func main() {
 	o := app.Options{Kube: kubeclient.Options{Component: "webhook"}}
-	logOpts := logging.Options{}
-	root := &cobra.Command{
-		Use:           "webhook",
-		Short:         "vgpu admission webhook that validates vGPU requests and routes GPU pods to the vgpu scheduler",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logOpts.Build()
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return app.Run(ctx, o, log)
-		},
-	}
+	root := daemoncmd.New("webhook", "vgpu admission webhook that validates vGPU requests and routes GPU pods to the vgpu scheduler",
+		func(ctx context.Context, log *zap.Logger) error { return app.Run(ctx, o, log) })
 	f := root.Flags()
 	f.StringVar(&o.Listen, "listen", ":8443", "address of the HTTPS server of /mutate and /validate")
 	healthserver.AddFlag(f, &o.MetricsAddress, "", "address of /healthz, /readyz and /metrics (plain HTTP); empty serves them on --listen")
@@ -56,7 +36,6 @@ func main() {
 	f.StringVar(&o.RegisterURL, "register-url", "", "create or update the webhook configurations to call this base URL (e.g. https://127.0.0.1:8443), for local clusters")
 	f.StringVar(&o.SchedulerName, "scheduler-name", contract.DefaultSchedulerName, "schedulerName given to vgpu pods that name no scheduler")
 	o.Kube.AddFlags(f, 20, 40)
-	logOpts.AddFlags(f)
 
 	var dir string
 	var hosts []string
@@ -78,8 +57,5 @@ func main() {
 	_ = caCmd.MarkFlagRequired("dir")
 	root.AddCommand(caCmd)
 
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, "webhook:", err)
-		os.Exit(1)
-	}
+	daemoncmd.Main(root)
 }

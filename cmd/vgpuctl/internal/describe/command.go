@@ -236,4 +236,3 @@ func (o *options) list(ctx context.Context, c kubernetes.Interface, out, errOut 
 	}
 	return renderList(out, summaries)
 }
-
