@@ -78,33 +78,9 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 		Log:      log,
 	}
 
-	mux := http.NewServeMux()
-	h.Routes(mux)
-	healthMux := mux
-	if o.MetricsAddress != "" {
-		healthMux = http.NewServeMux()
-	}
-	health.Register(healthMux)
-	if o.Profiling {
-		healthMux.HandleFunc("/debug/pprof/", pprof.Index)
-		healthMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		healthMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	type server struct {
-		ln net.Listener
-		h  http.Handler
-	}
-	ln, err := healthserver.Listen("listen", o.Listen)
+	servers, err := o.listen(h, health)
 	if err != nil {
 		return err
-	}
-	servers := []server{{ln, mux}}
-	if o.MetricsAddress != "" {
-		ln, err := healthserver.Listen(healthserver.Flag, o.MetricsAddress)
-		if err != nil {
-			return err
-		}
-		servers = append(servers, server{ln, healthMux})
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -124,8 +100,8 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 			zap.Int("pods", st.Ledger.PodCount()), zap.Int("gpuNodes", len(st.Ledger.NodeNames())), zap.Any("settings", sw.Get()))
 		return nil
 	})
-	for _, s := range servers {
-		g.Go(func() error { return healthserver.Serve(ctx, s.ln, s.h, log) })
+	for ln, h := range servers {
+		g.Go(func() error { return healthserver.Serve(ctx, ln, h, log) })
 	}
 	g.Go(func() error {
 		<-ctx.Done()
@@ -134,4 +110,35 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// listen opens kube-scheduler's address and, when it is separate, the
+// health and metrics address, and returns what each serves.
+func (o Options) listen(h *handler.Handler, health *healthserver.Server) (map[net.Listener]http.Handler, error) {
+	mux := http.NewServeMux()
+	h.Routes(mux)
+	healthMux := mux
+	if o.MetricsAddress != "" {
+		healthMux = http.NewServeMux()
+	}
+	health.Register(healthMux)
+	if o.Profiling {
+		healthMux.HandleFunc("/debug/pprof/", pprof.Index)
+		healthMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		healthMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	ln, err := healthserver.Listen("listen", o.Listen)
+	if err != nil {
+		return nil, err
+	}
+	servers := map[net.Listener]http.Handler{ln: mux}
+	if o.MetricsAddress != "" {
+		hl, err := healthserver.Listen(healthserver.Flag, o.MetricsAddress)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		servers[hl] = healthMux
+	}
+	return servers, nil
 }
