@@ -219,3 +219,30 @@ func kubeScheduler() string {
 	}
 	return m[len(m)-1]
 }
+
+// Every daemon takes its logging, Kubernetes client and health/metrics
+// address under the same names, and the two that share a GPU node do not
+// default to the same port.
+func TestDaemonsShareFlagNamesAndNotPorts(t *testing.T) {
+	common := []string{"log-level", "kubeconfig", "kube-api-qps", "kube-api-burst", "metrics-address"}
+	nodePorts := map[string]string{}
+	for _, binary := range []string{"extender", "webhook", "deviceplugin", "monitor"} {
+		out := help(t, build(t, binary))
+		flags := runHelp(t, build(t, binary))
+		for _, f := range common {
+			if !flags[f] {
+				t.Errorf("%s has no --%s", binary, f)
+			}
+		}
+		if binary == "deviceplugin" || binary == "monitor" {
+			m := regexp.MustCompile(`--metrics-address \S+\s.*\(default "([^"]*)"\)`).FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("%s --metrics-address has no default", binary)
+			}
+			if other, ok := nodePorts[m[1]]; ok {
+				t.Errorf("%s and %s both default --metrics-address to %s on the same node", other, binary, m[1])
+			}
+			nodePorts[m[1]] = binary
+		}
+	}
+}

@@ -244,22 +244,22 @@ func (c *Cluster) waitHealthy(ctx context.Context, p *process, check func(contex
 	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
 	defer cancel()
 	var last error
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
-		last = check(cctx)
-		ccancel()
-		if last == nil {
-			return nil
-		}
+	err := waitFor(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		select {
 		case <-p.exited:
-			return p.exitError()
-		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy after %s: %v; last lines of %s:\n%s",
-				p.name, c.opts.StartTimeout, last, p.logPath, tail(p.logPath, 20))
-		case <-time.After(100 * time.Millisecond):
+			return false, p.exitError()
+		default:
 		}
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		defer ccancel()
+		last = check(cctx)
+		return last == nil, nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%s not healthy after %s: %v; last lines of %s:\n%s",
+			p.name, c.opts.StartTimeout, last, p.logPath, tail(p.logPath, 20))
 	}
+	return err
 }
 
 // FreePorts reserves n distinct free loopback TCP ports. They are released

@@ -11,11 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
-	"sigs.k8s.io/yaml"
+
+	schedconfig "github.com/vgpu-io/vgpu/cmd/extender/config"
 )
 
 func (c *Cluster) startEtcd(ctx context.Context) error {
@@ -225,16 +227,7 @@ func (c *Cluster) StopScheduler() {
 // writeSchedulerConfig renders cfg (or the default profile) with the
 // harness's connection settings.
 func writeSchedulerConfig(path string, cfg *schedv1.KubeSchedulerConfiguration, kubeconfig string) error {
-	var out schedv1.KubeSchedulerConfiguration
-	if cfg != nil {
-		out = *cfg.DeepCopy()
-	}
-	out.APIVersion = schedv1.SchemeGroupVersion.String()
-	out.Kind = "KubeSchedulerConfiguration"
-	out.ClientConnection.Kubeconfig = kubeconfig
-	leader := false
-	out.LeaderElection.LeaderElect = &leader
-	b, err := yaml.Marshal(&out)
+	b, err := schedconfig.Local{Kubeconfig: kubeconfig}.Render(cfg)
 	if err != nil {
 		return fmt.Errorf("kube-scheduler config: %w", err)
 	}
@@ -328,19 +321,8 @@ func httpGet(ctx context.Context, client *http.Client, url string) (string, erro
 	return string(b), nil
 }
 
-// waitFor polls cond every interval until it returns true, an error, or ctx ends.
+// waitFor polls cond every interval, at once first, until it returns true,
+// an error, or ctx ends.
 func waitFor(ctx context.Context, interval time.Duration, cond func(context.Context) (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := cond(ctx)
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return wait.PollUntilContextCancel(ctx, interval, true, cond)
 }

@@ -143,7 +143,7 @@ func (a *Auditor) Pass() []Finding {
 	if blind && !wasBlind {
 		u := res.Unseen[0]
 		a.Log.Error("NVML lists none of the processes of a container that holds GPU memory: the audit cannot see pods' processes; run the monitor in the host's pid namespace (hostPID)",
-			zap.String("pod_uid", u.PodUID), zap.String("container", u.Container), zap.String("gpu", u.GPU), zap.Int("containers", len(res.Unseen)))
+			zap.String("podUID", u.PodUID), zap.String("container", u.Container), zap.String("gpu", u.GPU), zap.Int("containers", len(res.Unseen)))
 	}
 
 	for _, f := range fresh {

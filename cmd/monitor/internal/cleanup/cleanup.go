@@ -86,7 +86,7 @@ func (s *Sweeper) Sweep() []string {
 			s.Removed.Inc()
 		}
 		s.Log.Info("removed region of a pod that no longer exists",
-			zap.String("pod_uid", e.PodUID), zap.String("container", e.Container), zap.Duration("grace", s.Grace))
+			zap.String("podUID", e.PodUID), zap.String("container", e.Container), zap.Duration("grace", s.Grace))
 	}
 	for d := range s.missingSince {
 		if !seen[d] {

@@ -1,6 +1,6 @@
-// Package config holds the cluster settings of DESIGN §2, as read from the
+// Package settings holds the cluster settings (docs/settings.md), as read from the
 // vgpu-settings ConfigMap by every component.
-package config
+package settings
 
 import (
 	"fmt"
