@@ -69,7 +69,7 @@ func TestEveryDefinedImageIsBuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, def := range defs {
-		ref, err := refs.Ref(def.Name)
+		ref, err := refs.Ref(def)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -43,6 +43,9 @@ type Image struct {
 	Files      []File   `json:"files"`
 	Entrypoint []string `json:"entrypoint"`
 	User       string   `json:"user"`
+	// Ref is the full reference of an image the kustomization does not
+	// name; the others take theirs from it.
+	Ref string `json:"ref,omitempty"`
 }
 
 // File is one file copied into an image.
@@ -95,7 +98,7 @@ func printRefs(repo string) error {
 		return err
 	}
 	for _, def := range defs {
-		ref, err := refs.Ref(def.Name)
+		ref, err := refs.Ref(def)
 		if err != nil {
 			return err
 		}
@@ -129,7 +132,7 @@ func build(repo, out, libcRoot string, only []string) error {
 		if len(want) > 0 && !want[def.Name] {
 			continue
 		}
-		ref, err := refs.Ref(def.Name)
+		ref, err := refs.Ref(def)
 		if err != nil {
 			return err
 		}
@@ -247,10 +250,14 @@ func LoadRefs(file string) (Refs, error) {
 	return refs, nil
 }
 
-// Ref is the full reference of an image: its kustomization entry, or, for
-// an image the manifests do not deploy (vgpuctl), vgpu-extender's registry
-// and tag with its own name.
-func (r Refs) Ref(short string) (string, error) {
+// Ref is the full reference of an image: its own ref, its kustomization
+// entry, or, for an image the manifests do not deploy (vgpuctl),
+// vgpu-extender's registry and tag with its own name.
+func (r Refs) Ref(def Image) (string, error) {
+	short := def.Name
+	if def.Ref != "" {
+		return def.Ref, nil
+	}
 	if ref, ok := r[short]; ok {
 		return ref, nil
 	}

@@ -25,7 +25,8 @@ TEST_TARGETS += test-images
 images: build $(LIBVGPU_SO) $(K8S_STAMP) $(IMAGES_LIBC_STAMP)
 	@libvgpu/test/check_symbols.sh $(LIBVGPU_SO) >/dev/null
 	@echo "== images into $(IMAGES_DIR)"
-	cd images && K8S_DIR=$(K8S_DIR) GOWORK=off $(GO) run . --repo $(ROOT) --out $(IMAGES_DIR) --libc-root $(IMAGES_LIBC)/root
+	cd images && CGO_ENABLED=0 GOWORK=off $(GO) build -trimpath -o $(IMAGES_DIR)/bin/pause ./pause
+	cd images && K8S_DIR=$(K8S_DIR) IMAGES_BIN=$(IMAGES_DIR)/bin GOWORK=off $(GO) run . --repo $(ROOT) --out $(IMAGES_DIR) --libc-root $(IMAGES_LIBC)/root
 
 # The package, not the host's files: it holds exactly the C library and
 # nothing that happens to be installed here.
