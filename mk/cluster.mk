@@ -54,7 +54,7 @@ BENCH_ARGS ?= --modes stock,shares,vgpu --scheduler-qps 1000
 
 TEST_TARGETS += test-e2e
 
-.PHONY: tools cluster-up cluster-down test-e2e bench-scheduling $(CACHE)/bin/vgpu-cluster $(CACHE)/bin/bench-scheduling
+.PHONY: tools cluster-up cluster-down test-e2e test-realnode bench-scheduling $(CACHE)/bin/vgpu-cluster $(CACHE)/bin/bench-scheduling
 
 ## tools: build etcd, the Kubernetes commands, kwok and containerd into .cache/ (once)
 tools: $(K8S_STAMP) $(ETCD_STAMP) $(KWOK_STAMP) $(CONTAINERD_STAMP)
@@ -92,9 +92,14 @@ $(KWOK_STAMP):
 	  install -m 0644 $$src/node/fast/node-initialize.yaml $$src/pod/fast/pod-*.yaml $(KWOK_DIR)/stages/
 	@rm -f $(KWOK_DIR)/.built-* && touch $@
 
-## test-e2e: end-to-end tests on a local control plane (builds the tools once)
-test-e2e: tools build
-	cd test && VGPU_E2E=1 $(CLUSTER_ENV) $(GO) test $(GO_TEST_FLAGS) -timeout 30m ./...
+## test-e2e: end-to-end tests on a local control plane (builds the tools once), and on the real node as root
+# The real node's suite (test/e2e/realnode) installs the images of make images.
+test-e2e: tools build images
+	cd test && VGPU_E2E=1 $(CLUSTER_ENV) VGPU_IMAGES_DIR=$(IMAGES_DIR) $(GO) test $(GO_TEST_FLAGS) -timeout 30m ./...
+
+## test-realnode: only the real node's suite (root; containerd, the kubelet, kubectl apply -k)
+test-realnode: tools build images
+	cd test && VGPU_E2E=1 $(CLUSTER_ENV) VGPU_IMAGES_DIR=$(IMAGES_DIR) $(GO) test $(GO_TEST_FLAGS) -v -timeout 10m ./e2e/realnode/
 
 # Small programs of the test module; go build's cache makes a rebuild cheap.
 $(CACHE)/bin/vgpu-cluster $(CACHE)/bin/bench-scheduling:
