@@ -314,9 +314,22 @@ func resolve(fs map[string]*entry, p string) (string, *entry) {
 	return p, nil
 }
 
+// extracted caches extract: every overlay runs the same few images.
+var extracted = map[v1.Image]map[string]*entry{}
+
 // extract is the image's flattened filesystem; only executables keep their
 // content.
 func extract(t *testing.T, img v1.Image) map[string]*entry {
+	t.Helper()
+	if fs, ok := extracted[img]; ok {
+		return fs
+	}
+	fs := extractUncached(t, img)
+	extracted[img] = fs
+	return fs
+}
+
+func extractUncached(t *testing.T, img v1.Image) map[string]*entry {
 	t.Helper()
 	rc := mutate.Extract(img)
 	defer rc.Close()
@@ -341,7 +354,19 @@ func extract(t *testing.T, img v1.Image) map[string]*entry {
 }
 
 // loadArchives maps every reference in the archives of dir to its image.
+var archives = map[string]map[string]v1.Image{}
+
 func loadArchives(t *testing.T, dir string) map[string]v1.Image {
+	t.Helper()
+	if m, ok := archives[dir]; ok {
+		return m
+	}
+	m := loadArchivesUncached(t, dir)
+	archives[dir] = m
+	return m
+}
+
+func loadArchivesUncached(t *testing.T, dir string) map[string]v1.Image {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(dir, "*.tar"))
 	if len(files) == 0 {
