@@ -218,6 +218,7 @@ func checkContainer(t *testing.T, img v1.Image, c container) {
 		t.Errorf("%s: %s (mode %o, owner %d) is not executable by uid %d", c.where, p, e.mode, e.uid, uid)
 	}
 	checkLinking(t, fs, c.where, p, e.data)
+	checkHome(t, fs, c.where, uid)
 	for _, a := range c.args {
 		if f, ok := strings.CutPrefix(a, "--libvgpu="); ok {
 			if _, e := resolve(fs, f); e == nil || e.typ != tar.TypeReg {
@@ -225,6 +226,29 @@ func checkContainer(t *testing.T, img v1.Image, c container) {
 			}
 		}
 	}
+}
+
+// checkHome: the user is in /etc/passwd and owns its home directory, where
+// clients look for configuration (~/.kube/config): an unreadable home makes
+// that lookup fail with "permission denied" instead of finding nothing.
+func checkHome(t *testing.T, fs map[string]*entry, where string, uid int) {
+	t.Helper()
+	pw := fs["/etc/passwd"]
+	if pw == nil {
+		t.Errorf("%s: the image has no /etc/passwd", where)
+		return
+	}
+	for _, line := range strings.Split(string(pw.data), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) >= 6 && f[2] == strconv.Itoa(uid) {
+			_, e := resolve(fs, f[5])
+			if e == nil || e.typ != tar.TypeDir || (uid != 0 && e.uid != uid) {
+				t.Errorf("%s: uid %d's home %s is missing or not its own: %+v", where, uid, f[5], e)
+			}
+			return
+		}
+	}
+	t.Errorf("%s: uid %d is not in the image's /etc/passwd", where, uid)
 }
 
 // checkLinking: a dynamically linked program's loader and its DT_NEEDED
@@ -344,7 +368,7 @@ func extractUncached(t *testing.T, img v1.Image) map[string]*entry {
 			t.Fatal(err)
 		}
 		e := &entry{typ: h.Typeflag, mode: h.Mode, uid: h.Uid, gid: h.Gid, link: h.Linkname}
-		if e.typ == tar.TypeReg && e.mode&0o111 != 0 {
+		if e.typ == tar.TypeReg && (e.mode&0o111 != 0 || h.Name == "etc/passwd") {
 			if e.data, err = io.ReadAll(tr); err != nil {
 				t.Fatal(err)
 			}

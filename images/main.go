@@ -294,7 +294,9 @@ func Assemble(repo string, def Image, libcRoot string) (v1.Image, error) {
 	base.file("/etc/group", 0o644, []byte("root:x:0:\nnonroot:x:65532:\n"))
 	base.dir("/tmp", 0o1777)
 	base.dir("/root", 0o700)
-	base.dir("/home/nonroot", 0o700)
+	// The home of the non-root user is its own: clients look for
+	// ~/.kube/config there, and an unreadable one is an error, not absent.
+	base.dirOwned("/home/nonroot", 0o700, 65532, 65532)
 	layers := []*layer{base}
 	if dynamic != "" {
 		if libcRoot == "" {
@@ -403,10 +405,12 @@ func (l *layer) parents(dir string) {
 	l.header(&tar.Header{Typeflag: tar.TypeDir, Name: strings.TrimPrefix(dir, "/") + "/", Mode: 0o755}, nil)
 }
 
-func (l *layer) dir(p string, mode int64) {
+func (l *layer) dir(p string, mode int64) { l.dirOwned(p, mode, 0, 0) }
+
+func (l *layer) dirOwned(p string, mode int64, uid, gid int) {
 	l.parents(path.Dir(p))
 	l.dirs[p] = true
-	l.header(&tar.Header{Typeflag: tar.TypeDir, Name: p + "/", Mode: mode}, nil)
+	l.header(&tar.Header{Typeflag: tar.TypeDir, Name: p + "/", Mode: mode, Uid: uid, Gid: gid}, nil)
 }
 
 func (l *layer) file(p string, mode int64, data []byte) {

@@ -30,7 +30,8 @@ type HostState struct {
 	IPTables map[string]string `json:"iptables"`
 	// Links: the network devices.
 	Links []string `json:"links"`
-	// Cgroups: every directory under /sys/fs/cgroup.
+	// Cgroups: the kubelet's cgroup directories (kubepods, under every
+	// controller). Others' cgroups come and go and are none of the node's.
 	Cgroups []string `json:"cgroups"`
 	// Paths: which of the node's own host paths existed.
 	Paths map[string]bool `json:"paths"`
@@ -149,14 +150,23 @@ func links() ([]string, error) {
 	return names, nil
 }
 
+// kubeletCgroup is the cgroup root of the kubelet's pods (cgroupsPerQOS).
+const kubeletCgroup = "kubepods"
+
+// cgroupDirs lists the kubelet's cgroup directories: kubepods and below,
+// under every controller (cgroup v1) or the unified root (v2).
 func cgroupDirs() []string {
 	var dirs []string
-	_ = filepath.WalkDir("/sys/fs/cgroup", func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + kubeletCgroup)
+	roots = append(roots, "/sys/fs/cgroup/"+kubeletCgroup)
+	for _, root := range roots {
+		_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+	}
 	sort.Strings(dirs)
 	return dirs
 }

@@ -361,7 +361,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		"--leader-elect=false",
 		// kwok nodes keep no heartbeat the node lifecycle controller
 		// accepts; it would taint and evict them.
-		"--controllers=*,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+		"--controllers=*,-node-lifecycle-controller,-node-ipam-controller",
 		"--root-ca-file=" + c.pki.CAFile,
 		"--service-account-private-key-file=" + saKey,
 		"--use-service-account-credentials=false",

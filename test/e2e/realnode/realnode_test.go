@@ -131,6 +131,9 @@ func install() error {
 		if err != nil {
 			return err
 		}
+		if crash := crashing(ctx); crash != "" {
+			return fmt.Errorf("after kubectl apply -k: %s", crash)
+		}
 		if len(notReady) == 0 {
 			fmt.Printf("realnode: every vgpu Deployment and DaemonSet Ready %s after kubectl apply -k\n", time.Since(start).Round(time.Millisecond))
 			return nil
@@ -168,6 +171,30 @@ func workloadsNotReady(ctx context.Context) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// crashing describes the first vgpu container that restarted twice, with
+// its last output, or is "".
+func crashing(ctx context.Context) string {
+	pods, err := c.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return ""
+	}
+	for _, p := range pods.Items {
+		for _, s := range p.Status.ContainerStatuses {
+			if s.RestartCount >= 2 {
+				// The kubelet's log files: the API only has the last two runs.
+				files, _ := filepath.Glob(filepath.Join("/var/log/pods", namespace+"_"+p.Name+"_*", s.Name, "*.log"))
+				var logs []byte
+				for _, f := range files {
+					b, _ := os.ReadFile(f)
+					logs = append(logs, b...)
+				}
+				return fmt.Sprintf("pod %s container %s restarted %d times (%s); its output:\n%s", p.Name, s.Name, s.RestartCount, s.LastTerminationState.Terminated.Reason, logs)
+			}
+		}
+	}
+	return ""
 }
 
 func replicas(d *appsv1.Deployment) int32 {
