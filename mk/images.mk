@@ -28,7 +28,9 @@ images: build $(LIBVGPU_SO) $(K8S_STAMP) $(IMAGES_LIBC_STAMP)
 	@mkdir -p $(IMAGES_DIR)/bin
 	cd images && CGO_ENABLED=0 GOWORK=off $(GO) build -trimpath -o $(IMAGES_DIR)/bin/pause ./pause
 	$(CC) -O2 -fPIC -shared -pthread -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libcuda.so.1 -Ilibvgpu/include \
-	  -o $(IMAGES_DIR)/bin/libcuda.so.1 libvgpu/test/fake/fake_cuda.c libvgpu/test/fake/fake_common.c
+	  -DcuDeviceGetUuid=fake_ordinal_uuid -DcuDeviceGetUuid_v2=fake_ordinal_uuid_v2 \
+	  -o $(IMAGES_DIR)/bin/libcuda.so.1 libvgpu/test/fake/fake_cuda.c libvgpu/test/fake/fake_common.c \
+	  test/e2e/realnode/workload/visible_uuid.c
 	$(CC) -O2 -Ilibvgpu/include -o $(IMAGES_DIR)/bin/alloc test/e2e/realnode/workload/alloc.c -L$(IMAGES_DIR)/bin -l:libcuda.so.1
 	cd images && K8S_DIR=$(K8S_DIR) IMAGES_BIN=$(IMAGES_DIR)/bin GOWORK=off $(GO) run . --repo $(ROOT) --out $(IMAGES_DIR) --libc-root $(IMAGES_LIBC)/root
 
