@@ -225,14 +225,17 @@ func (c *Cluster) RealNodeName() string {
 }
 
 // Ctr runs containerd's ctr against the real node's containerd in the k8s.io
-// namespace and returns its output.
+// namespace and returns its standard output.
 func (c *Cluster) Ctr(ctx context.Context, args ...string) (string, error) {
 	if c.realNode == nil {
 		return "", errors.New("no real node")
 	}
-	out, err := exec.CommandContext(ctx, c.realNode.ctrBin, append([]string{"--address", c.realNode.socket, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, c.realNode.ctrBin, append([]string{"--address", c.realNode.socket, "--namespace", "k8s.io"}, args...)...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out), nil
 }

@@ -2,6 +2,7 @@ package realnode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -81,6 +82,22 @@ func TestWorkloadLimitEnforcedInARealContainer(t *testing.T) {
 	for _, want := range []string{"alloc 3100 oom", "alloc 2000 ok", "total=3000"} {
 		if !strings.Contains(out2, want) {
 			t.Errorf("pod %s: output lacks %q: the second pod does not get its own 3000 MiB:\n%s", second.Name, want, out2)
+		}
+	}
+
+	// Allocate is not told which pod it serves (docs/contract.md): each
+	// container must still get its own pod's region directory.
+	for _, name := range []string{first.Name, second.Name} {
+		p, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, mounts := containerSpec(ctx, t, p, "cuda")
+		region := env[contract.EnvRegion]
+		host := mounts[filepath.Dir(region)]
+		if want := string(p.UID) + "_cuda"; filepath.Base(host) != want {
+			t.Errorf("pod %s (uid %s): its container's %s=%s is in %s on the host, not in its own region directory %s",
+				name, p.UID, contract.EnvRegion, region, host, want)
 		}
 	}
 
@@ -175,4 +192,45 @@ func grep(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// containerSpec is the environment containerd started a container with
+// (the pod's own and what Allocate returned) and its mounts, destination to
+// host source.
+func containerSpec(ctx context.Context, t *testing.T, p *corev1.Pod, container string) (env, mounts map[string]string) {
+	t.Helper()
+	for _, st := range p.Status.ContainerStatuses {
+		if st.Name != container {
+			continue
+		}
+		out, err := c.Ctr(ctx, "containers", "info", strings.TrimPrefix(st.ContainerID, "containerd://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info struct {
+			Spec struct {
+				Process struct {
+					Env []string `json:"env"`
+				} `json:"process"`
+				Mounts []struct {
+					Destination string `json:"destination"`
+					Source      string `json:"source"`
+				} `json:"mounts"`
+			} `json:"Spec"`
+		}
+		if err := json.Unmarshal([]byte(out), &info); err != nil {
+			t.Fatalf("ctr containers info: %v", err)
+		}
+		env, mounts = map[string]string{}, map[string]string{}
+		for _, kv := range info.Spec.Process.Env {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+		for _, m := range info.Spec.Mounts {
+			mounts[m.Destination] = m.Source
+		}
+		return env, mounts
+	}
+	t.Fatalf("pod %s has no container %s", p.Name, container)
+	return nil, nil
 }
