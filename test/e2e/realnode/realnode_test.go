@@ -6,12 +6,16 @@
 package realnode
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,9 +55,19 @@ func run(m *testing.M) int {
 		fmt.Printf("realnode: no image archives in $%s=%q: run make images (make test-e2e does)\n", EnvImagesDir, os.Getenv(EnvImagesDir))
 		return 1
 	}
+	if os.Getenv(envKilledChild) != "" {
+		return killedChild(archives)
+	}
 	before, err := cluster.SnapshotHost()
 	if err != nil {
 		fmt.Println("realnode: host state:", err)
+		return 1
+	}
+	// A node whose test was killed leaves the host changed; the next
+	// start restores it from the journal (checked at the end, against
+	// before).
+	if err := startAndKill(); err != nil {
+		fmt.Println("realnode:", err)
 		return 1
 	}
 	dir, err := os.MkdirTemp("", "vgpu-real-")
@@ -75,6 +89,9 @@ func run(m *testing.M) int {
 	}
 	fmt.Printf("realnode: cluster with real node %s up in %s\n", c.RealNodeName(), time.Since(start).Round(time.Millisecond))
 	code := m.Run()
+	if code == 0 && !uninstalled() {
+		code = 1
+	}
 	if code != 0 {
 		var b strings.Builder
 		c.Dump(context.Background(), &b)
@@ -257,3 +274,137 @@ var (
 	installOnce sync.Once
 	installErr  error
 )
+
+// envKilledChild runs this test binary as a real node that its parent kills.
+const envKilledChild = "VGPU_REALNODE_KILLED_CHILD"
+
+// killedChild starts a real node, runs a pod on it, says "up", and waits to
+// be killed with SIGKILL, which leaves its host changes behind.
+func killedChild(archives []string) int {
+	dir, _ := os.MkdirTemp("", "vgpu-real-killed-")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Options{Dir: dir, RealNode: &cluster.RealNodeOptions{Images: archives, PauseImage: pauseImage}})
+	if err != nil {
+		fmt.Println("start:", err)
+		return 1
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "left-behind", Namespace: "default"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "pause", Image: pauseImage}}},
+	}
+	if _, err := c.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		fmt.Println("pod:", err)
+		return 1
+	}
+	if _, err := c.WaitForPods(ctx, "default", "", 1, cluster.PodRunning); err != nil {
+		fmt.Println("pod:", err)
+		return 1
+	}
+	fmt.Println("up")
+	time.Sleep(10 * time.Minute)
+	return 1
+}
+
+// startAndKill runs killedChild and kills it with SIGKILL once its pod runs.
+func startAndKill() error {
+	start := time.Now()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envKilledChild+"=1")
+	cmd.Stderr = cmd.Stdout
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = nil
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	up := make(chan bool, 1)
+	var lines []string
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "up" {
+				up <- true
+				return
+			}
+			lines = append(lines, sc.Text())
+		}
+		up <- false
+	}()
+	select {
+	case ok := <-up:
+		if !ok {
+			_ = cmd.Wait()
+			return fmt.Errorf("the real node to be killed did not come up:\n%s", strings.Join(lines, "\n"))
+		}
+	case <-time.After(3 * time.Minute):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return errors.New("the real node to be killed did not come up in 3 minutes")
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	_ = cmd.Wait()
+	fmt.Printf("realnode: a real node with a running pod killed with SIGKILL after %s; the next start restores the host\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// uninstalled removes vgpu with kubectl delete -k, as a user does, and
+// checks that nothing of it is left on the node: no pod, and vgpu's host
+// directory holds no container's region.
+func uninstalled() bool {
+	if installErr != nil || c == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The GPU workloads go first, while the monitor still runs to remove
+	// their regions; then vgpu itself.
+	for _, ns := range []string{"realnode-workload", "realnode-kubelet-restart", "realnode-plugin-deleted"} {
+		_ = c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	}
+	for {
+		pods, err := c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "app=realnode-workload"})
+		regions, _ := filepath.Glob("/var/lib/vgpu/containers/*")
+		if err == nil && len(pods.Items) == 0 && len(regions) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Printf("realnode: FAIL: with the GPU pods deleted (%d left), the monitor left region directories on the node: %v\n", len(pods.Items), regions)
+			return false
+		case <-time.After(time.Second):
+		}
+	}
+	if _, err := c.Kubectl(ctx, "delete", "-k", "overlay", "--wait=true"); err != nil {
+		fmt.Println("realnode: FAIL: kubectl delete -k:", err)
+		return false
+	}
+	for {
+		pods, err := c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+		if err == nil && len(pods.Items) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Printf("realnode: FAIL: pods left after kubectl delete -k: %v\n", err)
+			return false
+		case <-time.After(time.Second):
+		}
+	}
+	left, _ := filepath.Glob("/var/lib/vgpu/containers/*")
+	if len(left) > 0 {
+		fmt.Printf("realnode: FAIL: after kubectl delete -k, region directories are left on the node: %v\n", left)
+		return false
+	}
+	fmt.Println("realnode: GPU pods deleted, then kubectl delete -k: no pod and no region directory left on the node")
+	// What the device plugin installed stays: nothing of vgpu runs on the
+	// node any more to remove it (docs/install.md#uninstall).
+	if rest, _ := filepath.Glob("/var/lib/vgpu/*/*"); len(rest) > 0 {
+		fmt.Printf("realnode: note: left in /var/lib/vgpu after kubectl delete -k: %v\n", rest)
+	}
+	return true
+}

@@ -112,11 +112,9 @@ func TestWorkloadLimitEnforcedInARealContainer(t *testing.T) {
 	}
 
 	// The monitor pod's metrics, at its pod IP, as Prometheus scrapes them.
-	metrics := monitorMetrics(ctx, t)
-	used := metricLine(metrics, "vgpu_container_memory_used_bytes", `pod="first"`)
-	f := strings.Fields(used)
-	if v, err := strconv.ParseFloat(f[len(f)-1], 64); err != nil || v != 2900<<20 {
-		t.Errorf("monitor: vgpu_container_memory_used_bytes of pod first = %q, want 2900 MiB (%d)\n%s", used, 2900<<20, grep(metrics, "vgpu_container"))
+	metrics := monitorMetricsOf(ctx, t, ns, "first")
+	if used := metricValue(t, metrics, "vgpu_container_memory_used_bytes", `pod="first"`); used != 2900<<20 {
+		t.Errorf("monitor: vgpu_container_memory_used_bytes of pod first = %v, want 2900 MiB (%d)\n%s", used, 2900<<20, grep(metrics, "vgpu_container"))
 	}
 
 	bin, err := daemons.Binary("vgpuctl")
@@ -149,39 +147,49 @@ func waitForOutput(ctx context.Context, t *testing.T, ns, pod, marker string) st
 	}
 }
 
-func monitorMetrics(ctx context.Context, t *testing.T) string {
+// monitorMetricsOf scrapes the monitor pod at its pod IP, as Prometheus
+// does, until it reports the usage of the pod ns/pod.
+func monitorMetricsOf(ctx context.Context, t *testing.T, ns, pod string) string {
 	t.Helper()
-	pods, err := c.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=vgpu-monitor"})
-	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("monitor pods: %v (%d)", err, len(pods.Items))
-	}
-	url := "http://" + pods.Items[0].Status.PodIP + ":9394/metrics"
+	label := fmt.Sprintf(`namespace=%q,node=%q,pod=%q`, ns, c.RealNodeName(), pod)
 	var body string
+	var err error
 	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body = string(b)
-			if strings.Contains(body, `vgpu_container_memory_used_bytes{`) && strings.Contains(body, `pod="first"`) {
-				return body
+		pods, lerr := c.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=vgpu-monitor"})
+		if lerr == nil && len(pods.Items) == 1 && pods.Items[0].Status.PodIP != "" {
+			var resp *http.Response
+			if resp, err = http.Get("http://" + pods.Items[0].Status.PodIP + ":9394/metrics"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body = string(b)
+				if strings.Contains(body, label) && strings.Contains(body, "vgpu_container_memory_used_bytes{") {
+					return body
+				}
 			}
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("monitor %s exports no usage of pod first: %v\n%s", url, err, grep(body, "vgpu_"))
+			t.Fatalf("the monitor exports no usage of pod %s/%s: %v\n%s", ns, pod, err, grep(body, "vgpu_"))
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-func metricLine(metrics, name, label string) string {
+// metricValue is the value of the sample of name whose labels contain label.
+func metricValue(t *testing.T, metrics, name, label string) float64 {
+	t.Helper()
 	for _, l := range strings.Split(metrics, "\n") {
 		if strings.HasPrefix(l, name+"{") && strings.Contains(l, label) {
-			return l
+			f := strings.Fields(l)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return v
 		}
 	}
-	return "absent NaN"
+	t.Errorf("no sample of %s with %s", name, label)
+	return -1
 }
 
 func grep(s, sub string) string {
