@@ -23,7 +23,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/test/cluster"
 )
 
@@ -252,22 +251,7 @@ func TestDevicePluginRegistersWithTheKubelet(t *testing.T) {
 	installed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	want := int64(mockGPUs * splitCount)
-	for {
-		n, err := c.Client.CoreV1().Nodes().Get(ctx, c.RealNodeName(), metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := n.Status.Allocatable[corev1.ResourceName(contract.ResourceGPU)]
-		if got.Value() == want {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("node %s allocatable %s = %s, want %d (%d mock GPUs × split %d)", n.Name, contract.ResourceGPU, got.String(), want, mockGPUs, splitCount)
-		case <-time.After(time.Second):
-		}
-	}
+	waitAllocatable(ctx, t, mockGPUs*splitCount)
 }
 
 var (
