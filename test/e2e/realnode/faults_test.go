@@ -143,3 +143,113 @@ func waitAllocatable(ctx context.Context, t *testing.T, want int64) {
 		}
 	}
 }
+
+// Rolling updates of the device plugin. An ordinary one (a new pod
+// template) keeps running GPU containers and their limits. One to a
+// --host-root that differs from the DaemonSet's hostPath must fail clearly,
+// naming the path (at the plugin's start, or at Allocate), instead of
+// starting containers in which the runtime made empty directories of the
+// missing paths and libvgpu is silently absent. Applying the overlay again
+// rolls back.
+func TestRollingUpdatesOfTheDevicePlugin(t *testing.T) {
+	installed(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const ns = "realnode-rolling-update"
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, workloadPod("steady", "2900"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitForOutput(ctx, t, ns, "steady", "meminfo")
+	before := containerID(ctx, t, ns, "steady")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := c.Kubectl(ctx, "apply", "-k", "overlay"); err != nil {
+			t.Error(err)
+		}
+		if out, err := c.Kubectl(ctx, "-n", namespace, "rollout", "status", "daemonset/vgpu-device-plugin", "--timeout=90s"); err != nil {
+			t.Errorf("rolling back the device plugin: %v\n%s", err, out)
+		}
+		waitAllocatable(ctx, t, mockGPUs*splitCount)
+	})
+
+	patchPlugin(ctx, t, `[{"op": "add", "path": "/spec/template/metadata/annotations", "value": {"vgpu.io/test-rollout": "1"}}]`)
+	if out, err := c.Kubectl(ctx, "-n", namespace, "rollout", "status", "daemonset/vgpu-device-plugin", "--timeout=90s"); err != nil {
+		t.Fatalf("rolling update of the device plugin: %v\n%s", err, out)
+	}
+	waitAllocatable(ctx, t, mockGPUs*splitCount)
+	if after := containerID(ctx, t, ns, "steady"); after != before {
+		t.Errorf("the running GPU container was replaced by the device plugin's rolling update: %s -> %s", before, after)
+	}
+	metrics := monitorMetricsOf(ctx, t, ns, "steady")
+	if limit := metricValue(t, metrics, "vgpu_container_memory_limit_bytes", `pod="steady"`); limit != 3000<<20 {
+		t.Errorf("after the rolling update the running container's limit is %v bytes, want 3000 MiB", limit)
+	}
+	if used := metricValue(t, metrics, "vgpu_container_memory_used_bytes", `pod="steady"`); used != 2900<<20 {
+		t.Errorf("after the rolling update the running container holds %v bytes, want its 2900 MiB", used)
+	}
+
+	const wrong = "/var/lib/vgpu-not-mounted"
+	patchPlugin(ctx, t, `[{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--host-root=`+wrong+`"}]`)
+	for {
+		pods, err := c.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=vgpu-device-plugin"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pods.Items {
+			if logs := podLogs(namespace, p.Name, "device-plugin"); strings.Contains(logs, wrong) && len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].RestartCount > 0 {
+				t.Logf("the device plugin refuses --host-root=%s at start: %s", wrong, lastLine(logs))
+				return
+			}
+		}
+		if ds, err := c.Client.AppsV1().DaemonSets(namespace).Get(ctx, "vgpu-device-plugin", metav1.GetOptions{}); err == nil &&
+			ds.Status.ObservedGeneration >= ds.Generation && ds.Status.UpdatedNumberScheduled == 1 && ds.Status.NumberAvailable == 1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the device plugin with a mismatched --host-root neither ran nor failed")
+		case <-time.After(time.Second):
+		}
+	}
+	// It runs: then Allocate must refuse.
+	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, workloadPod("mismatch", "2900", "200"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := c.Client.CoreV1().Pods(ns).Get(ctx, "mismatch", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch p.Status.Phase {
+		case corev1.PodFailed:
+			if !strings.Contains(p.Status.Message, wrong) {
+				t.Errorf("pod mismatch failed without naming the missing host path %s: %s: %s", wrong, p.Status.Reason, p.Status.Message)
+			}
+			return
+		case corev1.PodRunning, corev1.PodSucceeded:
+			logs, _ := c.Client.CoreV1().Pods(ns).GetLogs("mismatch", &corev1.PodLogOptions{Container: "cuda"}).DoRaw(ctx)
+			t.Fatalf("pod mismatch started although the device plugin's host paths (%s) are not the DaemonSet's hostPath; its output:\n%s", wrong, logs)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod mismatch neither failed nor started: %+v", p.Status)
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func patchPlugin(ctx context.Context, t *testing.T, patch string) {
+	t.Helper()
+	if _, err := c.Kubectl(ctx, "-n", namespace, "patch", "daemonset", "vgpu-device-plugin", "--type=json", "-p", patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}

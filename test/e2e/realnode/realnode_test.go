@@ -199,14 +199,7 @@ func crashing(ctx context.Context) string {
 	for _, p := range pods.Items {
 		for _, s := range p.Status.ContainerStatuses {
 			if s.RestartCount >= 2 {
-				// The kubelet's log files: the API only has the last two runs.
-				files, _ := filepath.Glob(filepath.Join("/var/log/pods", namespace+"_"+p.Name+"_*", s.Name, "*.log"))
-				var logs []byte
-				for _, f := range files {
-					b, _ := os.ReadFile(f)
-					logs = append(logs, b...)
-				}
-				return fmt.Sprintf("pod %s container %s restarted %d times (%s); its output:\n%s", p.Name, s.Name, s.RestartCount, s.LastTerminationState.Terminated.Reason, logs)
+				return fmt.Sprintf("pod %s container %s restarted %d times (%s); its output:\n%s", p.Name, s.Name, s.RestartCount, s.LastTerminationState.Terminated.Reason, podLogs(namespace, p.Name, s.Name))
 			}
 		}
 	}
@@ -347,7 +340,7 @@ func uninstalled() bool {
 	defer cancel()
 	// The GPU workloads go first, while the monitor still runs to remove
 	// their regions; then vgpu itself.
-	for _, ns := range []string{"realnode-workload", "realnode-kubelet-restart", "realnode-plugin-deleted"} {
+	for _, ns := range []string{"realnode-workload", "realnode-kubelet-restart", "realnode-plugin-deleted", "realnode-rolling-update"} {
 		_ = c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 	}
 	for {
@@ -391,4 +384,16 @@ func uninstalled() bool {
 		fmt.Printf("realnode: note: left in /var/lib/vgpu after kubectl delete -k: %v\n", rest)
 	}
 	return true
+}
+
+// podLogs reads the kubelet's log files of a container, every run of it
+// (the API keeps only the last two).
+func podLogs(ns, pod, container string) string {
+	files, _ := filepath.Glob(filepath.Join("/var/log/pods", ns+"_"+pod+"_*", container, "*.log"))
+	var logs []byte
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		logs = append(logs, b...)
+	}
+	return string(logs)
 }
