@@ -341,11 +341,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
 }
 
 func (c *Cluster) startControllerManager(ctx context.Context) error {
-	cert, err := c.pki.issue("kube-controller-manager", "system:kube-controller-manager", []string{"system:masters"}, nil)
-	if err != nil {
-		return err
-	}
-	kc, err := c.writeKubeconfig("kube-controller-manager", cert)
+	kc, err := c.UserKubeconfig("kube-controller-manager", "system:kube-controller-manager", "system:masters")
 	if err != nil {
 		return err
 	}
@@ -383,11 +379,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 
 func (c *Cluster) startKubeProxy(ctx context.Context) error {
 	r := c.realNode
-	cert, err := c.pki.issue("kube-proxy", "system:kube-proxy", []string{"system:masters"}, nil)
-	if err != nil {
-		return err
-	}
-	kc, err := c.writeKubeconfig("kube-proxy", cert)
+	kc, err := c.UserKubeconfig("kube-proxy", "system:kube-proxy", "system:masters")
 	if err != nil {
 		return err
 	}
@@ -420,11 +412,7 @@ func (c *Cluster) startKubeProxy(ctx context.Context) error {
 
 func (c *Cluster) startKubelet(ctx context.Context) error {
 	r := c.realNode
-	cert, err := c.pki.issue("kubelet", "system:node:"+r.opts.Name, []string{"system:nodes", "system:masters"}, nil)
-	if err != nil {
-		return err
-	}
-	kc, err := c.writeKubeconfig("kubelet", cert)
+	kc, err := c.UserKubeconfig("kubelet", "system:node:"+r.opts.Name, "system:nodes", "system:masters")
 	if err != nil {
 		return err
 	}

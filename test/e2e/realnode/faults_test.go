@@ -113,16 +113,24 @@ func TestDevicePluginPodDeleted(t *testing.T) {
 	}
 }
 
+// containerID is the id of the pod's running container; the pod's status
+// may report it a moment after the container printed its first lines.
 func containerID(ctx context.Context, t *testing.T, ns, pod string) string {
 	t.Helper()
-	p, err := c.Client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	for {
+		p, err := c.Client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Running != nil {
+			return p.Status.ContainerStatuses[0].ContainerID
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod %s is not running: %+v", pod, p.Status)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Running == nil {
-		t.Fatalf("pod %s is not running: %+v", pod, p.Status)
-	}
-	return p.Status.ContainerStatuses[0].ContainerID
 }
 
 func waitAllocatable(ctx context.Context, t *testing.T, want int64) {
