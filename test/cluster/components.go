@@ -60,7 +60,11 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	serving, err := c.pki.issue("apiserver", "kube-apiserver", nil, []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
+	hosts := []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}
+	if c.realNode != nil {
+		hosts = append(hosts, c.realNode.servingHosts()...)
+	}
+	serving, err := c.pki.issue("apiserver", "kube-apiserver", nil, hosts)
 	if err != nil {
 		return err
 	}
@@ -88,6 +92,9 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--profiling=false",
+	}
+	if c.realNode != nil {
+		args = append(args, c.realNode.apiServerArgs()...)
 	}
 	p, err := c.launch("kube-apiserver", c.bins.APIServer, append(args, c.opts.APIServerArgs...))
 	if err != nil {
