@@ -60,44 +60,8 @@ type fragScratch struct {
 	after   []gpuClass
 	afterSt []gpuState
 	afterOK []bool
-	// memo holds fragGPUOrder's results for GPUs the pod has not touched
-	// yet, by the GPU's state: most GPUs of a cluster are in one of a few
-	// states (empty above all), on every node. Direct-mapped, so that it
-	// costs no more than a hash and a compare when it misses.
-	memo     []gpuMemo
-	memoRows []gpuClass
-}
-
-// memoSlots is the size of fragScratch.memo, a power of two.
-const memoSlots = 256
-
-// gpuMemoKey is everything fragGPUOrder's result for an untouched GPU
-// depends on, besides the snapshot.
-type gpuMemoKey struct {
-	used    ledger.Usage
-	t       own
-	memMiB  int64
-	model   string
-	healthy bool
-	split   int
-	scaling float64
-}
-
-type gpuMemo struct {
-	ok      bool
-	k       gpuMemoKey
-	key     float64
-	afterSt gpuState
-}
-
-func (k *gpuMemoKey) slot() int {
-	h := uint64(k.used.Slots)*0x9e3779b97f4a7c15 ^ uint64(k.used.MemoryMiB)*0xc2b2ae3d27d4eb4f ^
-		uint64(k.used.Cores)*0x165667b19e3779f9 ^ uint64(k.used.Pods+k.used.Exclusive<<8)*0x27d4eb2f165667c5 ^
-		uint64(k.memMiB)*0x94d049bb133111eb ^ uint64(k.t.mem)*0xbf58476d1ce4e5b9 ^ uint64(k.t.cores+k.t.slots<<8) ^
-		uint64(len(k.model))<<32 ^ uint64(k.split)<<40
-	h ^= h >> 29
-	h *= 0xbf58476d1ce4e5b9
-	return int(h >> (64 - 8))
+	// last is the node fragmentation standing last returned.
+	last *nodeFrag
 }
 
 // classAcc sums, for one class over a node's GPUs: how many of its vGPUs
@@ -122,7 +86,6 @@ func (f *fitter) useSnapshot(s *Snapshot) {
 	f.frag.accA = make([]classAcc, nc)
 	f.frag.cur = make([]gpuClass, nc)
 	f.frag.after = f.frag.after[:0]
-	f.frag.memo, f.frag.memoRows = nil, nil
 	f.frag.grpStamp, f.frag.grpN, f.frag.grpU = make([]uint64, s.groups), make([]int, s.groups), make([]float64, s.groups)
 	f.frag.stamp = 0
 }
@@ -250,6 +213,7 @@ func (f *fitter) compute(v *ledger.View, g int, cl *fragClass, st *gpuState) (n 
 // node version and host state: what every pod scored on the node starts
 // from. It is read-only once stored.
 type nodeFrag struct {
+	name    string
 	snap    *Snapshot
 	version uint64
 	host    HostFree
@@ -271,15 +235,21 @@ type gpuClass struct {
 // or computed (and cached).
 func (f *fitter) standing(v *ledger.View, host HostFree) *nodeFrag {
 	fs := &f.frag
+	// Ranking the GPUs and scoring the node both start from it: the last
+	// one saves the second look-up.
+	if e := fs.last; e != nil && e.name == v.Name && e.snap == fs.snap && e.version == v.Version && e.host == host {
+		return e
+	}
 	if f.mix != nil {
 		if e, ok := f.mix.cache.Load(v.Name); ok {
 			if e := e.(*nodeFrag); e.snap == fs.snap && e.version == v.Version && e.host == host {
+				fs.last = e
 				return e
 			}
 		}
 	}
 	nc := len(fs.snap.classes)
-	e := &nodeFrag{snap: fs.snap, version: v.Version, host: host, acc: make([]classAcc, nc),
+	e := &nodeFrag{name: v.Name, snap: fs.snap, version: v.Version, host: host, acc: make([]classAcc, nc),
 		free: make([]float64, len(v.GPUs)), per: make([]gpuClass, len(v.GPUs)*nc)}
 	for g := range v.GPUs {
 		b := f.state(v, g, own{})
@@ -298,6 +268,7 @@ func (f *fitter) standing(v *ledger.View, host HostFree) *nodeFrag {
 	if f.mix != nil {
 		f.mix.cache.Store(v.Name, e)
 	}
+	fs.last = e
 	return e
 }
 
@@ -453,27 +424,10 @@ func (f *fitter) fragGPUOrder(v *ledger.View, take func(g int) own) {
 		a, i := f.app[g], f.init[g]
 		t := take(g)
 		was, free := e.per[g*nc:g*nc+nc], e.free[g]
-		var m *gpuMemo
-		var mrow []gpuClass
 		if a.slots != 0 || i.slots != 0 {
 			cur := f.state(v, g, own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl})
 			f.perClass(v, g, &cur, fs.cur)
 			was, free = fs.cur, cur.free
-		} else {
-			if fs.memo == nil {
-				fs.memo, fs.memoRows = make([]gpuMemo, memoSlots), make([]gpuClass, memoSlots*nc)
-			}
-			gpu := &v.GPUs[g]
-			k := gpuMemoKey{used: v.Used[g], t: t, memMiB: gpu.MemoryMiB, model: gpu.Model, healthy: gpu.Healthy, split: v.SplitCount, scaling: v.MemoryScaling}
-			sl := k.slot()
-			m, mrow = &fs.memo[sl], fs.memoRows[sl*nc:sl*nc+nc]
-			if m.ok && m.k == k {
-				f.keys[g] = m.key
-				copy(row, mrow)
-				fs.afterSt[g], fs.afterOK[g] = m.afterSt, true
-				continue
-			}
-			m.k, m.ok = k, false
 		}
 		after := f.state(v, g, t)
 		f.perClass(v, g, &after, row)
@@ -490,10 +444,6 @@ func (f *fitter) fragGPUOrder(v *ledger.View, take func(g int) own) {
 			key += classes[c].p * l
 		}
 		f.keys[g] = key
-		if m != nil {
-			m.key, m.afterSt, m.ok = key, after, true
-			copy(mrow, row)
-		}
 	}
 }
 
