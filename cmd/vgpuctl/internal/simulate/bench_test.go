@@ -34,7 +34,7 @@ func BenchmarkReplayOpenB(b *testing.B) {
 			}
 			seed := uint64(1)
 			start := cpuTime(b)
-			defer func() { b.ReportMetric((cpuTime(b) - start).Seconds()/float64(b.N), "cpu-s/op") }()
+			defer func() { b.ReportMetric((cpuTime(b)-start).Seconds()/float64(b.N), "cpu-s/op") }()
 			for b.Loop() {
 				if _, err := Replay(c, w, Options{Policies: frag, SplitCount: 20, MemoryScaling: 1, Seed: seed, TargetPercent: 130, CPUWeight: 1}); err != nil {
 					b.Fatal(err)
