@@ -75,11 +75,24 @@ func TestTwin(t *testing.T) {
 	}
 	must(t, c.WaitForNodesReady(ctx, nodes...))
 
+	// The extender learns the mix of shapes from every pod of its
+	// scheduler as its informer adds them; the twin learns from the same
+	// pods in the same order.
+	mix := placement.NewMix(placement.MixOptions{HalfLife: placement.DefaultHalfLife})
+	host := map[string]placement.HostFree{}
+	for _, name := range nodes {
+		n, err := c.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		must(t, err)
+		// The sequences' pods request no CPU or memory: what a node has
+		// free stays its allocatable.
+		host[name] = placement.HostFree{CPUMilli: n.Status.Allocatable.Cpu().MilliValue(), MemoryMiB: n.Status.Allocatable.Memory().Value() >> 20, Known: true}
+	}
 	for i, pair := range [][2]config.Policy{
 		{config.Binpack, config.Binpack},
 		{config.Binpack, config.Spread},
 		{config.Spread, config.Binpack},
 		{config.Spread, config.Spread},
+		{config.Fragmentation, config.Fragmentation},
 	} {
 		t.Run(fmt.Sprintf("%s nodes, %s GPUs", pair[0], pair[1]), func(t *testing.T) {
 			s := config.Default()
@@ -87,7 +100,9 @@ func TestTwin(t *testing.T) {
 			must(t, daemons.SetSettings(ctx, c, s))
 			time.Sleep(time.Second) // the extender follows its settings by informer
 			waitSlots(t, ctx, ext, 0, len(nodes))
-			tw := newTwin(t, ctx, c, nodes, placement.DefaultPolicies(s))
+			pol := placement.DefaultPolicies(s)
+			pol.Mix, pol.Host = mix, func(n string) placement.HostFree { return host[n] }
+			tw := newTwin(t, ctx, c, nodes, pol)
 			defer func() {
 				tw.cleanup(t, ctx)
 				waitSlots(t, ctx, ext, 0, len(nodes))
@@ -127,6 +142,7 @@ func (tw *twin) step(t *testing.T, ctx context.Context, p *corev1.Pod) {
 	// The simulator rates the nodes before the pod exists anywhere.
 	req, err := request.FromPod(p)
 	must(t, err)
+	tw.pol.Mix.Observe(req)
 	sc := placement.NewScorer(req, tw.pol)
 	best, rated := []string(nil), map[string]float64{}
 	for _, n := range tw.nodes {
@@ -146,8 +162,19 @@ func (tw *twin) step(t *testing.T, ctx context.Context, p *corev1.Pod) {
 		t.Fatalf("pod %s fits no node in the simulator; the sequence is meant to fit", p.Name)
 	}
 
+	// The pod is created held back by a scheduling gate, so that the
+	// extender's informer has counted it into the learned mix before
+	// kube-scheduler asks for a score, as the twin did above.
+	p.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: "vgpu.io/twin"}}
 	if _, err := tw.c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create %s: %v", p.Name, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	gated, err := tw.c.Client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+	must(t, err)
+	gated.Spec.SchedulingGates = nil
+	if _, err := tw.c.Client.CoreV1().Pods(ns).Update(ctx, gated, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("ungate %s: %v", p.Name, err)
 	}
 	got := waitBound(t, ctx, tw.c, p.Name)
 	real, err := annotation.DecodeAssignment(got.Annotations[contract.AnnotationAssignment])
