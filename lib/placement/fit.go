@@ -11,6 +11,9 @@ import (
 	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
+// reasonTerse is a terse fitter's reason for a failed fit.
+const reasonTerse = "the pod does not fit"
+
 const reasonNoInventory = "node publishes no vGPU inventory (" + contract.AnnotationDevices + " annotation)"
 
 // own is what the pod being placed takes on one GPU.
@@ -36,6 +39,10 @@ type fitter struct {
 	gpu settings.Policy
 	// selectAll is set when the pod's selector restricts nothing.
 	selectAll bool
+	// terse skips counting why a pod does not fit (reasonTerse instead),
+	// for callers that only rank nodes: on type-constrained workloads most
+	// nodes fail, and formatting their reasons cost more than scoring.
+	terse bool
 	// invSplit is 1/split count of the node being fitted.
 	invSplit float64
 
@@ -111,6 +118,9 @@ func (f *fitter) fit(v *ledger.View) string {
 		if s := f.mix.Snapshot(); s != f.frag.snap {
 			f.useSnapshot(s)
 		}
+	}
+	if f.frag.snap != nil {
+		f.frag.resetAfter(len(v.GPUs))
 	}
 	if f.hostFn != nil {
 		f.host = f.hostFn(v.Name)
@@ -203,6 +213,9 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 		}
 	}
 	if len(f.cand) < c.Count {
+		if f.terse {
+			return reasonTerse
+		}
 		return f.reason(v, c)
 	}
 	ordered := false

@@ -194,6 +194,7 @@ func Best(pod *request.Pod, nodes []*ledger.Node, pol Policies, skip func(i int)
 	best := pick{i: -1}
 	chunks(len(nodes), func(lo, hi int) {
 		f := newFitter(pod, pol)
+		f.terse = true
 		local := pick{i: -1}
 		for i := lo; i < hi; i++ {
 			if nodes[i] == nil || (skip != nil && skip(i)) {
@@ -272,6 +273,14 @@ func NewScorer(pod *request.Pod, pol Policies) *Scorer {
 // the node whose name sorts first.
 func (s *Scorer) Score(n *ledger.Node) (float64, string) {
 	return s.f.score(n, s.node)
+}
+
+// Terse makes Score and ScoreHost report a node the pod does not fit
+// with one fixed reason, without counting why, for callers that only rank
+// nodes (the simulator); it returns s.
+func (s *Scorer) Terse() *Scorer {
+	s.f.terse = true
+	return s
 }
 
 // ScoreHost is Score for a node with host's CPU and memory free, for

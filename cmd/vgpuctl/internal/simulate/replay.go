@@ -336,7 +336,7 @@ func (s *sim) choose(t *Task) int {
 	if scs == nil {
 		scs = make([]*placement.Scorer, s.workers)
 		for w := range scs {
-			scs[w] = placement.NewScorer(rank, s.pol)
+			scs[w] = placement.NewScorer(rank, s.pol).Terse()
 		}
 		s.scorers[rank] = scs
 		s.memos[rank] = make([]memo, len(s.c.Nodes))
