@@ -21,11 +21,11 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
@@ -48,7 +48,7 @@ func TestTwin(t *testing.T) {
 	c := cluster.Run(t, cluster.Options{NoScheduler: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	must(t, daemons.SetSettings(ctx, c, config.Default()))
+	must(t, daemons.SetSettings(ctx, c, settings.Default()))
 	ext, err := daemons.StartExtender(ctx, c)
 	must(t, err)
 	cfg, err := daemons.SchedulerConfig(ext.URL)
@@ -87,15 +87,15 @@ func TestTwin(t *testing.T) {
 		// free stays its allocatable.
 		host[name] = placement.HostFree{CPUMilli: n.Status.Allocatable.Cpu().MilliValue(), MemoryMiB: n.Status.Allocatable.Memory().Value() >> 20, Known: true}
 	}
-	for i, pair := range [][2]config.Policy{
-		{config.Binpack, config.Binpack},
-		{config.Binpack, config.Spread},
-		{config.Spread, config.Binpack},
-		{config.Spread, config.Spread},
-		{config.Fragmentation, config.Fragmentation},
+	for i, pair := range [][2]settings.Policy{
+		{settings.Binpack, settings.Binpack},
+		{settings.Binpack, settings.Spread},
+		{settings.Spread, settings.Binpack},
+		{settings.Spread, settings.Spread},
+		{settings.Fragmentation, settings.Fragmentation},
 	} {
 		t.Run(fmt.Sprintf("%s nodes, %s GPUs", pair[0], pair[1]), func(t *testing.T) {
-			s := config.Default()
+			s := settings.Default()
 			s.NodeSchedulerPolicy, s.GPUSchedulerPolicy = pair[0], pair[1]
 			must(t, daemons.SetSettings(ctx, c, s))
 			time.Sleep(time.Second) // the extender follows its settings by informer

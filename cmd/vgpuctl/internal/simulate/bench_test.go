@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // BenchmarkReplayOpenB replays each openb trace once under the
@@ -25,7 +25,7 @@ func BenchmarkReplayOpenB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	frag := placement.Policies{Node: config.Fragmentation, GPU: config.Fragmentation}
+	frag := placement.Policies{Node: settings.Fragmentation, GPU: settings.Fragmentation}
 	for _, trace := range []string{"default", "gpushare40", "gpuspec10", "multigpu20"} {
 		b.Run(trace, func(b *testing.B) {
 			w, err := loadWorkload(filepath.Join(dir, "openb_pod_list_"+trace+".csv"), c)
