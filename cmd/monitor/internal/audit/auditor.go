@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
@@ -184,16 +185,7 @@ func (a *Auditor) unenforcedLocked() []Finding {
 	return out
 }
 
-// Run passes every interval until ctx ends.
+// Run passes at once, then every interval until ctx ends.
 func (a *Auditor) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		a.Pass()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	wait.UntilWithContext(ctx, func(context.Context) { a.Pass() }, interval)
 }
