@@ -74,3 +74,11 @@ replace github.com/vgpu-io/vgpu/lib => ../lib
 require github.com/vgpu-io/vgpu/test v0.0.0
 
 replace github.com/vgpu-io/vgpu/test => ../test
+
+require github.com/vgpu-io/vgpu/cmd/extender v0.0.0
+
+replace github.com/vgpu-io/vgpu/cmd/extender => ../cmd/extender
+
+require github.com/vgpu-io/vgpu/internal v0.0.0
+
+replace github.com/vgpu-io/vgpu/internal => ../internal

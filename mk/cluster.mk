@@ -15,18 +15,27 @@ tools_hash    = $(shell cat $(TOOLS_SRC)/$(1)/go.mod $(TOOLS_SRC)/$(1)/go.sum | 
 K8S_VERSION  := $(call tools_version,k8s,k8s.io/kubernetes)
 ETCD_VERSION := $(call tools_version,etcd,go.etcd.io/etcd/server/v3)
 KWOK_VERSION := $(call tools_version,kwok,sigs.k8s.io/kwok)
+CONTAINERD_VERSION := $(call tools_version,containerd,github.com/containerd/containerd/v2)
 
 K8S_DIR  := $(CACHE)/k8s-$(K8S_VERSION)
 ETCD_DIR := $(CACHE)/etcd-$(ETCD_VERSION)
 KWOK_DIR := $(CACHE)/kwok-$(KWOK_VERSION)
+CONTAINERD_DIR := $(CACHE)/containerd-$(CONTAINERD_VERSION)
 
-K8S_STAMP  := $(K8S_DIR)/.built-$(call tools_hash,k8s)
+# The Kubernetes commands built; the list is part of the stamp, so adding one
+# rebuilds. kubelet, kube-controller-manager and kube-proxy run the real node
+# (test/cluster/realnode.go).
+K8S_CMDS := kube-apiserver kube-scheduler kubectl kubelet kube-controller-manager kube-proxy
+
+K8S_STAMP  := $(K8S_DIR)/.built-$(call tools_hash,k8s)-$(shell echo $(K8S_CMDS) | sha256sum | cut -c1-8)
 ETCD_STAMP := $(ETCD_DIR)/.built-$(call tools_hash,etcd)
 KWOK_STAMP := $(KWOK_DIR)/.built-$(call tools_hash,kwok)
+CONTAINERD_STAMP := $(CONTAINERD_DIR)/.built-$(call tools_hash,containerd)
 
 # The harness (test/cluster) finds the binaries through these variables.
 CLUSTER_ENV := VGPU_KUBE_BIN_DIR=$(K8S_DIR) VGPU_ETCD_BIN=$(ETCD_DIR)/etcd \
-	VGPU_KWOK_BIN=$(KWOK_DIR)/kwok VGPU_KWOK_STAGES=$(KWOK_DIR)/stages
+	VGPU_KWOK_BIN=$(KWOK_DIR)/kwok VGPU_KWOK_STAGES=$(KWOK_DIR)/stages \
+	VGPU_CONTAINERD_BIN_DIR=$(CONTAINERD_DIR)
 
 K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
 K8S_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
@@ -46,16 +55,26 @@ BENCH_ARGS ?= --modes stock,shares,vgpu,dra --scheduler-qps 1000
 
 TEST_TARGETS += test-e2e
 
-.PHONY: tools cluster-up cluster-down test-e2e bench-scheduling $(CACHE)/bin/vgpu-cluster $(CACHE)/bin/bench-scheduling
+.PHONY: tools cluster-up cluster-down test-e2e test-realnode bench-scheduling $(CACHE)/bin/vgpu-cluster $(CACHE)/bin/bench-scheduling
 
-## tools: build etcd, kube-apiserver, kube-scheduler, kubectl and kwok into .cache/ (once)
-tools: $(K8S_STAMP) $(ETCD_STAMP) $(KWOK_STAMP)
+## tools: build etcd, the Kubernetes commands, kwok and containerd into .cache/ (once)
+tools: $(K8S_STAMP) $(ETCD_STAMP) $(KWOK_STAMP) $(CONTAINERD_STAMP)
+
+# containerd 2.x for the real node: Debian's 1.6 has no CDI, which the
+# kubelet's DRA path needs. runc and the CNI plugins come from Debian.
+# btrfs and devmapper need C headers and are not used here.
+$(CONTAINERD_STAMP):
+	@mkdir -p $(CONTAINERD_DIR)
+	@echo "== building containerd $(CONTAINERD_VERSION) into $(CONTAINERD_DIR)"
+	cd $(TOOLS_SRC)/containerd && GOWORK=off $(GO) build -trimpath -tags no_btrfs,no_devmapper,no_zfs -ldflags '-s -w' -o $(CONTAINERD_DIR)/ \
+		$(addprefix github.com/containerd/containerd/v2/cmd/,containerd ctr containerd-shim-runc-v2)
+	@rm -f $(CONTAINERD_DIR)/.built-* && touch $@
 
 $(K8S_STAMP):
 	@mkdir -p $(K8S_DIR)
-	@echo "== building kube-apiserver, kube-scheduler, kubectl $(K8S_VERSION) into $(K8S_DIR) (cold: ~10 min)"
+	@echo "== building $(K8S_CMDS) $(K8S_VERSION) into $(K8S_DIR) (cold: ~15 min)"
 	cd $(TOOLS_SRC)/k8s && GOWORK=off $(GO) build -trimpath -ldflags '$(K8S_LDFLAGS)' -o $(K8S_DIR)/ \
-		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+		$(addprefix k8s.io/kubernetes/cmd/,$(K8S_CMDS))
 	@rm -f $(K8S_DIR)/.built-* && touch $@
 
 $(ETCD_STAMP):
@@ -74,9 +93,14 @@ $(KWOK_STAMP):
 	  install -m 0644 $$src/node/fast/node-initialize.yaml $$src/pod/fast/pod-*.yaml $(KWOK_DIR)/stages/
 	@rm -f $(KWOK_DIR)/.built-* && touch $@
 
-## test-e2e: end-to-end tests on a local control plane (builds the tools once)
-test-e2e: tools build
-	cd test && VGPU_E2E=1 $(CLUSTER_ENV) $(GO) test $(GO_TEST_FLAGS) -timeout 30m ./...
+## test-e2e: end-to-end tests on a local control plane (builds the tools once), and on the real node as root
+# The real node's suite (test/e2e/realnode) installs the images of make images.
+test-e2e: tools build images
+	cd test && VGPU_E2E=1 $(CLUSTER_ENV) VGPU_IMAGES_DIR=$(IMAGES_DIR) $(GO) test $(GO_TEST_FLAGS) -timeout 30m ./...
+
+## test-realnode: only the real node's suite (root; containerd, the kubelet, kubectl apply -k)
+test-realnode: tools build images
+	cd test && VGPU_E2E=1 $(CLUSTER_ENV) VGPU_IMAGES_DIR=$(IMAGES_DIR) $(GO) test $(GO_TEST_FLAGS) -v -timeout 10m ./e2e/realnode/
 
 # Small programs of the test module; go build's cache makes a rebuild cheap.
 $(CACHE)/bin/vgpu-cluster $(CACHE)/bin/bench-scheduling:

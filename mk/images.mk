@@ -1,56 +1,54 @@
-# Container images: one Dockerfile per binary under images/, and one for
-# libvgpu built on an old glibc (images/libvgpu). Image names and the tag
-# come from kustomize/base/kustomization.yaml, the one place where images are
-# named, so that what `make images` builds is what the manifests run.
+# Container images, built without a container engine (docs/install.md#images).
 #
-#   make images                       build with docker, podman or buildah
-#   make images IMAGE_ENGINE=podman   pick the engine
-#   make images IMAGE_PUSH=1          and push them
+# images/images.yaml defines every image once: which files of `make build`,
+# `make build-libvgpu` and `make tools` it holds, its entrypoint and user.
+# images/main.go (go-containerregistry as a library, in its own module kept out
+# of the workspace like test/tools) assembles them and writes one
+# docker-archive tarball per image into $(IMAGES_DIR); `ctr images import`,
+# `docker load` and `skopeo copy docker-archive:...` take them. Names and the
+# tag come from kustomize/base/kustomization.yaml.
+#
+# No base image can be pulled: an image with a dynamically linked program gets
+# the C library from Debian's libc6 package, the same version the binaries
+# were linked against on this machine.
 
-IMAGES_KUSTOMIZATION := $(ROOT)/kustomize/base/kustomization.yaml
-# name=newName:newTag for every entry of the images: list.
-image_refs = $(shell awk '$$1=="-" && $$2=="name:" {n=$$3} $$1=="newName:" {r=$$2} $$1=="newTag:" {print n "=" r ":" $$2}' $(IMAGES_KUSTOMIZATION))
-image_ref  = $(patsubst $(1)=%,%,$(filter $(1)=%,$(image_refs)))
+IMAGES_DIR  ?= $(CACHE)/images
+IMAGES_LIBC := $(IMAGES_DIR)/libc
+LIBC_VERSION := $(shell dpkg-query -W -f '$${Version}' libc6 2>/dev/null)
+IMAGES_LIBC_STAMP := $(IMAGES_LIBC)/.libc6-$(LIBC_VERSION)
 
-# Deployed images (short name in the manifests : Dockerfile directory).
-IMAGES := vgpu-extender:extender vgpu-webhook:webhook vgpu-device-plugin:device-plugin vgpu-monitor:monitor
-# libvgpu (copied into the device plugin's image) and vgpuctl are not
-# deployed by the manifests; they share the extender's registry and tag.
-IMAGE_REPO_PREFIX = $(dir $(firstword $(subst :, ,$(call image_ref,vgpu-extender))))
-IMAGE_TAG         = $(lastword $(subst :, ,$(call image_ref,vgpu-extender)))
-LIBVGPU_IMAGE     = $(IMAGE_REPO_PREFIX)vgpu-libvgpu:$(IMAGE_TAG)
-VGPUCTL_IMAGE     = $(IMAGE_REPO_PREFIX)vgpuctl:$(IMAGE_TAG)
+TEST_TARGETS += test-images
 
-# The first engine that is installed and answers; buildah needs no daemon.
-IMAGE_ENGINE ?= $(shell for e in docker podman; do \
-	  if command -v $$e >/dev/null 2>&1 && timeout 20 $$e info >/dev/null 2>&1; then echo $$e; exit 0; fi; done; \
-	  command -v buildah >/dev/null 2>&1 && echo buildah || true)
-IMAGE_PUSH ?=
+.PHONY: images images-list test-images
 
-image_build = $(if $(filter buildah,$(IMAGE_ENGINE)),buildah bud,$(IMAGE_ENGINE) build)
+## images: build every image of images/images.yaml as docker-archive tarballs in .cache/images (no container engine)
+images: build $(LIBVGPU_SO) $(K8S_STAMP) $(IMAGES_LIBC_STAMP)
+	@libvgpu/test/check_symbols.sh $(LIBVGPU_SO) >/dev/null
+	@echo "== images into $(IMAGES_DIR)"
+	@mkdir -p $(IMAGES_DIR)/bin
+	cd images && CGO_ENABLED=0 GOWORK=off $(GO) build -trimpath -o $(IMAGES_DIR)/bin/pause ./pause
+	$(CC) -O2 -fPIC -shared -pthread -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libcuda.so.1 -Ilibvgpu/include \
+	  -DcuDeviceGetUuid=fake_ordinal_uuid -DcuDeviceGetUuid_v2=fake_ordinal_uuid_v2 \
+	  -o $(IMAGES_DIR)/bin/libcuda.so.1 libvgpu/test/fake/fake_cuda.c libvgpu/test/fake/fake_common.c \
+	  test/e2e/realnode/workload/visible_uuid.c
+	$(CC) -O2 -Ilibvgpu/include -o $(IMAGES_DIR)/bin/alloc test/e2e/realnode/workload/alloc.c -L$(IMAGES_DIR)/bin -l:libcuda.so.1
+	cd images && K8S_DIR=$(K8S_DIR) IMAGES_BIN=$(IMAGES_DIR)/bin GOWORK=off $(GO) run . --repo $(ROOT) --out $(IMAGES_DIR) --libc-root $(IMAGES_LIBC)/root
 
-.PHONY: images images-list
-
-## images: build the container images (docker, podman or buildah; IMAGE_PUSH=1 pushes)
-images:
-	@if [ -z "$(IMAGE_ENGINE)" ]; then \
-	  echo "make images: no container engine is available: none of docker, podman (installed and running) or buildah was found."; \
-	  echo "make images: install one, or start its daemon, and run make images again; nothing was built."; \
-	  exit 2; fi
-	@echo "== images with $(IMAGE_ENGINE), version $(VERSION)"
-	DOCKER_BUILDKIT=1 $(image_build) -f images/libvgpu/Dockerfile -t $(LIBVGPU_IMAGE) .
-	@set -e; for pair in $(IMAGES); do \
-	  name=$${pair%%:*}; dir=$${pair#*:}; \
-	  ref=$$(echo "$(image_refs)" | tr ' ' '\n' | sed -n "s|^$$name=||p"); \
-	  test -n "$$ref" || { echo "make images: $$name is not in $(IMAGES_KUSTOMIZATION)"; exit 1; }; \
-	  echo "== $$ref"; \
-	  DOCKER_BUILDKIT=1 $(image_build) -f images/$$dir/Dockerfile -t $$ref \
-	    --build-arg VERSION=$(VERSION) $$( [ $$dir = device-plugin ] && echo --build-arg LIBVGPU_IMAGE=$(LIBVGPU_IMAGE) ) . ; \
-	done
-	DOCKER_BUILDKIT=1 $(image_build) -f images/vgpuctl/Dockerfile -t $(VGPUCTL_IMAGE) --build-arg VERSION=$(VERSION) .
-	@if [ -n "$(IMAGE_PUSH)" ]; then for ref in $(LIBVGPU_IMAGE) $(VGPUCTL_IMAGE) $$(echo "$(image_refs)" | tr ' ' '\n' | grep '^vgpu-' | cut -d= -f2); do \
-	  $(IMAGE_ENGINE) push $$ref || exit 1; done; fi
+# The package, not the host's files: it holds exactly the C library and
+# nothing that happens to be installed here.
+$(IMAGES_LIBC_STAMP):
+	@test -n "$(LIBC_VERSION)" || { echo "make images: needs dpkg and the libc6 package (Debian or Ubuntu) for the C library layer"; exit 1; }
+	@rm -rf $(IMAGES_LIBC) && mkdir -p $(IMAGES_LIBC)
+	cd $(IMAGES_LIBC) && { apt-get download -q libc6=$(LIBC_VERSION) 2>/dev/null || { apt-get update -qq && apt-get download -q libc6=$(LIBC_VERSION); }; }
+	dpkg -x $(IMAGES_LIBC)/libc6_*.deb $(IMAGES_LIBC)/root && rm -rf $(IMAGES_LIBC)/root/usr/share
+	@touch $@
 
 ## images-list: the image references make images builds
 images-list:
-	@echo $(LIBVGPU_IMAGE) $(VGPUCTL_IMAGE); echo "$(image_refs)" | tr ' ' '\n' | grep '^vgpu-' | cut -d= -f2
+	@cd images && GOWORK=off $(GO) run . --repo $(ROOT) --list
+
+# The archives against the manifests: every container of every overlay runs a
+# program its image holds, executable by its user, with its loader and
+# libraries.
+test-images: images
+	cd images && VGPU_IMAGES_DIR=$(IMAGES_DIR) GOWORK=off $(GO) test $(GO_TEST_FLAGS) ./...

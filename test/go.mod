@@ -13,7 +13,7 @@ require (
 	k8s.io/apimachinery v0.37.2
 	k8s.io/client-go v0.37.2
 	k8s.io/kube-scheduler v0.37.2
-	sigs.k8s.io/yaml v1.6.0
+	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
 require (
@@ -75,3 +75,7 @@ replace github.com/vgpu-io/vgpu/lib => ../lib
 require github.com/vgpu-io/vgpu/internal v0.0.0
 
 replace github.com/vgpu-io/vgpu/internal => ../internal
+
+require github.com/vgpu-io/vgpu/cmd/extender v0.0.0
+
+replace github.com/vgpu-io/vgpu/cmd/extender => ../cmd/extender

@@ -6,41 +6,28 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
-	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/daemon"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
+	"github.com/vgpu-io/vgpu/internal/daemoncmd"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
+	"github.com/vgpu-io/vgpu/internal/kubeclient"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
 
 func main() {
 	cfg := daemon.Config{}
-	var kubeconfig, logLevel, ignoredXids string
-	root := &cobra.Command{
-		Use:           "deviceplugin",
-		Short:         "vgpu kubelet device plugin and node GPU inventory publisher",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(logLevel)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
+	var ignoredXids string
+	kube := kubeclient.Options{Component: "deviceplugin"}
+	root := daemoncmd.New("deviceplugin", "vgpu kubelet device plugin and node GPU inventory publisher",
+		func(ctx context.Context, log *zap.Logger) (err error) {
 			if cfg.IgnoredXids, err = discovery.ParseXids(ignoredXids); err != nil {
 				return fmt.Errorf("--ignored-xids: %w", err)
 			}
@@ -56,22 +43,13 @@ func main() {
 				return err
 			}
 			defer lib.Shutdown()
-			rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-				&clientcmd.ClientConfigLoadingRules{ExplicitPath: kubeconfig}, nil).ClientConfig()
-			if err != nil {
-				return fmt.Errorf("kubernetes client config (in-cluster, or --kubeconfig): %w", err)
-			}
-			rc.UserAgent = "vgpu-deviceplugin/" + version.Version
-			client, err := kubernetes.NewForConfig(rc)
+			client, err := kube.Client()
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
 			log.Info("starting", zap.String("version", version.Version), zap.String("node", cfg.NodeName), zap.String("nvml", cfg.NVML))
 			return daemon.Run(ctx, cfg, daemon.Deps{Client: client, NVML: lib, Log: log})
-		},
-	}
+		})
 	f := root.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
 	f.StringVar(&cfg.Mode, "mode", daemon.ModeDevicePlugin, "scheduling path: device-plugin (the extender path) or dra (publish a ResourceSlice, register no device plugin); see docs/dra.md")
@@ -83,28 +61,14 @@ func main() {
 	f.StringVar(&cfg.SysfsRoot, "sysfs-root", "/sys", "where sysfs is mounted (read for GPU NUMA nodes)")
 	f.StringVar(&cfg.Namespace, "namespace", contract.DefaultNamespace, "namespace of the settings ConfigMap")
 	f.StringVar(&cfg.SettingsConfigMap, "settings-configmap", contract.SettingsConfigMap, "name of the settings ConfigMap")
-	f.StringVar(&cfg.MetricsAddress, "metrics-address", ":9394", "address of /healthz and /metrics; empty to disable")
 	f.StringVar(&cfg.DRASockets.RegistryDir, "dra-registry-dir", draprepare.DefaultRegistryDir, "DRA mode: the kubelet's plugin registry directory (the registration socket goes there)")
 	f.StringVar(&cfg.DRASockets.PluginDir, "dra-plugin-dir", draprepare.DefaultPluginDir, "DRA mode: directory of the kubelet DRA service's socket (dra.sock)")
 	f.StringVar(&cfg.CDIDir, "cdi-dir", draprepare.DefaultCDIDir, "DRA mode: the container runtime's CDI spec directory, where prepared claims' CDI specs are written")
+	healthserver.AddFlag(f, &cfg.MetricsAddress, ":9395", "address of /healthz, /readyz and /metrics; empty to disable")
 	f.BoolVar(&cfg.AdvertiseCapacity, "advertise-capacity", false, "also write nvidia.com/gpu capacity into the Node status (for kwok nodes, which have no kubelet)")
 	f.StringVar(&ignoredXids, "ignored-xids", joinXids(discovery.DefaultIgnoredXids), "Xid errors that do not make a GPU unhealthy (application errors)")
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; empty for in-cluster config")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "deviceplugin:", err)
-		os.Exit(1)
-	}
-}
-
-func newLogger(level string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level %q: must be debug, info, warn or error", level)
-	}
-	c := zap.NewProductionConfig()
-	c.Level = zap.NewAtomicLevelAt(lvl)
-	return c.Build()
+	kube.AddFlags(f, 5, 10)
+	daemoncmd.Main(root)
 }
 
 func joinXids(xs []uint64) string {

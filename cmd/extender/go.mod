@@ -5,7 +5,7 @@ go 1.26.0
 require (
 	github.com/json-iterator/go v1.1.12
 	github.com/prometheus/client_golang v1.25.0
-	github.com/spf13/cobra v1.10.2
+	github.com/spf13/cobra v1.10.2 // indirect
 	github.com/vgpu-io/vgpu/lib v0.0.0
 	go.uber.org/zap v1.28.0
 	golang.org/x/sync v0.24.0
@@ -73,3 +73,7 @@ require (
 )
 
 replace github.com/vgpu-io/vgpu/lib => ../../lib
+
+require github.com/vgpu-io/vgpu/internal v0.0.0
+
+replace github.com/vgpu-io/vgpu/internal => ../../internal

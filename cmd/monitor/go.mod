@@ -7,7 +7,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.73.1
-	github.com/spf13/cobra v1.10.2
+	github.com/spf13/cobra v1.10.2 // indirect
 	github.com/vgpu-io/vgpu/lib v0.0.0
 	go.uber.org/zap v1.28.0
 	golang.org/x/sys v0.49.0

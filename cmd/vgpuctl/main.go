@@ -9,6 +9,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/describe"
 	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate"
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/versioncmd"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
 
@@ -23,6 +24,7 @@ func main() {
 	// Each subcommand lives in its own internal/<name> package.
 	root.AddCommand(simulate.NewCommand())
 	root.AddCommand(describe.NewCommand())
+	root.AddCommand(versioncmd.NewCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vgpuctl:", err)
 		os.Exit(1)

@@ -71,3 +71,7 @@ require (
 )
 
 replace github.com/vgpu-io/vgpu/lib => ../../lib
+
+require github.com/vgpu-io/vgpu/internal v0.0.0
+
+replace github.com/vgpu-io/vgpu/internal => ../../internal

@@ -4,43 +4,25 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/vgpu-io/vgpu/cmd/webhook/config"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/app"
+	"github.com/vgpu-io/vgpu/internal/daemoncmd"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
+	"github.com/vgpu-io/vgpu/internal/kubeclient"
 	"github.com/vgpu-io/vgpu/lib/contract"
-	"github.com/vgpu-io/vgpu/lib/version"
 )
 
 func main() {
-	o := app.Options{}
-	var logLevel string
-	root := &cobra.Command{
-		Use:           "webhook",
-		Short:         "vgpu admission webhook that validates vGPU requests and routes GPU pods to the vgpu scheduler",
-		Version:       version.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(logLevel)
-			if err != nil {
-				return err
-			}
-			defer func() { _ = log.Sync() }()
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return app.Run(ctx, o, log)
-		},
-	}
+	o := app.Options{Kube: kubeclient.Options{Component: "webhook"}}
+	root := daemoncmd.New("webhook", "vgpu admission webhook that validates vGPU requests and routes GPU pods to the vgpu scheduler",
+		func(ctx context.Context, log *zap.Logger) error { return app.Run(ctx, o, log) })
 	f := root.Flags()
-	f.StringVar(&o.Listen, "listen", ":8443", "address of the HTTPS server: /mutate, /validate, /healthz, /readyz, /metrics")
+	f.StringVar(&o.Listen, "listen", ":8443", "address of the HTTPS server of /mutate and /validate")
+	healthserver.AddFlag(f, &o.MetricsAddress, "", "address of /healthz, /readyz and /metrics (plain HTTP); empty serves them on --listen")
 	f.StringVar(&o.CertFile, "tls-cert-file", "", "serving certificate (PEM, chain allowed); reloaded when it changes")
 	f.StringVar(&o.KeyFile, "tls-key-file", "", "serving key (PEM); reloaded when it changes")
 	f.StringVar(&o.CAFile, "ca-file", "", "CA of --tls-cert-file, written into the caBundle of --webhook-configuration")
@@ -54,10 +36,7 @@ func main() {
 	f.StringVar(&o.RegisterURL, "register-url", "", "create or update the webhook configurations to call this base URL (e.g. https://127.0.0.1:8443), for local clusters")
 	f.StringVar(&o.SchedulerName, "scheduler-name", contract.DefaultSchedulerName, "schedulerName given to vgpu pods that name no scheduler")
 	f.StringVar(&o.Mode, "mode", app.ModeExtender, "scheduling path: extender (route vgpu pods to --scheduler-name) or dra (turn their limits into ResourceClaims); see docs/dra.md")
-	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, then the in-cluster service account")
-	f.Float32Var(&o.QPS, "kube-api-qps", 20, "queries per second to the API server")
-	f.IntVar(&o.Burst, "kube-api-burst", 40, "burst of queries to the API server")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	o.Kube.AddFlags(f, 20, 40)
 
 	var dir string
 	var hosts []string
@@ -79,18 +58,5 @@ func main() {
 	_ = caCmd.MarkFlagRequired("dir")
 	root.AddCommand(caCmd)
 
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		fmt.Fprintln(os.Stderr, "webhook:", err)
-		os.Exit(1)
-	}
-}
-
-func newLogger(level string) (*zap.Logger, error) {
-	lvl, err := zapcore.ParseLevel(level)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	return cfg.Build()
+	daemoncmd.Main(root)
 }

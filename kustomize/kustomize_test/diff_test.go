@@ -6,8 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // sameExcept checks that two renderings hold the same objects, equal field
@@ -44,12 +44,12 @@ func sameExcept(t *testing.T, aDir, bDir string, settingsKeys ...string) {
 }
 
 func TestPolicyOverlaysDifferOnlyInThePolicies(t *testing.T) {
-	sameExcept(t, "overlays/binpack", "overlays/spread", config.KeyNodeSchedulerPolicy, config.KeyGPUSchedulerPolicy)
-	sameExcept(t, "overlays/local", "overlays/local-spread", config.KeyNodeSchedulerPolicy, config.KeyGPUSchedulerPolicy)
+	sameExcept(t, "overlays/binpack", "overlays/spread", settings.KeyNodeSchedulerPolicy, settings.KeyGPUSchedulerPolicy)
+	sameExcept(t, "overlays/local", "overlays/local-spread", settings.KeyNodeSchedulerPolicy, settings.KeyGPUSchedulerPolicy)
 }
 
 func TestOvercommitDiffersOnlyInMemoryScaling(t *testing.T) {
-	sameExcept(t, "base", "overlays/overcommit", config.KeyDeviceMemoryScaling)
+	sameExcept(t, "base", "overlays/overcommit", settings.KeyDeviceMemoryScaling)
 }
 
 // The local overlays, for components run outside the cluster, hold exactly

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 var (
@@ -64,5 +66,37 @@ func TestDocsLinksResolve(t *testing.T) {
 				t.Errorf("%s: link %s: no heading #%s in %s", filepath.Base(f), link, anchor, filepath.Base(target))
 			}
 		}
+	}
+}
+
+// docsCite matches a citation of the documentation in code: docs/<page>.md,
+// with an optional #heading.
+var docsCite = regexp.MustCompile(`docs/([a-z0-9-]+\.md)(#[a-z0-9-]+)?`)
+
+// Code comments cite the repository's docs/, which must hold what they cite
+// (the page and the heading); a citation of a design brief outside the
+// repository leaves the reader nowhere to go.
+func TestCodeCitesDocsThatExist(t *testing.T) {
+	repo := filepath.Join(root(), "..")
+	cited := 0
+	testutil.Sources(t, repo, []string{"cmd", "lib", "internal", "test", "kustomize", "libvgpu", "images", "mk"},
+		[]string{".go", ".c", ".h", ".S", ".sh", ".mk", ".yaml", "Dockerfile"}, func(rel string, b []byte) {
+			if brief := "DESIGN" + " §"; strings.Contains(string(b), brief) {
+				t.Errorf("%s cites %s…, which is not in the repository: cite docs/ instead", rel, brief)
+			}
+			for _, m := range docsCite.FindAllStringSubmatch(string(b), -1) {
+				cited++
+				page, err := os.ReadFile(filepath.Join(repo, "docs", m[1]))
+				if err != nil {
+					t.Errorf("%s cites docs/%s, which does not exist", rel, m[1])
+					continue
+				}
+				if a := strings.TrimPrefix(m[2], "#"); a != "" && !anchors(page)[a] {
+					t.Errorf("%s cites docs/%s%s: no such heading", rel, m[1], m[2])
+				}
+			}
+		})
+	if cited < 10 {
+		t.Fatalf("found %d citations of docs/: the walk missed the code", cited)
 	}
 }

@@ -11,9 +11,9 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/component-helpers/auth/rbac/validation"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // The dra overlay is the base plus: the DeviceClass every vgpu claim names,
@@ -21,7 +21,7 @@ import (
 // needs, no more (docs/dra.md).
 func TestDRAOverlay(t *testing.T) {
 	objs := render(t, "overlays/dra")
-	if got := settingsOf(t, objs); got != config.Default() {
+	if got := settingsOf(t, objs); got != settings.Default() {
 		t.Errorf("settings %+v: the dra overlay keeps the defaults", got)
 	}
 	dc := find[*resourcev1.DeviceClass](t, objs, dra.DeviceClass)

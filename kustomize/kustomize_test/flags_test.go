@@ -31,12 +31,6 @@ var binaryOfImage = map[string]string{
 
 var flagName = regexp.MustCompile(`(?m)^\s+(?:-\w, )?--([a-z0-9][a-z0-9-]*)`)
 
-// dockerfileOf maps vgpu's binaries to their image's Dockerfile directory.
-var dockerfileOf = map[string]string{
-	"extender": "extender", "webhook": "webhook", "deviceplugin": "device-plugin",
-	"monitor": "monitor", "vgpuctl": "vgpuctl",
-}
-
 // build returns one of vgpu's binaries as `make build` made it (make test
 // passes $VGPU_BIN_DIR), so that the flags checked are those of what ships.
 func build(t *testing.T, binary string) string {
@@ -46,58 +40,6 @@ func build(t *testing.T, binary string) string {
 		t.Fatal(err)
 	}
 	return bin
-}
-
-// Each image builds its binary outside the workspace (GOWORK=off) from only
-// what its Dockerfile copies, so every module the binary's go.mod replaces
-// with a local path must be copied: otherwise `make images` fails where
-// `make build` succeeded.
-func TestDockerfilesCopyEveryLocalModule(t *testing.T) {
-	repo := filepath.Join(root(), "..")
-	for binary, dir := range dockerfileOf {
-		t.Run(binary, func(t *testing.T) {
-			df := filepath.Join("images", dir, "Dockerfile")
-			copied := map[string]bool{}
-			for _, from := range dockerfileCopies(t, filepath.Join(repo, df)) {
-				copied[filepath.Clean(from)] = true
-			}
-			need := []string{filepath.Join("cmd", binary)}
-			gomod, err := os.ReadFile(filepath.Join(repo, "cmd", binary, "go.mod"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range localReplace.FindAllStringSubmatch(string(gomod), -1) {
-				need = append(need, filepath.Clean(filepath.Join("cmd", binary, m[1])))
-			}
-			for _, n := range need {
-				if !copied[n] {
-					t.Errorf("%s does not COPY %s/, which cmd/%s needs to build outside the workspace", df, n, binary)
-				}
-			}
-		})
-	}
-}
-
-// localReplace matches `replace <module> => <relative path>` in a go.mod.
-var localReplace = regexp.MustCompile(`(?m)^replace\s+\S+\s+=>\s+(\.\.?/\S*)\s*$`)
-
-// dockerfileCopies returns the repository directories a Dockerfile copies.
-func dockerfileCopies(t *testing.T, path string) []string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dirs []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 3 && f[0] == "COPY" && !strings.HasPrefix(f[1], "--") {
-			for _, from := range f[1 : len(f)-1] {
-				dirs = append(dirs, strings.TrimSuffix(from, "/"))
-			}
-		}
-	}
-	return dirs
 }
 
 // helpFlags builds one of vgpu's binaries and returns the flags its --help
@@ -218,4 +160,31 @@ func kubeScheduler() string {
 		return ""
 	}
 	return m[len(m)-1]
+}
+
+// Every daemon takes its logging, Kubernetes client and health/metrics
+// address under the same names, and the two that share a GPU node do not
+// default to the same port.
+func TestDaemonsShareFlagNamesAndNotPorts(t *testing.T) {
+	common := []string{"log-level", "kubeconfig", "kube-api-qps", "kube-api-burst", "metrics-address"}
+	nodePorts := map[string]string{}
+	for _, binary := range []string{"extender", "webhook", "deviceplugin", "monitor"} {
+		out := help(t, build(t, binary))
+		flags := runHelp(t, build(t, binary))
+		for _, f := range common {
+			if !flags[f] {
+				t.Errorf("%s has no --%s", binary, f)
+			}
+		}
+		if binary == "deviceplugin" || binary == "monitor" {
+			m := regexp.MustCompile(`--metrics-address \S+\s.*\(default "([^"]*)"\)`).FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("%s --metrics-address has no default", binary)
+			}
+			if other, ok := nodePorts[m[1]]; ok {
+				t.Errorf("%s and %s both default --metrics-address to %s on the same node", other, binary, m[1])
+			}
+			nodePorts[m[1]] = binary
+		}
+	}
 }

@@ -5,19 +5,19 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
-func settingsOf(t *testing.T, objs []object) config.Settings {
+func settingsOf(t *testing.T, objs []object) settings.Settings {
 	t.Helper()
 	cm := find[*corev1.ConfigMap](t, objs, contract.SettingsConfigMap)
 	if cm.Namespace != contract.DefaultNamespace {
 		t.Fatalf("settings ConfigMap in namespace %q, components read it from %q", cm.Namespace, contract.DefaultNamespace)
 	}
-	// The components parse the ConfigMap with lib/config, which rejects
+	// The components parse the ConfigMap with lib/settings, which rejects
 	// unknown keys and bad values: so must the manifests.
-	s, err := config.FromData(cm.Data)
+	s, err := settings.FromData(cm.Data)
 	if err != nil {
 		t.Fatalf("settings ConfigMap: %v", err)
 	}
@@ -27,14 +27,14 @@ func settingsOf(t *testing.T, objs []object) config.Settings {
 func TestOverlaysSetTheirPolicies(t *testing.T) {
 	for _, tc := range []struct {
 		dir  string
-		want config.Settings
+		want settings.Settings
 	}{
-		{"base", config.Default()},
-		{"overlays/binpack", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Binpack, UnenforcedAction: config.Report}},
-		{"overlays/spread", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Spread, GPUSchedulerPolicy: config.Spread, UnenforcedAction: config.Report}},
-		{"overlays/overcommit", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1.5, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Spread, UnenforcedAction: config.Report}},
-		{"overlays/local", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Binpack, GPUSchedulerPolicy: config.Binpack, UnenforcedAction: config.Report}},
-		{"overlays/local-spread", config.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: config.Spread, GPUSchedulerPolicy: config.Spread, UnenforcedAction: config.Report}},
+		{"base", settings.Default()},
+		{"overlays/binpack", settings.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: settings.Binpack, GPUSchedulerPolicy: settings.Binpack, UnenforcedAction: settings.Report}},
+		{"overlays/spread", settings.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: settings.Spread, GPUSchedulerPolicy: settings.Spread, UnenforcedAction: settings.Report}},
+		{"overlays/overcommit", settings.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1.5, NodeSchedulerPolicy: settings.Binpack, GPUSchedulerPolicy: settings.Spread, UnenforcedAction: settings.Report}},
+		{"overlays/local", settings.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: settings.Binpack, GPUSchedulerPolicy: settings.Binpack, UnenforcedAction: settings.Report}},
+		{"overlays/local-spread", settings.Settings{DeviceSplitCount: 10, DeviceMemoryScaling: 1, NodeSchedulerPolicy: settings.Spread, GPUSchedulerPolicy: settings.Spread, UnenforcedAction: settings.Report}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			if got := settingsOf(t, render(t, tc.dir)); got != tc.want {
@@ -44,11 +44,11 @@ func TestOverlaysSetTheirPolicies(t *testing.T) {
 	}
 }
 
-// The base's settings are lib/config's defaults, written out: a component
+// The base's settings are lib/settings's defaults, written out: a component
 // that finds no ConfigMap behaves as one that finds the base's.
 func TestBaseSettingsAreTheDefaults(t *testing.T) {
 	cm := find[*corev1.ConfigMap](t, render(t, "base"), contract.SettingsConfigMap)
-	want := config.Default().Data()
+	want := settings.Default().Data()
 	if len(cm.Data) != len(want) {
 		t.Fatalf("base settings have keys %v, want exactly %v", cm.Data, want)
 	}

@@ -12,33 +12,19 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	kubeschedulerv1 "k8s.io/kube-scheduler/config/v1"
 
+	schedconfig "github.com/vgpu-io/vgpu/cmd/extender/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 )
-
-var schedulerScheme = func() *k8sruntime.Scheme {
-	s := k8sruntime.NewScheme()
-	if err := kubeschedulerv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}()
 
 // decodeSchedulerConfig decodes a KubeSchedulerConfiguration strictly, as
 // kube-scheduler does at start: an unknown field is an error.
 func decodeSchedulerConfig(t *testing.T, data []byte) *kubeschedulerv1.KubeSchedulerConfiguration {
 	t.Helper()
-	dec := json.NewSerializerWithOptions(json.DefaultMetaFactory, schedulerScheme, schedulerScheme, json.SerializerOptions{Yaml: true, Strict: true})
-	obj, _, err := dec.Decode(data, nil, nil)
+	cfg, err := schedconfig.Parse(data)
 	if err != nil {
-		t.Fatalf("KubeSchedulerConfiguration: %v", err)
-	}
-	cfg, ok := obj.(*kubeschedulerv1.KubeSchedulerConfiguration)
-	if !ok {
-		t.Fatalf("KubeSchedulerConfiguration decodes to %T", obj)
+		t.Fatal(err)
 	}
 	return cfg
 }
@@ -125,7 +111,7 @@ func TestSchedulerConfiguration(t *testing.T) {
 		if !ok {
 			t.Errorf("extender does not manage %s", r)
 		}
-		// kube-scheduler counts nvidia.com/gpu itself (DESIGN §4); the
+		// kube-scheduler counts nvidia.com/gpu itself (docs/contract.md#node-inventory); the
 		// shares are no node resource it could count.
 		if want := r != contract.ResourceGPU; ignored != want {
 			t.Errorf("%s ignoredByScheduler = %v, want %v", r, ignored, want)

@@ -15,9 +15,9 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 const node = "n1"
@@ -27,7 +27,7 @@ var gpus = []device.GPU{
 	{Index: 1, UUID: "GPU-1", Model: "A100", MemoryMiB: 40960, NUMANode: 1, Healthy: false},
 }
 
-func nodeSlice(t *testing.T, pool string, s config.Settings) *resourcev1.ResourceSlice {
+func nodeSlice(t *testing.T, pool string, s settings.Settings) *resourcev1.ResourceSlice {
 	t.Helper()
 	devs, err := dra.Devices(gpus, s)
 	if err != nil {
@@ -114,7 +114,7 @@ func TestBothPathsGiveTheSameShares(t *testing.T) {
 				claimPods = append(claimPods, p)
 			}
 			fromPods, w1 := FromPods(node, annotated)
-			fromClaims, w2 := FromClaims(node, []*resourcev1.ResourceSlice{nodeSlice(t, node, config.Default())}, claims, claimPods)
+			fromClaims, w2 := FromClaims(node, []*resourcev1.ResourceSlice{nodeSlice(t, node, settings.Default())}, claims, claimPods)
 			if len(w1)+len(w2) > 0 {
 				t.Fatalf("warnings %v %v", w1, w2)
 			}
@@ -139,7 +139,7 @@ func perGPU(bs []Booking) map[string][]string {
 }
 
 func TestFromClaimsEdges(t *testing.T) {
-	slices := []*resourcev1.ResourceSlice{nodeSlice(t, node, config.Default()), nodeSlice(t, "other", config.Default())}
+	slices := []*resourcev1.ResourceSlice{nodeSlice(t, node, settings.Default()), nodeSlice(t, "other", settings.Default())}
 	pod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-p"}}
 	elsewhere := claimFor(&pod, "main", "other", []share{{"gpu", 0, 100, 0}})
 	unallocated := &resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pending"}}
@@ -188,10 +188,10 @@ func TestFromPodsSkipsWhatHoldsNothing(t *testing.T) {
 }
 
 func TestInventoryFromSlices(t *testing.T) {
-	s := config.Default()
+	s := settings.Default()
 	s.DeviceSplitCount = 7
 	s.DeviceMemoryScaling = 1.5
-	inv, ok := dra.Inventory(node, []*resourcev1.ResourceSlice{nodeSlice(t, node, s), nodeSlice(t, "other", config.Default())})
+	inv, ok := dra.Inventory(node, []*resourcev1.ResourceSlice{nodeSlice(t, node, s), nodeSlice(t, "other", settings.Default())})
 	want := device.Inventory{GPUs: gpus, SplitCount: 7, MemoryScaling: 1.5}
 	if !ok || !reflect.DeepEqual(inv, want) {
 		t.Errorf("inventory %+v, want %+v", inv, want)

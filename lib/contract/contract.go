@@ -1,12 +1,13 @@
 // Package contract names everything that crosses a process boundary in vgpu:
 // Kubernetes resource names, annotation keys, the environment variables and
 // paths of the container contract. Every component takes these names from here
-// so that the parts cannot drift apart; docs/contract.md documents them.
+// so that the parts cannot drift apart; docs/contract.md documents the
+// contracts, docs/resources.md what users write.
 package contract
 
 import "path/filepath"
 
-// Extended resources a container may ask for (DESIGN §1).
+// Extended resources a container may ask for (docs/resources.md#container-resources).
 const (
 	// ResourceGPU is the number of vGPUs; each lands on a different physical GPU.
 	ResourceGPU = "nvidia.com/gpu"
@@ -21,7 +22,7 @@ const (
 // Resources lists every vgpu resource name, ResourceGPU first.
 var Resources = []string{ResourceGPU, ResourceMemory, ResourceMemoryPercentage, ResourceCores}
 
-// Pod annotations a user may set.
+// Pod annotations a user may set (docs/resources.md#pod-annotations-a-user-may-set).
 const (
 	AnnotationUseGPUType   = "nvidia.com/use-gputype"
 	AnnotationNoUseGPUType = "nvidia.com/nouse-gputype"
@@ -33,13 +34,15 @@ const (
 
 // Annotations written by vgpu components.
 const (
-	// AnnotationDevices is the node inventory, written by the device plugin on its Node.
+	// AnnotationDevices is the node inventory, written by the device plugin
+	// on its Node (docs/contract.md#node-inventory).
 	AnnotationDevices = "vgpu.io/devices"
-	// AnnotationAssignment is written once on a pod by the extender at bind.
+	// AnnotationAssignment is written once on a pod by the extender at bind
+	// (docs/contract.md#assignment).
 	AnnotationAssignment = "vgpu.io/assignment"
 	// AnnotationAllocated is written on a pod by the device plugin after Allocate:
 	// versioned JSON of the containers served and the GPU uuids each got
-	// (docs/contract.md).
+	// (docs/contract.md#annotations).
 	AnnotationAllocated = "vgpu.io/allocated"
 )
 
@@ -51,8 +54,8 @@ const (
 	LabelGPUNode = "vgpu.io/gpu-node"
 )
 
-// Environment variables of the container contract, set by the device plugin's
-// Allocate and read by libvgpu.
+// Environment variables of the container contract (docs/contract.md#environment),
+// set by the device plugin's Allocate and read by libvgpu.
 const (
 	// EnvVisibleDevices lists the assigned GPU uuids, comma separated.
 	EnvVisibleDevices = "NVIDIA_VISIBLE_DEVICES"
@@ -83,7 +86,7 @@ const (
 	HostLimitsSuffix = ".limits"
 )
 
-// Paths of the container contract.
+// Paths of the container contract (docs/contract.md#mounts).
 const (
 	// HostRoot is vgpu's directory on every GPU node.
 	HostRoot = "/var/lib/vgpu"
@@ -125,7 +128,7 @@ func HostLimitsPath(containersDir, podUID, container string) string {
 	return filepath.Join(containersDir, ContainerDirName(podUID, container)+HostLimitsSuffix)
 }
 
-// Settings ConfigMap (DESIGN §2), read by every component.
+// Settings ConfigMap (docs/settings.md), read by every component.
 const (
 	DefaultNamespace     = "vgpu-system"
 	SettingsConfigMap    = "vgpu-settings"

@@ -8,9 +8,9 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 func TestDevicesCapacitiesHonourSettings(t *testing.T) {
@@ -18,7 +18,7 @@ func TestDevicesCapacitiesHonourSettings(t *testing.T) {
 		{UUID: "GPU-a", Index: 0, Model: "NVIDIA A100-SXM4-40GB", MemoryMiB: 40960, NUMANode: 1, Healthy: true},
 		{UUID: "GPU-b", Index: 1, Model: "NVIDIA A100-SXM4-40GB", MemoryMiB: 40961, NUMANode: -1, Healthy: false},
 	}
-	s := config.Default()
+	s := settings.Default()
 	s.DeviceSplitCount, s.DeviceMemoryScaling = 4, 1.5
 	devs, err := Devices(gpus, s)
 	if err != nil {
@@ -66,7 +66,7 @@ func TestDevicesRejectsWhatOneSliceCannotHold(t *testing.T) {
 	for i := range gpus {
 		gpus[i] = device.GPU{UUID: string(rune('a' + i)), Index: i, MemoryMiB: 1, Healthy: true}
 	}
-	if _, err := Devices(gpus, config.Default()); err == nil || !strings.Contains(err.Error(), "at most 64") {
+	if _, err := Devices(gpus, settings.Default()); err == nil || !strings.Contains(err.Error(), "at most 64") {
 		t.Fatalf("err %v: want a limit error naming 64", err)
 	}
 }
@@ -139,7 +139,7 @@ func TestClaimSpecWholeGPUIsExclusive(t *testing.T) {
 	if len(s.Devices.Config) != 0 {
 		t.Errorf("no memory limit, no config: %+v", s.Devices.Config)
 	}
-	// gpucores 100 with a memory limit: still exclusive, the limit travels in the config.
+	// gpucores 100 with a memory limit: still exclusive, the limit travels in the settings.
 	s, err = ClaimSpec(request.Container{Name: "c", Count: 1, MemoryMiB: 1000, Cores: 100, Exclusive: true}, request.Selector{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +238,7 @@ func TestTemplateNameFollowsSpec(t *testing.T) {
 }
 
 func TestModelsOf(t *testing.T) {
-	devs, _ := Devices([]device.GPU{{UUID: "a", Model: "A100", MemoryMiB: 40960, Healthy: true}, {UUID: "b", Index: 1, Model: "A100", MemoryMiB: 40960, Healthy: true}}, config.Default())
+	devs, _ := Devices([]device.GPU{{UUID: "a", Model: "A100", MemoryMiB: 40960, Healthy: true}, {UUID: "b", Index: 1, Model: "A100", MemoryMiB: 40960, Healthy: true}}, settings.Default())
 	other := &resourcev1.ResourceSlice{Spec: resourcev1.ResourceSliceSpec{Driver: "other.example.com", Devices: []resourcev1.Device{{Name: "x",
 		Attributes: map[resourcev1.QualifiedName]resourcev1.DeviceAttribute{AttrModel: {StringValue: ptr("Z")}, AttrMemoryMiB: {IntValue: ptr(int64(999999))}}}}}}
 	models, largest := ModelsOf([]*resourcev1.ResourceSlice{{Spec: resourcev1.ResourceSliceSpec{Driver: Driver, Devices: devs}}, other})

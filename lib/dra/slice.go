@@ -12,8 +12,8 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Driver is the DRA driver name, the attribute domain and the DeviceClass.
@@ -51,7 +51,7 @@ func DeviceName(index int) string { return fmt.Sprintf("gpu-%d", index) }
 // Devices turns a node's GPUs and the settings in force into DRA devices,
 // in index order: the DRA allocator takes the first device that fits, so
 // the order is the GPU-level policy (first-fit packing, docs/dra.md#policies).
-func Devices(gpus []device.GPU, s config.Settings) ([]resourcev1.Device, error) {
+func Devices(gpus []device.GPU, s settings.Settings) ([]resourcev1.Device, error) {
 	if len(gpus) > MaxDevicesPerSlice {
 		return nil, fmt.Errorf("%d GPUs: one ResourceSlice holds at most %d devices with consumable capacity", len(gpus), MaxDevicesPerSlice)
 	}

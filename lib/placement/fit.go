@@ -5,11 +5,14 @@ import (
 	"strings"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
+
+// reasonTerse is a terse fitter's reason for a failed fit.
+const reasonTerse = "the pod does not fit"
 
 const reasonNoInventory = "node publishes no vGPU inventory (" + contract.AnnotationDevices + " annotation)"
 
@@ -33,9 +36,13 @@ type pick struct {
 // nothing per node.
 type fitter struct {
 	pod *request.Pod
-	gpu config.Policy
+	gpu settings.Policy
 	// selectAll is set when the pod's selector restricts nothing.
 	selectAll bool
+	// terse skips counting why a pod does not fit (reasonTerse instead),
+	// for callers that only rank nodes: on type-constrained workloads most
+	// nodes fail, and formatting their reasons cost more than scoring.
+	terse bool
 	// invSplit is 1/split count of the node being fitted.
 	invSplit float64
 
@@ -56,7 +63,7 @@ type fitter struct {
 
 func newFitter(pod *request.Pod, pol Policies) *fitter {
 	f := &fitter{pod: pod, gpu: pol.GPU, selectAll: pod.Selector.Empty(), hostFn: pol.Host}
-	if pol.Mix != nil && (pol.GPU == config.Fragmentation || pol.Node == config.Fragmentation) {
+	if pol.Mix != nil && (pol.GPU == settings.Fragmentation || pol.Node == settings.Fragmentation) {
 		f.mix = pol.Mix
 		f.useSnapshot(pol.Mix.Snapshot())
 	}
@@ -77,7 +84,7 @@ func (f *fitter) allTwins(v *ledger.View) bool {
 // fragmenting reports whether the GPU policy is fragmentation with a mix
 // to measure against.
 func (f *fitter) fragmenting() bool {
-	return f.gpu == config.Fragmentation && f.frag.snap != nil && len(f.frag.snap.classes) > 0
+	return f.gpu == settings.Fragmentation && f.frag.snap != nil && len(f.frag.snap.classes) > 0
 }
 
 func (f *fitter) reset(n int) {
@@ -111,6 +118,9 @@ func (f *fitter) fit(v *ledger.View) string {
 		if s := f.mix.Snapshot(); s != f.frag.snap {
 			f.useSnapshot(s)
 		}
+	}
+	if f.frag.snap != nil {
+		f.frag.resetAfter(len(v.GPUs))
 	}
 	if f.hostFn != nil {
 		f.host = f.hostFn(v.Name)
@@ -203,6 +213,9 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 		}
 	}
 	if len(f.cand) < c.Count {
+		if f.terse {
+			return reasonTerse
+		}
 		return f.reason(v, c)
 	}
 	ordered := false
@@ -242,7 +255,7 @@ func (f *fitter) better(a, b int, ordered bool) bool {
 	}
 	la, lb := f.loads[a], f.loads[b]
 	if la != lb {
-		if f.gpu == config.Spread {
+		if f.gpu == settings.Spread {
 			return la < lb
 		}
 		return la > lb

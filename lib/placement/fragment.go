@@ -41,18 +41,27 @@ type gpuState struct {
 type fragScratch struct {
 	snap   *Snapshot
 	models []string
-	// allow[c*len(models)+m]: 0 unknown, 1 allowed, 2 not.
-	allow []uint8
+	// allow[m*classes+c] says whether class c admits a GPU of models[m];
+	// a row is filled when a model is first met.
+	allow []bool
 	// Per class, over the node's GPUs, after the pod.
 	accA []classAcc
-	// contrib's results per group of classes, valid while stamp is, for
-	// GPU lastG in state lastSt.
+	// grpN and grpU are compute's results per group of classes for the
+	// GPU state perClass is at, valid where grpStamp is stamp.
 	grpStamp []uint64
 	grpN     []int
 	grpU     []float64
 	stamp    uint64
-	lastG    int
-	lastSt   gpuState
+	// cur is perClass's output for a GPU's state before the container.
+	cur []gpuClass
+	// after[g*classes+c] is perClass's output for GPU g in state
+	// afterSt[g] (where afterOK[g]), as fragGPUOrder last measured it for
+	// the node being fitted; fragDelta reuses it for the GPU chosen.
+	after   []gpuClass
+	afterSt []gpuState
+	afterOK []bool
+	// last is the node fragmentation standing last returned.
+	last *nodeFrag
 }
 
 // classAcc sums, for one class over a node's GPUs: how many of its vGPUs
@@ -73,41 +82,46 @@ func (f *fitter) useSnapshot(s *Snapshot) {
 	if s == nil {
 		return
 	}
-	f.frag.accA = make([]classAcc, len(s.classes))
+	nc := len(s.classes)
+	f.frag.accA = make([]classAcc, nc)
+	f.frag.cur = make([]gpuClass, nc)
+	f.frag.after = f.frag.after[:0]
 	f.frag.grpStamp, f.frag.grpN, f.frag.grpU = make([]uint64, s.groups), make([]int, s.groups), make([]float64, s.groups)
-	f.frag.stamp, f.frag.lastG = 1, -1
+	f.frag.stamp = 0
 }
 
-// modelAllows reports whether class c admits a GPU of this model.
-func (f *fitter) modelAllows(c int, model string) bool {
-	cl := &f.frag.snap.classes[c]
-	if cl.selectAll {
-		return true
+// resetAfter makes room for a node of n GPUs and forgets what
+// fragGPUOrder measured on the previous node.
+func (fs *fragScratch) resetAfter(n int) {
+	nc := len(fs.snap.classes)
+	if cap(fs.after) < n*nc {
+		fs.after = make([]gpuClass, n*nc)
 	}
-	m := -1
-	for i, x := range f.frag.models {
-		if x == model {
-			m = i
-			break
+	if cap(fs.afterSt) < n {
+		fs.afterSt, fs.afterOK = make([]gpuState, n), make([]bool, n)
+	}
+	fs.after, fs.afterSt, fs.afterOK = fs.after[:n*nc], fs.afterSt[:n], fs.afterOK[:n]
+	clear(fs.afterOK)
+}
+
+// modelRow returns the row of allow for a GPU model, filling it the first
+// time the model is met: a node's GPUs are nearly always of one model, so
+// the search is short.
+func (f *fitter) modelRow(model string) []bool {
+	fs := &f.frag
+	nc := len(fs.snap.classes)
+	for i := len(fs.models) - 1; i >= 0; i-- {
+		if fs.models[i] == model {
+			return fs.allow[i*nc : i*nc+nc]
 		}
 	}
-	if m < 0 {
-		m = len(f.frag.models)
-		f.frag.models = append(f.frag.models, model)
-		old, nm := f.frag.allow, len(f.frag.models)
-		f.frag.allow = make([]uint8, len(f.frag.snap.classes)*nm)
-		for ci := range f.frag.snap.classes {
-			copy(f.frag.allow[ci*nm:ci*nm+nm-1], old[ci*(nm-1):ci*(nm-1)+nm-1])
-		}
+	fs.models = append(fs.models, model)
+	for c := range fs.snap.classes {
+		cl := &fs.snap.classes[c]
+		fs.allow = append(fs.allow, cl.selectAll || cl.sel.Allows(model, ""))
 	}
-	i := c*len(f.frag.models) + m
-	if f.frag.allow[i] == 0 {
-		f.frag.allow[i] = 2
-		if cl.sel.Allows(model, "") {
-			f.frag.allow[i] = 1
-		}
-	}
-	return f.frag.allow[i] == 1
+	m := len(fs.models) - 1
+	return fs.allow[m*nc : m*nc+nc]
 }
 
 // state is GPU g of v with o added (o zero: as it stands).
@@ -128,15 +142,6 @@ func (f *fitter) state(v *ledger.View, g int, o own) gpuState {
 	return st
 }
 
-// add adds (sign +1) or removes (-1) GPU g in state st to class c's sums.
-func (f *fitter) add(acc *classAcc, v *ledger.View, g, c int, st *gpuState, sign int) {
-	if st.free <= 0 {
-		return
-	}
-	n, u := f.contrib(v, g, c, st)
-	acc.put(n, u, st.free, sign)
-}
-
 func (acc *classAcc) put(n int, u, free float64, sign int) {
 	if n > 0 {
 		acc.cnt += sign
@@ -147,27 +152,31 @@ func (acc *classAcc) put(n int, u, free float64, sign int) {
 	acc.u += float64(sign) * u
 }
 
-// contrib is how many of class c's vGPUs GPU g in state st would take, and
-// the capacity they would use. Classes that differ only in the GPU models
-// they allow share the arithmetic: callers go through the classes for one
-// GPU state at a time, and the result is kept per group of such classes
-// until the state changes.
-func (f *fitter) contrib(v *ledger.View, g, c int, st *gpuState) (n int, u float64) {
-	if !f.modelAllows(c, v.GPUs[g].Model) {
-		return 0, 0
+// perClass fills out, per class, with how many of the class's vGPUs GPU g
+// in state st would take and the capacity they would use; nothing for a
+// GPU with no free capacity or of a model the class does not allow.
+// Classes that differ only in the GPU models they allow share the
+// arithmetic, done once per group.
+func (f *fitter) perClass(v *ledger.View, g int, st *gpuState, out []gpuClass) {
+	if st.free <= 0 {
+		clear(out)
+		return
 	}
 	fs := &f.frag
-	if g != fs.lastG || *st != fs.lastSt {
-		fs.stamp++
-		fs.lastG, fs.lastSt = g, *st
+	allow := f.modelRow(v.GPUs[g].Model)
+	fs.stamp++
+	for c := range fs.snap.classes {
+		if !allow[c] {
+			out[c] = gpuClass{}
+			continue
+		}
+		cl := &fs.snap.classes[c]
+		if fs.grpStamp[cl.group] != fs.stamp {
+			n, u := f.compute(v, g, cl, st)
+			fs.grpStamp[cl.group], fs.grpN[cl.group], fs.grpU[cl.group] = fs.stamp, n, u
+		}
+		out[c] = gpuClass{fs.grpN[cl.group], fs.grpU[cl.group]}
 	}
-	cl := &fs.snap.classes[c]
-	if fs.grpStamp[cl.group] == fs.stamp {
-		return fs.grpN[cl.group], fs.grpU[cl.group]
-	}
-	n, u = f.compute(v, g, cl, st)
-	fs.grpStamp[cl.group], fs.grpN[cl.group], fs.grpU[cl.group] = fs.stamp, n, u
-	return n, u
 }
 
 func (f *fitter) compute(v *ledger.View, g int, cl *fragClass, st *gpuState) (n int, u float64) {
@@ -204,6 +213,7 @@ func (f *fitter) compute(v *ledger.View, g int, cl *fragClass, st *gpuState) (n 
 // node version and host state: what every pod scored on the node starts
 // from. It is read-only once stored.
 type nodeFrag struct {
+	name    string
 	snap    *Snapshot
 	version uint64
 	host    HostFree
@@ -225,15 +235,21 @@ type gpuClass struct {
 // or computed (and cached).
 func (f *fitter) standing(v *ledger.View, host HostFree) *nodeFrag {
 	fs := &f.frag
+	// Ranking the GPUs and scoring the node both start from it: the last
+	// one saves the second look-up.
+	if e := fs.last; e != nil && e.name == v.Name && e.snap == fs.snap && e.version == v.Version && e.host == host {
+		return e
+	}
 	if f.mix != nil {
 		if e, ok := f.mix.cache.Load(v.Name); ok {
 			if e := e.(*nodeFrag); e.snap == fs.snap && e.version == v.Version && e.host == host {
+				fs.last = e
 				return e
 			}
 		}
 	}
 	nc := len(fs.snap.classes)
-	e := &nodeFrag{snap: fs.snap, version: v.Version, host: host, acc: make([]classAcc, nc),
+	e := &nodeFrag{name: v.Name, snap: fs.snap, version: v.Version, host: host, acc: make([]classAcc, nc),
 		free: make([]float64, len(v.GPUs)), per: make([]gpuClass, len(v.GPUs)*nc)}
 	for g := range v.GPUs {
 		b := f.state(v, g, own{})
@@ -242,16 +258,17 @@ func (f *fitter) standing(v *ledger.View, host HostFree) *nodeFrag {
 		}
 		e.free[g] = b.free
 		e.total += b.free
-		for c := range fs.snap.classes {
-			n, u := f.contrib(v, g, c, &b)
-			e.per[g*nc+c] = gpuClass{n, u}
-			e.acc[c].put(n, u, b.free, 1)
+		per := e.per[g*nc : g*nc+nc]
+		f.perClass(v, g, &b, per)
+		for c, pc := range per {
+			e.acc[c].put(pc.n, pc.u, b.free, 1)
 		}
 	}
 	e.f = f.expected(e.acc, e.total, host)
 	if f.mix != nil {
 		f.mix.cache.Store(v.Name, e)
 	}
+	fs.last = e
 	return e
 }
 
@@ -263,6 +280,7 @@ func (f *fitter) fragDelta(v *ledger.View, host HostFree) float64 {
 	e := f.standing(v, host)
 	copy(fs.accA, e.acc)
 	totalA := e.total
+	nc := len(fs.snap.classes)
 	for g := range v.GPUs {
 		a, i := f.app[g], f.init[g]
 		if a.slots == 0 && i.slots == 0 {
@@ -271,13 +289,20 @@ func (f *fitter) fragDelta(v *ledger.View, host HostFree) float64 {
 		o := own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl}
 		af := f.state(v, g, o)
 		totalA += max(af.free, 0) - e.free[g]
-		nc := len(fs.snap.classes)
+		now := fs.cur
+		if g < len(fs.afterOK) && fs.afterOK[g] && fs.afterSt[g] == af {
+			now = fs.after[g*nc : g*nc+nc]
+		} else {
+			f.perClass(v, g, &af, now)
+		}
 		for c := range fs.snap.classes {
 			if e.free[g] > 0 {
 				was := e.per[g*nc+c]
 				fs.accA[c].put(was.n, was.u, e.free[g], -1)
 			}
-			f.add(&fs.accA[c], v, g, c, &af, 1)
+			if af.free > 0 {
+				fs.accA[c].put(now[c].n, now[c].u, af.free, 1)
+			}
 		}
 	}
 	after := host
@@ -301,10 +326,25 @@ func (f *fitter) fragDelta(v *ledger.View, host HostFree) float64 {
 func (f *fitter) expected(acc []classAcc, total float64, host HostFree) float64 {
 	s := f.frag.snap
 	var sum float64
+	// The shapes come grouped by class (refreshLocked sorts them): what
+	// depends on the class alone is worked out once per class.
+	cls := -1
+	var a *classAcc
+	var gpusFit bool
+	var perPod, gpuPods, gpuUsed float64
 	for i := range s.shapes {
 		sh := &s.shapes[i]
-		cl := &s.classes[sh.class]
-		a := &acc[sh.class]
+		if sh.class != cls {
+			cls = sh.class
+			cl := &s.classes[cls]
+			a = &acc[cls]
+			gpusFit = a.cnt >= cl.gpus
+			perPod = a.n * cl.invGPUs
+			gpuPods = math.Floor(perPod)
+			if a.n > 0 {
+				gpuUsed = a.u * gpuPods / perPod
+			}
+		}
 		hostPods := math.Inf(1)
 		if host.Known {
 			if sh.cpu > 0 {
@@ -315,14 +355,16 @@ func (f *fitter) expected(acc []classAcc, total float64, host HostFree) float64 
 			}
 		}
 		lost := total
-		if a.cnt >= cl.gpus && hostPods >= 1 {
+		if gpusFit && hostPods >= 1 {
 			lost = a.frag
 		}
 		if !s.opts.PaperMeasure {
-			pods := min(math.Floor(a.n*cl.invGPUs), hostPods)
 			used := 0.0
 			if a.n > 0 {
-				used = a.u * pods / (a.n * cl.invGPUs)
+				used = gpuUsed
+				if hostPods < gpuPods {
+					used = a.u * hostPods / perPod
+				}
 			}
 			lost += max(total-used, 0)
 		}
@@ -367,30 +409,39 @@ func fragUnit(s float64) float64 { return 1 / (1 + math.Exp(-4*s)) }
 // a class needs) are the same whichever GPU of the node is chosen, and
 // fragDelta counts them for the node's score.
 func (f *fitter) fragGPUOrder(v *ledger.View, take func(g int) own) {
-	classes := f.frag.snap.classes
+	fs := &f.frag
+	classes := fs.snap.classes
+	nc := len(classes)
 	e := f.standing(v, f.host)
 	for k, g := range f.cand {
+		row := fs.after[g*nc : g*nc+nc]
 		if h, ok := f.twin(v, g, f.cand[:k]); ok {
 			f.keys[g] = f.keys[h]
+			copy(row, fs.after[h*nc:h*nc+nc])
+			fs.afterSt[g], fs.afterOK[g] = fs.afterSt[h], true
 			continue
 		}
 		a, i := f.app[g], f.init[g]
-		fresh := a.slots == 0 && i.slots == 0
-		cur := f.state(v, g, own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl})
-		after := f.state(v, g, take(g))
+		t := take(g)
+		was, free := e.per[g*nc:g*nc+nc], e.free[g]
+		if a.slots != 0 || i.slots != 0 {
+			cur := f.state(v, g, own{slots: max(a.slots, i.slots), mem: max(a.mem, i.mem), cores: max(a.cores, i.cores), excl: a.excl || i.excl})
+			f.perClass(v, g, &cur, fs.cur)
+			was, free = fs.cur, cur.free
+		}
+		after := f.state(v, g, t)
+		f.perClass(v, g, &after, row)
+		fs.afterSt[g], fs.afterOK[g] = after, true
 		key := 0.0
 		for c := range classes {
-			var was float64
-			if fresh {
-				// As it stands: measured once per node state.
-				if free := e.free[g]; free > 0 {
-					pc := e.per[g*len(classes)+c]
-					was = lost(pc.n, pc.u, free)
-				}
-			} else {
-				was = f.lostOn(v, g, c, &cur)
+			var l float64
+			if free > 0 {
+				l = lost(was[c].n, was[c].u, free)
 			}
-			key += classes[c].p * (was - f.lostOn(v, g, c, &after))
+			if after.free > 0 {
+				l -= lost(row[c].n, row[c].u, after.free)
+			}
+			key += classes[c].p * l
 		}
 		f.keys[g] = key
 	}
@@ -405,17 +456,6 @@ func lost(n int, u, free float64) float64 {
 		l += free
 	}
 	return l
-}
-
-// lostOn is the free capacity of GPU g in state st that class c could not
-// use, in both views of expected: all of it if no vGPU of c fits, plus
-// what filling it with c would leave over.
-func (f *fitter) lostOn(v *ledger.View, g, c int, st *gpuState) float64 {
-	if st.free <= 0 {
-		return 0
-	}
-	n, u := f.contrib(v, g, c, st)
-	return lost(n, u, st.free)
 }
 
 // twin finds among done a GPU in the same state as g (same model, memory,

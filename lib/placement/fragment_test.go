@@ -3,12 +3,12 @@ package placement
 import (
 	"testing"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
-var fragPol = Policies{Node: config.Fragmentation, GPU: config.Fragmentation}
+var fragPol = Policies{Node: settings.Fragmentation, GPU: settings.Fragmentation}
 
 func learned(pods ...*request.Pod) *Mix {
 	m := NewMix(MixOptions{HalfLife: DefaultHalfLife})
@@ -50,7 +50,7 @@ func TestFragmentationRespectsTypeConstraints(t *testing.T) {
 	if got := best(t, l, half, pol, "a-t4", "b-a100"); got != "b-a100" {
 		t.Errorf("fragmentation put the share on %s, want b-a100", got)
 	}
-	if got := best(t, l, half, Policies{Node: config.Binpack, GPU: config.Binpack}, "a-t4", "b-a100"); got != "a-t4" {
+	if got := best(t, l, half, Policies{Node: settings.Binpack, GPU: settings.Binpack}, "a-t4", "b-a100"); got != "a-t4" {
 		t.Errorf("binpack put the share on %s; the test expects it to take the T4", got)
 	}
 }

@@ -7,10 +7,10 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 var models = []string{"Tesla T4", "A100-SXM4-40GB", "A100-SXM4-80GB", "H100"}
@@ -115,8 +115,8 @@ func TestInvariants(t *testing.T) {
 			nodes = append(nodes, name)
 		}
 		pol := Policies{
-			Node: rapid.SampledFrom([]config.Policy{config.Binpack, config.Spread}).Draw(t, "nodePolicy"),
-			GPU:  rapid.SampledFrom([]config.Policy{config.Binpack, config.Spread}).Draw(t, "gpuPolicy"),
+			Node: rapid.SampledFrom([]settings.Policy{settings.Binpack, settings.Spread}).Draw(t, "nodePolicy"),
+			GPU:  rapid.SampledFrom([]settings.Policy{settings.Binpack, settings.Spread}).Draw(t, "gpuPolicy"),
 		}
 		booked := map[string]assign.Pod{}
 		var keys []string

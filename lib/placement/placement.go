@@ -6,15 +6,15 @@ import (
 	"sync"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Policies are the node and GPU scheduler policies in force for a pod.
 type Policies struct {
-	Node config.Policy
-	GPU  config.Policy
+	Node settings.Policy
+	GPU  settings.Policy
 	// Mix is the learned distribution of pod shapes the fragmentation
 	// policy measures against; without one, fragmentation ranks as
 	// binpack does.
@@ -25,7 +25,7 @@ type Policies struct {
 }
 
 // DefaultPolicies are the cluster settings' policies.
-func DefaultPolicies(s config.Settings) Policies {
+func DefaultPolicies(s settings.Settings) Policies {
 	return Policies{Node: s.NodeSchedulerPolicy, GPU: s.GPUSchedulerPolicy}
 }
 
@@ -145,7 +145,7 @@ func Prioritize(l *ledger.Ledger, pod *request.Pod, nodes []string, pol Policies
 // score returns the node policy's score at full precision (0..1 for
 // binpack and spread; see unit for fragmentation), or the reason the pod
 // does not fit.
-func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
+func (f *fitter) score(n *ledger.Node, node settings.Policy) (float64, string) {
 	if n == nil {
 		return 0, reasonNoInventory
 	}
@@ -156,9 +156,9 @@ func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
 			return
 		}
 		switch node {
-		case config.Fragmentation:
+		case settings.Fragmentation:
 			s = f.fragScore(&v, f.host)
-		case config.Spread:
+		case settings.Spread:
 			s = 1 - f.nodeLoad(&v)
 		default:
 			s = f.nodeLoad(&v)
@@ -168,8 +168,8 @@ func (f *fitter) score(n *ledger.Node, node config.Policy) (float64, string) {
 }
 
 // percent maps a score onto the extender's 0..100.
-func percent(node config.Policy, s float64) int {
-	if node == config.Fragmentation {
+func percent(node settings.Policy, s float64) int {
+	if node == settings.Fragmentation {
 		s = fragUnit(s)
 	}
 	return int(math.Round(s * 100))
@@ -194,6 +194,7 @@ func Best(pod *request.Pod, nodes []*ledger.Node, pol Policies, skip func(i int)
 	best := pick{i: -1}
 	chunks(len(nodes), func(lo, hi int) {
 		f := newFitter(pod, pol)
+		f.terse = true
 		local := pick{i: -1}
 		for i := lo; i < hi; i++ {
 			if nodes[i] == nil || (skip != nil && skip(i)) {
@@ -255,7 +256,7 @@ func Bind(l *ledger.Ledger, podKey string, pod *request.Pod, node string, pol Po
 // Scorer is not safe for concurrent use.
 type Scorer struct {
 	f    *fitter
-	node config.Policy
+	node settings.Policy
 }
 
 // NewScorer prepares to score nodes for pod under pol (with the pod's
@@ -272,6 +273,14 @@ func NewScorer(pod *request.Pod, pol Policies) *Scorer {
 // the node whose name sorts first.
 func (s *Scorer) Score(n *ledger.Node) (float64, string) {
 	return s.f.score(n, s.node)
+}
+
+// Terse makes Score and ScoreHost report a node the pod does not fit
+// with one fixed reason, without counting why, for callers that only rank
+// nodes (the simulator); it returns s.
+func (s *Scorer) Terse() *Scorer {
+	s.f.terse = true
+	return s
 }
 
 // ScoreHost is Score for a node with host's CPU and memory free, for

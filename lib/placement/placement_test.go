@@ -9,10 +9,10 @@ import (
 	"testing"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // gpus builds an inventory from "model:MiB" specs, uuids GPU-<index>.
@@ -81,7 +81,7 @@ func TestPlan(t *testing.T) {
 		inv     device.Inventory
 		held    []held
 		pod     request.Pod
-		gpuPol  config.Policy
+		gpuPol  settings.Policy
 		want    map[string][]string
 		wantErr string
 	}{
@@ -91,7 +91,7 @@ func TestPlan(t *testing.T) {
 		{name: "N vGPUs need N GPUs",
 			inv: gpus(10, 1, "T4:16000"), pod: request.Pod{Containers: []request.Container{share("a", 2, 1000, 0, 10)}},
 			wantErr: `container "a" needs 2 GPU(s), 1 of 1 fit`},
-		{name: "later app container shares a GPU with an earlier one", gpuPol: config.Binpack,
+		{name: "later app container shares a GPU with an earlier one", gpuPol: settings.Binpack,
 			inv:  gpus(10, 1, "T4:16000", "T4:16000"),
 			pod:  request.Pod{Containers: []request.Container{share("a", 1, 6000, 0, 30), share("b", 1, 6000, 0, 30)}},
 			want: map[string][]string{"a": {"GPU-0/6000/30"}, "b": {"GPU-0/6000/30"}}},
@@ -175,21 +175,21 @@ func TestPlan(t *testing.T) {
 				{"n", "GPU-3", 100, 100}, {"n", "GPU-4", 100, 100}, {"n", "GPU-5", 100, 100}, {"n", "GPU-6", 100, 100}, {"n", "GPU-7", 100, 100}},
 			pod:     request.Pod{Containers: []request.Container{share("train", 1, 20000, 0, 0)}},
 			wantErr: `container "train" needs 1 GPU(s), 0 of 8 fit; 5 of 8 GPUs are held whole by another pod; insufficient GPU memory: 3 of 8 GPUs have < 20000 MiB free`},
-		{name: "gpu policy binpack takes the fullest GPU", gpuPol: config.Binpack,
+		{name: "gpu policy binpack takes the fullest GPU", gpuPol: settings.Binpack,
 			inv: gpus(10, 1, repeat(3, "T4:16000")...), held: []held{{"n", "GPU-1", 4000, 0}, {"n", "GPU-2", 8000, 0}},
 			pod:  request.Pod{Containers: []request.Container{share("a", 1, 4000, 0, 0)}},
 			want: map[string][]string{"a": {"GPU-2/4000/0"}}},
-		{name: "gpu policy spread takes the emptiest GPU", gpuPol: config.Spread,
+		{name: "gpu policy spread takes the emptiest GPU", gpuPol: settings.Spread,
 			inv: gpus(10, 1, repeat(3, "T4:16000")...), held: []held{{"n", "GPU-0", 4000, 0}, {"n", "GPU-2", 8000, 0}},
 			pod:  request.Pod{Containers: []request.Container{share("a", 1, 4000, 0, 0)}},
 			want: map[string][]string{"a": {"GPU-1/4000/0"}}},
-		{name: "binpack skips a GPU the share no longer fits", gpuPol: config.Binpack,
+		{name: "binpack skips a GPU the share no longer fits", gpuPol: settings.Binpack,
 			inv: gpus(10, 1, repeat(3, "T4:16000")...), held: []held{{"n", "GPU-1", 4000, 0}, {"n", "GPU-2", 14000, 0}},
 			pod:  request.Pod{Containers: []request.Container{share("a", 1, 4000, 0, 0)}},
 			want: map[string][]string{"a": {"GPU-1/4000/0"}}},
-		{name: "pod annotation overrides the gpu policy", gpuPol: config.Spread,
+		{name: "pod annotation overrides the gpu policy", gpuPol: settings.Spread,
 			inv: gpus(10, 1, repeat(2, "T4:16000")...), held: []held{{"n", "GPU-1", 4000, 0}},
-			pod:  request.Pod{Containers: []request.Container{share("a", 1, 4000, 0, 0)}, GPUPolicy: config.Binpack},
+			pod:  request.Pod{Containers: []request.Container{share("a", 1, 4000, 0, 0)}, GPUPolicy: settings.Binpack},
 			want: map[string][]string{"a": {"GPU-1/4000/0"}}},
 	}
 	for _, tc := range cases {
@@ -197,9 +197,9 @@ func TestPlan(t *testing.T) {
 			l := ledger.New()
 			l.SetInventory("n", tc.inv)
 			book(t, l, tc.held)
-			pol := Policies{Node: config.Binpack, GPU: tc.gpuPol}
+			pol := Policies{Node: settings.Binpack, GPU: tc.gpuPol}
 			if pol.GPU == "" {
-				pol.GPU = config.Spread
+				pol.GPU = settings.Spread
 			}
 			fits, failed := Filter(l, &tc.pod, []string{"n"}, pol)
 			a, err := Plan(l, &tc.pod, "n", pol)
@@ -240,8 +240,8 @@ func TestScoreAndBest(t *testing.T) {
 	pod := &request.Pod{Containers: []request.Container{share("x", 1, 8000, 0, 0)}}
 	names := []string{"a-big", "b-half", "c-empty", "d-empty", "missing"}
 
-	bin := Policies{Node: config.Binpack, GPU: config.Binpack}
-	spr := Policies{Node: config.Spread, GPU: config.Spread}
+	bin := Policies{Node: settings.Binpack, GPU: settings.Binpack}
+	spr := Policies{Node: settings.Spread, GPU: settings.Spread}
 	// Scores include the pod: b-half goes to 16000/32000 = 50 % with it on
 	// GPU-0 (binpack), a-big to 8000/64000.
 	if got, want := Prioritize(l, pod, names, bin), []int{13, 50, 25, 25, 0}; !reflect.DeepEqual(got, want) {
@@ -292,10 +292,10 @@ func TestScoreNoGPUPod(t *testing.T) {
 	cpuOnly := &request.Pod{}
 	names := []string{"a-free", "b-full", "c-cpu", "d-quarter"}
 	// b-full: (1 + 0.5) / 2 = 75 %; d-quarter: 0.5 / 2 = 25 %.
-	if got, want := Prioritize(l, cpuOnly, names, Policies{Node: config.Binpack, GPU: config.Binpack}), []int{0, 75, 100, 25}; !reflect.DeepEqual(got, want) {
+	if got, want := Prioritize(l, cpuOnly, names, Policies{Node: settings.Binpack, GPU: settings.Binpack}), []int{0, 75, 100, 25}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("binpack scores %v, want %v", got, want)
 	}
-	if got, want := Prioritize(l, cpuOnly, names, Policies{Node: config.Spread, GPU: config.Spread}), []int{100, 25, 0, 75}; !reflect.DeepEqual(got, want) {
+	if got, want := Prioritize(l, cpuOnly, names, Policies{Node: settings.Spread, GPU: settings.Spread}), []int{100, 25, 0, 75}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("spread scores %v, want %v", got, want)
 	}
 }
@@ -306,7 +306,7 @@ func TestFilterReasons(t *testing.T) {
 	l.SetInventory("full", gpus(10, 1, "T4:16000"))
 	book(t, l, []held{{"full", "GPU-0", 16000, 0}})
 	pod := &request.Pod{Containers: []request.Container{share("x", 1, 8000, 0, 0)}}
-	fits, failed := Filter(l, pod, []string{"full", "ok", "ghost"}, Policies{Node: config.Binpack, GPU: config.Spread})
+	fits, failed := Filter(l, pod, []string{"full", "ok", "ghost"}, Policies{Node: settings.Binpack, GPU: settings.Spread})
 	if !reflect.DeepEqual(fits, []string{"ok"}) {
 		t.Fatalf("fits %v", fits)
 	}
@@ -328,7 +328,7 @@ func TestBindRace(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, errs[i] = Bind(l, fmt.Sprint("p", i), pod, "n", Policies{Node: config.Binpack, GPU: config.Spread})
+			_, errs[i] = Bind(l, fmt.Sprint("p", i), pod, "n", Policies{Node: settings.Binpack, GPU: settings.Spread})
 		}(i)
 	}
 	wg.Wait()

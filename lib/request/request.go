@@ -1,6 +1,6 @@
 // Package request turns a pod spec into what vgpu must place: per container
 // how many vGPUs, how much memory and compute each takes, and the pod's GPU
-// selectors and policy overrides (DESIGN §1). It applies the defaults and
+// selectors and policy overrides (docs/resources.md). It applies the defaults and
 // validates everything that can be judged from the pod alone; the webhook
 // denies on its errors and the extender schedules on its result.
 package request
@@ -13,8 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // ErrNoGPU is returned by FromPod for a pod that asks for no vGPU at all. It
@@ -137,8 +137,8 @@ type Pod struct {
 	Containers []Container
 	Selector   Selector
 	// NodePolicy and GPUPolicy override the cluster defaults; "" = default.
-	NodePolicy config.Policy
-	GPUPolicy  config.Policy
+	NodePolicy settings.Policy
+	GPUPolicy  settings.Policy
 	// HostCPUMilli and HostMemoryMiB are the pod's CPU and memory requests
 	// as kube-scheduler counts them (app containers summed, or the largest
 	// init container): the fragmentation policy asks whether a node keeps
@@ -147,7 +147,7 @@ type Pod struct {
 }
 
 // Policies returns the pod's policies, falling back to the given defaults.
-func (p *Pod) Policies(defNode, defGPU config.Policy) (node, gpu config.Policy) {
+func (p *Pod) Policies(defNode, defGPU settings.Policy) (node, gpu settings.Policy) {
 	node, gpu = defNode, defGPU
 	if p.NodePolicy != "" {
 		node = p.NodePolicy
@@ -343,12 +343,12 @@ func parseAnnotations(ann map[string]string, p *Pod) error {
 		UseUUIDs:   list(contract.AnnotationUseGPUUUID),
 		NoUseUUIDs: list(contract.AnnotationNoUseGPUUUID),
 	}
-	policy := func(key string) config.Policy {
+	policy := func(key string) settings.Policy {
 		v, ok := ann[key]
 		if !ok {
 			return ""
 		}
-		pol, err := config.ParsePolicy(v)
+		pol, err := settings.ParsePolicy(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("annotation %s: %v", key, err))
 		}

@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // ctr builds a container whose limits are the given name=value pairs.
@@ -78,10 +78,10 @@ func TestFromPod(t *testing.T) {
 			want: &Pod{
 				Containers: []Container{{Name: "app", Count: 1, Cores: 50}},
 				Selector:   Selector{UseTypes: []string{"A100", "h100"}, NoUseTypes: []string{"MIG"}, UseUUIDs: []string{"GPU-1"}, NoUseUUIDs: []string{"GPU-2", "GPU-3"}},
-				NodePolicy: config.Spread, GPUPolicy: config.Binpack,
+				NodePolicy: settings.Spread, GPUPolicy: settings.Binpack,
 			}},
 		{name: "fragmentation policy", pod: pod(map[string]string{"vgpu.io/node-scheduler-policy": "fragmentation"}, nil, ctr("app", "nvidia.com/gpucores", "50")),
-			want: &Pod{Containers: []Container{{Name: "app", Count: 1, Cores: 50}}, NodePolicy: config.Fragmentation}},
+			want: &Pod{Containers: []Container{{Name: "app", Count: 1, Cores: 50}}, NodePolicy: settings.Fragmentation}},
 		{name: "privileged whole GPUs are fine", pod: pod(nil, nil, privWhole),
 			want: &Pod{Containers: []Container{{Name: "privwhole", Count: 2, Exclusive: true}}}},
 

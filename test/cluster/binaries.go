@@ -15,6 +15,8 @@ const (
 	EnvEtcdBin    = "VGPU_ETCD_BIN"
 	EnvKwokBin    = "VGPU_KWOK_BIN"
 	EnvKwokStages = "VGPU_KWOK_STAGES" // folder of kwok Stage YAML files
+	// containerd, ctr and containerd-shim-runc-v2, for the real node.
+	EnvContainerdBinDir = "VGPU_CONTAINERD_BIN_DIR"
 )
 
 // Binaries are the executables and kwok stage files a cluster runs.
@@ -25,6 +27,9 @@ type Binaries struct {
 	Etcd       string
 	Kwok       string
 	KwokStages []string
+	// The real node's (RealNodeOptions): found, not required, here.
+	Kubelet, ControllerManager, Proxy string
+	ContainerdDir                     string
 }
 
 // FindBinaries locates the binaries from the environment and, for each one
@@ -51,6 +56,11 @@ func FindBinaries() (Binaries, error) {
 		Kubectl:   joinIf(kubeDir, "kubectl"),
 		Etcd:      etcd,
 		Kwok:      kwok,
+
+		Kubelet:           joinIf(kubeDir, "kubelet"),
+		ControllerManager: joinIf(kubeDir, "kube-controller-manager"),
+		Proxy:             joinIf(kubeDir, "kube-proxy"),
+		ContainerdDir:     firstNonEmpty(os.Getenv(EnvContainerdBinDir), newestDir(cache, "containerd-*")),
 	}
 	var errs []error
 	for _, f := range []struct{ name, path, env string }{

@@ -51,6 +51,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// RealNode, when set, adds one real node (containerd, the kubelet)
+	// and the controllers it needs; see RealNodeOptions.
+	RealNode *RealNodeOptions
 }
 
 // Cluster is a running control plane.
@@ -83,6 +86,9 @@ type Cluster struct {
 	schedKC  string
 	schedURL string
 	etcdURL  string
+
+	realNode    *realNode
+	kubeletArgs []string
 
 	ctrlCancel context.CancelFunc
 	ctrlDone   chan struct{}
@@ -139,6 +145,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
 	c.CAFile = c.pki.CAFile
+	if opts.RealNode != nil {
+		if err := c.prepareRealNode(); err != nil {
+			return nil, fmt.Errorf("real node: %w", err)
+		}
+	}
 
 	if err := c.startEtcd(ctx); err != nil {
 		return nil, err
@@ -153,6 +164,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if !opts.NoScheduler {
 		if err := c.StartScheduler(ctx); err != nil {
 			return nil, err
+		}
+	}
+	if c.realNode != nil {
+		if err := c.startRealNode(ctx); err != nil {
+			return nil, fmt.Errorf("real node: %w", err)
 		}
 	}
 	opts.Logf("cluster up in %s: KUBECONFIG=%s", c.Dir, c.Kubeconfig)
@@ -175,7 +191,10 @@ func (c *Cluster) Stop() error {
 			c.stopProcess(order[i])
 		}
 		c.spawn.close()
-		if left := ProcessesUsing(c.Dir); len(left) > 0 {
+		if err := c.stopRealNode(); err != nil {
+			c.stopErr = fmt.Errorf("real node: %w", err)
+		}
+		if left := ProcessesUsing(c.Dir); len(left) > 0 && c.stopErr == nil {
 			c.stopErr = fmt.Errorf("processes still running after stop: %v", left)
 		}
 		if c.tempDir && c.stopErr == nil {
@@ -214,7 +233,7 @@ func (c *Cluster) stopProcess(name string) {
 }
 
 // launch starts a component and records it for Stop.
-func (c *Cluster) launch(name, bin string, args []string) (*process, error) {
+func (c *Cluster) launch(name, bin string, args []string, env ...string) (*process, error) {
 	c.mu.Lock()
 	if old := c.procs[name]; old != nil && old.running() {
 		c.mu.Unlock()
@@ -224,7 +243,7 @@ func (c *Cluster) launch(name, bin string, args []string) (*process, error) {
 	if err := checkExecutable(bin); err != nil {
 		return nil, fmt.Errorf("%s binary %w", name, err)
 	}
-	p, err := c.spawn.run(name, bin, args, c.logDir)
+	p, err := c.spawn.run(name, bin, args, c.logDir, env...)
 	if err != nil {
 		return nil, err
 	}
@@ -244,22 +263,22 @@ func (c *Cluster) waitHealthy(ctx context.Context, p *process, check func(contex
 	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
 	defer cancel()
 	var last error
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
-		last = check(cctx)
-		ccancel()
-		if last == nil {
-			return nil
-		}
+	err := waitFor(ctx, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
 		select {
 		case <-p.exited:
-			return p.exitError()
-		case <-ctx.Done():
-			return fmt.Errorf("%s not healthy after %s: %v; last lines of %s:\n%s",
-				p.name, c.opts.StartTimeout, last, p.logPath, tail(p.logPath, 20))
-		case <-time.After(100 * time.Millisecond):
+			return false, p.exitError()
+		default:
 		}
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		defer ccancel()
+		last = check(cctx)
+		return last == nil, nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%s not healthy after %s: %v; last lines of %s:\n%s",
+			p.name, c.opts.StartTimeout, last, p.logPath, tail(p.logPath, 20))
 	}
+	return err
 }
 
 // FreePorts reserves n distinct free loopback TCP ports. They are released

@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,7 +14,8 @@ import (
 	"time"
 
 	schedv1 "k8s.io/kube-scheduler/config/v1"
-	"sigs.k8s.io/yaml"
+
+	schedconfig "github.com/vgpu-io/vgpu/cmd/extender/config"
 )
 
 func TestSchedulerConfigKeepsTestSettings(t *testing.T) {
@@ -32,8 +35,8 @@ func TestSchedulerConfigKeepsTestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out schedv1.KubeSchedulerConfiguration
-	if err := yaml.UnmarshalStrict(raw, &out); err != nil {
+	out, err := schedconfig.Parse(raw)
+	if err != nil {
 		t.Fatalf("rendered config does not parse back: %v\n%s", err, raw)
 	}
 	if out.APIVersion != "kubescheduler.config.k8s.io/v1" || out.Kind != "KubeSchedulerConfiguration" {
@@ -169,5 +172,49 @@ func TestProcessesUsingIgnoresTheCallerAndItsAncestors(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "found=[]") {
 		t.Fatalf("ProcessesUsing counted an ancestor:\n%s", out)
+	}
+}
+
+// StartProcess waits for its check, and says at once, with the log, when
+// the process exits instead of becoming healthy; a check that never passes
+// ends at StartTimeout with its last error.
+func TestStartProcessWaitsForHealthOrExit(t *testing.T) {
+	dir := t.TempDir()
+	s := newSpawner()
+	defer s.close()
+	c := &Cluster{opts: Options{StartTimeout: 3 * time.Second, Logf: t.Logf}, spawn: s, logDir: dir, procs: map[string]*process{}}
+	defer func() {
+		for _, name := range []string{"slow", "crash", "stuck"} {
+			c.stopProcess(name)
+		}
+	}()
+	ctx := context.Background()
+
+	tries := 0
+	if err := c.StartProcess(ctx, "slow", "/bin/sleep", []string{"30"}, func(context.Context) error {
+		if tries++; tries < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	}); err != nil || tries != 3 {
+		t.Fatalf("healthy on the third check: err %v after %d checks", err, tries)
+	}
+
+	start := time.Now()
+	err := c.StartProcess(ctx, "crash", "/bin/sh", []string{"-c", "echo cannot open the socket; exit 3"}, func(context.Context) error {
+		return errors.New("connection refused")
+	})
+	if err == nil || !strings.Contains(err.Error(), "exited") || !strings.Contains(err.Error(), "cannot open the socket") {
+		t.Errorf("error %v, want one saying it exited, with its log", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the exit was reported after %v, not at once", d)
+	}
+
+	err = c.StartProcess(ctx, "stuck", "/bin/sleep", []string{"30"}, func(context.Context) error {
+		return errors.New("503 still loading")
+	})
+	if err == nil || !strings.Contains(err.Error(), "not healthy after 3s") || !strings.Contains(err.Error(), "503 still loading") {
+		t.Errorf("error %v, want one naming the timeout and the last check", err)
 	}
 }

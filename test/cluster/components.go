@@ -11,11 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
-	"sigs.k8s.io/yaml"
+
+	schedconfig "github.com/vgpu-io/vgpu/cmd/extender/config"
 )
 
 func (c *Cluster) startEtcd(ctx context.Context) error {
@@ -58,7 +60,11 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	serving, err := c.pki.issue("apiserver", "kube-apiserver", nil, []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
+	hosts := []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}
+	if c.realNode != nil {
+		hosts = append(hosts, c.realNode.servingHosts()...)
+	}
+	serving, err := c.pki.issue("apiserver", "kube-apiserver", nil, hosts)
 	if err != nil {
 		return err
 	}
@@ -86,6 +92,9 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--profiling=false",
+	}
+	if c.realNode != nil {
+		args = append(args, c.realNode.apiServerArgs()...)
 	}
 	p, err := c.launch("kube-apiserver", c.bins.APIServer, append(args, c.opts.APIServerArgs...))
 	if err != nil {
@@ -225,16 +234,7 @@ func (c *Cluster) StopScheduler() {
 // writeSchedulerConfig renders cfg (or the default profile) with the
 // harness's connection settings.
 func writeSchedulerConfig(path string, cfg *schedv1.KubeSchedulerConfiguration, kubeconfig string) error {
-	var out schedv1.KubeSchedulerConfiguration
-	if cfg != nil {
-		out = *cfg.DeepCopy()
-	}
-	out.APIVersion = schedv1.SchemeGroupVersion.String()
-	out.Kind = "KubeSchedulerConfiguration"
-	out.ClientConnection.Kubeconfig = kubeconfig
-	leader := false
-	out.LeaderElection.LeaderElect = &leader
-	b, err := yaml.Marshal(&out)
+	b, err := schedconfig.Local{Kubeconfig: kubeconfig}.Render(cfg)
 	if err != nil {
 		return fmt.Errorf("kube-scheduler config: %w", err)
 	}
@@ -328,19 +328,8 @@ func httpGet(ctx context.Context, client *http.Client, url string) (string, erro
 	return string(b), nil
 }
 
-// waitFor polls cond every interval until it returns true, an error, or ctx ends.
+// waitFor polls cond every interval, at once first, until it returns true,
+// an error, or ctx ends.
 func waitFor(ctx context.Context, interval time.Duration, cond func(context.Context) (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		ok, err := cond(ctx)
-		if err != nil || ok {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return wait.PollUntilContextCancel(ctx, interval, true, cond)
 }

@@ -75,7 +75,7 @@ type process struct {
 	stopOnce sync.Once
 }
 
-func (s *spawner) run(name, bin string, args []string, logDir string) (*process, error) {
+func (s *spawner) run(name, bin string, args []string, logDir string, env ...string) (*process, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -84,7 +84,7 @@ func (s *spawner) run(name, bin string, args []string, logDir string) (*process,
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = lf
 	cmd.Stderr = lf
-	cmd.Env = append(os.Environ(), "HOME="+logDir) // kwok and kubectl read ~/.kube and ~/.kwok
+	cmd.Env = append(append(os.Environ(), "HOME="+logDir), env...) // kwok and kubectl read ~/.kube and ~/.kwok
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,
 		Pdeathsig: syscall.SIGKILL,

@@ -20,13 +20,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/client-go/kubernetes"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
-	"github.com/vgpu-io/vgpu/lib/config"
+	schedconfig "github.com/vgpu-io/vgpu/cmd/extender/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 )
 
@@ -55,28 +54,13 @@ func repoRoot() (string, error) {
 }
 
 // SchedulerConfig is the extender's own KubeSchedulerConfiguration
-// (cmd/extender/config/scheduler-config.yaml, the file the manifests carry)
-// with its extender at url. The harness fills in the kubeconfig and turns
-// leader election off.
+// (cmd/extender/config, the file the manifests carry) with its extender at
+// url. The harness fills in the kubeconfig and turns leader election off.
 func SchedulerConfig(url string) (*schedv1.KubeSchedulerConfiguration, error) {
-	root, err := repoRoot()
+	cfg, err := schedconfig.At(url)
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(filepath.Join(root, "cmd", "extender", "config", "scheduler-config.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	s := runtime.NewScheme()
-	if err := schedv1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	obj, _, err := json.NewSerializerWithOptions(json.DefaultMetaFactory, s, s, json.SerializerOptions{Yaml: true, Strict: true}).Decode(data, nil, nil)
-	if err != nil {
-		return nil, fmt.Errorf("scheduler-config.yaml: %w", err)
-	}
-	cfg := obj.(*schedv1.KubeSchedulerConfiguration)
-	cfg.Extenders[0].URLPrefix = url
 	cfg.LeaderElection.ResourceName, cfg.LeaderElection.ResourceNamespace = "", ""
 	return cfg, nil
 }
@@ -129,7 +113,7 @@ func StartExtender(ctx context.Context, c *cluster.Cluster, extraArgs ...string)
 	}
 	e.Process = Process{c: c, name: ExtenderName, bin: bin, args: append([]string{
 		"--listen=127.0.0.1:" + strconv.Itoa(ports[0]),
-		"--health-listen=127.0.0.1:" + strconv.Itoa(ports[1]),
+		"--metrics-address=127.0.0.1:" + strconv.Itoa(ports[1]),
 		"--kubeconfig=" + c.Kubeconfig,
 	}, extraArgs...), ready: func(ctx context.Context) error { return get(ctx, e.HealthURL+"/readyz", nil) }}
 	return e, e.Start(ctx)
@@ -193,7 +177,7 @@ func dryRunGPUPod(ctx context.Context, cs kubernetes.Interface) error {
 }
 
 // SetSettings writes the vgpu-settings ConfigMap (creating its namespace).
-func SetSettings(ctx context.Context, c *cluster.Cluster, s config.Settings) error {
+func SetSettings(ctx context.Context, c *cluster.Cluster, s settings.Settings) error {
 	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, contract.DefaultNamespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		if err := c.CreateNamespace(ctx, contract.DefaultNamespace); err != nil {
 			return err

@@ -43,7 +43,7 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		"--cdi-dir=" + NodeAgentCDIDir(c, node),
 	}, extraArgs...)
 	name := NodeAgentName(node)
-	healthz := fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[0])
+	healthz := fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[0])
 	if err := c.StartProcess(ctx, name, bin, args, cluster.HTTPReady(healthz)); err != nil {
 		return fmt.Errorf("node agent of %s: %w (log: %s)", node, err, c.LogPath(name))
 	}

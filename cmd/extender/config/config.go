@@ -46,6 +46,20 @@ func Parse(data []byte) (*kubeschedulerv1.KubeSchedulerConfiguration, error) {
 	return cfg, nil
 }
 
+// At returns scheduler-config.yaml with the extender at url (DefaultURL
+// when empty): the one place the shipped configuration is read, by the
+// local harness, the tests and the benchmark alike.
+func At(url string) (*kubeschedulerv1.KubeSchedulerConfiguration, error) {
+	cfg, err := Parse(YAML)
+	if err != nil {
+		return nil, err
+	}
+	if url != "" {
+		cfg.Extenders[0].URLPrefix = url
+	}
+	return cfg, nil
+}
+
 // Local adjusts the configuration for a kube-scheduler outside the cluster.
 type Local struct {
 	// Kubeconfig is the scheduler's kubeconfig file.
@@ -60,9 +74,23 @@ type Local struct {
 // ForLocal returns scheduler-config.yaml with a kubeconfig, the extender's
 // URL and, since a lone scheduler has nobody to elect, no leader election.
 func ForLocal(l Local) ([]byte, error) {
-	cfg, err := Parse(YAML)
+	cfg, err := At(l.URL)
 	if err != nil {
 		return nil, err
+	}
+	return l.Render(cfg)
+}
+
+// Render returns a copy of cfg (nil: an empty configuration) as YAML for a
+// kube-scheduler outside the cluster: l's kubeconfig and client limits, no
+// leader election; and l's URL for the extender when both are set.
+func (l Local) Render(in *kubeschedulerv1.KubeSchedulerConfiguration) ([]byte, error) {
+	cfg := &kubeschedulerv1.KubeSchedulerConfiguration{}
+	if in != nil {
+		cfg = in.DeepCopy()
+	}
+	if l.URL != "" && len(cfg.Extenders) > 0 {
+		cfg.Extenders[0].URLPrefix = l.URL
 	}
 	no := false
 	cfg.LeaderElection.LeaderElect = &no
@@ -73,9 +101,6 @@ func ForLocal(l Local) ([]byte, error) {
 	}
 	if l.Burst != 0 {
 		cfg.ClientConnection.Burst = l.Burst
-	}
-	if l.URL != "" {
-		cfg.Extenders[0].URLPrefix = l.URL
 	}
 	cfg.APIVersion, cfg.Kind = kubeschedulerv1.SchemeGroupVersion.String(), "KubeSchedulerConfiguration"
 	return yaml.Marshal(cfg)

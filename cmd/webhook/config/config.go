@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vgpu-io/vgpu/internal/patch"
 	"github.com/vgpu-io/vgpu/lib/contract"
 )
 
@@ -227,16 +228,16 @@ func Apply(ctx context.Context, cs kubernetes.Interface, e Endpoint) error {
 func PatchCABundle(ctx context.Context, cs kubernetes.Interface, name string, caPEM []byte) error {
 	// A JSON patch with "test" on the name guards against a configuration
 	// whose webhook list was reordered by someone else.
-	patch := func(name string) []byte {
-		return []byte(fmt.Sprintf(`[{"op":"test","path":"/webhooks/0/name","value":%q},{"op":"add","path":"/webhooks/0/clientConfig/caBundle","value":%q}]`,
-			name, base64.StdEncoding.EncodeToString(caPEM)))
+	caBundle := func(name string) []byte {
+		return patch.JSON(patch.Op{Op: "test", Path: "/webhooks/0/name", Value: name},
+			patch.Op{Op: "add", Path: "/webhooks/0/clientConfig/caBundle", Value: base64.StdEncoding.EncodeToString(caPEM)})
 	}
 	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, name, types.JSONPatchType,
-		patch(MutatingWebhookName), metav1.PatchOptions{}); err != nil {
+		caBundle(MutatingWebhookName), metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("patch caBundle of MutatingWebhookConfiguration %s: %w", name, err)
 	}
 	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Patch(ctx, name, types.JSONPatchType,
-		patch(ValidatingWebhookName), metav1.PatchOptions{}); err != nil {
+		caBundle(ValidatingWebhookName), metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("patch caBundle of ValidatingWebhookConfiguration %s: %w", name, err)
 	}
 	return nil

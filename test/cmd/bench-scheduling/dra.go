@@ -11,10 +11,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/dra"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/gpunode"
 )
@@ -52,7 +52,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				devs, err := dra.Devices(list, config.Default())
+				devs, err := dra.Devices(list, settings.Default())
 				if err != nil {
 					return err
 				}

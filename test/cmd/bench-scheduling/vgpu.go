@@ -2,16 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
@@ -26,7 +28,7 @@ func init() {
 		name: "vgpu",
 		node: gpunode.Spec{Model: gpunode.A100_80GB, SplitCount: 10},
 		setup: func(ctx context.Context, c *cluster.Cluster) (*schedv1.KubeSchedulerConfiguration, error) {
-			if err := daemons.SetSettings(ctx, c, config.Default()); err != nil {
+			if err := daemons.SetSettings(ctx, c, settings.Default()); err != nil {
 				return nil, err
 			}
 			var err error
@@ -100,10 +102,15 @@ func init() {
 		name: "shares",
 		node: gpunode.Spec{Model: gpunode.A100_80GB, SplitCount: 10},
 		setup: func(context.Context, *cluster.Cluster) (*schedv1.KubeSchedulerConfiguration, error) {
-			args := fmt.Sprintf(`{"apiVersion":"kubescheduler.config.k8s.io/v1","kind":"NodeResourcesFitArgs","ignoredResources":["%s","%s","%s"]}`,
-				contract.ResourceMemory, contract.ResourceMemoryPercentage, contract.ResourceCores)
+			args, err := json.Marshal(schedv1.NodeResourcesFitArgs{
+				TypeMeta:         metav1.TypeMeta{APIVersion: schedv1.SchemeGroupVersion.String(), Kind: "NodeResourcesFitArgs"},
+				IgnoredResources: []string{contract.ResourceMemory, contract.ResourceMemoryPercentage, contract.ResourceCores},
+			})
+			if err != nil {
+				return nil, err
+			}
 			return &schedv1.KubeSchedulerConfiguration{Profiles: []schedv1.KubeSchedulerProfile{{
-				PluginConfig: []schedv1.PluginConfig{{Name: "NodeResourcesFit", Args: runtime.RawExtension{Raw: []byte(args)}}},
+				PluginConfig: []schedv1.PluginConfig{{Name: "NodeResourcesFit", Args: runtime.RawExtension{Raw: args}}},
 			}}}, nil
 		},
 		pod: func(i int) *corev1.Pod {

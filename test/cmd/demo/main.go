@@ -19,10 +19,11 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
@@ -112,8 +113,8 @@ func run(ctx context.Context, o options) error {
 	say("API server %s, logs in %s", c.APIServerURL, filepath.Join(o.dir, "logs"))
 
 	step("2/6", "starting vgpu: extender beside kube-scheduler, webhook, and per node a device plugin and a monitor")
-	settings := config.Default()
-	if err := daemons.SetSettings(ctx, c, settings); err != nil {
+	st := settings.Default()
+	if err := daemons.SetSettings(ctx, c, st); err != nil {
 		return err
 	}
 	ext, err := daemons.StartExtender(ctx, c)
@@ -165,7 +166,7 @@ func run(ctx context.Context, o options) error {
 	}
 	examples := filepath.Join(o.repo, "examples")
 
-	step("3/6", fmt.Sprintf("applying examples/ under node policy %s, GPU policy %s", settings.NodeSchedulerPolicy, settings.GPUSchedulerPolicy))
+	step("3/6", fmt.Sprintf("applying examples/ under node policy %s, GPU policy %s", st.NodeSchedulerPolicy, st.GPUSchedulerPolicy))
 	if err := applyExamples(ctx, c, kubectl, examples, o.timeout); err != nil {
 		return err
 	}
@@ -184,8 +185,8 @@ func run(ctx context.Context, o options) error {
 	}
 
 	step("5/6", "switching both policies to spread (the settings ConfigMap, no restart) and re-applying")
-	settings.NodeSchedulerPolicy, settings.GPUSchedulerPolicy = config.Spread, config.Spread
-	if err := daemons.SetSettings(ctx, c, settings); err != nil {
+	st.NodeSchedulerPolicy, st.GPUSchedulerPolicy = settings.Spread, settings.Spread
+	if err := daemons.SetSettings(ctx, c, st); err != nil {
 		return err
 	}
 	if err := kubectl("delete", "-k", examples, "--wait=true"); err != nil {
@@ -241,7 +242,7 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 		"--libvgpu=" + filepath.Join(o.repo, "libvgpu", "build", "libvgpu.so"),
 		"--metrics-address=" + plugin,
 		"--advertise-capacity",
-	}, cluster.HTTPReady("http://"+plugin+"/healthz"))
+	}, cluster.HTTPReady("http://"+plugin+"/readyz"))
 	if err != nil {
 		return fmt.Errorf("device plugin of %s: %w (log %s)", node, err, c.LogPath("deviceplugin-"+node))
 	}
@@ -249,8 +250,8 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 	err = c.StartProcess(ctx, "monitor-"+node, filepath.Join(o.binDir, "monitor"), []string{
 		"--node-name=" + node, "--nvml=" + mock, "--kubeconfig=" + c.Kubeconfig,
 		"--host-root=" + filepath.Join(dir, "vgpu"), "--proc-root=" + filepath.Join(dir, "proc"),
-		"--listen=" + monitor,
-	}, cluster.HTTPReady("http://"+monitor+"/healthz"))
+		"--metrics-address=" + monitor,
+	}, cluster.HTTPReady("http://"+monitor+"/readyz"))
 	if err != nil {
 		return fmt.Errorf("monitor of %s: %w (log %s)", node, err, c.LogPath("monitor-"+node))
 	}
@@ -263,20 +264,17 @@ func waitInventories(ctx context.Context, c *cluster.Cluster, nodes []string, ti
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for _, n := range nodes {
-		for {
+		err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 			node, err := c.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
-			if err == nil {
-				_, derr := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
-				slots := node.Status.Allocatable[corev1.ResourceName(contract.ResourceGPU)]
-				if derr == nil && !slots.IsZero() {
-					break
-				}
+			if err != nil {
+				return false, nil
 			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("node %s: no vgpu inventory from its device plugin: %w", n, ctx.Err())
-			case <-time.After(200 * time.Millisecond):
-			}
+			_, derr := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
+			slots := node.Status.Allocatable[corev1.ResourceName(contract.ResourceGPU)]
+			return derr == nil && !slots.IsZero(), nil
+		})
+		if err != nil {
+			return fmt.Errorf("node %s: no vgpu inventory from its device plugin: %w", n, err)
 		}
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/test/cluster"
@@ -113,23 +114,30 @@ func runUp(ctx context.Context, f *flags) error {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	deadline := time.After(f.timeout)
-	for {
-		if kc, err := os.ReadFile(filepath.Join(dir, readyFile)); err == nil && len(kc) > 0 {
-			fmt.Printf("export KUBECONFIG=%s\n", strings.TrimSpace(string(kc)))
-			return nil
-		}
+	wctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	var kc []byte
+	err = wait.PollUntilContextCancel(wctx, 200*time.Millisecond, true, func(context.Context) (bool, error) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("cluster failed to start (%v); see %s:\n%s", err, logf.Name(), readTail(logf.Name()))
-		case <-deadline:
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			return fmt.Errorf("cluster not up after %s; see %s", f.timeout, logf.Name())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+			return false, fmt.Errorf("cluster failed to start (%v); see %s:\n%s", err, logf.Name(), readTail(logf.Name()))
+		default:
 		}
+		var err error
+		kc, err = os.ReadFile(filepath.Join(dir, readyFile))
+		return err == nil && len(kc) > 0, nil
+	})
+	switch {
+	case err == nil:
+		fmt.Printf("export KUBECONFIG=%s\n", strings.TrimSpace(string(kc)))
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case wctx.Err() != nil:
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		return fmt.Errorf("cluster not up after %s; see %s", f.timeout, logf.Name())
 	}
+	return err
 }
 
 func runServe(f *flags) error {
@@ -179,10 +187,8 @@ func runDown(f *flags) error {
 	pid, alive := supervisor(dir)
 	if alive {
 		_ = syscall.Kill(pid, syscall.SIGTERM)
-		deadline := time.Now().Add(45 * time.Second)
-		for processAlive(pid) && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
+		_ = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 45*time.Second, true,
+			func(context.Context) (bool, error) { return !processAlive(pid), nil })
 		if processAlive(pid) {
 			// Its components die with it (Pdeathsig).
 			_ = syscall.Kill(pid, syscall.SIGKILL)

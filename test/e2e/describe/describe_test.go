@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -24,23 +23,21 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	schedv1 "k8s.io/kube-scheduler/config/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/region"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+	"github.com/vgpu-io/vgpu/internal/testutil"
+)
 
 const ns = "e2e-describe"
 
@@ -122,43 +119,20 @@ func normalize(s string, uuids map[string]string) string {
 	})
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -update creates it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("differs from %s (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
-
 // startExtender runs vgpu's extender and points kube-scheduler at it with
 // the scheduler configuration the manifests ship.
 func startExtender(t *testing.T, ctx context.Context, c *cluster.Cluster) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "cmd", "extender", "config", "scheduler-config.yaml"))
+	listen, health := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, err := daemons.SchedulerConfig("http://" + listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg schedv1.KubeSchedulerConfiguration
-	if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
-		t.Fatalf("scheduler-config.yaml: %v", err)
-	}
-	listen, health := fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg.Extenders[0].URLPrefix = "http://" + listen
-	args := []string{"--kubeconfig", c.Kubeconfig, "--listen", listen, "--health-listen", health}
+	args := []string{"--kubeconfig", c.Kubeconfig, "--listen", listen, "--metrics-address", health}
 	if err := c.StartProcess(ctx, "extender", build(t, "extender"), args, cluster.HTTPReady("http://"+health+"/readyz")); err != nil {
 		t.Fatalf("extender: %v (log %s)", err, c.LogPath("extender"))
 	}
-	c.SetSchedulerConfig(&cfg)
+	c.SetSchedulerConfig(cfg)
 	if err := c.StartScheduler(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +230,7 @@ func TestDescribeNodeOnControlPlane(t *testing.T) {
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("describe node %s: exit %d, stderr %q", target, r.code, r.stderr)
 	}
-	golden(t, "node", normalize(r.stdout, uuids))
+	testutil.Golden(t, "node", normalize(r.stdout, uuids))
 
 	// The numbers, from the JSON form, against the books: what describe
 	// shows is what the scheduler holds.
@@ -287,7 +261,7 @@ func TestDescribeNodeOnControlPlane(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("describe node: exit %d, stderr %q", r.code, r.stderr)
 	}
-	golden(t, "list", r.stdout)
+	testutil.Golden(t, "list", r.stdout)
 
 	r = run(t, bin, c.Kubeconfig, "describe", "node", "no-such-node")
 	if r.code != 1 || !strings.Contains(r.stderr, `Error from server (NotFound): nodes "no-such-node" not found`) {
@@ -376,9 +350,9 @@ func runMonitor(t *testing.T, ctx context.Context, c *cluster.Cluster, node, roo
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	args := []string{"--kubeconfig", kc, "--node-name", node, "--host-root", root, "--proc-root", filepath.Join(root, "proc"),
-		"--nvml", gpunode.MockFlag(gpunode.A100_40GB, 3), "--listen", addr, "--stale-grace", "1s", "--sweep-interval", "200ms"}
+		"--nvml", gpunode.MockFlag(gpunode.A100_40GB, 3), "--metrics-address", addr, "--stale-grace", "1s", "--sweep-interval", "200ms"}
 	args = append(args, extra...)
-	err = c.StartProcess(ctx, "monitor", build(t, "monitor"), args, cluster.HTTPReady("http://"+addr+"/healthz"))
+	err = c.StartProcess(ctx, "monitor", build(t, "monitor"), args, cluster.HTTPReady("http://"+addr+"/readyz"))
 	if err != nil {
 		t.Fatalf("monitor: %v (log %s)", err, c.LogPath("monitor"))
 	}
@@ -416,7 +390,7 @@ func bindOnNode(t *testing.T, ctx context.Context, c *cluster.Cluster, node stri
 	t.Helper()
 	books := ledger.New()
 	books.SetInventory(node, inv)
-	pol := placement.DefaultPolicies(config.Default())
+	pol := placement.DefaultPolicies(settings.Default())
 	created := map[string]*corev1.Pod{}
 	for _, p := range pods {
 		rp, err := request.FromPod(p)
@@ -493,7 +467,7 @@ func TestMonitorAndUsageOnControlPlane(t *testing.T) {
 	for _, g := range inv.GPUs {
 		uuids[g.UUID] = fmt.Sprintf("GPU-<%d>", g.Index)
 	}
-	golden(t, "node-usage", strings.ReplaceAll(normalize(r.stdout, uuids), addr, "MONITOR"))
+	testutil.Golden(t, "node-usage", strings.ReplaceAll(normalize(r.stdout, uuids), addr, "MONITOR"))
 
 	// The deleted pod's region goes after the 1 s grace; the others stay.
 	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, "gone", metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {

@@ -15,9 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
@@ -28,7 +28,7 @@ func TestMockNodeInventoryIsScheduledOn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	s := config.Default()
+	s := settings.Default()
 	s.DeviceSplitCount = 5
 	if err := daemons.SetSettings(ctx, c, s); err != nil {
 		t.Fatal(err)

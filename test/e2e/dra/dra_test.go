@@ -22,9 +22,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/dra"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
@@ -235,7 +235,7 @@ func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *clu
 func draCluster(ctx context.Context, t *testing.T) *cluster.Cluster {
 	t.Helper()
 	c := cluster.Run(t, cluster.Options{})
-	s := config.Default()
+	s := settings.Default()
 	s.DeviceSplitCount = split
 	if err := daemons.SetSettings(ctx, c, s); err != nil {
 		t.Fatal(err)

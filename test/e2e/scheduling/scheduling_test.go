@@ -22,12 +22,14 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 const ns = "vgpu-e2e"
@@ -43,7 +45,7 @@ func TestScheduling(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	e := &env{c: c}
-	must(t, daemons.SetSettings(ctx, c, config.Default()))
+	must(t, daemons.SetSettings(ctx, c, settings.Default()))
 	var err error
 	if e.ext, err = daemons.StartExtender(ctx, c, "--log-level=debug"); err != nil {
 		t.Fatal(err)
@@ -80,17 +82,11 @@ func must(t *testing.T, err error) {
 // gpuPod is a pod of one container "work" with the given limits. It names
 // no scheduler: the webhook routes it.
 func gpuPod(name string, ann map[string]string, kv ...string) *corev1.Pod {
-	limits := corev1.ResourceList{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		limits[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: ann, Labels: map[string]string{"app": "vgpu-e2e"}},
-		Spec: corev1.PodSpec{
-			Containers:                   []corev1.Container{{Name: "work", Image: "nvidia/cuda:12.4.0-base-ubuntu22.04", Resources: corev1.ResourceRequirements{Limits: limits}}},
-			AutomountServiceAccountToken: new(bool),
-		},
-	}
+	p := testutil.Pod(name, testutil.Namespace(ns), testutil.UID(""), testutil.Annotations(ann), testutil.Labels(map[string]string{"app": "vgpu-e2e"}),
+		testutil.Container("work", kv...))
+	p.Spec.Containers[0].Image = "nvidia/cuda:12.4.0-base-ubuntu22.04"
+	p.Spec.AutomountServiceAccountToken = new(bool)
+	return p
 }
 
 // place creates the pod, waits until it is bound and returns its
@@ -187,9 +183,9 @@ func countMetric(text, name string) int {
 	return n
 }
 
-func (e *env) settings(t *testing.T, ctx context.Context, node, gpu config.Policy) {
+func (e *env) settings(t *testing.T, ctx context.Context, node, gpu settings.Policy) {
 	t.Helper()
-	s := config.Default()
+	s := settings.Default()
 	s.NodeSchedulerPolicy, s.GPUSchedulerPolicy = node, gpu
 	must(t, daemons.SetSettings(ctx, e.c, s))
 	// The extender picks it up from its informer; give the watch a moment.
@@ -202,7 +198,7 @@ func gpuOf(a assign.Pod) string { return a.Containers[0].Devices[0].UUID }
 func (e *env) placement(t *testing.T, ctx context.Context, nodes []string) {
 	t.Run("binpack nodes, binpack GPUs", func(t *testing.T) {
 		defer e.cleanup(t, ctx)
-		e.settings(t, ctx, config.Binpack, config.Binpack)
+		e.settings(t, ctx, settings.Binpack, settings.Binpack)
 		a1 := e.place(t, ctx, gpuPod("bb-1", nil, contract.ResourceMemory, "20000", contract.ResourceCores, "20"))
 		a2 := e.place(t, ctx, gpuPod("bb-2", nil, contract.ResourceMemoryPercentage, "25", contract.ResourceCores, "30"))
 		a3 := e.place(t, ctx, gpuPod("bb-3", nil, contract.ResourceMemory, "10000"))
@@ -219,7 +215,7 @@ func (e *env) placement(t *testing.T, ctx context.Context, nodes []string) {
 	})
 	t.Run("spread nodes, spread GPUs", func(t *testing.T) {
 		defer e.cleanup(t, ctx)
-		e.settings(t, ctx, config.Spread, config.Spread)
+		e.settings(t, ctx, settings.Spread, settings.Spread)
 		a1 := e.place(t, ctx, gpuPod("ss-1", nil, contract.ResourceMemory, "20000"))
 		a2 := e.place(t, ctx, gpuPod("ss-2", nil, contract.ResourceMemory, "20000"))
 		a3 := e.place(t, ctx, gpuPod("ss-3", nil, contract.ResourceMemory, "20000"))
@@ -232,7 +228,7 @@ func (e *env) placement(t *testing.T, ctx context.Context, nodes []string) {
 	})
 	t.Run("binpack nodes, spread GPUs, with a pod overriding both", func(t *testing.T) {
 		defer e.cleanup(t, ctx)
-		e.settings(t, ctx, config.Binpack, config.Spread)
+		e.settings(t, ctx, settings.Binpack, settings.Spread)
 		a1 := e.place(t, ctx, gpuPod("bs-1", nil, contract.ResourceMemory, "20000"))
 		a2 := e.place(t, ctx, gpuPod("bs-2", nil, contract.ResourceMemory, "20000"))
 		if a1.Node != a2.Node || gpuOf(a1) == gpuOf(a2) {
@@ -254,7 +250,7 @@ func (e *env) placement(t *testing.T, ctx context.Context, nodes []string) {
 	})
 	t.Run("whole GPUs are exclusive", func(t *testing.T) {
 		defer e.cleanup(t, ctx)
-		e.settings(t, ctx, config.Binpack, config.Binpack)
+		e.settings(t, ctx, settings.Binpack, settings.Binpack)
 		a1 := e.place(t, ctx, gpuPod("w-1", nil, contract.ResourceGPU, "2"))
 		a2 := e.place(t, ctx, gpuPod("w-2", nil, contract.ResourceMemory, "1000"))
 		for _, d := range a1.Containers[0].Devices {
@@ -322,7 +318,7 @@ func (e *env) admission(t *testing.T, ctx context.Context) {
 // deleted: the waiting pod must be bound within 10 s.
 func (e *env) requeue(t *testing.T, ctx context.Context, nodes []string) {
 	defer e.cleanup(t, ctx)
-	e.settings(t, ctx, config.Binpack, config.Spread)
+	e.settings(t, ctx, settings.Binpack, settings.Spread)
 	var fill []string
 	for i := range 8 * len(nodes) {
 		name := fmt.Sprintf("fill-%02d", i)
@@ -392,7 +388,7 @@ func podScheduled(p *corev1.Pod) *corev1.PodCondition {
 // cores or vGPUs than it has, by the assignments read back from the API.
 func (e *env) burst(t *testing.T, ctx context.Context) {
 	defer e.cleanup(t, ctx)
-	e.settings(t, ctx, config.Binpack, config.Spread)
+	e.settings(t, ctx, settings.Binpack, settings.Spread)
 	more, err := gpunode.Create(ctx, e.c.Client, gpunode.Spec{Prefix: "h100", Count: 6, GPUs: 8, Model: gpunode.H100_80GB, SplitCount: 10})
 	must(t, err)
 	must(t, e.c.WaitForNodesReady(ctx, more...))

@@ -1,8 +1,8 @@
 // Package containerspec turns one container's assignment into the container
-// contract the kubelet applies (docs/contract.md): environment for the NVIDIA
-// runtime, the limits file libvgpu reads, the container's region (created
-// with real blocks), and the mounts of libvgpu, the limits file and the
-// region directory.
+// contract the kubelet applies (docs/contract.md#container-contract):
+// environment for the NVIDIA runtime, the limits file libvgpu reads, the
+// container's region (created with real blocks), and the mounts of libvgpu,
+// the limits file and the region directory.
 package containerspec
 
 import (

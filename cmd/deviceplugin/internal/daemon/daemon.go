@@ -7,21 +7,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
@@ -34,10 +33,11 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/kubeletplugin"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/podresolver"
-	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/settings"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
-	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
+	"github.com/vgpu-io/vgpu/internal/settingswatch"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/settings"
 	"github.com/vgpu-io/vgpu/lib/version"
 )
 
@@ -53,7 +53,8 @@ type Config struct {
 	SysfsRoot         string
 	Namespace         string
 	SettingsConfigMap string
-	// MetricsAddress serves /healthz and /metrics; "" serves nothing.
+	// MetricsAddress serves /healthz, /readyz and /metrics; "" serves
+	// nothing.
 	MetricsAddress    string
 	IgnoredXids       []uint64
 	AdvertiseCapacity bool
@@ -96,7 +97,6 @@ func OpenNVML(spec, node string) (nvml.Interface, error) {
 
 // Run runs the device plugin until ctx ends.
 func Run(ctx context.Context, cfg Config, deps Deps) error {
-	log := deps.Log
 	if cfg.NodeName == "" {
 		return errors.New("the node name is empty: set --node-name or NODE_NAME (the downward API's spec.nodeName)")
 	}
@@ -108,25 +108,89 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		}
 		defer lib.Shutdown()
 	}
+	gpus, err := discover(lib, cfg, deps.Log)
+	if err != nil {
+		return err
+	}
+	var serving atomic.Bool
+	health := healthserver.New(deps.Registry, func() error {
+		if !serving.Load() {
+			return errors.New("not serving the kubelet yet")
+		}
+		return nil
+	})
+	m := metrics.New(health.Registry)
+	state := gpustate.New(gpus, settings.Default())
+	host, err := installLibvgpu(cfg, deps.Log)
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Settings first: the first inventory and device list use them.
+	if err := watchSettings(ctx, cfg, deps, state); err != nil {
+		return err
+	}
+	if cfg.Mode == ModeDRA {
+		return runDRA(ctx, cfg, deps, lib, gpus, state, m, health, &serving, host.LibDir)
+	}
+	// One GPU, one booking: a slice left from DRA mode goes first.
+	if n, err := draslice.DeleteSlices(ctx, deps.Client, cfg.NodeName); err != nil {
+		deps.Log.Warn("cannot check for ResourceSlices left from DRA mode", zap.Error(err))
+	} else if n > 0 {
+		deps.Log.Info("deleted ResourceSlices left from DRA mode", zap.Int("slices", n))
+	}
+	resolver, nodes, kick, err := watchNodeAndPods(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	go watchHealth(ctx, lib, gpus, cfg.IgnoredXids, state, m, deps.Log)
+	pub := &inventory.Publisher{Node: cfg.NodeName, Client: deps.Client, Nodes: nodes, State: state,
+		Metrics: m, Log: deps.Log, AdvertiseCapacity: cfg.AdvertiseCapacity}
+	go pub.Run(ctx, kick)
+
+	errs := make(chan error, 2)
+	if cfg.MetricsAddress != "" {
+		ln, err := healthserver.Listen(healthserver.Flag, cfg.MetricsAddress)
+		if err != nil {
+			return err
+		}
+		go func() { errs <- healthserver.Serve(ctx, ln, health.Mux(), deps.Log) }()
+	}
+	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host}, state, resolver, m, deps.Log)
+	go func() { errs <- plugin.Run(ctx) }()
+	serving.Store(true)
+	if deps.Ready != nil {
+		deps.Ready()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errs:
+		return err
+	}
+}
+
+// discover lists the node's GPUs; a node without any has nothing to do here.
+func discover(lib nvml.Interface, cfg Config, log *zap.Logger) ([]device.GPU, error) {
 	gpus, err := discovery.Discover(lib, cfg.SysfsRoot)
 	if errors.Is(err, discovery.ErrNoGPU) {
-		return fmt.Errorf("%w: nothing to share on node %s; run the plugin only on GPU nodes (label %s)", err, cfg.NodeName, "vgpu.io/gpu-node")
+		return nil, fmt.Errorf("%w: nothing to share on node %s; run the plugin only on GPU nodes (label %s)", err, cfg.NodeName, "vgpu.io/gpu-node")
 	}
 	if err != nil {
-		return fmt.Errorf("GPU discovery: %w", err)
+		return nil, fmt.Errorf("GPU discovery: %w", err)
 	}
 	for _, g := range gpus {
-		log.Info("found GPU", zap.Int("index", g.Index), zap.String("uuid", g.UUID), zap.String("model", g.Model),
+		log.Info("found GPU", zap.Int("index", g.Index), zap.String("gpu", g.UUID), zap.String("model", g.Model),
 			zap.Int64("memoryMiB", g.MemoryMiB), zap.Int("numaNode", g.NUMANode))
 	}
+	return gpus, nil
+}
 
-	reg := deps.Registry
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	m := metrics.New(reg)
-	state := gpustate.New(gpus, config.Default())
-
+// installLibvgpu copies libvgpu onto the host; without it containers still
+// get their GPUs, but no limits, and the log says so.
+func installLibvgpu(cfg Config, log *zap.Logger) (containerspec.Host, error) {
 	host := containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "containers")}
 	libDir, err := install.Install(cfg.LibvgpuSource, filepath.Join(cfg.HostRoot, "lib"), version.Version)
 	switch {
@@ -134,48 +198,42 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		log.Warn("libvgpu is not in the plugin image: containers get their GPUs but no memory or compute limits (no libvgpu mount, no LD_PRELOAD)",
 			zap.String("source", cfg.LibvgpuSource))
 	case err != nil:
-		return fmt.Errorf("installing libvgpu: %w", err)
+		return host, fmt.Errorf("installing libvgpu: %w", err)
 	default:
 		host.LibDir = libDir
 		log.Info("installed libvgpu", zap.String("dir", libDir))
 	}
+	return host, nil
+}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	// Settings first: the first inventory and device list use them.
-	cmFactory := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0, informers.WithNamespace(cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.SettingsConfigMap).String()
-		}))
-	cmInformer := cmFactory.Core().V1().ConfigMaps().Informer()
-	if _, err := cmInformer.AddEventHandler(settings.Handler(state, log)); err != nil {
+// watchSettings applies the settings ConfigMap to state, waiting a while for
+// its first reading.
+func watchSettings(ctx context.Context, cfg Config, deps Deps, state *gpustate.State) error {
+	w, err := settingswatch.New(deps.Client, cfg.Namespace, cfg.SettingsConfigMap, deps.Log,
+		func(s settings.Settings) { state.SetSettings(s) })
+	if err != nil {
 		return err
 	}
-	cmFactory.Start(ctx.Done())
+	w.Start(ctx.Done())
 	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
-	if !cache.WaitForCacheSync(syncCtx.Done(), cmInformer.HasSynced) {
-		log.Warn("settings ConfigMap not readable yet; starting with the defaults",
+	defer syncCancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), w.HasSynced) {
+		deps.Log.Warn("settings ConfigMap not readable yet; starting with the defaults",
 			zap.String("configMap", cfg.Namespace+"/"+cfg.SettingsConfigMap))
 	}
-	syncCancel()
+	return nil
+}
 
-	if cfg.Mode == ModeDRA {
-		return runDRA(ctx, cfg, deps, lib, gpus, state, m, reg, host.LibDir)
-	}
-	// One GPU, one booking: a slice left from DRA mode goes first.
-	if n, err := draslice.DeleteSlices(ctx, deps.Client, cfg.NodeName); err != nil {
-		log.Warn("cannot check for ResourceSlices left from DRA mode", zap.Error(err))
-	} else if n > 0 {
-		log.Info("deleted ResourceSlices left from DRA mode", zap.Int("slices", n))
-	}
-
+// watchNodeAndPods starts the informers of this node's pods (for the pod
+// resolver) and of its Node (whose every change kicks the inventory
+// publisher), and waits for both.
+func watchNodeAndPods(ctx context.Context, cfg Config, deps Deps) (*podresolver.Resolver, corelisters.NodeLister, <-chan struct{}, error) {
 	podFactory := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 		}))
 	podInformer := podFactory.Core().V1().Pods()
-	resolver := podresolver.New(cfg.NodeName, deps.Client, podInformer.Lister(), log)
+	resolver := podresolver.New(cfg.NodeName, deps.Client, podInformer.Lister(), deps.Log)
 	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		DeleteFunc: func(obj any) {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
@@ -188,7 +246,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			}
 		},
 	}); err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 
 	nodeFactory := informers.NewSharedInformerFactoryWithOptions(deps.Client, 0,
@@ -206,63 +264,24 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if _, err := nodeInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: poke, UpdateFunc: func(_, n any) { poke(n) },
 	}); err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	podFactory.Start(ctx.Done())
 	nodeFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), podInformer.Informer().HasSynced, nodeInformer.Informer().HasSynced) {
-		return ctx.Err()
+		return nil, nil, nil, ctx.Err()
 	}
-
-	errs := make(chan error, 3)
-	go watchHealth(ctx, lib, gpus, cfg, state, m, log)
-	pub := &inventory.Publisher{Node: cfg.NodeName, Client: deps.Client, Nodes: nodeInformer.Lister(), State: state,
-		Metrics: m, Log: log, AdvertiseCapacity: cfg.AdvertiseCapacity}
-	go pub.Run(ctx, kick)
-
-	if cfg.MetricsAddress != "" {
-		srv, err := serveHTTP(cfg.MetricsAddress, reg)
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-	}
-
-	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host}, state, resolver, m, log)
-	go func() { errs <- plugin.Run(ctx) }()
-	if deps.Ready != nil {
-		deps.Ready()
-	}
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-errs:
-		return err
-	}
+	return resolver, nodeInformer.Lister(), kick, nil
 }
 
-func serveHTTP(addr string, reg *prometheus.Registry) (*http.Server, error) {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics address %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(l) }()
-	return srv, nil
-}
-
-// watchHealth marks GPUs unhealthy on critical Xid events until ctx ends.
-func watchHealth(ctx context.Context, lib nvml.Interface, gpus []device.GPU, cfg Config, state *gpustate.State, m *metrics.Metrics, log *zap.Logger) {
+// watchHealth marks GPUs unhealthy on NVML's critical Xid events. Without
+// events health is unknown, and the plugin keeps serving what it knows.
+func watchHealth(ctx context.Context, lib nvml.Interface, gpus []device.GPU, ignoredXids []uint64, state *gpustate.State, m *metrics.Metrics, log *zap.Logger) {
 	uuids := make([]string, len(gpus))
 	for i, g := range gpus {
 		uuids[i] = g.UUID
 	}
-	err := discovery.WatchHealth(ctx, lib, uuids, cfg.IgnoredXids, func(ev discovery.Event) {
+	err := discovery.WatchHealth(ctx, lib, uuids, ignoredXids, func(ev discovery.Event) {
 		if state.SetHealthy(ev.UUID, false) {
 			m.UnhealthyGPUs.Inc()
 			log.Error("GPU marked unhealthy", zap.String("gpu", ev.UUID), zap.Uint64("xid", ev.Xid), zap.Uint64("eventType", ev.Type))
@@ -271,7 +290,6 @@ func watchHealth(ctx context.Context, lib nvml.Interface, gpus []device.GPU, cfg
 		log.Warn(msg, zap.String("gpu", uuid), zap.Error(err))
 	})
 	if err != nil {
-		// Without events health is unknown; keep serving what we know.
 		log.Error("GPU health watch stopped", zap.Error(err))
 	}
 }

@@ -323,7 +323,7 @@ func TestSettingsChangeReadvertisesAndInventoryWritesOnlyOnChange(t *testing.T) 
 		t.Fatal(err)
 	}
 	e.eventually("the invalid setting is reported", func() (bool, string) {
-		return e.logs.FilterMessageSnippet("invalid settings ConfigMap").Len() > 0, "no log"
+		return e.logs.FilterMessageSnippet("settings ConfigMap is invalid").Len() > 0, "no log"
 	})
 	time.Sleep(300 * time.Millisecond)
 	if n := e.nodePatches(); n != 2 {

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -18,6 +18,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
 	"github.com/vgpu-io/vgpu/lib/device"
 )
 
@@ -25,7 +26,7 @@ import (
 // node's ResourceSlice and never registers nvidia.com/gpu with the kubelet,
 // so kube-scheduler cannot hand the same GPU out on the extender path too.
 func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus []device.GPU,
-	state *gpustate.State, m *metrics.Metrics, reg *prometheus.Registry, libDir string) error {
+	state *gpustate.State, m *metrics.Metrics, health *healthserver.Server, serving *atomic.Bool, libDir string) error {
 	log := deps.Log
 	if err := draslice.RetireDevicePlugin(ctx, deps.Client, cfg.NodeName, cfg.AdvertiseCapacity); err != nil {
 		return err
@@ -52,7 +53,7 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
 		return ctx.Err()
 	}
-	go watchHealth(ctx, lib, gpus, cfg, state, m, log)
+	go watchHealth(ctx, lib, gpus, cfg.IgnoredXids, state, m, log)
 	pub := &draslice.Publisher{Node: cfg.NodeName, Client: deps.Client, State: state, Log: log}
 	go pub.Run(ctx, kick)
 	fatal := make(chan error, 1)
@@ -63,15 +64,17 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 		return fmt.Errorf("kubelet DRA service: %w", err)
 	}
 	defer helper.Stop()
+	errs := make(chan error, 1)
 	if cfg.MetricsAddress != "" {
-		srv, err := serveHTTP(cfg.MetricsAddress, reg)
+		ln, err := healthserver.Listen(healthserver.Flag, cfg.MetricsAddress)
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		go func() { errs <- healthserver.Serve(ctx, ln, health.Mux(), log) }()
 	}
 	log.Info("serving in DRA mode: no device plugin registration", zap.String("node", cfg.NodeName),
 		zap.String("registryDir", cfg.DRASockets.RegistryDir), zap.String("pluginDir", cfg.DRASockets.PluginDir), zap.String("cdiDir", cfg.CDIDir))
+	serving.Store(true)
 	if deps.Ready != nil {
 		deps.Ready()
 	}
@@ -80,5 +83,7 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 		return nil
 	case err := <-fatal:
 		return fmt.Errorf("kubelet DRA service: %w", err)
+	case err := <-errs:
+		return err
 	}
 }

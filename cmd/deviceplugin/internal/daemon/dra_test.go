@@ -11,9 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 func (e *env) slice() (*resourcev1.ResourceSlice, error) {
@@ -98,7 +98,7 @@ func TestDRAModePublishesSliceInsteadOfDevicePlugin(t *testing.T) {
 	}
 	gen := s.Spec.Pool.Generation
 
-	set := config.Default()
+	set := settings.Default()
 	set.DeviceSplitCount = 6
 	cm, err := e.client.CoreV1().ConfigMaps(contract.DefaultNamespace).Get(e.ctx, contract.SettingsConfigMap, metav1.GetOptions{})
 	if err != nil {

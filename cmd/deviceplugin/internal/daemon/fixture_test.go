@@ -24,8 +24,8 @@ import (
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 const nodeName = "gpu-node-1"
@@ -96,7 +96,7 @@ func start(t *testing.T, o options) *env {
 	e.cfg.Mode = o.mode
 	objs := append([]runtimeObject{&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Annotations: o.nodeAnnotations}}}, o.objects...)
 	if !o.noConfigMap {
-		s := config.Default()
+		s := settings.Default()
 		if o.splitCount != 0 {
 			s.DeviceSplitCount = o.splitCount
 		}

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,9 +11,9 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/allocate-two-containers.json (shown in docs/deviceplugin.md)")
+	"github.com/vgpu-io/vgpu/internal/testutil"
+)
 
 // The Allocate responses for a two-container pod, as the kubelet receives
 // them, match the sample in docs/deviceplugin.md (kept in testdata; run
@@ -67,7 +66,7 @@ func TestTwoContainerPodAllocateResponse(t *testing.T) {
 	// Show the default host root instead of the test's temporary one.
 	got := strings.ReplaceAll(string(b), e.cfg.HostRoot, contract.HostRoot) + "\n"
 	golden := filepath.Join("testdata", "allocate-two-containers.json")
-	if *update {
+	if testutil.Update() {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -29,11 +29,11 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/install"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/dra"
 	"github.com/vgpu-io/vgpu/lib/region"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 const node = "node-a"
@@ -96,7 +96,7 @@ func newDirs(t testing.TB) dirs {
 
 func startPlugin(t testing.TB, d dirs, client *fake.Clientset) *plugin {
 	t.Helper()
-	drv := &Driver{Node: node, CDIDir: d.cdi, State: gpustate.New(gpus, config.Default()), Log: zap.NewNop(),
+	drv := &Driver{Node: node, CDIDir: d.cdi, State: gpustate.New(gpus, settings.Default()), Log: zap.NewNop(),
 		Host: containerspec.Host{ContainersDir: d.claims, LibDir: d.lib}}
 	ctx, cancel := context.WithCancel(context.Background())
 	helper, err := Serve(ctx, drv, client, Sockets{RegistryDir: filepath.Join(d.sock, "reg"), PluginDir: filepath.Join(d.sock, "plugin")})

@@ -38,7 +38,7 @@ type Publisher struct {
 // Run reconciles on every state change and every kick (slice events) until
 // ctx ends; a failed write is retried with backoff.
 func (p *Publisher) Run(ctx context.Context, kick <-chan struct{}) {
-	reconcile.Loop(ctx, p.State, kick, p.Reconcile, func(err error, in time.Duration) {
+	reconcile.Loop(ctx, "resourceslice", p.State, kick, 0, p.Reconcile, func(err error, in time.Duration) {
 		p.Log.Warn("publishing the ResourceSlice failed; retrying", zap.String("node", p.Node), zap.Duration("in", in), zap.Error(err))
 	})
 }

@@ -8,27 +8,27 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // State is safe for concurrent use.
 type State struct {
 	mu       sync.Mutex
 	gpus     []device.GPU
-	settings config.Settings
+	settings settings.Settings
 	subs     map[chan struct{}]struct{}
 }
 
 // New starts from the discovered GPUs (health as discovered) and settings.
-func New(gpus []device.GPU, s config.Settings) *State {
+func New(gpus []device.GPU, s settings.Settings) *State {
 	return &State{gpus: slices.Clone(gpus), settings: s, subs: map[chan struct{}]struct{}{}}
 }
 
 // Snapshot is a consistent copy of the state.
 type Snapshot struct {
 	GPUs     []device.GPU
-	Settings config.Settings
+	Settings settings.Settings
 }
 
 // Snapshot returns a copy that later changes do not affect.
@@ -72,7 +72,7 @@ func (s *State) SetHealthy(uuid string, healthy bool) bool {
 }
 
 // SetSettings replaces the settings; it reports whether anything changed.
-func (s *State) SetSettings(n config.Settings) bool {
+func (s *State) SetSettings(n settings.Settings) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if n == s.settings {

@@ -6,21 +6,20 @@ package inventory
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/reconcile"
+	"github.com/vgpu-io/vgpu/internal/patch"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
 )
@@ -37,6 +36,8 @@ type Publisher struct {
 	// into the Node's status, for nodes without a kubelet (kwok) where no
 	// kubelet turns the device list into those numbers.
 	AdvertiseCapacity bool
+	// RetryBase is the first delay after a failed write; 0 means a second.
+	RetryBase time.Duration
 
 	// written is the last value this publisher wrote; confirmed turns true
 	// once the informer shows it, so a stale cache does not trigger a
@@ -46,11 +47,13 @@ type Publisher struct {
 }
 
 // Run reconciles on every state change and every kick (Node updates from
-// the informer) until ctx ends; a failed write is retried with backoff.
+// the informer) until ctx ends. A failed write is retried with client-go's
+// per-item exponential backoff (RetryBase doubling up to a minute); events
+// that arrive meanwhile coalesce into one reconcile.
 func (p *Publisher) Run(ctx context.Context, kick <-chan struct{}) {
-	reconcile.Loop(ctx, p.State, kick, p.reconcile, func(err error, in time.Duration) {
+	reconcile.Loop(ctx, "inventory", p.State, kick, p.RetryBase, p.reconcile, func(err error, in time.Duration) {
 		p.Metrics.InventoryWrites.WithLabelValues("error").Inc()
-		p.Log.Warn("publishing the node inventory failed; retrying", zap.String("node", p.Node), zap.Duration("in", in), zap.Error(err))
+		p.Log.Warn("publishing the node inventory failed; retrying", zap.String("node", p.Node), zap.Duration("retryIn", in), zap.Error(err))
 	})
 }
 
@@ -72,15 +75,14 @@ func (p *Publisher) reconcile(ctx context.Context) error {
 	if observed == desired {
 		p.written, p.confirmed = desired, true
 	} else if desired != p.written || p.confirmed {
-		body, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{contract.AnnotationDevices: desired}}})
-		if _, err := p.Client.CoreV1().Nodes().Patch(ctx, p.Node, types.MergePatchType, body, metav1.PatchOptions{}); err != nil {
-			return fmt.Errorf("node %s: write %s: %w", p.Node, contract.AnnotationDevices, err)
+		if err := patch.NodeAnnotations(ctx, p.Client, p.Node, map[string]string{contract.AnnotationDevices: desired}); err != nil {
+			return err
 		}
 		p.written, p.confirmed = desired, false
 		inv := sn.Inventory()
 		p.Metrics.InventoryWrites.WithLabelValues("ok").Inc()
 		p.Log.Info("published node inventory", zap.String("node", p.Node), zap.Int("gpus", len(sn.GPUs)),
-			zap.Int("healthy", inv.HealthyCount()), zap.Int("splitCount", sn.Settings.DeviceSplitCount),
+			zap.Int("healthy", inv.HealthyCount()), zap.Int("deviceSplitCount", sn.Settings.DeviceSplitCount),
 			zap.Float64("memoryScaling", sn.Settings.DeviceMemoryScaling))
 	}
 	if p.AdvertiseCapacity {
@@ -98,12 +100,9 @@ func (p *Publisher) capacity(ctx context.Context, node *corev1.Node, sn gpustate
 	if c.Value() == total && a.Value() == healthy && !c.IsZero() {
 		return nil
 	}
-	body, _ := json.Marshal(map[string]any{"status": map[string]any{
-		"capacity":    map[string]string{contract.ResourceGPU: strconv.FormatInt(total, 10)},
-		"allocatable": map[string]string{contract.ResourceGPU: strconv.FormatInt(healthy, 10)},
-	}})
-	if _, err := p.Client.CoreV1().Nodes().Patch(ctx, p.Node, types.MergePatchType, body, metav1.PatchOptions{}, "status"); err != nil {
-		return fmt.Errorf("node %s: write %s capacity: %w", p.Node, contract.ResourceGPU, err)
+	if err := patch.NodeResources(ctx, p.Client, p.Node, corev1.ResourceList{name: *resource.NewQuantity(total, resource.DecimalSI)},
+		corev1.ResourceList{name: *resource.NewQuantity(healthy, resource.DecimalSI)}); err != nil {
+		return err
 	}
 	p.Log.Info("advertised capacity in node status", zap.String("node", p.Node), zap.Int64("capacity", total), zap.Int64("allocatable", healthy))
 	return nil

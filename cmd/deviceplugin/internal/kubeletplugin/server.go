@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/wait"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
@@ -125,33 +126,31 @@ func (p *Plugin) startAndRegister(ctx context.Context) {
 		p.log.Error("serving the device plugin socket", zap.String("path", p.socket()), zap.Error(err))
 		return
 	}
-	delay := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := p.register(ctx)
-		if err == nil {
-			p.metrics.Registrations.WithLabelValues("ok").Inc()
-			p.metrics.Registered.Set(1)
-			p.log.Info("registered with the kubelet", zap.String("resource", contract.ResourceGPU), zap.String("endpoint", p.cfg.SocketName))
-			return
-		}
-		if s, ok := status.FromError(err); ok && s.Code() != codes.Unavailable && s.Code() != codes.DeadlineExceeded {
-			p.metrics.Registrations.WithLabelValues("rejected").Inc()
-			p.log.Error("the kubelet rejected the registration; if another device plugin serves "+contract.ResourceGPU+
-				" on this node (e.g. the GPU Operator's), disable it (see docs/deviceplugin.md); not retrying until the kubelet restarts",
-				zap.String("resource", contract.ResourceGPU), zap.Error(err))
-			return
-		}
-		p.metrics.Registrations.WithLabelValues("unreachable").Inc()
-		if attempt == 10 {
-			p.log.Error("the kubelet is unreachable; waiting for it to recreate its socket", zap.Error(err))
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-		delay *= 2
+	// Ten tries from 100 ms doubling (about 50 s in all): a kubelet that is
+	// still away after that recreates its socket when it is back, and the
+	// socket watch registers again.
+	var last error
+	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 10},
+		func(ctx context.Context) (bool, error) {
+			last = p.register(ctx)
+			if last == nil {
+				p.metrics.Registrations.WithLabelValues("ok").Inc()
+				p.metrics.Registered.Set(1)
+				p.log.Info("registered with the kubelet", zap.String("resource", contract.ResourceGPU), zap.String("endpoint", p.cfg.SocketName))
+				return true, nil
+			}
+			if s, ok := status.FromError(last); ok && s.Code() != codes.Unavailable && s.Code() != codes.DeadlineExceeded {
+				p.metrics.Registrations.WithLabelValues("rejected").Inc()
+				p.log.Error("the kubelet rejected the registration; if another device plugin serves "+contract.ResourceGPU+
+					" on this node (e.g. the GPU Operator's), disable it (see docs/deviceplugin.md); not retrying until the kubelet restarts",
+					zap.String("resource", contract.ResourceGPU), zap.Error(last))
+				return true, nil
+			}
+			p.metrics.Registrations.WithLabelValues("unreachable").Inc()
+			return false, nil
+		})
+	if wait.Interrupted(err) && ctx.Err() == nil {
+		p.log.Error("the kubelet is unreachable; waiting for it to recreate its socket", zap.Error(last))
 	}
 }
 

@@ -4,7 +4,7 @@
 // containers first), so the container being allocated is the next unserved
 // vGPU container of the oldest bound pod still waiting for one, among those
 // asking for this many devices. No lock is held between the scheduler's bind
-// and the kubelet's admission (DESIGN §4); the resolver only reads the pods
+// and the kubelet's admission (docs/contract.md#allocate); the resolver only reads the pods
 // bound to its node from an informer and records what it served.
 package podresolver
 
@@ -29,6 +29,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/allocated"
+	"github.com/vgpu-io/vgpu/internal/patch"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -220,12 +221,7 @@ func (r *Resolver) patch(ctx context.Context, pod *corev1.Pod) error {
 	if err != nil {
 		return err
 	}
-	body, err := jsonMergePatch(contract.AnnotationAllocated, val)
-	if err != nil {
-		return err
-	}
-	_, err = r.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, body, metav1.PatchOptions{})
-	return err
+	return patch.PodAnnotations(ctx, r.client, pod.Namespace, pod.Name, map[string]string{contract.AnnotationAllocated: val})
 }
 
 func (r *Resolver) cached() []*corev1.Pod {

@@ -5,43 +5,38 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/binder"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/handler"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/hosts"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/requeue"
-	"github.com/vgpu-io/vgpu/cmd/extender/internal/settings"
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/state"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
+	"github.com/vgpu-io/vgpu/internal/kubeclient"
+	"github.com/vgpu-io/vgpu/internal/settingswatch"
 )
 
 // Options are the extender's flags.
 type Options struct {
 	// Listen serves kube-scheduler (filter, prioritize, bind).
 	Listen string
-	// HealthListen serves /healthz, /readyz and /metrics; empty: on Listen.
-	HealthListen string
+	// MetricsAddress serves /healthz, /readyz and /metrics; empty: on
+	// Listen.
+	MetricsAddress string
 	// Namespace and SettingsConfigMap locate the vgpu-settings ConfigMap.
 	Namespace, SettingsConfigMap string
 	// SchedulerName selects the pods whose assignments are booked.
 	SchedulerName string
-	Kubeconfig    string
-	QPS           float32
-	Burst         int
+	Kube          kubeclient.Options
 	// Profiling serves net/http/pprof under /debug/pprof/ on the health
 	// address.
 	Profiling bool
@@ -49,12 +44,18 @@ type Options struct {
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, o Options, log *zap.Logger) error {
-	cs, err := client(o.Kubeconfig, o.QPS, o.Burst)
+	cs, err := o.Kube.Client()
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var ready func() bool
+	health := healthserver.New(nil, func() error {
+		if !ready() {
+			return errors.New("informers not synced: the GPU ledger is being built")
+		}
+		return nil
+	})
+	reg := health.Registry
 
 	nudger := requeue.New(cs, log.Named("requeue"))
 	st, err := state.New(cs, o.SchedulerName, log.Named("state"), state.Hooks{Freed: nudger.Freed, Settled: nudger.Settled})
@@ -63,7 +64,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	}
 	m := metrics.New(reg, st.Ledger)
 	nudger.Nudged = m.Nudges.Inc
-	sw, settingsFactory, err := settings.New(cs, o.Namespace, o.SettingsConfigMap, log.Named("settings"))
+	sw, err := settingswatch.New(cs, o.Namespace, o.SettingsConfigMap, log.Named("settings"), nil)
 	if err != nil {
 		return err
 	}
@@ -71,7 +72,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	ready := func() bool { return st.HasSynced() && sw.HasSynced() && hs.HasSynced() }
+	ready = func() bool { return st.HasSynced() && sw.HasSynced() && hs.HasSynced() }
 	h := &handler.Handler{
 		Ledger:   st.Ledger,
 		Mix:      st.Mix,
@@ -84,102 +85,69 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 		Log:      log,
 	}
 
-	mux := http.NewServeMux()
-	h.Routes(mux)
-	health := mux
-	if o.HealthListen != "" {
-		health = http.NewServeMux()
-	}
-	health.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	health.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "informers not synced: the GPU ledger is being built", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	health.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	if o.Profiling {
-		health.HandleFunc("/debug/pprof/", pprof.Index)
-		health.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		health.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-
-	servers := []*http.Server{{Addr: o.Listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
-	if o.HealthListen != "" {
-		servers = append(servers, &http.Server{Addr: o.HealthListen, Handler: health, ReadHeaderTimeout: 10 * time.Second})
-	}
-	listeners := make([]net.Listener, len(servers))
-	for i, s := range servers {
-		if listeners[i], err = net.Listen("tcp", s.Addr); err != nil {
-			return err
-		}
+	servers, err := o.listen(h, health)
+	if err != nil {
+		return err
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	start := time.Now()
 	st.Start(ctx.Done())
 	hs.Start(ctx.Done())
-	settingsFactory.Start(ctx.Done())
+	sw.Start(ctx.Done())
 	g.Go(func() error {
 		nudger.Run(ctx)
 		return nil
 	})
 	g.Go(func() error {
 		// Say when the ledger is built: until then filters answer errors.
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
-		for !ready() {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-			}
+		if !cache.WaitForCacheSync(ctx.Done(), st.HasSynced, sw.HasSynced, hs.HasSynced) {
+			return nil
 		}
 		log.Info("ledger built from the API server", zap.Duration("took", time.Since(start)),
 			zap.Int("pods", st.Ledger.PodCount()), zap.Int("gpuNodes", len(st.Ledger.NodeNames())), zap.Any("settings", sw.Get()))
 		return nil
 	})
-	for i, s := range servers {
-		g.Go(func() error {
-			log.Info("serving", zap.String("address", listeners[i].Addr().String()))
-			if err := s.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
+	for ln, h := range servers {
+		g.Go(func() error { return healthserver.Serve(ctx, ln, h, log) })
 	}
 	g.Go(func() error {
 		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		for _, s := range servers {
-			_ = s.Shutdown(shutdown)
-		}
 		st.Shutdown()
 		hs.Shutdown()
-		settingsFactory.Shutdown()
+		sw.Shutdown()
 		return nil
 	})
 	return g.Wait()
 }
 
-// client builds a clientset from a kubeconfig path, $KUBECONFIG, or the
-// in-cluster service account, with a scheduler's client limits.
-func client(kubeconfig string, qps float32, burst int) (kubernetes.Interface, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
+// listen opens kube-scheduler's address and, when it is separate, the
+// health and metrics address, and returns what each serves.
+func (o Options) listen(h *handler.Handler, health *healthserver.Server) (map[net.Listener]http.Handler, error) {
+	mux := http.NewServeMux()
+	h.Routes(mux)
+	healthMux := mux
+	if o.MetricsAddress != "" {
+		healthMux = http.NewServeMux()
 	}
-	cfg.QPS, cfg.Burst = qps, burst
-	cfg.UserAgent = "vgpu-extender"
-	// Every object the extender reads or writes is a built-in type, and
-	// protobuf costs the API server and this process a fraction of JSON to
-	// encode and decode: each pod event of the cluster's vgpu pods passes
-	// through here (kube-scheduler's own client does the same).
-	cfg.ContentType = runtime.ContentTypeProtobuf
-	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	return kubernetes.NewForConfig(cfg)
+	health.Register(healthMux)
+	if o.Profiling {
+		healthMux.HandleFunc("/debug/pprof/", pprof.Index)
+		healthMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		healthMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	ln, err := healthserver.Listen("listen", o.Listen)
+	if err != nil {
+		return nil, err
+	}
+	servers := map[net.Listener]http.Handler{ln: mux}
+	if o.MetricsAddress != "" {
+		hl, err := healthserver.Listen(healthserver.Flag, o.MetricsAddress)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		servers[hl] = healthMux
+	}
+	return servers, nil
 }

@@ -19,10 +19,10 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/state"
 	"github.com/vgpu-io/vgpu/lib/annotation"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Results of a bind, for metrics.
@@ -41,7 +41,7 @@ const planning = "\x00planning"
 type Binder struct {
 	CS       kubernetes.Interface
 	State    *state.State
-	Settings func() config.Settings
+	Settings func() settings.Settings
 	// Host tells the fragmentation policy a node's free CPU and memory;
 	// nil: unknown.
 	Host func(node string) placement.HostFree

@@ -9,19 +9,19 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/state"
 	"github.com/vgpu-io/vgpu/lib/annotation"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/settings"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 func gpuNode(t *testing.T, name string, gpus int) *corev1.Node {
@@ -38,13 +38,8 @@ func gpuNode(t *testing.T, name string, gpus int) *corev1.Node {
 }
 
 func pendingPod(name string, memMiB string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: k8stypes.UID("uid-" + name)},
-		Spec: corev1.PodSpec{SchedulerName: contract.DefaultSchedulerName, Containers: []corev1.Container{{
-			Name: "work", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-				contract.ResourceMemory: resource.MustParse(memMiB), contract.ResourceCores: resource.MustParse("20")}},
-		}}},
-	}
+	return testutil.Pod(name, testutil.Scheduler(contract.DefaultSchedulerName),
+		testutil.Container("work", contract.ResourceMemory, memMiB, contract.ResourceCores, "20"))
 }
 
 func setup(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *state.State, *Binder) {
@@ -64,7 +59,7 @@ func setup(t *testing.T, objs ...runtime.Object) (*fake.Clientset, *state.State,
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return cs, st, &Binder{CS: cs, State: st, Settings: config.Default, Log: zap.NewNop()}
+	return cs, st, &Binder{CS: cs, State: st, Settings: settings.Default, Log: zap.NewNop()}
 }
 
 func args(p *corev1.Pod, node string) *extenderv1.ExtenderBindingArgs {

@@ -16,9 +16,9 @@ import (
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // schedulerPod is a fractional pod as kube-scheduler holds it after
@@ -80,7 +80,7 @@ func BenchmarkCycle(b *testing.B) {
 			}
 		}
 	}
-	h, _ := newHandler(b, config.Default())
+	h, _ := newHandler(b, settings.Default())
 	h.Ledger = l
 	mux := http.NewServeMux()
 	h.Routes(mux)

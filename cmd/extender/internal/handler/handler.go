@@ -22,10 +22,10 @@ import (
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Binder binds a pod and labels the result for metrics.
@@ -43,7 +43,7 @@ type Handler struct {
 	// (hosts.Hosts.Free); nil: unknown.
 	Host     func(node string) placement.HostFree
 	Ready    func() bool
-	Settings func() config.Settings
+	Settings func() settings.Settings
 	Binder   Binder
 	// Rejected is told of a pod no node could take for lack of capacity.
 	Rejected func(*corev1.Pod)
@@ -146,7 +146,7 @@ func (h *Handler) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilt
 		}
 		failed[node] = metrics.Short(labels)
 		if ce := h.Log.Check(zap.DebugLevel, "node does not fit"); ce != nil {
-			ce.Write(zap.String("pod", args.Pod.Namespace+"/"+args.Pod.Name), zap.String("node", node), zap.String("why", why))
+			ce.Write(zap.String("pod", args.Pod.Namespace+"/"+args.Pod.Name), zap.String("node", node), zap.String("reason", why))
 		}
 	}
 	if len(fits) == 0 && capacity && h.Rejected != nil {

@@ -17,17 +17,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	extenderv1 "k8s.io/kube-scheduler/extender/v1"
 
 	"github.com/vgpu-io/vgpu/cmd/extender/internal/metrics"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
+
+	vtest "github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 func inventory(prefix string, mems ...int64) device.Inventory {
@@ -54,11 +54,7 @@ func books(t testing.TB) *ledger.Ledger {
 }
 
 func gpuPod(ann map[string]string, kv ...string) *corev1.Pod {
-	c := corev1.Container{Name: "work", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{}}}
-	for i := 0; i+1 < len(kv); i += 2 {
-		c.Resources.Limits[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
-	}
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "uid-p", Annotations: ann}, Spec: corev1.PodSpec{Containers: []corev1.Container{c}}}
+	return vtest.Pod("p", vtest.Annotations(ann), vtest.Container("work", kv...))
 }
 
 type fakeBinder struct {
@@ -72,13 +68,13 @@ func (f *fakeBinder) Bind(_ context.Context, a *extenderv1.ExtenderBindingArgs) 
 	return f.result, f.err
 }
 
-func newHandler(t testing.TB, s config.Settings) (*Handler, *[]*corev1.Pod) {
+func newHandler(t testing.TB, s settings.Settings) (*Handler, *[]*corev1.Pod) {
 	t.Helper()
 	var rejected []*corev1.Pod
 	return &Handler{
 		Ledger:   books(t),
 		Ready:    func() bool { return true },
-		Settings: func() config.Settings { return s },
+		Settings: func() settings.Settings { return s },
 		Binder:   &fakeBinder{result: "bound"},
 		Rejected: func(p *corev1.Pod) { rejected = append(rejected, p) },
 		Metrics:  metrics.New(prometheus.NewRegistry(), ledger.New()),
@@ -128,7 +124,7 @@ func TestFilter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			h, rejected := newHandler(t, config.Default())
+			h, rejected := newHandler(t, settings.Default())
 			nodes := append([]string(nil), allNodes...)
 			if tc.nodes != nil {
 				nodes = append([]string(nil), tc.nodes...)
@@ -167,7 +163,7 @@ func TestFilter(t *testing.T) {
 }
 
 func TestFilterReportsCapacityRejectionsOnly(t *testing.T) {
-	h, rejected := newHandler(t, config.Default())
+	h, rejected := newHandler(t, settings.Default())
 	nodes := []string{"small"}
 	h.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod(nil, "nvidia.com/gpumem", "50000"), NodeNames: &nodes})
 	if len(*rejected) != 1 {
@@ -187,7 +183,7 @@ func TestFilterReportsCapacityRejectionsOnly(t *testing.T) {
 }
 
 func TestFilterErrors(t *testing.T) {
-	h, _ := newHandler(t, config.Default())
+	h, _ := newHandler(t, settings.Default())
 	if res := h.Filter(&extenderv1.ExtenderArgs{Pod: gpuPod(nil, "nvidia.com/gpu", "1")}); !strings.Contains(res.Error, "nodeCacheCapable") {
 		t.Errorf("no node names: error %q", res.Error)
 	}
@@ -207,12 +203,12 @@ func scores(l *extenderv1.HostPriorityList) map[string]int64 {
 }
 
 func TestPrioritize(t *testing.T) {
-	binpack, spread := config.Default(), config.Default()
-	binpack.NodeSchedulerPolicy, spread.NodeSchedulerPolicy = config.Binpack, config.Spread
+	binpack, spread := settings.Default(), settings.Default()
+	binpack.NodeSchedulerPolicy, spread.NodeSchedulerPolicy = settings.Binpack, settings.Spread
 	small := gpuPod(nil, "nvidia.com/gpumem", "100") // so small a share that rounding to nearest would tie
 	cases := []struct {
 		name     string
-		settings config.Settings
+		settings settings.Settings
 		pod      *corev1.Pod
 		check    func(s map[string]int64) bool
 		want     string
@@ -249,7 +245,7 @@ func TestPrioritize(t *testing.T) {
 }
 
 func TestHTTP(t *testing.T) {
-	h, _ := newHandler(t, config.Default())
+	h, _ := newHandler(t, settings.Default())
 	fb := &fakeBinder{result: "error", err: errors.New("node went away")}
 	h.Binder = fb
 	mux := http.NewServeMux()
@@ -306,7 +302,7 @@ func TestHTTP(t *testing.T) {
 }
 
 func TestPrioritizeReusesTheFiltersRatings(t *testing.T) {
-	h, _ := newHandler(t, config.Default())
+	h, _ := newHandler(t, settings.Default())
 	pod := gpuPod(nil, "nvidia.com/gpumem", "30000")
 	nodes := []string{"big", "used"}
 	h.Filter(&extenderv1.ExtenderArgs{Pod: pod, NodeNames: &nodes})
@@ -330,7 +326,7 @@ func TestPrioritizeReusesTheFiltersRatings(t *testing.T) {
 // extender client does (decode one JSON value, close the body) with a
 // cluster-sized node list, and counts TCP connections: every call on one.
 func TestSchedulerKeepsItsConnection(t *testing.T) {
-	h, _ := newHandler(t, config.Default())
+	h, _ := newHandler(t, settings.Default())
 	mux := http.NewServeMux()
 	h.Routes(mux)
 	srv := httptest.NewUnstartedServer(mux)
@@ -380,8 +376,8 @@ func TestSchedulerKeepsItsConnection(t *testing.T) {
 // The cluster receives 2-GPU pods: a 1-GPU pod goes where no 2-GPU pod
 // could go anyway ("used", one GPU partly taken) rather than break "big".
 func TestPrioritizeFragmentation(t *testing.T) {
-	s := config.Default()
-	s.NodeSchedulerPolicy, s.GPUSchedulerPolicy = config.Fragmentation, config.Fragmentation
+	s := settings.Default()
+	s.NodeSchedulerPolicy, s.GPUSchedulerPolicy = settings.Fragmentation, settings.Fragmentation
 	h, _ := newHandler(t, s)
 	h.Mix = placement.NewMix(placement.MixOptions{HalfLife: placement.DefaultHalfLife})
 	for i := 0; i < 10; i++ {

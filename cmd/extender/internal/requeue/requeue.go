@@ -15,16 +15,16 @@ package requeue
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/vgpu-io/vgpu/internal/patch"
 )
 
 // Annotation is the pod annotation the nudge sets, to the time of the nudge.
@@ -142,10 +142,9 @@ func (n *Nudger) due() []rejected {
 }
 
 func (n *Nudger) nudge(ctx context.Context, r rejected) {
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, Annotation, n.now().UTC().Format(time.RFC3339Nano))
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := n.cs.CoreV1().Pods(r.namespace).Patch(ctx, r.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	err := patch.PodAnnotations(ctx, n.cs, r.namespace, r.name, map[string]string{Annotation: n.now().UTC().Format(time.RFC3339Nano)})
 	if err != nil {
 		n.log.Debug("requeue nudge failed", zap.String("pod", r.namespace+"/"+r.name), zap.Error(err))
 		return

@@ -10,15 +10,13 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 func pendingPod(i int, created time.Time) *corev1.Pod {
-	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
-		Name: fmt.Sprintf("p%03d", i), Namespace: "ns", UID: types.UID(fmt.Sprint("uid-", i)),
-		CreationTimestamp: metav1.NewTime(created),
-	}}
+	return testutil.Pod(fmt.Sprintf("p%03d", i), testutil.UID(fmt.Sprint("uid-", i)), testutil.Created(created))
 }
 
 func annotated(t *testing.T, cs *fake.Clientset, name string) bool {

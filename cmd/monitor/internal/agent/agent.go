@@ -1,14 +1,13 @@
 // Package agent wires the monitor together: the node's pod cache, NVML, the
 // region reader, the Prometheus collector, the audit of NVML against the
 // regions and what it does about findings, the stale-region sweeper and the
-// HTTP server.
+// health and metrics server.
 package agent
 
 import (
 	"context"
 	"errors"
 	"net"
-	"net/http"
 	"path/filepath"
 	"time"
 
@@ -28,8 +27,9 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/procs"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/respond"
-	"github.com/vgpu-io/vgpu/cmd/monitor/internal/server"
-	"github.com/vgpu-io/vgpu/cmd/monitor/internal/settings"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
+	"github.com/vgpu-io/vgpu/internal/settingswatch"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Config is what the flags set.
@@ -72,7 +72,7 @@ type Agent struct {
 	sweeper  *cleanup.Sweeper
 	feeder   *feed.Feeder
 	auditor  *audit.Auditor
-	settings *settings.Watcher
+	settings *settingswatch.Watcher
 	events   record.EventBroadcaster
 }
 
@@ -97,7 +97,7 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 	}, []string{"result"})
 	reader := regions.NewReader(decode, log)
 	owners := procs.Resolver{Root: cfg.ProcRoot}
-	watcher, err := settings.New(client, cfg.Namespace, cfg.SettingsConfigMap, log)
+	watcher, err := settingswatch.New(client, cfg.Namespace, cfg.SettingsConfigMap, log.Named("settings"), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 		Respond: &respond.Responder{
 			Client:    client,
 			Recorder:  events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "vgpu-monitor", Host: cfg.NodeName}),
-			Action:    watcher.Action,
+			Action:    func() settings.UnenforcedAction { return watcher.Get().UnenforcedAction },
 			Log:       log,
 			Evictions: evictions,
 		},
@@ -156,24 +156,23 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 }
 
 // Run serves on ln until ctx ends. The HTTP server starts at once so that
-// /healthz can say what the monitor waits for.
+// /readyz can say what the monitor waits for.
 func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           server.Handler(a.registry, a.ready),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	health := healthserver.New(a.registry, a.ready)
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	a.log.Info("serving", zap.String("address", ln.Addr().String()), zap.String("node", a.cfg.NodeName))
+	go func() { errc <- healthserver.Serve(serveCtx, ln, health.Mux(), a.log) }()
 
 	if err := a.node.Run(ctx); err != nil {
-		_ = srv.Close()
+		stopServing()
+		<-errc
 		if ctx.Err() != nil {
 			return nil // stopped while waiting: not a failure
 		}
 		return err
 	}
-	a.settings.Start(ctx)
+	a.settings.Start(ctx.Done())
 	a.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: a.client.CoreV1().Events("")})
 	defer a.events.Shutdown()
 	go a.auditor.Run(ctx, a.cfg.AuditInterval)
@@ -181,22 +180,12 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	if a.feeder != nil {
 		go a.feeder.Run(ctx, a.cfg.FeedInterval)
 	}
-
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-	}
-	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return srv.Shutdown(shut)
+	return <-errc
 }
 
-func (a *Agent) ready() (bool, string) {
+func (a *Agent) ready() error {
 	if !a.node.Synced() {
-		return false, "waiting for the pod and node caches of " + a.cfg.NodeName
+		return errors.New("waiting for the pod and node caches of " + a.cfg.NodeName)
 	}
-	return true, ""
+	return nil
 }

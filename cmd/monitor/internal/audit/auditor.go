@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
@@ -143,7 +144,7 @@ func (a *Auditor) Pass() []Finding {
 	if blind && !wasBlind {
 		u := res.Unseen[0]
 		a.Log.Error("NVML lists none of the processes of a container that holds GPU memory: the audit cannot see pods' processes; run the monitor in the host's pid namespace (hostPID)",
-			zap.String("pod_uid", u.PodUID), zap.String("container", u.Container), zap.String("gpu", u.GPU), zap.Int("containers", len(res.Unseen)))
+			zap.String("podUID", u.PodUID), zap.String("container", u.Container), zap.String("gpu", u.GPU), zap.Int("containers", len(res.Unseen)))
 	}
 
 	for _, f := range fresh {
@@ -184,16 +185,7 @@ func (a *Auditor) unenforcedLocked() []Finding {
 	return out
 }
 
-// Run passes every interval until ctx ends.
+// Run passes at once, then every interval until ctx ends.
 func (a *Auditor) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		a.Pass()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	wait.UntilWithContext(ctx, func(context.Context) { a.Pass() }, interval)
 }

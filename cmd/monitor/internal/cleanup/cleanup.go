@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -86,7 +87,7 @@ func (s *Sweeper) Sweep() []string {
 			s.Removed.Inc()
 		}
 		s.Log.Info("removed region of a pod that no longer exists",
-			zap.String("pod_uid", e.PodUID), zap.String("container", e.Container), zap.Duration("grace", s.Grace))
+			zap.String("podUID", e.PodUID), zap.String("container", e.Container), zap.Duration("grace", s.Grace))
 	}
 	for d := range s.missingSince {
 		if !seen[d] {
@@ -96,16 +97,7 @@ func (s *Sweeper) Sweep() []string {
 	return removed
 }
 
-// Run sweeps every interval until ctx ends.
+// Run sweeps at once, then every interval until ctx ends.
 func (s *Sweeper) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.Sweep()
-		}
-	}
+	wait.UntilWithContext(ctx, func(context.Context) { s.Sweep() }, interval)
 }

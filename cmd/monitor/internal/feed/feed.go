@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
@@ -173,16 +174,8 @@ func Permille(g gpus.GPU, smPercent uint32) (uint32, bool) {
 	return min(p*10, 1000), true
 }
 
-// Run ticks every interval until ctx ends.
+// Run ticks every interval, at a fixed rate whatever a tick costs (libvgpu
+// judges the feed by its period), until ctx ends.
 func (f *Feeder) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			f.Tick()
-		}
-	}
+	wait.NonSlidingUntilWithContext(ctx, func(context.Context) { f.Tick() }, interval)
 }

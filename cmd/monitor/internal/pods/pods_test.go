@@ -15,15 +15,16 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/settings"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 func pod(name string, phase corev1.PodPhase, ann string) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("uid-" + name)},
-		Spec: corev1.PodSpec{NodeName: "n1"}, Status: corev1.PodStatus{Phase: phase}}
+	p := testutil.Pod(name, testutil.Node("n1"), testutil.Phase(phase))
 	if ann != "" {
 		p.Annotations = map[string]string{contract.AnnotationAssignment: ann}
 	}
@@ -86,7 +87,7 @@ func allocated(name, node string, device string, memMiB int64, reservedFor *core
 // On the DRA path the node's GPUs come from its ResourceSlice and what is
 // assigned from the claims allocated on it, with the capacity they consumed.
 func TestNodeViewFromClaims(t *testing.T) {
-	s := config.Default()
+	s := settings.Default()
 	s.DeviceSplitCount = 6
 	devs, err := dra.Devices([]device.GPU{{UUID: "GPU-1", Index: 0, Model: "A100", MemoryMiB: 1000, Healthy: true}}, s)
 	if err != nil {

@@ -172,7 +172,7 @@ func (r *Reader) Check(e Entry) (Region, Status, error) {
 	r.mu.Unlock()
 	if first {
 		r.log.Warn("skipping unreadable region file; it is reported once until it changes state",
-			zap.String("path", path), zap.String("pod_uid", e.PodUID), zap.String("container", e.Container), zap.Error(err))
+			zap.String("path", path), zap.String("podUID", e.PodUID), zap.String("container", e.Container), zap.Error(err))
 	}
 	return Region{}, Corrupt, err
 }

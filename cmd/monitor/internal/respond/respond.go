@@ -22,7 +22,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/audit"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
-	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Event reasons on the pod.
@@ -36,7 +36,7 @@ type Responder struct {
 	Client   kubernetes.Interface
 	Recorder record.EventRecorder
 	// Action returns the setting in force.
-	Action func() config.UnenforcedAction
+	Action func() settings.UnenforcedAction
 	Log    *zap.Logger
 	// Evictions counts eviction attempts by result: evicted, refused (a
 	// disruption budget said no; retried every pass), failed.
@@ -85,7 +85,7 @@ func (r *Responder) Unenforced(fs []audit.Finding) {
 		}
 	}
 	r.forget(live)
-	if r.Action() != config.Evict {
+	if r.Action() != settings.Evict {
 		return
 	}
 	for uid, f := range byPod {
@@ -118,7 +118,7 @@ func (r *Responder) evict(f audit.Finding) {
 		r.count("evicted")
 		log.Warn("evicted a pod whose GPU limits are not enforced (unenforcedAction=evict)")
 		r.Recorder.Eventf(podRef(f.Ref), corev1.EventTypeWarning, EventEvicting,
-			"evicting the pod: unenforcedAction is %s and the GPU limits of container %q are not enforced (%s)", config.Evict, f.Container, f.Reason)
+			"evicting the pod: unenforcedAction is %s and the GPU limits of container %q are not enforced (%s)", settings.Evict, f.Container, f.Reason)
 	case apierrors.IsTooManyRequests(err):
 		first := !r.refused[f.Ref.UID]
 		r.refused[f.Ref.UID] = true

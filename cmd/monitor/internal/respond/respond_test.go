@@ -21,7 +21,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/audit"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
-	"github.com/vgpu-io/vgpu/lib/config"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 type fixture struct {
@@ -29,13 +29,13 @@ type fixture struct {
 	events    *record.FakeRecorder
 	evictions *prometheus.CounterVec
 	r         *Responder
-	action    config.UnenforcedAction
+	action    settings.UnenforcedAction
 	attempts  []*policyv1.Eviction
 	refuse    int // evictions to refuse with 429 before accepting
 }
 
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{action: config.Report, events: record.NewFakeRecorder(100)}
+	f := &fixture{action: settings.Report, events: record.NewFakeRecorder(100)}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "a", UID: "uid-a"}}
 	f.client = fake.NewClientset(pod)
 	// What the API server does with an eviction: 429 while a disruption
@@ -54,7 +54,7 @@ func newFixture(t *testing.T) *fixture {
 		return true, nil, f.client.Tracker().Delete(gvr, ev.Namespace, ev.Name)
 	})
 	f.evictions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "evictions"}, []string{"result"})
-	f.r = &Responder{Client: f.client, Recorder: f.events, Action: func() config.UnenforcedAction { return f.action },
+	f.r = &Responder{Client: f.client, Recorder: f.events, Action: func() settings.UnenforcedAction { return f.action },
 		Log: zap.NewNop(), Evictions: f.evictions}
 	return f
 }
@@ -94,7 +94,7 @@ func TestReportRecordsOneEventAndEvictsNothing(t *testing.T) {
 
 func TestEvictFailsClosed(t *testing.T) {
 	f := newFixture(t)
-	f.action = config.Evict
+	f.action = settings.Evict
 	f.refuse = 1
 	fd := finding(audit.ReasonAboveLedger)
 
@@ -127,7 +127,7 @@ func TestEvictFailsClosed(t *testing.T) {
 // the monitor's own absence: reported, never evicted for that alone.
 func TestNoRegionIsNeverEvicted(t *testing.T) {
 	f := newFixture(t)
-	f.action = config.Evict
+	f.action = settings.Evict
 	noFeed := finding("no-util-feed")
 	noFeed.Libvgpu = true // the monitor's own absence, not the container's doing
 	f.r.Unenforced([]audit.Finding{finding(audit.ReasonNoRegion), finding(audit.ReasonRegionUnreadable), noFeed})

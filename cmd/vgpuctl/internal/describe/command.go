@@ -6,7 +6,6 @@ package describe
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,9 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/cli"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/booking"
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -32,10 +30,8 @@ import (
 )
 
 type options struct {
-	kubeconfig       string
-	context          string
-	requestTimeout   time.Duration
-	output           string
+	kube             cli.Kube
+	output           cli.Output
 	usage            bool
 	monitorPort      int
 	monitorAddress   string
@@ -66,8 +62,8 @@ func newCommand(newClient func(o *options) (kubernetes.Interface, error)) *cobra
   vgpuctl describe node gpu-1 -o yaml`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.output != "" && o.output != "json" && o.output != "yaml" {
-				return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,yaml", o.output)
+			if err := o.output.Validate(); err != nil {
+				return err
 			}
 			client, err := o.newClient(o)
 			if err != nil {
@@ -80,10 +76,8 @@ func newCommand(newClient func(o *options) (kubernetes.Interface, error)) *cobra
 		},
 	}
 	f := node.Flags()
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-	f.StringVar(&o.context, "context", "", "the kubeconfig context to use")
-	f.DurationVar(&o.requestTimeout, "request-timeout", 30*time.Second, "timeout of each request to the API server")
-	f.StringVarP(&o.output, "output", "o", "", "output format: json or yaml (default: a table for people)")
+	o.kube.AddFlags(f)
+	o.output.AddFlag(f)
 	f.BoolVar(&o.usage, "usage", false, "also show actual usage measured by the node's monitor (needs a node NAME)")
 	f.IntVar(&o.monitorPort, "monitor-port", defaultPort, "port of the monitor's /metrics")
 	f.StringVar(&o.monitorNamespace, "monitor-namespace", contract.DefaultNamespace, "namespace of the monitor DaemonSet")
@@ -94,17 +88,7 @@ func newCommand(newClient func(o *options) (kubernetes.Interface, error)) *cobra
 	return describe
 }
 
-func clientFromKubeconfig(o *options) (kubernetes.Interface, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = o.kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: o.context})
-	rc, err := cc.ClientConfig()
-	if err != nil {
-		return nil, err
-	}
-	rc.Timeout = o.requestTimeout
-	return kubernetes.NewForConfig(rc)
-}
+func clientFromKubeconfig(o *options) (kubernetes.Interface, error) { return o.kube.Client() }
 
 // serverError is an error the API server answered, worded as kubectl words it.
 type serverError struct{ reason, message string }
@@ -214,9 +198,8 @@ func (o *options) one(ctx context.Context, c kubernetes.Interface, name string, 
 	if o.usage {
 		o.addUsage(ctx, c, node, &r)
 	}
-	switch o.output {
-	case "json", "yaml":
-		return write(out, o.output, r)
+	if !o.output.Table() {
+		return o.output.Print(out, r)
 	}
 	return renderNode(out, r)
 }
@@ -321,29 +304,12 @@ func (o *options) list(ctx context.Context, c kubernetes.Interface, out, errOut 
 			summaries = append(summaries, summarize(r))
 		}
 	}
-	switch o.output {
-	case "json", "yaml":
-		return write(out, o.output, map[string]any{"nodes": summaries})
+	if !o.output.Table() {
+		return o.output.Print(out, map[string]any{"nodes": summaries})
 	}
 	if len(summaries) == 0 {
 		fmt.Fprintln(errOut, "No vgpu GPU nodes found.")
 		return nil
 	}
 	return renderList(out, summaries)
-}
-
-func write(w io.Writer, format string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	if format == "yaml" {
-		if b, err = yaml.JSONToYAML(b); err != nil {
-			return err
-		}
-	} else {
-		b = append(b, '\n')
-	}
-	_, err = w.Write(b)
-	return err
 }

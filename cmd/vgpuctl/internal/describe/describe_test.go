@@ -3,12 +3,9 @@ package describe
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -23,9 +20,9 @@ import (
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden with the current output")
+	"github.com/vgpu-io/vgpu/internal/testutil"
+)
 
 const (
 	uuid0 = "GPU-a0000000-0000-4000-8000-000000000000"
@@ -119,24 +116,6 @@ func run(t *testing.T, objs []runtime.Object, args ...string) (string, string, e
 	return out.String(), errOut.String(), err
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
-
 func TestDescribeGolden(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -154,7 +133,7 @@ func TestDescribeGolden(t *testing.T) {
 			if err != nil || errOut != "" {
 				t.Fatalf("err %v, stderr %q", err, errOut)
 			}
-			golden(t, tc.name, out)
+			testutil.Golden(t, tc.name, out)
 		})
 	}
 }
@@ -245,7 +224,7 @@ func TestDescribeUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "node-usage", strings.ReplaceAll(out, addr, "MONITOR"))
+	testutil.Golden(t, "node-usage", strings.ReplaceAll(out, addr, "MONITOR"))
 
 	// Unreachable: allocation is still shown, with a note saying why not usage.
 	srv.Close()

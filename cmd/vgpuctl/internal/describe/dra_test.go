@@ -16,9 +16,9 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // onDRA rewrites a cluster as the DRA path records it: each GPU node's
@@ -37,7 +37,7 @@ func onDRA(t *testing.T, objs []runtime.Object) []runtime.Object {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s := config.Default()
+				s := settings.Default()
 				s.DeviceSplitCount, s.DeviceMemoryScaling = inv.SplitCount, inv.MemoryScaling
 				devs, err := dra.Devices(inv.GPUs, s)
 				if err != nil {

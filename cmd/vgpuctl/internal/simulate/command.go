@@ -17,9 +17,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/vgpu-io/vgpu/lib/config"
-	"github.com/vgpu-io/vgpu/lib/openb"
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate/openb"
 	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/settings"
+
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/cli"
 )
 
 //go:embed example/cluster.yaml example/workload.yaml
@@ -43,7 +45,7 @@ type flags struct {
 	memoryScaling         float64
 	seed                  uint64
 	seeds                 int
-	output                string
+	output                cli.Output
 	arrive                float64
 	cpuWeight             float64
 	cpuPods               string
@@ -68,7 +70,7 @@ var newClient = func(kubeconfig, kubeContext string) (kubernetes.Interface, erro
 }
 
 func newPlacement() *cobra.Command {
-	def := config.Default()
+	def := settings.Default()
 	f := flags{}
 	cmd := &cobra.Command{
 		Use:   "placement",
@@ -118,7 +120,7 @@ comparable with the paper's.`,
 	fl.Float64Var(&f.memoryScaling, "memory-scaling", def.DeviceMemoryScaling, "deviceMemoryScaling: >1 overcommits GPU memory")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed of the first replay")
 	fl.IntVar(&f.seeds, "seeds", 1, "number of replays, seeds seed..seed+N-1, averaged")
-	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	f.output.AddFlag(fl)
 	fl.Float64Var(&f.arrive, "arrive", 130, "stop when the GPU demand would pass this % of capacity")
 	fl.Float64Var(&f.cpuWeight, "cpu-weight", 1, "weight of kube-scheduler's CPU/memory score (NodeResourcesFit) beside vgpu's GPU score; 0 = GPU score alone")
 	fl.StringVar(&f.cpuPods, "cpu-pods", cpuPodsPolicy, `how CPU-only pods are ranked: "policy" (like GPU pods: vgpu's GPU score of the node as it stands, plus --cpu-weight × the CPU/memory score; the paper's method) or "host" (the CPU/memory score alone, blind to GPUs, as kube-scheduler ranks pods that vgpu's extender never sees)`)
@@ -147,25 +149,25 @@ type variant struct {
 
 func run(out io.Writer, f flags) error {
 	var pols []variant
-	frag := placement.Policies{Node: config.Fragmentation, GPU: config.Fragmentation}
+	frag := placement.Policies{Node: settings.Fragmentation, GPU: settings.Fragmentation}
 	switch strings.ToLower(f.policy) {
 	case "all":
-		for _, n := range []config.Policy{config.Binpack, config.Spread} {
-			for _, g := range []config.Policy{config.Binpack, config.Spread} {
+		for _, n := range []settings.Policy{settings.Binpack, settings.Spread} {
+			for _, g := range []settings.Policy{settings.Binpack, settings.Spread} {
 				pols = append(pols, variant{pol: placement.Policies{Node: n, GPU: g}})
 			}
 		}
 		pols = append(pols, variant{pol: frag}, variant{pol: frag, fgd: true})
 	case "":
-		n, err := config.ParsePolicy(f.nodePolicy)
+		n, err := settings.ParsePolicy(f.nodePolicy)
 		if err != nil {
 			return fmt.Errorf("--node-policy: %v", err)
 		}
-		g, err := config.ParsePolicy(f.gpuPolicy)
+		g, err := settings.ParsePolicy(f.gpuPolicy)
 		if err != nil {
 			return fmt.Errorf("--gpu-policy: %v", err)
 		}
-		if f.fgd && n != config.Fragmentation && g != config.Fragmentation {
+		if f.fgd && n != settings.Fragmentation && g != settings.Fragmentation {
 			return fmt.Errorf("--fgd applies to the fragmentation policy: set --node-policy or --gpu-policy to fragmentation")
 		}
 		pols = []variant{{pol: placement.Policies{Node: n, GPU: g}, fgd: f.fgd}}
@@ -174,8 +176,8 @@ func run(out io.Writer, f flags) error {
 	default:
 		return fmt.Errorf("--policy %q: must be \"all\" (every policy pair, the fragmentation policy and the FGD baseline) or \"fgd\"; use --node-policy and --gpu-policy for one pair", f.policy)
 	}
-	if f.splitCount < 1 || f.splitCount > config.MaxSplitCount {
-		return fmt.Errorf("--split-count %d: must be from 1 to %d", f.splitCount, config.MaxSplitCount)
+	if f.splitCount < 1 || f.splitCount > settings.MaxSplitCount {
+		return fmt.Errorf("--split-count %d: must be from 1 to %d", f.splitCount, settings.MaxSplitCount)
 	}
 	if f.memoryScaling < 1 || f.memoryScaling > 100 {
 		return fmt.Errorf("--memory-scaling %g: must be from 1 to 100", f.memoryScaling)
@@ -183,8 +185,8 @@ func run(out io.Writer, f flags) error {
 	if f.seeds < 1 || f.seeds > 1000 {
 		return fmt.Errorf("--seeds %d: must be from 1 to 1000", f.seeds)
 	}
-	if f.output != "table" && f.output != "json" {
-		return fmt.Errorf("-o %q: must be table or json", f.output)
+	if err := f.output.Validate(); err != nil {
+		return err
 	}
 	if f.cpuWeight < 0 || f.cpuWeight > 100 {
 		return fmt.Errorf("--cpu-weight %g: must be from 0 to 100", f.cpuWeight)
@@ -234,8 +236,8 @@ func run(out io.Writer, f flags) error {
 		}
 		rep.Results = append(rep.Results, sum)
 	}
-	if f.output == "json" {
-		return rep.WriteJSON(out)
+	if !f.output.Table() {
+		return f.output.Print(out, rep)
 	}
 	if builtin {
 		fmt.Fprint(out, exampleIntro)

@@ -16,9 +16,9 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate/openb"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
-	"github.com/vgpu-io/vgpu/lib/openb"
 	"github.com/vgpu-io/vgpu/lib/request"
 )
 

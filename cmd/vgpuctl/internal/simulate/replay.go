@@ -12,11 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 // Options are the knobs of one replay.
@@ -274,7 +274,7 @@ func newSim(c *Cluster, w *Workload, o Options) (*sim, error) {
 
 	// The fragmentation policy measures against a mix of shapes: learned
 	// from the pods as they arrive, or (FGD) the whole workload's.
-	s.frag = s.pol.Node == config.Fragmentation || s.pol.GPU == config.Fragmentation
+	s.frag = s.pol.Node == settings.Fragmentation || s.pol.GPU == settings.Fragmentation
 	if s.frag {
 		if o.FGD {
 			s.pol.Mix = placement.NewMix(placement.MixOptions{ExactCPU: true, CPUOnlyHost: true, NoTieBreak: true, PaperMeasure: true})
@@ -336,7 +336,7 @@ func (s *sim) choose(t *Task) int {
 	if scs == nil {
 		scs = make([]*placement.Scorer, s.workers)
 		for w := range scs {
-			scs[w] = placement.NewScorer(rank, s.pol)
+			scs[w] = placement.NewScorer(rank, s.pol).Terse()
 		}
 		s.scorers[rank] = scs
 		s.memos[rank] = make([]memo, len(s.c.Nodes))
@@ -482,7 +482,7 @@ func pct(v, capacity int64) float64 { return float64(v) * 100 / float64(capacity
 // bestCPUNode places a CPU-only pod on one of the candidate nodes (which
 // have its CPU and memory free) by hostScore alone, blind to GPUs
 // (Options.HostOnlyCPUPods), ties to the name that sorts first.
-func bestCPUNode(c *Cluster, candidates []int, cpuFree, memFree []int64, t *Task, pol config.Policy) int {
+func bestCPUNode(c *Cluster, candidates []int, cpuFree, memFree []int64, t *Task, pol settings.Policy) int {
 	best, bestScore := -1, 0.0
 	for _, i := range candidates {
 		s := hostScore(&c.Nodes[i], cpuFree[i], memFree[i], t, pol)
@@ -496,9 +496,9 @@ func bestCPUNode(c *Cluster, candidates []int, cpuFree, memFree []int64, t *Task
 // hostScore is kube-scheduler's NodeResourcesFit score in 0..1 with the
 // pod placed: the mean of the CPU and memory fractions in use (binpack,
 // MostAllocated) or of those free (spread, LeastAllocated).
-func hostScore(n *Node, cpuFree, memFree int64, t *Task, pol config.Policy) float64 {
+func hostScore(n *Node, cpuFree, memFree int64, t *Task, pol settings.Policy) float64 {
 	s := (fraction(n.CPUMilli, cpuFree-t.CPUMilli) + fraction(n.MemoryMiB, memFree-t.MemoryMiB)) / 2
-	if pol == config.Spread {
+	if pol == settings.Spread {
 		s = 1 - s
 	}
 	return s

@@ -127,13 +127,6 @@ type Report struct {
 	Results       []Summary `json:"results"`
 }
 
-// WriteJSON writes the report as indented JSON.
-func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
-
 // WriteTable writes the report as a table, one column per policy pair.
 func (r *Report) WriteTable(w io.Writer) error {
 	seeds := r.Results[0].Seeds

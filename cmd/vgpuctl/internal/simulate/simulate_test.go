@@ -10,9 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vgpu-io/vgpu/lib/config"
-	"github.com/vgpu-io/vgpu/lib/openb"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate/openb"
 	"github.com/vgpu-io/vgpu/lib/placement"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 const oneGPU = `
@@ -32,7 +34,7 @@ spec:
       limits: {nvidia.com/gpucores: "40", nvidia.com/gpumem-percentage: "40"}
 `
 
-var binpack = placement.Policies{Node: config.Binpack, GPU: config.Binpack}
+var binpack = placement.Policies{Node: settings.Binpack, GPU: settings.Binpack}
 
 func mustCluster(t *testing.T, y string) *Cluster {
 	t.Helper()
@@ -291,14 +293,14 @@ func TestSameSeedSameNumbers(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	cases := map[string][]string{
-		`--node-policy: policy "fast"`:                       {"--node-policy", "fast"},
-		`--split-count 0: must be from 1`:                    {"--split-count", "0"},
-		`--policy "some"`:                                    {"--policy", "some"},
-		`--cpu-pods "gpu": must be policy or host`:           {"--cpu-pods", "gpu"},
-		`-o "yaml": must be table or json`:                   {"-o", "yaml"},
-		`--percentage-of-nodes-to-score 101: must be from 0`: {"--percentage-of-nodes-to-score", "101"},
-		`no such file`:                                       {"--cluster", "/nonexistent.yaml"},
-		`container "c": nvidia.com/gpucores=0`:               {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
+		`--node-policy: policy "fast"`:                        {"--node-policy", "fast"},
+		`--split-count 0: must be from 1`:                     {"--split-count", "0"},
+		`--policy "some"`:                                     {"--policy", "some"},
+		`--cpu-pods "gpu": must be policy or host`:            {"--cpu-pods", "gpu"},
+		`output format "xml", allowed formats are: json,yaml`: {"-o", "xml"},
+		`--percentage-of-nodes-to-score 101: must be from 0`:  {"--percentage-of-nodes-to-score", "101"},
+		`no such file`:                         {"--cluster", "/nonexistent.yaml"},
+		`container "c": nvidia.com/gpucores=0`: {"--workload", writeTemp(t, strings.ReplaceAll(fortyPercent, `nvidia.com/gpucores: "40"`, `nvidia.com/gpucores: "0"`))},
 	}
 	for want, args := range cases {
 		cmd := NewCommand()
@@ -374,7 +376,7 @@ func TestSampler(t *testing.T) {
 func TestChurn(t *testing.T) {
 	c, w := openbWith(t, "n,64000,65536,1,T4\n", "name,cpu_milli,memory_mib,num_gpu,gpu_milli,creation_time,deletion_time",
 		"a,1000,1024,1,1000,0,10\nb,1000,1024,1,1000,5,20\nc,1000,1024,1,1000,6,8\n")
-	for _, pol := range []placement.Policies{binpack, {Node: config.Fragmentation, GPU: config.Fragmentation}} {
+	for _, pol := range []placement.Policies{binpack, {Node: settings.Fragmentation, GPU: settings.Fragmentation}} {
 		r, err := ReplayChurn(c, w, Options{Policies: pol, SplitCount: 10, MemoryScaling: 1}, 1)
 		if err != nil {
 			t.Fatal(err)
@@ -393,5 +395,26 @@ func TestChurn(t *testing.T) {
 	_, nw := openbWith(t, "n,64000,65536,1,T4\n", "name,cpu_milli,memory_mib,num_gpu,gpu_milli", "a,1,1,1,1000\n")
 	if _, err := ReplayChurn(c, nw, Options{Policies: binpack, SplitCount: 10, MemoryScaling: 1}, 1); err == nil || !strings.Contains(err.Error(), "needs both") {
 		t.Errorf("a list without times: err = %v", err)
+	}
+}
+
+// -o yaml is the JSON report's fields, as YAML.
+func TestYAMLIsTheJSONReport(t *testing.T) {
+	var fromJSON, fromYAML Report
+	if err := json.Unmarshal([]byte(runCommand(t, "-o", "json", "--seed", "5")), &fromJSON); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict([]byte(runCommand(t, "-o", "yaml", "--seed", "5")), &fromYAML); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []*Report{&fromJSON, &fromYAML} {
+		for i := range r.Results {
+			r.Results[i].WallSeconds = Stat{}
+		}
+	}
+	ja, _ := json.Marshal(fromJSON)
+	jb, _ := json.Marshal(fromYAML)
+	if !bytes.Equal(ja, jb) || len(fromYAML.Results) == 0 {
+		t.Errorf("yaml and json reports differ:\n%s\n%s", ja, jb)
 	}
 }

@@ -12,28 +12,29 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vgpu-io/vgpu/cmd/webhook/config"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/admission"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/certs"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/drainventory"
 	"github.com/vgpu-io/vgpu/cmd/webhook/internal/inventory"
+	"github.com/vgpu-io/vgpu/internal/healthserver"
+	"github.com/vgpu-io/vgpu/internal/kubeclient"
 )
 
 // Options are the webhook's flags.
 type Options struct {
+	// Listen serves the API server's reviews over HTTPS.
 	Listen string
+	// MetricsAddress serves /healthz, /readyz and /metrics over HTTP;
+	// empty: on Listen.
+	MetricsAddress string
 	// CertFile and KeyFile are served and reloaded when they change.
 	CertFile, KeyFile string
 	// CAFile is the CA of CertFile, for the caBundle.
@@ -54,9 +55,7 @@ type Options struct {
 	// this base URL (local clusters and tests) instead.
 	RegisterURL   string
 	SchedulerName string
-	Kubeconfig    string
-	QPS           float32
-	Burst         int
+	Kube          kubeclient.Options
 	// Mode is "extender" (route pods to SchedulerName) or "dra" (turn them
 	// into claims, docs/dra.md).
 	Mode string
@@ -70,7 +69,7 @@ const (
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, o Options, log *zap.Logger) error {
-	cs, err := Client(o.Kubeconfig, o.QPS, o.Burst)
+	cs, err := o.Kube.Client()
 	if err != nil {
 		return err
 	}
@@ -106,31 +105,31 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	default:
 		return fmt.Errorf("--mode %q: must be %s or %s", o.Mode, ModeExtender, ModeDRA)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := admission.NewMetrics(reg)
+	health := healthserver.New(nil, func() error {
+		if !synced() {
+			return errors.New("inventory informer not synced yet")
+		}
+		return nil
+	})
+	metrics := admission.NewMetrics(health.Registry)
 
 	mux := http.NewServeMux()
 	mux.Handle(config.MutatePath, admission.Handler(reviewer, true, metrics, log))
 	mux.Handle(config.ValidatePath, admission.Handler(reviewer, false, metrics, log))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !synced() {
-			http.Error(w, "inventory informer not synced yet", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", o.Listen)
+	ln, err := healthserver.Listen("listen", o.Listen)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           mux,
-		TLSConfig:         &tls.Config{GetCertificate: getCert, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          zap.NewStdLog(log.Named("https")),
+		Handler:   mux,
+		TLSConfig: &tls.Config{GetCertificate: getCert, MinVersion: tls.VersionTLS12},
+		ErrorLog:  zap.NewStdLog(log.Named("https")),
+	}
+	var healthLn net.Listener
+	if o.MetricsAddress == "" {
+		health.Register(mux)
+	} else if healthLn, err = healthserver.Listen(healthserver.Flag, o.MetricsAddress); err != nil {
+		return err
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -138,18 +137,13 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 	if reloader != nil {
 		g.Go(func() error { return reloader.Run(ctx) })
 	}
-	g.Go(func() error {
-		log.Info("serving admission reviews", zap.String("address", ln.Addr().String()), zap.String("scheduler", o.SchedulerName))
-		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	log.Info("serving admission reviews", zap.String("scheduler", o.SchedulerName))
+	g.Go(func() error { return healthserver.ServeServer(ctx, ln, srv, log) })
+	if healthLn != nil {
+		g.Go(func() error { return healthserver.Serve(ctx, healthLn, health.Mux(), log) })
+	}
 	g.Go(func() error {
 		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
 		factory.Shutdown()
 		return nil
 	})
@@ -264,18 +258,4 @@ func CABundle(dir string, hosts []string) (string, error) {
 		return "", err
 	}
 	return base64.StdEncoding.EncodeToString(b.CAPEM), nil
-}
-
-// Client builds a clientset from a kubeconfig path, $KUBECONFIG, or the
-// in-cluster service account, in that order.
-func Client(kubeconfig string, qps float32, burst int) (kubernetes.Interface, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
-	}
-	cfg.QPS, cfg.Burst = qps, burst
-	cfg.UserAgent = "vgpu-webhook"
-	return kubernetes.NewForConfig(cfg)
 }

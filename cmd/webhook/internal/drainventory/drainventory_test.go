@@ -9,13 +9,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/vgpu-io/vgpu/lib/config"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
 func slice(name, model string, mib int64) *resourcev1.ResourceSlice {
-	devs, _ := dra.Devices([]device.GPU{{UUID: name, Model: model, MemoryMiB: mib, Healthy: true}}, config.Default())
+	devs, _ := dra.Devices([]device.GPU{{UUID: name, Model: model, MemoryMiB: mib, Healthy: true}}, settings.Default())
 	return &resourcev1.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: resourcev1.ResourceSliceSpec{Driver: dra.Driver, Devices: devs}}
 }
 

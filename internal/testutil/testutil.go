@@ -1,0 +1,127 @@
+// Package testutil is what vgpu's tests share to build objects and compare
+// output: one pod builder and one golden-file helper, so that a change of
+// shape (a new required field, a new annotation) is made once. Only tests
+// import it.
+package testutil
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// PodOption shapes a pod built by Pod.
+type PodOption func(*corev1.Pod)
+
+// Pod returns a pod called name in namespace "ns" with the UID "uid-<name>",
+// shaped by opts in order.
+func Pod(name string, opts ...PodOption) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)}}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// Namespace sets the namespace.
+func Namespace(ns string) PodOption { return func(p *corev1.Pod) { p.Namespace = ns } }
+
+// UID sets the UID.
+func UID(uid string) PodOption { return func(p *corev1.Pod) { p.UID = types.UID(uid) } }
+
+// Annotations adds annotations.
+func Annotations(kv map[string]string) PodOption {
+	return func(p *corev1.Pod) {
+		if len(kv) == 0 {
+			return
+		}
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		for k, v := range kv {
+			p.Annotations[k] = v
+		}
+	}
+}
+
+// Labels adds labels.
+func Labels(kv map[string]string) PodOption {
+	return func(p *corev1.Pod) {
+		if p.Labels == nil {
+			p.Labels = map[string]string{}
+		}
+		for k, v := range kv {
+			p.Labels[k] = v
+		}
+	}
+}
+
+// Scheduler sets spec.schedulerName.
+func Scheduler(name string) PodOption { return func(p *corev1.Pod) { p.Spec.SchedulerName = name } }
+
+// Node sets spec.nodeName, as a bound pod has it.
+func Node(name string) PodOption { return func(p *corev1.Pod) { p.Spec.NodeName = name } }
+
+// Phase sets status.phase.
+func Phase(phase corev1.PodPhase) PodOption { return func(p *corev1.Pod) { p.Status.Phase = phase } }
+
+// Created sets the creation timestamp.
+func Created(t time.Time) PodOption {
+	return func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(t) }
+}
+
+// Container appends a container with the given limits, as resource
+// name/quantity pairs ("nvidia.com/gpumem", "8000", ...).
+func Container(name string, limits ...string) PodOption {
+	return func(p *corev1.Pod) {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: name, Resources: corev1.ResourceRequirements{Limits: Limits(limits...)}})
+	}
+}
+
+// Limits is a resource list from name/quantity pairs; it panics on an odd
+// count or a bad quantity, which are mistakes in the test itself.
+func Limits(kv ...string) corev1.ResourceList {
+	if len(kv)%2 != 0 {
+		panic("testutil.Limits: odd number of arguments")
+	}
+	l := corev1.ResourceList{}
+	for i := 0; i < len(kv); i += 2 {
+		l[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
+	}
+	return l
+}
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden (and other recorded outputs) with what the code gives now")
+
+// Update reports whether -update was given: recorded outputs are rewritten.
+func Update() bool { return *update }
+
+// Golden compares got with testdata/<name>.golden, or rewrites the file
+// under -update.
+func Golden(t testing.TB, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -update creates it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
