@@ -119,7 +119,14 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 			Evictions: evictions,
 		},
 	}
+	// Prepared claims' regions (docs/contract.md#on-the-dra-path): fed and
+	// reported; unprepare removes them, so the sweeper leaves them alone.
+	var claims regions.Claims
+	if cfg.FromClaims {
+		claims = regions.Claims{Dir: filepath.Join(cfg.HostRoot, "claims"), PodOf: node.PodOfClaim}
+	}
 	coll := &metrics.Collector{
+		Claims:     claims,
 		GPUs:       gpus,
 		Pods:       node,
 		Procs:      owners,
@@ -146,11 +153,7 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 	}
 	if w != nil {
 		a.feeder = &feed.Feeder{Dir: dir, GPUs: gpus, Regions: reader, Procs: owners, Writer: w, Log: log, Reread: time.Second}
-		if cfg.FromClaims {
-			// Prepared claims' regions (docs/contract.md); unprepare
-			// removes them, so the sweeper leaves that directory alone.
-			a.feeder.ClaimsDir, a.feeder.PodOf = filepath.Join(cfg.HostRoot, "claims"), node.PodOfClaim
-		}
+		a.feeder.Claims = claims
 	}
 	return a, nil
 }

@@ -31,16 +31,14 @@ type GPUReader interface {
 // Feeder measures and publishes.
 type Feeder struct {
 	Dir string
-	// ClaimsDir holds the regions of prepared DRA claims, named by claim
-	// uid and request (docs/contract.md); PodOf names the pod that holds a
-	// claim, whose processes are the region's. "" feeds none.
-	ClaimsDir string
-	PodOf     func(claimUID string) (podUID string, ok bool)
-	GPUs      GPUReader
-	Regions   *regions.Reader
-	Procs     usage.OwnerResolver
-	Writer    Writer
-	Log       *zap.Logger
+	// Claims locates the regions of prepared DRA claims; empty on the
+	// extender path.
+	Claims  regions.Claims
+	GPUs    GPUReader
+	Regions *regions.Reader
+	Procs   usage.OwnerResolver
+	Writer  Writer
+	Log     *zap.Logger
 	// Reread is how often a region's limits and process list are read
 	// again; samples go out every tick regardless. 0 rereads every tick.
 	Reread time.Duration
@@ -73,18 +71,7 @@ func limited(r regions.Region) bool {
 // Tick makes one pass: measure once, publish to every limited container.
 // It returns the number of samples published.
 func (f *Feeder) Tick() int {
-	entries, err := regions.List(f.Dir)
-	if err == nil && f.ClaimsDir != "" && f.PodOf != nil {
-		var claims []regions.Entry
-		claims, err = regions.List(f.ClaimsDir)
-		for _, e := range claims {
-			// A claim no pod holds yet has no processes to measure.
-			if pod, ok := f.PodOf(e.PodUID); ok {
-				e.PodUID = pod
-				entries = append(entries, e)
-			}
-		}
-	}
+	entries, err := regions.ListWithClaims(f.Dir, f.Claims)
 	if err != nil || len(entries) == 0 {
 		f.known = nil
 		return 0
