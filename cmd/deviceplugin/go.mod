@@ -52,9 +52,11 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
+	go.etcd.io/etcd/client/pkg/v3 v3.7.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
@@ -76,6 +78,10 @@ require (
 
 replace github.com/vgpu-io/vgpu/lib => ../../lib
 
-require github.com/vgpu-io/vgpu/internal v0.0.0
+require (
+	github.com/vgpu-io/vgpu/internal v0.0.0
+	k8s.io/dynamic-resource-allocation v0.37.2
+	tags.cncf.io/container-device-interface/specs-go v1.1.0
+)
 
 replace github.com/vgpu-io/vgpu/internal => ../../internal

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/daemon"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
 	"github.com/vgpu-io/vgpu/internal/daemoncmd"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/internal/healthserver"
@@ -60,6 +61,9 @@ func main() {
 	f.StringVar(&cfg.SysfsRoot, "sysfs-root", "/sys", "where sysfs is mounted (read for GPU NUMA nodes)")
 	f.StringVar(&cfg.Namespace, "namespace", contract.DefaultNamespace, "namespace of the settings ConfigMap")
 	f.StringVar(&cfg.SettingsConfigMap, "settings-configmap", contract.SettingsConfigMap, "name of the settings ConfigMap")
+	f.StringVar(&cfg.DRASockets.RegistryDir, "dra-registry-dir", draprepare.DefaultRegistryDir, "DRA mode: the kubelet's plugin registry directory (the registration socket goes there)")
+	f.StringVar(&cfg.DRASockets.PluginDir, "dra-plugin-dir", draprepare.DefaultPluginDir, "DRA mode: directory of the kubelet DRA service's socket (dra.sock)")
+	f.StringVar(&cfg.CDIDir, "cdi-dir", draprepare.DefaultCDIDir, "DRA mode: the container runtime's CDI spec directory, where prepared claims' CDI specs are written")
 	healthserver.AddFlag(f, &cfg.MetricsAddress, ":9395", "address of /healthz, /readyz and /metrics; empty to disable")
 	f.BoolVar(&cfg.AdvertiseCapacity, "advertise-capacity", false, "also write nvidia.com/gpu capacity into the Node status (for kwok nodes, which have no kubelet)")
 	f.StringVar(&ignoredXids, "ignored-xids", joinXids(discovery.DefaultIgnoredXids), "Xid errors that do not make a GPU unhealthy (application errors)")

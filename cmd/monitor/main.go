@@ -26,6 +26,7 @@ func main() {
 		cfg      agent.Config
 		listen   string
 		nvmlSpec string
+		mode     string
 		kube     = kubeclient.Options{Component: "monitor"}
 		// toleranceMiB is cfg.MemoryTolerance in MiB.
 		toleranceMiB uint64
@@ -38,6 +39,13 @@ func main() {
 			}
 			if cfg.NodeName == "" {
 				return fmt.Errorf("--node-name is empty: set it or the NODE_NAME env var (the downward API's spec.nodeName)")
+			}
+			switch mode {
+			case "extender":
+			case "dra":
+				cfg.FromClaims = true
+			default:
+				return fmt.Errorf("--mode=%q: must be extender or dra", mode)
 			}
 			client, err := kube.Client()
 			if err != nil {
@@ -60,6 +68,7 @@ func main() {
 		})
 	f := root.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	f.StringVar(&mode, "mode", "extender", "scheduling path whose record says what is assigned: extender (the vgpu.io/assignment annotation) or dra (allocated ResourceClaims and the node's ResourceSlice); see docs/dra.md")
 	f.StringVar(&cfg.HostRoot, "host-root", contract.HostRoot, "vgpu's host directory as mounted in the monitor; regions are under its containers/")
 	f.StringVar(&cfg.ProcRoot, "proc-root", "/proc", "the host's /proc as mounted in the monitor (a hostPath mount of /proc, or /proc with the host pid namespace)")
 	healthserver.AddFlag(f, &listen, ":9394", "address of /healthz, /readyz and /metrics", "listen")

@@ -6,10 +6,12 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/component-helpers/auth/rbac/validation"
 
+	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/dra"
 	"github.com/vgpu-io/vgpu/lib/settings"
 )
@@ -33,6 +35,29 @@ func TestDRAOverlay(t *testing.T) {
 	if !slices.Contains(ds.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
 		t.Errorf("device plugin args %v: want --mode=dra", ds.Spec.Template.Spec.Containers[0].Args)
 	}
+	// The kubelet finds the driver in its plugin registry and dials its DRA
+	// socket; the container runtime reads the CDI specs prepare writes.
+	// Each must be the host's own directory at the same path.
+	for _, dir := range []string{"/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins/" + dra.Driver, "/var/run/cdi"} {
+		if !slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+			return v.HostPath != nil && v.HostPath.Path == dir && slices.ContainsFunc(ds.Spec.Template.Spec.Containers[0].VolumeMounts,
+				func(m corev1.VolumeMount) bool { return m.Name == v.Name && m.MountPath == dir })
+		}) {
+			t.Errorf("device plugin does not mount the host's %s at the same path", dir)
+		}
+	}
+	mon := find[*appsv1.DaemonSet](t, objs, "vgpu-monitor")
+	if !slices.Contains(mon.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
+		t.Errorf("monitor args %v: want --mode=dra (shares from claims)", mon.Spec.Template.Spec.Containers[0].Args)
+	}
+	if !slices.ContainsFunc(mon.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.HostPath != nil && v.HostPath.Path == contract.HostClaimsDir && slices.ContainsFunc(mon.Spec.Template.Spec.Containers[0].VolumeMounts,
+			func(m corev1.VolumeMount) bool {
+				return m.Name == v.Name && m.MountPath == contract.HostClaimsDir && !m.ReadOnly
+			})
+	}) {
+		t.Errorf("monitor does not mount %s read-write: it feeds the claims' regions", contract.HostClaimsDir)
+	}
 	wh := find[*appsv1.Deployment](t, objs, "vgpu-webhook")
 	if !slices.Contains(wh.Spec.Template.Spec.Containers[0].Args, "--mode=dra") {
 		t.Errorf("webhook args %v: want --mode=dra", wh.Spec.Template.Spec.Containers[0].Args)
@@ -44,7 +69,12 @@ func TestDRAOverlay(t *testing.T) {
 	res := []string{"resource.k8s.io"}
 	base := render(t, "overlays/binpack")
 	for sa, want := range map[string][]rbacv1.PolicyRule{
-		"vgpu-device-plugin": {rule(res, []string{"resourceslices"}, []string{"get", "list", "watch", "create", "update", "delete"})},
+		"vgpu-device-plugin": {
+			rule(res, []string{"resourceslices"}, []string{"get", "list", "watch", "create", "update", "delete"}),
+			// The kubelet's DRA service reads the claims it prepares.
+			rule(res, []string{"resourceclaims"}, []string{"get"}),
+		},
+		"vgpu-monitor": {rule(res, []string{"resourceslices", "resourceclaims"}, []string{"list", "watch"})},
 		"vgpu-webhook": {
 			rule(res, []string{"resourceslices"}, []string{"list", "watch"}),
 			rule(res, []string{"resourceclaimtemplates"}, []string{"create"}),

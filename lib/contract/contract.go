@@ -93,6 +93,9 @@ const (
 	// HostContainersDir holds one region directory per container:
 	// <HostContainersDir>/<pod-uid>_<container>/.
 	HostContainersDir = HostRoot + "/containers"
+	// HostClaimsDir holds, on the DRA path, one region directory per
+	// request of a prepared claim: <HostClaimsDir>/<claim-uid>_<request>/.
+	HostClaimsDir = HostRoot + "/claims"
 	// HostLibDir holds libvgpu, one versioned directory per installed build.
 	HostLibDir = HostRoot + "/lib"
 	// ContainerRegionDir is where the region directory is mounted in a container.
@@ -111,6 +114,12 @@ const (
 // ContainerDirName is the host region directory name of one container.
 func ContainerDirName(podUID, container string) string {
 	return podUID + "_" + container
+}
+
+// ClaimDirName is the host region directory name of one request of a
+// prepared claim (DRA path): prepare works per claim, not per container.
+func ClaimDirName(claimUID, request string) string {
+	return claimUID + "_" + request
 }
 
 // HostLimitsPath is the host path of one container's limits file, beside

@@ -7,6 +7,7 @@ package dra
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	resourcev1 "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -111,3 +112,52 @@ func MiB(n int64) resource.Quantity {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Inventory reads a node's GPUs and sharing settings back from its vgpu
+// ResourceSlices, the DRA path's counterpart of the vgpu.io/devices
+// annotation: the split count is the vgpus capacity, the memory scaling the
+// memory capacity over the GPU's memory, a GPU with the unhealthy taint is
+// unhealthy. ok is false when no slice of node lists a GPU.
+func Inventory(node string, rs []*resourcev1.ResourceSlice) (inv device.Inventory, ok bool) {
+	inv.MemoryScaling = 1
+	for _, s := range rs {
+		if s.Spec.Driver != Driver || s.Spec.Pool.Name != node {
+			continue
+		}
+		for _, d := range s.Spec.Devices {
+			str := func(n resourcev1.QualifiedName) string {
+				if v := d.Attributes[n].StringValue; v != nil {
+					return *v
+				}
+				return ""
+			}
+			num := func(n resourcev1.QualifiedName, or int64) int64 {
+				if v := d.Attributes[n].IntValue; v != nil {
+					return *v
+				}
+				return or
+			}
+			g := device.GPU{UUID: str(AttrUUID), Model: str(AttrModel), Index: int(num(AttrIndex, -1)),
+				MemoryMiB: num(AttrMemoryMiB, 0), NUMANode: int(num(AttrNUMANode, -1)), Healthy: true}
+			if g.UUID == "" {
+				continue
+			}
+			for _, t := range d.Taints {
+				if t.Key == TaintUnhealthy {
+					g.Healthy = false
+				}
+			}
+			if c, found := d.Capacity[CapVGPUs]; found {
+				inv.SplitCount = max(inv.SplitCount, int(c.Value.Value()))
+			}
+			if c, found := d.Capacity[CapMemory]; found && g.MemoryMiB > 0 {
+				// Rounded: the capacity was floored to whole MiB.
+				ratio := float64(c.Value.Value()/(1024*1024)) / float64(g.MemoryMiB)
+				inv.MemoryScaling = max(inv.MemoryScaling, math.Round(ratio*1000)/1000)
+			}
+			inv.GPUs = append(inv.GPUs, g)
+		}
+	}
+	slices.SortFunc(inv.GPUs, func(a, b device.GPU) int { return a.Index - b.Index })
+	return inv, len(inv.GPUs) > 0
+}

@@ -2,7 +2,10 @@ package daemons
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -26,6 +29,7 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		return err
 	}
 	dir := filepath.Join(c.Dir, "deviceplugin-"+node)
+	kubelet := kubeletDir(c, node)
 	args := append([]string{
 		"--node-name=" + node, "--nvml=" + nvml, "--kubeconfig=" + c.Kubeconfig,
 		"--kubelet-socket-dir=" + filepath.Join(dir, "device-plugins"),
@@ -34,6 +38,9 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		"--libvgpu=" + filepath.Join(dir, "no-libvgpu.so"),
 		"--metrics-address=127.0.0.1:" + strconv.Itoa(ports[0]),
 		"--advertise-capacity",
+		"--dra-registry-dir=" + filepath.Join(kubelet, "plugins_registry"),
+		"--dra-plugin-dir=" + filepath.Join(kubelet, "plugin"),
+		"--cdi-dir=" + NodeAgentCDIDir(c, node),
 	}, extraArgs...)
 	name := NodeAgentName(node)
 	healthz := fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[0])
@@ -41,4 +48,27 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		return fmt.Errorf("node agent of %s: %w (log: %s)", node, err, c.LogPath(name))
 	}
 	return nil
+}
+
+// kubeletDir holds the node agent's DRA sockets (DRA mode): under the
+// cluster's folder, or, where that path is too long for a unix socket
+// (108 bytes), a short one named after it.
+func kubeletDir(c *cluster.Cluster, node string) string {
+	dir := filepath.Join(c.Dir, "deviceplugin-"+node, "kubelet")
+	if len(dir) <= 60 {
+		return dir
+	}
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join(os.TempDir(), "vgpu-"+hex.EncodeToString(sum[:6]))
+}
+
+// NodeAgentDRASocket is where the node agent of node serves the kubelet's
+// DRA service in DRA mode.
+func NodeAgentDRASocket(c *cluster.Cluster, node string) string {
+	return filepath.Join(kubeletDir(c, node), "plugin", "dra.sock")
+}
+
+// NodeAgentCDIDir is where the node agent of node writes CDI specs.
+func NodeAgentCDIDir(c *cluster.Cluster, node string) string {
+	return filepath.Join(c.Dir, "deviceplugin-"+node, "cdi")
 }

@@ -40,64 +40,101 @@ func (h Host) LimitsPath(podUID, container string) string {
 	return contract.HostLimitsPath(h.ContainersDir, podUID, container)
 }
 
+// Mount is one bind mount of the contract.
+type Mount struct {
+	ContainerPath string
+	HostPath      string
+	ReadOnly      bool
+}
+
+// Spec is the container contract in a form both paths translate: the
+// device plugin's Allocate response and the DRA path's CDI container edits
+// (docs/contract.md).
+type Spec struct {
+	Env    map[string]string
+	Mounts []Mount
+}
+
 // Build creates the container's region directory, region file and limits
 // file, and returns its contract. Every host path it returns exists.
 func Build(h Host, podUID string, c assign.Container) (*pluginapi.ContainerAllocateResponse, error) {
 	if len(c.Devices) == 0 {
 		return nil, fmt.Errorf("container %q: assignment lists no devices", c.Name)
 	}
+	spec, err := Prepare(h, contract.ContainerDirName(podUID, c.Name), c.Devices)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pluginapi.ContainerAllocateResponse{Envs: spec.Env}
+	for _, m := range spec.Mounts {
+		resp.Mounts = append(resp.Mounts, &pluginapi.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, ReadOnly: m.ReadOnly})
+	}
+	return resp, nil
+}
+
+// Prepare creates the region directory dirName under h.ContainersDir, its
+// region file and the limits file beside it for devices, and returns the
+// contract. Every host path it returns exists. Preparing the same thing
+// twice gives the same result and keeps the region (its ledger).
+func Prepare(h Host, dirName string, devices []assign.Device) (Spec, error) {
+	if len(devices) == 0 {
+		return Spec{}, fmt.Errorf("%s: no devices", dirName)
+	}
 	limits := contract.Limits{Region: filepath.Join(contract.ContainerRegionDir, contract.RegionFileName)}
-	for _, d := range c.Devices {
+	for _, d := range devices {
 		limits.Devices = append(limits.Devices, contract.DeviceLimits{UUID: d.UUID, MemoryMiB: d.MemoryMiB, Cores: d.Cores})
 	}
-	regionDir := h.RegionDir(podUID, c.Name)
+	regionDir := filepath.Join(h.ContainersDir, dirName)
 	if err := os.MkdirAll(regionDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create region directory: %w", err)
+		return Spec{}, fmt.Errorf("create region directory: %w", err)
 	}
 	// The container may run as any user and libvgpu must open the region
 	// file there; MkdirAll's mode is subject to the umask, Chmod is not.
 	if err := os.Chmod(regionDir, 0o777); err != nil {
-		return nil, fmt.Errorf("region directory %s: %w", regionDir, err)
+		return Spec{}, fmt.Errorf("region directory %s: %w", regionDir, err)
 	}
 	if err := createRegion(filepath.Join(regionDir, contract.RegionFileName)); err != nil {
-		return nil, err
+		return Spec{}, err
 	}
-	resp := &pluginapi.ContainerAllocateResponse{
+	spec := Spec{
 		// libvgpu ignores the limit variables when the limits file is
 		// mounted; the NVIDIA runtime and people read them.
-		Envs: limits.Env(),
-		Mounts: []*pluginapi.Mount{{
-			ContainerPath: contract.ContainerRegionDir,
-			HostPath:      regionDir,
-		}},
+		Env:    limits.Env(),
+		Mounts: []Mount{{ContainerPath: contract.ContainerRegionDir, HostPath: regionDir}},
 	}
 	if h.LibDir != "" {
-		limitsPath := h.LimitsPath(podUID, c.Name)
+		limitsPath := regionDir + contract.HostLimitsSuffix
 		if err := writeLimits(limitsPath, contract.FormatLimits(limits)); err != nil {
-			return nil, err
+			return Spec{}, err
 		}
 		if err := ensurePlaceholder(filepath.Join(h.LibDir, contract.LimitsFileName)); err != nil {
-			return nil, err
+			return Spec{}, err
 		}
-		resp.Envs[contract.EnvLDPreload] = contract.ContainerLibPath
-		resp.Mounts = append(resp.Mounts,
-			&pluginapi.Mount{
-				ContainerPath: filepath.Dir(contract.ContainerLibPath),
-				HostPath:      h.LibDir,
-				ReadOnly:      true,
-			},
-			&pluginapi.Mount{
-				ContainerPath: contract.ContainerLimitsPath,
-				HostPath:      limitsPath,
-				ReadOnly:      true,
-			},
-			&pluginapi.Mount{
-				ContainerPath: contract.ContainerPreloadPath,
-				HostPath:      filepath.Join(h.LibDir, install.PreloadFileName),
-				ReadOnly:      true,
-			})
+		spec.Env[contract.EnvLDPreload] = contract.ContainerLibPath
+		spec.Mounts = append(spec.Mounts,
+			Mount{ContainerPath: filepath.Dir(contract.ContainerLibPath), HostPath: h.LibDir, ReadOnly: true},
+			Mount{ContainerPath: contract.ContainerLimitsPath, HostPath: limitsPath, ReadOnly: true},
+			Mount{ContainerPath: contract.ContainerPreloadPath, HostPath: filepath.Join(h.LibDir, install.PreloadFileName), ReadOnly: true})
 	}
-	return resp, nil
+	return spec, nil
+}
+
+// Remove deletes what Prepare created for dirName; what is already gone is
+// not an error.
+func Remove(h Host, dirName string) error {
+	regionDir := filepath.Join(h.ContainersDir, dirName)
+	if err := os.RemoveAll(regionDir); err != nil {
+		return fmt.Errorf("remove region directory %s: %w", regionDir, err)
+	}
+	if err := os.Remove(regionDir + contract.HostLimitsSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove limits file: %w", err)
+	}
+	return nil
+}
+
+// WriteFile replaces path with data whole, never half written.
+func WriteFile(path string, data []byte, mode os.FileMode) error {
+	return publish(path, data, mode, true)
 }
 
 // publish puts data at path whole or not at all: written to a temporary

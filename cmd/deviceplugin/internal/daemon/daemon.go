@@ -25,6 +25,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/discovery"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/install"
@@ -59,6 +60,9 @@ type Config struct {
 	AdvertiseCapacity bool
 	// Mode is ModeDevicePlugin or ModeDRA (docs/dra.md).
 	Mode string
+	// DRASockets and CDIDir place the kubelet's DRA service (DRA mode).
+	DRASockets draprepare.Sockets
+	CDIDir     string
 }
 
 // The node agent's two modes, one per scheduling path (docs/dra.md).
@@ -129,7 +133,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return err
 	}
 	if cfg.Mode == ModeDRA {
-		return runDRA(ctx, cfg, deps, lib, gpus, state, m, health, &serving)
+		return runDRA(ctx, cfg, deps, lib, gpus, state, m, health, &serving, host.LibDir)
 	}
 	// One GPU, one booking: a slice left from DRA mode goes first.
 	if n, err := draslice.DeleteSlices(ctx, deps.Client, cfg.NodeName); err != nil {

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"sync/atomic"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -11,6 +13,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/gpustate"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/metrics"
@@ -22,7 +26,7 @@ import (
 // node's ResourceSlice and never registers nvidia.com/gpu with the kubelet,
 // so kube-scheduler cannot hand the same GPU out on the extender path too.
 func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus []device.GPU,
-	state *gpustate.State, m *metrics.Metrics, health *healthserver.Server, serving *atomic.Bool) error {
+	state *gpustate.State, m *metrics.Metrics, health *healthserver.Server, serving *atomic.Bool, libDir string) error {
 	log := deps.Log
 	if err := draslice.RetireDevicePlugin(ctx, deps.Client, cfg.NodeName, cfg.AdvertiseCapacity); err != nil {
 		return err
@@ -52,6 +56,14 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 	go watchHealth(ctx, lib, gpus, cfg.IgnoredXids, state, m, log)
 	pub := &draslice.Publisher{Node: cfg.NodeName, Client: deps.Client, State: state, Log: log}
 	go pub.Run(ctx, kick)
+	fatal := make(chan error, 1)
+	drv := &draprepare.Driver{Node: cfg.NodeName, State: state, Log: log, CDIDir: cfg.CDIDir, Fatal: fatal,
+		Host: containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "claims"), LibDir: libDir}}
+	helper, err := draprepare.Serve(ctx, drv, deps.Client, cfg.DRASockets)
+	if err != nil {
+		return fmt.Errorf("kubelet DRA service: %w", err)
+	}
+	defer helper.Stop()
 	errs := make(chan error, 1)
 	if cfg.MetricsAddress != "" {
 		ln, err := healthserver.Listen(healthserver.Flag, cfg.MetricsAddress)
@@ -60,7 +72,8 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 		}
 		go func() { errs <- healthserver.Serve(ctx, ln, health.Mux(), log) }()
 	}
-	log.Info("serving in DRA mode: no device plugin registration", zap.String("node", cfg.NodeName))
+	log.Info("serving in DRA mode: no device plugin registration", zap.String("node", cfg.NodeName),
+		zap.String("registryDir", cfg.DRASockets.RegistryDir), zap.String("pluginDir", cfg.DRASockets.PluginDir), zap.String("cdiDir", cfg.CDIDir))
 	serving.Store(true)
 	if deps.Ready != nil {
 		deps.Ready()
@@ -68,6 +81,8 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 	select {
 	case <-ctx.Done():
 		return nil
+	case err := <-fatal:
+		return fmt.Errorf("kubelet DRA service: %w", err)
 	case err := <-errs:
 		return err
 	}

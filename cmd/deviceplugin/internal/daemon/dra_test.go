@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -47,6 +49,12 @@ func TestDRAModePublishesSliceInsteadOfDevicePlugin(t *testing.T) {
 	})
 	if s.Spec.Driver != dra.Driver || s.Spec.NodeName == nil || *s.Spec.NodeName != nodeName || s.Spec.Pool.Name != nodeName {
 		t.Fatalf("slice spec %+v: want driver %s on node %s, pool named after the node", s.Spec, dra.Driver, nodeName)
+	}
+	// The kubelet finds the DRA service in its plugin registry.
+	for _, sock := range []string{filepath.Join(e.cfg.DRASockets.RegistryDir, dra.Driver+"-reg.sock"), filepath.Join(e.cfg.DRASockets.PluginDir, "dra.sock")} {
+		if fi, err := os.Stat(sock); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Errorf("DRA mode serves no socket at %s (%v)", sock, err)
+		}
 	}
 	if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].Kind != "Node" {
 		t.Errorf("owner %+v: the Node must own its slice", s.OwnerReferences)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/testkubelet"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
 	"github.com/vgpu-io/vgpu/lib/annotation"
@@ -78,6 +79,8 @@ func start(t *testing.T, o options) *env {
 		Namespace:         contract.DefaultNamespace,
 		SettingsConfigMap: contract.SettingsConfigMap,
 		IgnoredXids:       []uint64{13, 31, 43, 45, 68, 109},
+		DRASockets:        draprepare.Sockets{RegistryDir: filepath.Join(sockDir, "reg"), PluginDir: filepath.Join(sockDir, "dra")},
+		CDIDir:            filepath.Join(root, "cdi"),
 	}
 	if o.checkpoint != "" {
 		mustWrite(t, filepath.Join(sockDir, "kubelet_internal_checkpoint"), o.checkpoint)

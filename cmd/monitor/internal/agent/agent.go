@@ -35,6 +35,9 @@ import (
 // Config is what the flags set.
 type Config struct {
 	NodeName string
+	// FromClaims reads assignments from allocated ResourceClaims and the
+	// inventory from the node's ResourceSlice (the DRA path, docs/dra.md).
+	FromClaims bool
 	// HostRoot is vgpu's host directory as the monitor sees it; the regions
 	// are in its containers/ subdirectory.
 	HostRoot string
@@ -76,7 +79,11 @@ type Agent struct {
 // New builds an agent reading GPUs from gpus, decoding regions with decode
 // and feeding utilisation through w (nil: no feed).
 func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode regions.Decoder, w feed.Writer, log *zap.Logger) (*Agent, error) {
-	node := pods.New(client, cfg.NodeName, log)
+	var opts []pods.Option
+	if cfg.FromClaims {
+		opts = append(opts, pods.FromClaims())
+	}
+	node := pods.New(client, cfg.NodeName, log, opts...)
 	dir := filepath.Join(cfg.HostRoot, "containers")
 	reg := prometheus.NewRegistry()
 	wrapped := prometheus.WrapRegistererWith(prometheus.Labels{"node": cfg.NodeName}, reg)
@@ -112,7 +119,14 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 			Evictions: evictions,
 		},
 	}
+	// Prepared claims' regions (docs/contract.md#on-the-dra-path): fed and
+	// reported; unprepare removes them, so the sweeper leaves them alone.
+	var claims regions.Claims
+	if cfg.FromClaims {
+		claims = regions.Claims{Dir: filepath.Join(cfg.HostRoot, "claims"), PodOf: node.PodOfClaim}
+	}
 	coll := &metrics.Collector{
+		Claims:     claims,
 		GPUs:       gpus,
 		Pods:       node,
 		Procs:      owners,
@@ -139,6 +153,7 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 	}
 	if w != nil {
 		a.feeder = &feed.Feeder{Dir: dir, GPUs: gpus, Regions: reader, Procs: owners, Writer: w, Log: log, Reread: time.Second}
+		a.feeder.Claims = claims
 	}
 	return a, nil
 }

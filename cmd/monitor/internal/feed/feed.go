@@ -30,7 +30,10 @@ type GPUReader interface {
 
 // Feeder measures and publishes.
 type Feeder struct {
-	Dir     string
+	Dir string
+	// Claims locates the regions of prepared DRA claims; empty on the
+	// extender path.
+	Claims  regions.Claims
 	GPUs    GPUReader
 	Regions *regions.Reader
 	Procs   usage.OwnerResolver
@@ -68,7 +71,7 @@ func limited(r regions.Region) bool {
 // Tick makes one pass: measure once, publish to every limited container.
 // It returns the number of samples published.
 func (f *Feeder) Tick() int {
-	entries, err := regions.List(f.Dir)
+	entries, err := regions.ListWithClaims(f.Dir, f.Claims)
 	if err != nil || len(entries) == 0 {
 		f.known = nil
 		return 0

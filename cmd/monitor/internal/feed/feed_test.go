@@ -196,3 +196,19 @@ func BenchmarkTick(b *testing.B) {
 		}
 	}
 }
+
+// On the DRA path a region is named by claim; its processes are those of
+// the pod the claim is reserved for.
+func TestTickFeedsClaimRegionsThroughTheirPod(t *testing.T) {
+	dir, claims := t.TempDir(), t.TempDir()
+	put(t, claims, "claim1_gpu", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 25}}, Processes: []regions.Process{{PID: 3}}})
+	put(t, claims, "unheld_gpu", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 25}}})
+	g := fixedGPUs{{UUID: "a", UtilizationPercent: 50, PerProcessSM: true, Processes: []gpus.Process{{PID: 1003, SMPercent: 22}}}}
+	o := owners{1003: {PodUID: "podX", NSPID: 3}}
+	rec := &recorder{}
+	f := &Feeder{Dir: dir, GPUs: g, Regions: regions.NewReader(jsonDecoder, zap.NewNop()), Procs: o, Writer: rec, Log: zap.NewNop(),
+		Claims: regions.Claims{Dir: claims, PodOf: func(claim string) (string, bool) { return "podX", claim == "claim1" }}}
+	if n := f.Tick(); n != 1 || len(rec.got) != 1 || rec.got[0] != (sample{"claim1_gpu", 0, 220}) {
+		t.Fatalf("published %d: %+v, want claim1's region fed 220 permille from podX's process", n, rec.got)
+	}
+}

@@ -48,7 +48,9 @@ type Collector struct {
 	Pods       PodSource
 	Procs      usage.OwnerResolver
 	RegionsDir string
-	Regions    *regions.Reader
+	// Claims locates the regions of prepared DRA claims (DRA path).
+	Claims  regions.Claims
+	Regions *regions.Reader
 	// Audit may be nil: then only libvgpu's own verdict is exported.
 	Audit Findings
 	Log   *zap.Logger
@@ -170,7 +172,7 @@ type regionOf struct {
 }
 
 func (c *Collector) collectContainers(ch chan<- prometheus.Metric, gs []gpus.GPU, index map[string]gpus.GPU) {
-	entries, err := regions.List(c.RegionsDir)
+	entries, err := regions.ListWithClaims(c.RegionsDir, c.Claims)
 	if err != nil {
 		c.Log.Warn("cannot list region directories", zap.String("dir", c.RegionsDir), zap.Error(err))
 	}

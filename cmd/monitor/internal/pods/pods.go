@@ -1,7 +1,9 @@
 // Package pods keeps the monitor's view of its own node from the API
 // server: the pods bound to it (to name region directories and to sum what
 // the scheduler assigned) and the node's GPU inventory. Both come from
-// informers limited to this node, so a scrape never lists anything.
+// informers limited to this node, so a scrape never lists anything. On the
+// DRA path (docs/dra.md) what is assigned comes from the allocated
+// ResourceClaims and the inventory from the node's ResourceSlice.
 package pods
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -23,8 +26,10 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/booking"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/dra"
 )
 
 // Ref names a pod.
@@ -46,17 +51,37 @@ type Node struct {
 	log   *zap.Logger
 	pods  cache.SharedIndexInformer
 	nodes cache.SharedIndexInformer
+	// slices and claims are set on the DRA path only.
+	slices cache.SharedIndexInformer
+	claims cache.SharedIndexInformer
 
 	mu sync.Mutex
 	// badAssignment remembers pods whose annotation did not decode, so
 	// each is logged once.
 	badAssignment map[types.UID]bool
+	// warned remembers claims whose shares could not be read.
+	warned map[string]bool
 }
+
+// Option changes how New reads the node.
+type Option func(*options)
+
+type options struct{ claims bool }
+
+// FromClaims reads what is assigned from the allocated ResourceClaims and
+// the GPUs from the node's ResourceSlice (the DRA path) instead of the
+// vgpu.io annotations. It watches every claim of the cluster: a claim
+// names its node only through its allocation.
+func FromClaims() Option { return func(o *options) { o.claims = true } }
 
 const byUID = "uid"
 
 // New prepares informers for node name; call Run to start them.
-func New(client kubernetes.Interface, name string, log *zap.Logger) *Node {
+func New(client kubernetes.Interface, name string, log *zap.Logger, opts ...Option) *Node {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	podFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", name).String()
@@ -71,6 +96,18 @@ func New(client kubernetes.Interface, name string, log *zap.Logger) *Node {
 		pods:          podFactory.Core().V1().Pods().Informer(),
 		nodes:         nodeFactory.Core().V1().Nodes().Informer(),
 		badAssignment: map[types.UID]bool{},
+		warned:        map[string]bool{},
+	}
+	if o.claims {
+		sliceFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", name).String()
+			}))
+		n.slices = sliceFactory.Resource().V1().ResourceSlices().Informer()
+		n.claims = informers.NewSharedInformerFactory(client, 0).Resource().V1().ResourceClaims().Informer()
+		_ = n.claims.AddIndexers(cache.Indexers{byUID: func(obj any) ([]string, error) {
+			return []string{string(obj.(*resourcev1.ResourceClaim).UID)}, nil
+		}})
 	}
 	_ = n.pods.AddIndexers(cache.Indexers{byUID: func(obj any) ([]string, error) {
 		return []string{string(obj.(*corev1.Pod).UID)}, nil
@@ -81,17 +118,30 @@ func New(client kubernetes.Interface, name string, log *zap.Logger) *Node {
 // Run starts the informers and waits until their caches are filled or ctx
 // ends.
 func (n *Node) Run(ctx context.Context) error {
-	go n.pods.Run(ctx.Done())
-	go n.nodes.Run(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), n.pods.HasSynced, n.nodes.HasSynced) {
+	synced := []cache.InformerSynced{n.pods.HasSynced, n.nodes.HasSynced}
+	for _, inf := range []cache.SharedIndexInformer{n.pods, n.nodes, n.slices, n.claims} {
+		if inf != nil {
+			go inf.Run(ctx.Done())
+		}
+	}
+	if n.claims != nil {
+		synced = append(synced, n.slices.HasSynced, n.claims.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return fmt.Errorf("node %s: pod and node caches did not sync", n.name)
 	}
 	return nil
 }
 
-// Synced reports whether both caches hold a full list. Until then, a pod
+// Synced reports whether the caches hold a full list. Until then, a pod
 // missing from the cache may well exist.
-func (n *Node) Synced() bool { return n.pods.HasSynced() && n.nodes.HasSynced() }
+func (n *Node) Synced() bool {
+	ok := n.pods.HasSynced() && n.nodes.HasSynced()
+	if n.claims != nil {
+		ok = ok && n.slices.HasSynced() && n.claims.HasSynced()
+	}
+	return ok
+}
 
 // Lookup finds a pod of this node by uid.
 func (n *Node) Lookup(uid string) (Ref, bool) {
@@ -103,28 +153,49 @@ func (n *Node) Lookup(uid string) (Ref, bool) {
 	return Ref{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, true
 }
 
-// Assignments returns the assignments of this node's pods that still hold
-// their GPUs (not finished), ordered by namespace and name.
+// Assignments returns what this node's pods hold, ordered by namespace and
+// pod: their assignments (extender path), or the shares of the claims
+// allocated on this node (DRA path, one entry per claim, docs/dra.md). Both
+// are read by lib/booking, so they count alike.
 func (n *Node) Assignments() []Assigned {
-	var out []Assigned
+	var ps []corev1.Pod
 	for _, obj := range n.pods.GetStore().List() {
-		p := obj.(*corev1.Pod)
-		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		a, ok := n.assignment(p)
-		if !ok {
-			continue
-		}
-		out = append(out, Assigned{Ref: Ref{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, Assignment: a})
+		ps = append(ps, *obj.(*corev1.Pod))
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Namespace != out[j].Namespace {
-			return out[i].Namespace < out[j].Namespace
-		}
-		return out[i].Name < out[j].Name
-	})
+	var bs []booking.Booking
+	var warnings []string
+	if n.claims != nil {
+		bs, warnings = booking.FromClaims(n.name, listOf[*resourcev1.ResourceSlice](n.slices), listOf[*resourcev1.ResourceClaim](n.claims), ps)
+	} else {
+		bs, warnings = booking.FromPods(n.name, ps)
+	}
+	n.warnOnce(warnings)
+	out := make([]Assigned, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, Assigned{Ref: Ref{Namespace: b.Namespace, Name: b.Pod, UID: b.PodUID}, Assignment: b.Assignment})
+	}
 	return out
+}
+
+func listOf[T any](inf cache.SharedIndexInformer) []T {
+	objs := inf.GetStore().List()
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(T))
+	}
+	return out
+}
+
+// warnOnce logs each unreadable assignment or claim once.
+func (n *Node) warnOnce(warnings []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, w := range warnings {
+		if !n.warned[w] {
+			n.warned[w] = true
+			n.log.Warn("unreadable GPU booking; its GPUs are not counted", zap.String("booking", w))
+		}
+	}
 }
 
 // Container is the state of one container of a pod, from the pod's status.
@@ -211,8 +282,12 @@ func (n *Node) assignment(p *corev1.Pod) (assign.Pod, bool) {
 	return a, true
 }
 
-// Inventory is the node's vgpu.io/devices annotation, if present and valid.
+// Inventory is the node's vgpu.io/devices annotation, if present and
+// valid; on the DRA path, what its ResourceSlice lists.
 func (n *Node) Inventory() (device.Inventory, bool) {
+	if n.claims != nil {
+		return dra.Inventory(n.name, listOf[*resourcev1.ResourceSlice](n.slices))
+	}
 	obj, ok, err := n.nodes.GetStore().GetByKey(n.name)
 	if err != nil || !ok {
 		return device.Inventory{}, false
@@ -226,6 +301,25 @@ func (n *Node) Inventory() (device.Inventory, bool) {
 		return device.Inventory{}, false
 	}
 	return inv, true
+}
+
+// PodOfClaim names the pod a claim is reserved for (the first, when the
+// claim is shared): the region of a prepared claim holds that pod's
+// processes. False off the DRA path or while no pod holds the claim.
+func (n *Node) PodOfClaim(uid string) (string, bool) {
+	if n.claims == nil {
+		return "", false
+	}
+	objs, err := n.claims.GetIndexer().ByIndex(byUID, uid)
+	if err != nil || len(objs) == 0 {
+		return "", false
+	}
+	for _, r := range objs[0].(*resourcev1.ResourceClaim).Status.ReservedFor {
+		if r.Resource == "pods" && r.APIGroup == "" {
+			return string(r.UID), true
+		}
+	}
+	return "", false
 }
 
 // Exists reports whether a pod with this uid is bound to the node.

@@ -7,13 +7,18 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/lib/settings"
 
 	"github.com/vgpu-io/vgpu/internal/testutil"
 )
@@ -67,3 +72,67 @@ func TestNodeView(t *testing.T) {
 		t.Fatalf("Inventory = %+v, %v", got, ok)
 	}
 }
+
+func allocated(name, node string, device string, memMiB int64, reservedFor *corev1.Pod) *resourcev1.ResourceClaim {
+	c := &resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID("claim-" + name)}}
+	c.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{Results: []resourcev1.DeviceRequestAllocationResult{{
+		Request: "gpu", Driver: dra.Driver, Pool: node, Device: device,
+		ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{dra.CapMemory: dra.MiB(memMiB), dra.CapCores: *resource.NewQuantity(20, resource.DecimalSI)}}}}}
+	if reservedFor != nil {
+		c.Status.ReservedFor = []resourcev1.ResourceClaimConsumerReference{{Resource: "pods", Name: reservedFor.Name, UID: reservedFor.UID}}
+	}
+	return c
+}
+
+// On the DRA path the node's GPUs come from its ResourceSlice and what is
+// assigned from the claims allocated on it, with the capacity they consumed.
+func TestNodeViewFromClaims(t *testing.T) {
+	s := settings.Default()
+	s.DeviceSplitCount = 6
+	devs, err := dra.Devices([]device.GPU{{UUID: "GPU-1", Index: 0, Model: "A100", MemoryMiB: 1000, Healthy: true}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := pod("running", corev1.PodRunning, "")
+	client := fake.NewClientset(
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}},
+		&resourcev1.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "n1-gpu"},
+			Spec: resourcev1.ResourceSliceSpec{Driver: dra.Driver, NodeName: ptr("n1"), Pool: resourcev1.ResourcePool{Name: "n1"}, Devices: devs}},
+		running,
+		allocated("mine", "n1", "gpu-0", 300, running),
+		allocated("unused", "n1", "gpu-0", 200, nil),
+		allocated("elsewhere", "n2", "gpu-0", 900, nil),
+		allocated("broken", "n1", "gpu-5", 1, running),
+		&resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pending"}},
+	)
+	core, logs := observer.New(zap.WarnLevel)
+	n := New(client, "n1", zap.New(core), FromClaims())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := n.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		as := n.Assignments()
+		if len(as) != 2 || as[0].Name != "" || as[1].Name != "running" || as[1].UID != running.UID {
+			t.Fatalf("Assignments = %+v, want the unused claim and the running pod's", as)
+		}
+		if d := as[1].Assignment.Containers[0].Devices; len(d) != 1 || d[0] != (assign.Device{UUID: "GPU-1", MemoryMiB: 300, Cores: 20}) {
+			t.Fatalf("running pod's share %+v", d)
+		}
+	}
+	if logs.Len() != 1 {
+		t.Fatalf("3 reads logged the broken claim %d times, want once", logs.Len())
+	}
+	if uid, ok := n.PodOfClaim("claim-mine"); !ok || uid != string(running.UID) {
+		t.Errorf("PodOfClaim(claim-mine) = %q, %v; want the running pod", uid, ok)
+	}
+	if _, ok := n.PodOfClaim("claim-unused"); ok {
+		t.Error("a claim no pod holds has a pod")
+	}
+	if got, ok := n.Inventory(); !ok || got.SplitCount != 6 || len(got.GPUs) != 1 || got.GPUs[0].UUID != "GPU-1" {
+		t.Fatalf("Inventory = %+v, %v", got, ok)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

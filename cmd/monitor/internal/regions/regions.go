@@ -115,6 +115,32 @@ func List(dir string) ([]Entry, error) {
 	return out, nil
 }
 
+// Claims locates the regions of prepared DRA claims
+// (docs/contract.md#on-the-dra-path): named by claim uid and request, they
+// belong to the pod the claim is reserved for.
+type Claims struct {
+	Dir   string
+	PodOf func(claimUID string) (podUID string, ok bool)
+}
+
+// ListWithClaims lists dir's regions and, when claims has a directory,
+// those of prepared claims with the holding pod's uid in PodUID and the
+// request in Container; a claim no pod holds yet is left out.
+func ListWithClaims(dir string, claims Claims) ([]Entry, error) {
+	out, err := List(dir)
+	if err != nil || claims.Dir == "" || claims.PodOf == nil {
+		return out, err
+	}
+	more, err := List(claims.Dir)
+	for _, e := range more {
+		if pod, ok := claims.PodOf(e.PodUID); ok {
+			e.PodUID = pod
+			out = append(out, e)
+		}
+	}
+	return out, err
+}
+
 // Reader reads region files and remembers which ones were bad, so that
 // each bad file is logged once until it turns good or disappears.
 type Reader struct {

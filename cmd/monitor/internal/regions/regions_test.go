@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"go.uber.org/zap"
@@ -117,5 +118,31 @@ func TestPruneForgetsRemovedFiles(t *testing.T) {
 	r.Read(bad)
 	if logs.Len() != 2 {
 		t.Fatalf("a file that came back after being pruned should be reported again; got %d lines", logs.Len())
+	}
+}
+
+// A prepared claim's region is listed as its holding pod's, with the
+// request as the container; one no pod holds yet is not listed.
+func TestListWithClaims(t *testing.T) {
+	dir, claims := t.TempDir(), t.TempDir()
+	for _, d := range []string{filepath.Join(dir, "pod1_main"), filepath.Join(claims, "claimA_gpu"), filepath.Join(claims, "claimB_gpu")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := ListWithClaims(dir, Claims{Dir: claims, PodOf: func(uid string) (string, bool) { return "pod2", uid == "claimA" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range got {
+		names = append(names, e.PodUID+"/"+e.Container+"@"+filepath.Base(filepath.Dir(e.Dir)))
+	}
+	want := []string{"pod1/main@" + filepath.Base(dir), "pod2/gpu@" + filepath.Base(claims)}
+	if !slices.Equal(names, want) {
+		t.Errorf("listed %v, want %v", names, want)
+	}
+	if only, _ := ListWithClaims(dir, Claims{}); len(only) != 1 {
+		t.Errorf("without claims: %d entries, want the pod's one", len(only))
 	}
 }

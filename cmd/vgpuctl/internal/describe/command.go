@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -23,7 +24,9 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/cli"
 	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/booking"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/dra"
 )
 
 type options struct {
@@ -109,7 +112,60 @@ func apiError(err error) error {
 
 // errNoInventory is returned for a node the device plugin has not described.
 func errNoInventory(name string) error {
-	return fmt.Errorf("node %q has no vgpu GPU inventory (annotation %s is missing): it is not a vgpu GPU node, or its device plugin has not started", name, contract.AnnotationDevices)
+	return fmt.Errorf("node %q has no vgpu GPU inventory (neither annotation %s nor a ResourceSlice of driver %s): it is not a vgpu GPU node, or its node agent has not started", name, contract.AnnotationDevices, dra.Driver)
+}
+
+// draRecords are the cluster's DRA objects a node report reads on that path.
+type draRecords struct {
+	slices []*resourcev1.ResourceSlice
+	claims []*resourcev1.ResourceClaim
+}
+
+func listDRA(ctx context.Context, c kubernetes.Interface, opts metav1.ListOptions) (draRecords, error) {
+	var d draRecords
+	rs, err := c.ResourceV1().ResourceSlices().List(ctx, opts)
+	if err != nil {
+		return d, apiError(err)
+	}
+	for i := range rs.Items {
+		d.slices = append(d.slices, &rs.Items[i])
+	}
+	return d, nil
+}
+
+func (d *draRecords) listClaims(ctx context.Context, c kubernetes.Interface) error {
+	cl, err := c.ResourceV1().ResourceClaims(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return apiError(err)
+	}
+	for i := range cl.Items {
+		d.claims = append(d.claims, &cl.Items[i])
+	}
+	return nil
+}
+
+// report builds a node's report from the record of the path it is on:
+// its vgpu.io/devices inventory and its pods' assignments (extender path),
+// or its ResourceSlice and the allocated claims (DRA path, docs/dra.md).
+func report(node *corev1.Node, pods []corev1.Pod, d draRecords) (NodeReport, error) {
+	if hasInventory(node) {
+		inv, err := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
+		if err != nil {
+			return NodeReport{}, fmt.Errorf("node %q: %v", node.Name, err)
+		}
+		bs, warnings := booking.FromPods(node.Name, pods)
+		r := buildNode(node.Name, inv, bs, warnings)
+		r.Path = "extender"
+		return r, nil
+	}
+	inv, ok := dra.Inventory(node.Name, d.slices)
+	if !ok {
+		return NodeReport{}, errNoInventory(node.Name)
+	}
+	bs, warnings := booking.FromClaims(node.Name, d.slices, d.claims, pods)
+	r := buildNode(node.Name, inv, bs, warnings)
+	r.Path = "dra"
+	return r, nil
 }
 
 func (o *options) one(ctx context.Context, c kubernetes.Interface, name string, out io.Writer) error {
@@ -117,12 +173,17 @@ func (o *options) one(ctx context.Context, c kubernetes.Interface, name string, 
 	if err != nil {
 		return apiError(err)
 	}
+	var d draRecords
 	if !hasInventory(node) {
-		return errNoInventory(name)
-	}
-	inv, err := annotation.DecodeDevices(node.Annotations[contract.AnnotationDevices])
-	if err != nil {
-		return fmt.Errorf("node %q: %v", name, err)
+		if d, err = listDRA(ctx, c, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", name).String()}); err != nil {
+			return err
+		}
+		if _, ok := dra.Inventory(name, d.slices); !ok {
+			return errNoInventory(name)
+		}
+		if err := d.listClaims(ctx, c); err != nil {
+			return err
+		}
 	}
 	pods, err := c.CoreV1().Pods(metav1.NamespaceAll).List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("spec.nodeName", name).String(),
@@ -130,7 +191,10 @@ func (o *options) one(ctx context.Context, c kubernetes.Interface, name string, 
 	if err != nil {
 		return apiError(err)
 	}
-	r := buildNode(node, inv, onNode(pods.Items, name))
+	r, err := report(node, onNode(pods.Items, name), d)
+	if err != nil {
+		return err
+	}
 	if o.usage {
 		o.addUsage(ctx, c, node, &r)
 	}
@@ -200,10 +264,18 @@ func (o *options) list(ctx context.Context, c kubernetes.Interface, out, errOut 
 	if err != nil {
 		return apiError(err)
 	}
+	d, err := listDRA(ctx, c, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
 	var gpuNodes []corev1.Node
+	onDRA := false
 	for _, n := range nodes.Items {
 		if hasInventory(&n) {
 			gpuNodes = append(gpuNodes, n)
+		} else if _, ok := dra.Inventory(n.Name, d.slices); ok {
+			gpuNodes = append(gpuNodes, n)
+			onDRA = true
 		}
 	}
 	sort.Slice(gpuNodes, func(i, j int) bool { return gpuNodes[i].Name < gpuNodes[j].Name })
@@ -213,18 +285,23 @@ func (o *options) list(ctx context.Context, c kubernetes.Interface, out, errOut 
 		if err != nil {
 			return apiError(err)
 		}
+		if onDRA {
+			if err := d.listClaims(ctx, c); err != nil {
+				return err
+			}
+		}
 		byNode := map[string][]corev1.Pod{}
 		for _, p := range pods.Items {
 			byNode[p.Spec.NodeName] = append(byNode[p.Spec.NodeName], p)
 		}
 		for i := range gpuNodes {
 			n := &gpuNodes[i]
-			inv, err := annotation.DecodeDevices(n.Annotations[contract.AnnotationDevices])
+			r, err := report(n, byNode[n.Name], d)
 			if err != nil {
 				fmt.Fprintf(errOut, "warning: node %q skipped: %v\n", n.Name, err)
 				continue
 			}
-			summaries = append(summaries, summarize(buildNode(n, inv, byNode[n.Name])))
+			summaries = append(summaries, summarize(r))
 		}
 	}
 	if !o.output.Table() {

@@ -166,7 +166,7 @@ func TestDescribeErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"nope"}, `Error from server (NotFound): nodes "nope" not found`},
-		{[]string{"cpu-node"}, `node "cpu-node" has no vgpu GPU inventory (annotation vgpu.io/devices is missing)`},
+		{[]string{"cpu-node"}, `node "cpu-node" has no vgpu GPU inventory (neither annotation vgpu.io/devices nor a ResourceSlice of driver gpu.vgpu.io)`},
 		{[]string{"gpu-node-1", "-o", "xml"}, `unable to match a printer suitable for the output format "xml", allowed formats are: json,yaml`},
 		{[]string{"--usage"}, `--usage needs a node NAME`},
 		{[]string{"a", "b"}, `accepts at most 1 arg(s), received 2`},

@@ -1,11 +1,9 @@
 package describe
 
 import (
-	"sort"
-
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/booking"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/ledger"
@@ -20,7 +18,10 @@ type NodeReport struct {
 	LargestFree   *Free       `json:"largestFree"`
 	// Usage says whether actual usage from the node's monitor is shown.
 	Usage *UsageStatus `json:"usage,omitempty"`
-	// Warnings lists pods whose assignment could not be read.
+	// Path is the scheduling path whose record the shares come from:
+	// "extender" (vgpu.io/assignment) or "dra" (allocated ResourceClaims).
+	Path string `json:"path"`
+	// Warnings lists pods or claims whose shares could not be read.
 	Warnings []string `json:"warnings,omitempty"`
 }
 
@@ -47,8 +48,11 @@ type GPUReport struct {
 
 // PodShare is one container's vGPU on a GPU.
 type PodShare struct {
-	Namespace string         `json:"namespace"`
-	Pod       string         `json:"pod"`
+	Namespace string `json:"namespace"`
+	// Pod is "" for a claim (DRA path) that no pod uses yet.
+	Pod string `json:"pod"`
+	// Claim is the ResourceClaim holding the share on the DRA path.
+	Claim     string         `json:"claim,omitempty"`
 	Container string         `json:"container"`
 	Init      bool           `json:"init,omitempty"`
 	MemoryMiB int64          `json:"memoryMiB"`
@@ -84,53 +88,28 @@ func hasInventory(n *corev1.Node) bool {
 	return ok
 }
 
-// activePod reports whether a pod still holds its GPUs: until it has
-// finished, even while it is being deleted.
-func activePod(p *corev1.Pod) bool {
-	return p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
-}
-
-// buildNode computes a node's report from its inventory and its pods'
-// assignments, counting exactly as the scheduler's ledger does.
-func buildNode(node *corev1.Node, inv device.Inventory, pods []corev1.Pod) NodeReport {
+// buildNode computes a node's report from its inventory and what is booked
+// on it, read from either path's record (lib/booking), counting exactly as
+// the scheduler's ledger does.
+func buildNode(name string, inv device.Inventory, bookings []booking.Booking, warnings []string) NodeReport {
 	l := ledger.New()
-	l.SetInventory(node.Name, inv)
+	l.SetInventory(name, inv)
 	shares := map[string][]PodShare{}
-	var warnings []string
-	sort.Slice(pods, func(i, j int) bool {
-		if pods[i].Namespace != pods[j].Namespace {
-			return pods[i].Namespace < pods[j].Namespace
-		}
-		return pods[i].Name < pods[j].Name
-	})
-	for i := range pods {
-		p := &pods[i]
-		v, ok := p.Annotations[contract.AnnotationAssignment]
-		if !ok || !activePod(p) {
-			continue
-		}
-		a, err := annotation.DecodeAssignment(v)
-		if err != nil {
-			warnings = append(warnings, "pod "+p.Namespace+"/"+p.Name+": "+err.Error())
-			continue
-		}
-		if a.Node != node.Name {
-			continue
-		}
+	for _, b := range bookings {
 		// Add books running pods even when they overcommit, which is
 		// exactly what a report must show.
-		_ = l.Add(p.Namespace+"/"+p.Name, a)
-		for _, c := range a.Containers {
+		_ = l.Add(b.Key(), b.Assignment)
+		for _, c := range b.Assignment.Containers {
 			for _, d := range c.Devices {
 				shares[d.UUID] = append(shares[d.UUID], PodShare{
-					Namespace: p.Namespace, Pod: p.Name, Container: c.Name, Init: c.Init,
+					Namespace: b.Namespace, Pod: b.Pod, Claim: b.Claim, Container: c.Name, Init: c.Init,
 					MemoryMiB: d.MemoryMiB, Cores: d.Cores,
 				})
 			}
 		}
 	}
-	r := NodeReport{Name: node.Name, SplitCount: inv.SplitCount, MemoryScaling: inv.MemoryScaling, Warnings: warnings}
-	for _, st := range l.State(node.Name) {
+	r := NodeReport{Name: name, SplitCount: inv.SplitCount, MemoryScaling: inv.MemoryScaling, Warnings: warnings}
+	for _, st := range l.State(name) {
 		g := GPUReport{
 			Index: st.GPU.Index, Model: st.GPU.Model, UUID: st.GPU.UUID, Healthy: st.GPU.Healthy, InInventory: st.Known,
 			MemoryMiB:          st.GPU.MemoryMiB,
