@@ -126,11 +126,13 @@ func (p *Plugin) startAndRegister(ctx context.Context) {
 		p.log.Error("serving the device plugin socket", zap.String("path", p.socket()), zap.Error(err))
 		return
 	}
-	// Ten tries from 100 ms doubling (about 50 s in all): a kubelet that is
-	// still away after that recreates its socket when it is back, and the
-	// socket watch registers again.
+	// Tries from 100 ms doubling, at most 2 s apart, for about 50 s in all:
+	// a kubelet that comes back is registered with within 2 s (doubling
+	// without a cap left it waiting up to 25 s), and one that is still away
+	// after that recreates its socket when it is back, which the socket
+	// watch sees.
 	var last error
-	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 10},
+	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 30, Cap: 2 * time.Second},
 		func(ctx context.Context) (bool, error) {
 			last = p.register(ctx)
 			if last == nil {
