@@ -183,10 +183,7 @@ func (d *Driver) unprepare(uid types.UID) error {
 		return err
 	}
 	for _, dir := range dirs {
-		name := filepath.Base(dir)
-		if strings.HasSuffix(name, contract.HostLimitsSuffix) {
-			name = strings.TrimSuffix(name, contract.HostLimitsSuffix)
-		}
+		name := strings.TrimSuffix(filepath.Base(dir), contract.HostLimitsSuffix)
 		if err := containerspec.Remove(d.Host, name); err != nil {
 			return err
 		}
