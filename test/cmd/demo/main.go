@@ -135,6 +135,7 @@ func run(ctx context.Context, o options) error {
 	say("extender %s, webhook registered (failurePolicy Fail)", ext.URL)
 
 	var nodes []string
+	monitors := map[string]string{} // node -> its monitor's address
 	for _, g := range fleet {
 		names, err := gpunode.Create(ctx, c.Client, gpunode.Spec{
 			Prefix: g.prefix, Count: nodesPerGroup, GPUs: g.gpus, Model: g.model,
@@ -144,7 +145,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		for _, n := range names {
-			if err := startNodeAgents(ctx, c, o, n, gpunode.MockFlag(g.model, g.gpus)); err != nil {
+			if monitors[n], err = startNodeAgents(ctx, c, o, n, gpunode.MockFlag(g.model, g.gpus)); err != nil {
 				return err
 			}
 		}
@@ -180,7 +181,11 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	fmt.Println()
-	if err := vgpuctl("describe", "node", busiestNode(ctx, c)); err != nil {
+	// The monitors run as processes here, not as pods vgpuctl could find:
+	// name the busiest node's one. Its uuids are the node's own (one GPU
+	// catalogue), so each GPU's measured memory and utilisation show.
+	busiest := busiestNode(ctx, c)
+	if err := vgpuctl("describe", "node", busiest, "--usage", "--monitor-address", monitors[busiest]); err != nil {
 		return err
 	}
 
@@ -222,16 +227,16 @@ func run(ctx context.Context, o options) error {
 // measurements name the GPUs the device plugin published.
 // A kwok node has no kubelet, so the plugin writes its capacity into the
 // Node itself (--advertise-capacity) and its kubelet socket dir is private.
-func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, mock string) error {
+func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, mock string) (monitorAddr string, err error) {
 	dir := filepath.Join(o.dir, "nodes", node)
 	for _, d := range []string{"device-plugins", "vgpu/containers", "sys", "proc"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
+			return "", err
 		}
 	}
 	ports, err := cluster.FreePorts(2)
 	if err != nil {
-		return err
+		return "", err
 	}
 	plugin := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	err = c.StartProcess(ctx, "deviceplugin-"+node, filepath.Join(o.binDir, "deviceplugin"), []string{
@@ -244,7 +249,7 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 		"--advertise-capacity",
 	}, cluster.HTTPReady("http://"+plugin+"/readyz"))
 	if err != nil {
-		return fmt.Errorf("device plugin of %s: %w (log %s)", node, err, c.LogPath("deviceplugin-"+node))
+		return "", fmt.Errorf("device plugin of %s: %w (log %s)", node, err, c.LogPath("deviceplugin-"+node))
 	}
 	monitor := fmt.Sprintf("127.0.0.1:%d", ports[1])
 	err = c.StartProcess(ctx, "monitor-"+node, filepath.Join(o.binDir, "monitor"), []string{
@@ -253,9 +258,9 @@ func startNodeAgents(ctx context.Context, c *cluster.Cluster, o options, node, m
 		"--metrics-address=" + monitor,
 	}, cluster.HTTPReady("http://"+monitor+"/readyz"))
 	if err != nil {
-		return fmt.Errorf("monitor of %s: %w (log %s)", node, err, c.LogPath("monitor-"+node))
+		return "", fmt.Errorf("monitor of %s: %w (log %s)", node, err, c.LogPath("monitor-"+node))
 	}
-	return nil
+	return monitor, nil
 }
 
 // waitInventories waits until every node carries its device plugin's
