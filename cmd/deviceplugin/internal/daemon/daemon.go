@@ -150,7 +150,16 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		Metrics: m, Log: deps.Log, AdvertiseCapacity: cfg.AdvertiseCapacity}
 	go pub.Run(ctx, kick)
 
-	errs := make(chan error, 2)
+	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host}, state, resolver, m, deps.Log)
+	return serve(ctx, cfg, deps, health, &serving, plugin.Run)
+}
+
+// serve runs the health server (on --metrics-address, when set) beside the
+// agent's services, says the agent is ready, and returns when ctx ends or
+// when any of them fails.
+func serve(ctx context.Context, cfg Config, deps Deps, health *healthserver.Server, serving *atomic.Bool,
+	services ...func(context.Context) error) error {
+	errs := make(chan error, len(services)+1)
 	if cfg.MetricsAddress != "" {
 		ln, err := healthserver.Listen(healthserver.Flag, cfg.MetricsAddress)
 		if err != nil {
@@ -158,8 +167,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		}
 		go func() { errs <- healthserver.Serve(ctx, ln, health.Mux(), deps.Log) }()
 	}
-	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host}, state, resolver, m, deps.Log)
-	go func() { errs <- plugin.Run(ctx) }()
+	for _, run := range services {
+		go func() { errs <- run(ctx) }()
+	}
 	serving.Store(true)
 	if deps.Ready != nil {
 		deps.Ready()

@@ -64,26 +64,14 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 		return fmt.Errorf("kubelet DRA service: %w", err)
 	}
 	defer helper.Stop()
-	errs := make(chan error, 1)
-	if cfg.MetricsAddress != "" {
-		ln, err := healthserver.Listen(healthserver.Flag, cfg.MetricsAddress)
-		if err != nil {
-			return err
-		}
-		go func() { errs <- healthserver.Serve(ctx, ln, health.Mux(), log) }()
-	}
 	log.Info("serving in DRA mode: no device plugin registration", zap.String("node", cfg.NodeName),
 		zap.String("registryDir", cfg.DRASockets.RegistryDir), zap.String("pluginDir", cfg.DRASockets.PluginDir), zap.String("cdiDir", cfg.CDIDir))
-	serving.Store(true)
-	if deps.Ready != nil {
-		deps.Ready()
-	}
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-fatal:
-		return fmt.Errorf("kubelet DRA service: %w", err)
-	case err := <-errs:
-		return err
-	}
+	return serve(ctx, cfg, deps, health, serving, func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-fatal:
+			return fmt.Errorf("kubelet DRA service: %w", err)
+		}
+	})
 }
