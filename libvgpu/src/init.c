@@ -21,6 +21,7 @@
 
 #include "contract.h"
 #include "loader.h"
+#include "report.h"
 #include "vgpu.h"
 
 struct vgpu_config vgpu_cfg;
@@ -39,116 +40,6 @@ uint64_t vgpu_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-
-/* What holds right now, in words, for the one line a user reads (docs/libvgpu.md#never-silent). */
-static int region_shared_now(void) { return vgpu_region && region_shared; }
-
-static int throttled(void)
-{
-	if (!vgpu_cfg.active || !region_shared)
-		return 0;
-	for (int i = 0; i < vgpu_cfg.ndev; i++)
-		if (vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
-			return 1;
-	return 0;
-}
-
-static uint8_t core_missing[VGPU_MAX_DEVICES]; /* a cores entry was damaged or missing */
-
-static void holds(char *b, size_t n, int reason)
-{
-	int mem = 0, mem_missing = 0, core = 0, core_lost = 0;
-	for (int i = 0; i < vgpu_cfg.ndev; i++) {
-		if (vgpu_cfg.mem_limit[i])
-			mem = 1;
-		else if (vgpu_cfg.mem_missing[i])
-			mem_missing = 1;
-		if (vgpu_cfg.core_limit[i] > 0 && vgpu_cfg.core_limit[i] < 100)
-			core = 1;
-		else if (core_missing[i])
-			core_lost = 1;
-	}
-	const char *m = !vgpu_cfg.active || (!mem && !mem_missing) ? ""
-			: !mem ? "memory is NOT limited"
-			: region_shared_now() ? (mem_missing ? "memory limits hold for the whole container on the other GPUs"
-							     : "memory limits hold for the whole container")
-			: "memory limits hold in each process separately, not for the whole container";
-	const char *c = !core ? (core_lost && vgpu_cfg.active ? "compute is NOT limited" : "")
-			: !throttled() ? "compute limits are NOT enforced"
-			: core_lost ? "compute limits hold on the other GPUs"
-			: "compute limits hold";
-	if (reason == VGPU_REASON_DRIVER_UNKNOWN || reason == VGPU_REASON_NO_DLSYM || reason == VGPU_REASON_NO_DRIVER_SYMBOL)
-		m = "calls through the entry points libvgpu recognises are still limited, the others are NOT", c = "";
-	else if (reason == VGPU_REASON_UNLIMITED_DEVICE)
-		m = "the GPUs that have an entry keep their limits", c = "";
-	else if (reason == VGPU_REASON_UNCOUNTED_ALLOC)
-		m = "every other allocation is still counted against the memory limit", c = "";
-	else if (reason == VGPU_REASON_NO_UTIL_FEED) /* the lead says so */
-		c = "", m = *m ? m : "no memory limit is set";
-	else if (!*m && !*c)
-		m = "no limit holds";
-	snprintf(b, n, "%s%s%s", m, *m && *c ? "; " : "", c);
-}
-
-static void mark_region(int reason, const char *text)
-{
-	struct vgpu_region_header *h = &vgpu_region->header;
-	uint32_t none = VGPU_REASON_NONE;
-	if (__atomic_compare_exchange_n(&h->reason, &none, (uint32_t)reason, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-		memcpy(h->reason_text, text, VGPU_REASON_LEN);
-	__atomic_fetch_or(&h->flags, VGPU_FLAG_UNENFORCED, __ATOMIC_RELEASE);
-}
-
-static void say(const char *lead, const char *text, int reason)
-{
-	char line[VGPU_REASON_LEN * 3 + 256], what[256];
-	holds(what, sizeof(what), reason);
-	int n = snprintf(line, sizeof(line), "vgpu: %s: %s; %s\n", lead, text, what);
-	if (n > (int)sizeof(line) - 1) {
-		n = (int)sizeof(line) - 1;
-		line[n - 1] = '\n';
-	}
-	/* A failed write to stderr has nowhere to be reported. */
-	if (write(2, line, (size_t)n) < 0)
-		return;
-}
-
-/*
- * A limit that does not hold: recorded in the region for the monitor and
- * said once per cause on stderr, whatever the log level, with what still
- * holds. Called from init and from resolve.c and throttle.c.
- */
-static int pending_reason;
-static char pending_text[VGPU_REASON_LEN];
-
-void vgpu_unenforced(int reason, const char *fmt, ...)
-{
-	static unsigned said;
-	char text[VGPU_REASON_LEN];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	if (region_shared_now()) {
-		mark_region(reason, text);
-	} else if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2 && !pending_reason) {
-		/* Found before the region is attached (a driver lookup): marked once it is. */
-		memcpy(pending_text, text, sizeof(text));
-		pending_reason = reason;
-	}
-	if (__atomic_fetch_or(&said, 1u << (reason & 31), __ATOMIC_ACQ_REL) & (1u << (reason & 31)))
-		return;
-	char what[256];
-	holds(what, sizeof(what), reason);
-	say(reason == VGPU_REASON_UNLIMITED_DEVICE				? "a GPU of this container is NOT limited"
-	    : reason == VGPU_REASON_UNCOUNTED_ALLOC				? "the GPU memory limit does NOT hold for every allocation"
-	    : reason == VGPU_REASON_NO_UTIL_FEED				? "the compute limit is NOT enforced"
-	    : reason == VGPU_REASON_BAD_ENV && strcmp(what, "no limit holds") ? "some GPU limits are NOT enforced"
-	    : reason == VGPU_REASON_BAD_ENV || reason == VGPU_REASON_NONE	? "GPU limits are NOT enforced in this container"
-										: "GPU limits do NOT hold for every call in this container",
-	    text, reason);
-}
 
 static char *trim(char *s)
 {
@@ -326,10 +217,10 @@ static void configure(struct source *s)
 		if (nc) {
 			if (i >= nc) {
 				note(VGPU_ENV_CORE_LIMITS " has %d entries for %d GPUs", nc, n);
-				core_missing[i] = 1;
+				vgpu_cfg.core_missing[i] = 1;
 			} else if (parse_u64(cores[i], 100, &v)) {
 				note(VGPU_ENV_CORE_LIMITS " entry %d \"%.24s\" is not 0-100", i + 1, cores[i]);
-				core_missing[i] = 1;
+				vgpu_cfg.core_missing[i] = 1;
 			} else {
 				vgpu_cfg.core_limit[i] = (uint32_t)v;
 			}
@@ -531,8 +422,7 @@ static void common_init(void)
 			vgpu_region = attach_region(src.region, &why);
 		if (vgpu_region) {
 			region_shared = 1;
-			if (pending_reason)
-				mark_region(pending_reason, pending_text);
+			vgpu_report_shared();
 		} else {
 			/* Still enforce memory within this process, and say exactly that. */
 			vgpu_region = private_region();
@@ -543,7 +433,7 @@ static void common_init(void)
 			char text[VGPU_REASON_LEN + 200];
 			snprintf(text, sizeof(text), "the shared region \"%.120s\" is unusable: %s", src.has_region ? src.region : "",
 				 why);
-			say("GPU limits are NOT enforced for the whole container", text, VGPU_REASON_NONE);
+			vgpu_say("GPU limits are NOT enforced for the whole container", text, VGPU_REASON_NONE);
 		}
 		if (vgpu_region)
 			vgpu_proc_attach(region_shared ? src.region : NULL);
@@ -555,8 +445,7 @@ static void common_init(void)
 		const char *why;
 		if ((vgpu_region = attach_region(src.region, &why))) {
 			region_shared = 1;
-			if (pending_reason)
-				mark_region(pending_reason, pending_text);
+			vgpu_report_shared();
 		}
 	}
 	if (bad_file)
@@ -566,6 +455,7 @@ static void common_init(void)
 		vgpu_unenforced(VGPU_REASON_BAD_ENV, "%s (and %d more problems, in %.40s)", problem, problems - 1, src.name);
 	else if (problems)
 		vgpu_unenforced(VGPU_REASON_BAD_ENV, "%s (in %.60s)", problem, src.name);
+	vgpu_report_ready();
 	__atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
 }
 
@@ -573,7 +463,7 @@ void vgpu_cu_init(void)
 {
 	common_init();
 	vgpu_cuda_table_init();
-	__atomic_store_n(&vgpu_cu_flag, throttled() ? 2 : 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&vgpu_cu_flag, vgpu_compute_limited() ? 2 : 1, __ATOMIC_RELEASE);
 }
 
 void vgpu_nv_init(void)

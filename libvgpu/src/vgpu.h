@@ -101,6 +101,7 @@ struct vgpu_config {
 	uint64_t mem_limit[VGPU_MAX_DEVICES];
 	uint32_t core_limit[VGPU_MAX_DEVICES];
 	uint8_t mem_missing[VGPU_MAX_DEVICES]; /* a memory entry was damaged or missing */
+	uint8_t core_missing[VGPU_MAX_DEVICES]; /* a cores entry was damaged or missing */
 	int log_level;
 };
 VGPU_HIDDEN extern struct vgpu_config vgpu_cfg;
