@@ -125,3 +125,16 @@ func Golden(t testing.TB, name, got string) {
 		t.Errorf("output differs from %s (go test -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
 }
+
+// Eventually polls cond until it holds, failing the test with what when it
+// still does not after timeout.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

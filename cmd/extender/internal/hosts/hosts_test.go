@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+
+	vtest "github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 func node(name, cpu, mem string) *corev1.Node {
@@ -23,17 +25,6 @@ func pod(name, nodeName, cpu, mem string) *corev1.Pod {
 		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}}}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning},
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -71,4 +62,9 @@ func TestFreeFollowsThePods(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "a deleted pod released", func() bool { f := h.Free("n"); return f.CPUMilli == 16000 && f.MemoryMiB == 64*1024 })
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	vtest.Eventually(t, 5*time.Second, what, cond)
 }

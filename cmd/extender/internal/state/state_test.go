@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
+	vtest "github.com/vgpu-io/vgpu/internal/testutil"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -50,17 +51,6 @@ func used(s *State, nodeName string) int64 {
 		return -1
 	}
 	return st[0].Used.MemoryMiB
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5s: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // started runs a State on cs until ctx ends, once it has synced.
@@ -201,4 +191,9 @@ func TestMixRebuiltFromPods(t *testing.T) {
 	if got := s.Mix.Seen(); got != 4 {
 		t.Fatalf("an update counted the pod again: %d", got)
 	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	vtest.Eventually(t, 5*time.Second, what, cond)
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/gpus"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
+	vtest "github.com/vgpu-io/vgpu/internal/testutil"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -421,11 +422,5 @@ func TestUnenforcedContainerReportedThenEvicted(t *testing.T) {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 10s: not %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	vtest.Eventually(t, 10*time.Second, what, cond)
 }
