@@ -119,6 +119,31 @@ func hostIP() (string, error) {
 	return "", errors.New("no non-loopback IPv4 address for the API server and the kubelet")
 }
 
+// lockWait bounds how long a second real node waits for the first to stop:
+// two checkouts testing on one machine queue instead of failing, and a
+// forgotten node still fails the next run with its owner named.
+const lockWait = 20 * time.Minute
+
+// waitForLock takes the machine lock, waiting for another real node to stop.
+func (c *Cluster) waitForLock(lf *os.File) error {
+	deadline := time.Now().Add(lockWait)
+	for logged := false; ; {
+		err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		owner, _ := os.ReadFile(lockFile)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another real node runs on this machine (%s holds %s) and did not stop within %s", strings.TrimSpace(string(owner)), lockFile, lockWait)
+		}
+		if !logged {
+			c.opts.Logf("waiting up to %s for another real node to stop (%s holds %s)", lockWait, strings.TrimSpace(string(owner)), lockFile)
+			logged = true
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
 // prepareRealNode runs before the API server starts: it takes the machine
 // lock, undoes what a killed earlier node left, and finds the host address
 // the API server must serve on.
@@ -146,10 +171,9 @@ func (c *Cluster) prepareRealNode() error {
 	if err != nil {
 		return err
 	}
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		owner, _ := os.ReadFile(lockFile)
+	if err := c.waitForLock(lf); err != nil {
 		lf.Close()
-		return fmt.Errorf("another real node runs on this machine (%s holds %s)", strings.TrimSpace(string(owner)), lockFile)
+		return err
 	}
 	r.lock = lf
 	// The journal of another checkout's node may be the one left over.
