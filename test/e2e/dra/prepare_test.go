@@ -30,7 +30,7 @@ import (
 func TestNodeAgentPreparesWhatTheSchedulerAllocated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := draCluster(ctx, t)
+	c := draCluster(ctx, t, split)
 	n, err := gpunode.Node(gpunode.Spec{Prefix: "prep", GPUs: gpusPerNode, NoInventory: true}, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -47,21 +47,18 @@ func TestNodeAgentPreparesWhatTheSchedulerAllocated(t *testing.T) {
 	if err := c.CreateNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	published := waitSlices(ctx, t, c, 1)
+	published := waitSlices(ctx, t, c, 1, gpusPerNode)
 	uuidOf := map[string]string{}
 	for _, d := range published[0].Spec.Devices {
 		uuidOf[d.Name] = *d.Attributes["uuid"].StringValue
 	}
-	if err := createClaimPod(ctx, c, "p-two", request.Container{Name: "cuda", Count: 2, MemoryMiB: 3000, Cores: 20}, nil); err != nil {
+	if err := createTemplatePod(ctx, c, "p-two", request.Container{Name: "cuda", Count: 2, MemoryMiB: 3000, Cores: 20}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.WaitForPods(ctx, ns, "app=dra", 1, cluster.PodBound); err != nil {
 		t.Fatal(err)
 	}
-	claim, err := c.Client.ResourceV1().ResourceClaims(ns).Get(ctx, "p-two", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	claim := claimOf(ctx, t, c, "p-two")
 	var wantUUIDs []string
 	for _, r := range claim.Status.Allocation.Devices.Results {
 		wantUUIDs = append(wantUUIDs, uuidOf[r.Device])
