@@ -40,7 +40,11 @@ type Responder interface {
 // limits once can do so again; only what is not evidence (Finding.Evidence)
 // is withdrawn when it no longer holds.
 type Auditor struct {
-	Dir          string
+	Dir string
+	// Claims, on the DRA path, locates the regions of prepared claims
+	// (docs/contract.md#on-the-dra-path); each is audited as the region of
+	// every container that uses the claim's request.
+	Claims       ClaimRegions
 	GPUs         GPUReader
 	Pods         PodSource
 	Regions      *regions.Reader
@@ -59,6 +63,14 @@ type Auditor struct {
 	// container began; zero when the last pass had none.
 	unseenSince time.Time
 	blind       bool
+}
+
+// ClaimRegions are the regions of prepared claims: Dir holds one directory
+// per claim and request (contract.ClaimDirName), and Users names the pod a
+// claim is reserved for and its containers that use the request.
+type ClaimRegions struct {
+	Dir   string
+	Users func(claimUID, request string) (podUID string, containers []string, ok bool)
 }
 
 // Pass makes one inspection and returns the findings confirmed by it.
@@ -80,12 +92,37 @@ func (a *Auditor) Pass() []Finding {
 	if err != nil {
 		a.Log.Warn("audit: cannot list region directories", zap.String("dir", a.Dir), zap.Error(err))
 	}
+	read := func(e regions.Entry, keys ...Key) {
+		r, st, err := a.Regions.Check(e)
+		for _, k := range keys {
+			switch st {
+			case regions.OK:
+				snap.Regions[k] = r
+			case regions.Corrupt:
+				snap.Unreadable[k] = err
+			}
+		}
+	}
 	for _, e := range entries {
-		switch r, st, err := a.Regions.Check(e); st {
-		case regions.OK:
-			snap.Regions[Key{e.PodUID, e.Container}] = r
-		case regions.Corrupt:
-			snap.Unreadable[Key{e.PodUID, e.Container}] = err
+		read(e, Key{e.PodUID, e.Container})
+	}
+	if a.Claims.Dir != "" && a.Claims.Users != nil {
+		claims, err := regions.List(a.Claims.Dir)
+		if err != nil {
+			a.Log.Warn("audit: cannot list claim region directories", zap.String("dir", a.Claims.Dir), zap.Error(err))
+		}
+		for _, e := range claims {
+			// Named <claim uid>_<request>; a claim no pod of this node
+			// holds yet is nobody's to judge.
+			pod, ctrs, ok := a.Claims.Users(e.PodUID, e.Container)
+			if !ok {
+				continue
+			}
+			keys := make([]Key, 0, len(ctrs))
+			for _, c := range ctrs {
+				keys = append(keys, Key{pod, c})
+			}
+			read(e, keys...)
 		}
 	}
 	res := Inspect(snap, a.Owners, a.Options)
