@@ -2,8 +2,10 @@ package scenarios
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/test/cluster"
+	"github.com/vgpu-io/vgpu/test/daemons"
 )
 
 // admission: a bad pod is denied with the same message on both paths, by
@@ -305,9 +308,60 @@ func burst(t *testing.T, ctx context.Context, e *Env) {
 		t.Fatal(err)
 	}
 	t.Logf("BURST (%s path): %d pods bound %.1fs after the first was created", e.Path.Name(), len(bound), time.Since(start).Seconds())
-	slots := CheckNoOvercommit(t, e.Path.Inventories(t, ctx), e.Path.Bookings(t, ctx), len(bound))
-	// The path's own count agrees with what the pods hold.
+	invs, bookings := e.Path.Inventories(t, ctx), e.Path.Bookings(t, ctx)
+	slots := CheckNoOvercommit(t, invs, bookings, len(bound))
+	// The path's own count agrees with what the pods hold, and so does
+	// what vgpuctl shows of every node.
 	e.WaitBooked(t, ctx, slots)
+	describeAgrees(t, ctx, e, invs, bookings)
+}
+
+// describeAgrees runs `vgpuctl describe node NAME -o json` for every node
+// and compares what it shows booked on each GPU with the bookings.
+func describeAgrees(t *testing.T, ctx context.Context, e *Env, invs map[string]device.Inventory, bookings map[string]assign.Pod) {
+	t.Helper()
+	bin, err := daemons.Binary("vgpuctl")
+	must(t, err)
+	type sum struct{ slots, mem, cores int64 }
+	want := map[string]sum{}
+	for _, a := range bookings {
+		for _, c := range a.Containers {
+			for _, d := range c.Devices {
+				s := want[d.UUID]
+				s.slots++
+				s.mem += d.MemoryMiB
+				s.cores += int64(d.Cores)
+				want[d.UUID] = s
+			}
+		}
+	}
+	for node := range invs {
+		out, err := exec.CommandContext(ctx, bin, "describe", "node", node, "-o", "json", "--kubeconfig", e.C.Kubeconfig).Output()
+		if err != nil {
+			t.Fatalf("vgpuctl describe node %s: %v", node, err)
+		}
+		var rep struct {
+			Path string
+			GPUs []struct {
+				UUID               string
+				SlotsUsed          int64
+				MemoryAllocatedMiB int64
+				CoresAllocated     int64
+			}
+		}
+		must(t, json.Unmarshal(out, &rep))
+		if rep.Path != string(e.Path.Name()) {
+			t.Errorf("vgpuctl describe node %s reads the %q path's record on the %s path", node, rep.Path, e.Path.Name())
+		}
+		if len(rep.GPUs) != len(invs[node].GPUs) {
+			t.Errorf("vgpuctl describe node %s shows %d GPUs, the node has %d", node, len(rep.GPUs), len(invs[node].GPUs))
+		}
+		for _, g := range rep.GPUs {
+			if got := (sum{g.SlotsUsed, g.MemoryAllocatedMiB, g.CoresAllocated}); got != want[g.UUID] {
+				t.Errorf("vgpuctl describe node %s: GPU %s booked %+v, the pods hold %+v", node, g.UUID, got, want[g.UUID])
+			}
+		}
+	}
 }
 
 // CheckNoOvercommit sums the bookings per GPU and compares them with the
