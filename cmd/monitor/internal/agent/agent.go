@@ -124,8 +124,8 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 	// them alone.
 	var claims regions.Claims
 	if cfg.FromClaims {
-		claims = regions.Claims{Dir: filepath.Join(cfg.HostRoot, "claims"), PodOf: node.PodOfClaim}
-		auditor.Claims = audit.ClaimRegions{Dir: claims.Dir, Users: node.ClaimUsers}
+		claims = regions.Claims{Dir: filepath.Join(cfg.HostRoot, "claims"), Users: node.ClaimUsers}
+		auditor.Claims = claims
 	}
 	coll := &metrics.Collector{
 		Claims:     claims,

@@ -369,13 +369,14 @@ func TestClaimRegionsAreTheirContainers(t *testing.T) {
 	// The pod's assignment as the monitor reads it from the claim: both
 	// containers run under the claim's 4 GiB on GPU 0.
 	n.pod(uidA, "a", assign.Container{Name: "main", Devices: one(gpu0, 4096)}, assign.Container{Name: "side", Devices: one(gpu0, 4096)})
-	a := n.auditor(0)
-	a.Claims = ClaimRegions{Dir: claims, Users: func(claim, request string) (string, []string, bool) {
+	users := func(claim, request string) (string, []string, bool) {
 		if claim == claimUID && request == "gpu" {
 			return uidA, []string{"main", "side"}, true
 		}
 		return "", nil, false
-	}}
+	}
+	a := n.auditor(0)
+	a.Claims = regions.Claims{Dir: claims, Users: users}
 	if got := summary(a.Pass()); !same(got, []string{"main/no-region/" + gpu0, "side/no-region/" + gpu0}) {
 		t.Fatalf("before libvgpu wrote the claim's region: %v", got)
 	}
@@ -389,12 +390,7 @@ func TestClaimRegionsAreTheirContainers(t *testing.T) {
 	n.process(101, uidA, "side", 3, 2000)
 	n.compute[0] = []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: gb(2) + ctxMiB}, {Pid: 101, UsedGpuMemory: gb(1)}}
 	a = n.auditor(0)
-	a.Claims = ClaimRegions{Dir: claims, Users: func(claim, request string) (string, []string, bool) {
-		if claim == claimUID && request == "gpu" {
-			return uidA, []string{"main", "side"}, true
-		}
-		return "", nil, false
-	}}
+	a.Claims = regions.Claims{Dir: claims, Users: users}
 	if got := summary(a.Pass()); !same(got, []string{"side/unaccounted-process/" + gpu0}) {
 		t.Fatalf("with the claim's region: %v, want side's static program alone", got)
 	}

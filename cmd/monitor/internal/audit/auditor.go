@@ -44,7 +44,7 @@ type Auditor struct {
 	// Claims, on the DRA path, locates the regions of prepared claims
 	// (docs/contract.md#on-the-dra-path); each is audited as the region of
 	// every container that uses the claim's request.
-	Claims       ClaimRegions
+	Claims       regions.Claims
 	GPUs         GPUReader
 	Pods         PodSource
 	Regions      *regions.Reader
@@ -65,14 +65,6 @@ type Auditor struct {
 	blind       bool
 }
 
-// ClaimRegions are the regions of prepared claims: Dir holds one directory
-// per claim and request (contract.ClaimDirName), and Users names the pod a
-// claim is reserved for and its containers that use the request.
-type ClaimRegions struct {
-	Dir   string
-	Users func(claimUID, request string) (podUID string, containers []string, ok bool)
-}
-
 // Pass makes one inspection and returns the findings confirmed by it.
 func (a *Auditor) Pass() []Finding {
 	if !a.Pods.Synced() {
@@ -88,41 +80,16 @@ func (a *Auditor) Pass() []Finding {
 		a.Log.Debug("audit: NVML unreadable", zap.Error(err))
 	}
 	snap := Snapshot{GPUs: gs, Pods: a.Pods.Pods(), Regions: map[Key]regions.Region{}, Unreadable: map[Key]error{}, Now: now()}
-	entries, err := regions.List(a.Dir)
+	entries, err := regions.ListWithClaims(a.Dir, a.Claims)
 	if err != nil {
 		a.Log.Warn("audit: cannot list region directories", zap.String("dir", a.Dir), zap.Error(err))
 	}
-	read := func(e regions.Entry, keys ...Key) {
-		r, st, err := a.Regions.Check(e)
-		for _, k := range keys {
-			switch st {
-			case regions.OK:
-				snap.Regions[k] = r
-			case regions.Corrupt:
-				snap.Unreadable[k] = err
-			}
-		}
-	}
 	for _, e := range entries {
-		read(e, Key{e.PodUID, e.Container})
-	}
-	if a.Claims.Dir != "" && a.Claims.Users != nil {
-		claims, err := regions.List(a.Claims.Dir)
-		if err != nil {
-			a.Log.Warn("audit: cannot list claim region directories", zap.String("dir", a.Claims.Dir), zap.Error(err))
-		}
-		for _, e := range claims {
-			// Named <claim uid>_<request>; a claim no pod of this node
-			// holds yet is nobody's to judge.
-			pod, ctrs, ok := a.Claims.Users(e.PodUID, e.Container)
-			if !ok {
-				continue
-			}
-			keys := make([]Key, 0, len(ctrs))
-			for _, c := range ctrs {
-				keys = append(keys, Key{pod, c})
-			}
-			read(e, keys...)
+		switch r, st, err := a.Regions.Check(e); st {
+		case regions.OK:
+			snap.Regions[Key{e.PodUID, e.Container}] = r
+		case regions.Corrupt:
+			snap.Unreadable[Key{e.PodUID, e.Container}] = err
 		}
 	}
 	res := Inspect(snap, a.Owners, a.Options)
