@@ -5,7 +5,12 @@
 // pod's shares are read back, what the webhook makes of a valid pod, which
 // component a burst survives the crash of, and what placement promises.
 //
-// Table is the list; a scenario that does not run on a path says why.
+// Table is the list; a scenario that does not run on a path says why. What
+// only one path has is tested in its own suite: on the DRA path the flood
+// past capacity, prepare over the kubelet's socket and switching a node
+// between the paths (test/e2e/dra); on the extender path, the device
+// plugin and the extender's own behaviour (test/e2e/deviceplugin, the
+// extender's packages).
 package scenarios
 
 import (
