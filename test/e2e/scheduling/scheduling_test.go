@@ -211,14 +211,19 @@ func (e *extender) Placement(t *testing.T, ctx context.Context, env *scenarios.E
 	t.Run("spread nodes, spread GPUs", func(t *testing.T) {
 		defer env.Cleanup(t, ctx)
 		e.settings(t, ctx, settings.Spread, settings.Spread)
-		a1 := env.Place(t, ctx, scenarios.Pod("ss-1", nil, contract.ResourceMemory, "20000"))
-		a2 := env.Place(t, ctx, scenarios.Pod("ss-2", nil, contract.ResourceMemory, "20000"))
-		a3 := env.Place(t, ctx, scenarios.Pod("ss-3", nil, contract.ResourceMemory, "20000"))
-		if a1.Node == a2.Node {
-			t.Errorf("spread put the first two pods on one node, %s, of %v", a1.Node, nodes)
+		// One pod per node while nodes are empty, then a fourth beside one
+		// of them, on another GPU of that node.
+		byNode := map[string]assign.Pod{}
+		for i := range len(nodes) {
+			a := env.Place(t, ctx, scenarios.Pod(fmt.Sprintf("ss-%d", i), nil, contract.ResourceMemory, "20000"))
+			if prev, ok := byNode[a.Node]; ok {
+				t.Errorf("spread put pod %d on %s beside %s while %v has an empty node", i, a.Node, scenarios.GPUOf(prev), nodes)
+			}
+			byNode[a.Node] = a
 		}
-		if prev := map[string]assign.Pod{a1.Node: a1, a2.Node: a2}[a3.Node]; scenarios.GPUOf(prev) == scenarios.GPUOf(a3) {
-			t.Errorf("spread GPU policy stacked pods on GPU %s of %s while 7 were free", scenarios.GPUOf(a3), a3.Node)
+		a := env.Place(t, ctx, scenarios.Pod("ss-last", nil, contract.ResourceMemory, "20000"))
+		if prev, ok := byNode[a.Node]; ok && scenarios.GPUOf(prev) == scenarios.GPUOf(a) {
+			t.Errorf("spread GPU policy stacked pods on GPU %s of %s while 7 were free", scenarios.GPUOf(a), a.Node)
 		}
 	})
 	t.Run("binpack nodes, spread GPUs, with a pod overriding both", func(t *testing.T) {
