@@ -184,7 +184,11 @@ func TestFits(t *testing.T) {
 		testNode("tainted", "4", "8Gi", corev1.Taint{Key: "gpu", Effect: corev1.TaintEffectNoSchedule})}
 	c := NewCluster(nodes, []*corev1.Pod{
 		testPod("a", "n1", req("cpu", "3", "nvidia.com/gpu", "6")), testPod("b", "full", nil),
-		func() *corev1.Pod { p := testPod("done", "n1", req("cpu", "4")); p.Status.Phase = corev1.PodSucceeded; return p }(),
+		func() *corev1.Pod {
+			p := testPod("done", "n1", req("cpu", "4"))
+			p.Status.Phase = corev1.PodSucceeded
+			return p
+		}(),
 	})
 	for _, tc := range []struct {
 		pod  *corev1.Pod
