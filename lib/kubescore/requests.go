@@ -37,14 +37,7 @@ const (
 // BalancedAllocation's).
 func podRequests(pod *corev1.Pod, nonZero bool) resources {
 	ctr := func(c *corev1.Container) resources {
-		r := resources{}
-		for k, q := range c.Resources.Requests {
-			if k == corev1.ResourceCPU {
-				r[k] = q.MilliValue()
-			} else {
-				r[k] = q.Value()
-			}
-		}
+		r := amounts(c.Resources.Requests)
 		if nonZero {
 			if _, ok := c.Resources.Requests[corev1.ResourceCPU]; !ok {
 				r[corev1.ResourceCPU] = DefaultMilliCPURequest
@@ -73,20 +66,18 @@ func podRequests(pod *corev1.Pod, nonZero bool) resources {
 		init.max(r)
 	}
 	sum.max(init)
-	for k, q := range pod.Spec.Overhead {
-		if k == corev1.ResourceCPU {
-			sum[k] += q.MilliValue()
-		} else {
-			sum[k] += q.Value()
-		}
-	}
+	sum.add(amounts(pod.Spec.Overhead))
 	return sum
 }
 
 // allocatable is the node's allocatable in the same units.
 func allocatable(n *corev1.Node) resources {
+	return amounts(n.Status.Allocatable)
+}
+
+func amounts(l corev1.ResourceList) resources {
 	r := resources{}
-	for k, q := range n.Status.Allocatable {
+	for k, q := range l {
 		if k == corev1.ResourceCPU {
 			r[k] = q.MilliValue()
 		} else {
