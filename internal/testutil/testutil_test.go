@@ -3,11 +3,16 @@ package testutil
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
 )
 
 func TestPod(t *testing.T) {
@@ -22,6 +27,43 @@ func TestPod(t *testing.T) {
 	if len(p.Spec.Containers) != 2 || mem.Value() != 8000 || len(p.Spec.Containers[1].Resources.Limits) != 0 {
 		t.Errorf("containers %+v", p.Spec.Containers)
 	}
+}
+
+// The options that shape containers and bind a pod: init containers,
+// requests, claims, the assignment annotation the product decodes, and
+// containers asking for what the assignment gives.
+func TestPodContainersAndAssignment(t *testing.T) {
+	a := assign.Pod{Node: "n1", Containers: []assign.Container{
+		{Name: "fetch", Init: true, Devices: []assign.Device{{UUID: "GPU-0", MemoryMiB: 100}}},
+		{Name: "main", Devices: []assign.Device{{UUID: "GPU-0", MemoryMiB: 200, Cores: 30}, {UUID: "GPU-1", MemoryMiB: 200, Cores: 30}}}}}
+	p := Pod("p", Assigned(a), AskingFor(a), Container("side"), Requests("side", "cpu", "10m"), Claim("side", "gpu", "p-gpu"))
+	got, err := annotation.DecodeAssignment(p.Annotations[contract.AnnotationAssignment])
+	if err != nil || !reflect.DeepEqual(got, a) || p.Spec.NodeName != "n1" {
+		t.Fatalf("assignment %+v (%v) on node %q, want %+v on n1", got, err, p.Spec.NodeName, a)
+	}
+	gpus := func(c corev1.Container) int64 { q := c.Resources.Limits[contract.ResourceGPU]; return q.Value() }
+	if len(p.Spec.InitContainers) != 1 || p.Spec.InitContainers[0].Name != "fetch" || gpus(p.Spec.InitContainers[0]) != 1 {
+		t.Errorf("init containers %+v", p.Spec.InitContainers)
+	}
+	if len(p.Spec.Containers) != 2 || p.Spec.Containers[0].Name != "main" || gpus(p.Spec.Containers[0]) != 2 {
+		t.Errorf("containers %+v", p.Spec.Containers)
+	}
+	side := p.Spec.Containers[1]
+	if cpu := side.Resources.Requests[corev1.ResourceCPU]; cpu.MilliValue() != 10 || len(side.Resources.Limits) != 0 || side.Image != Image {
+		t.Errorf("side %+v", side)
+	}
+	if len(side.Resources.Claims) != 1 || side.Resources.Claims[0].Name != "gpu" || len(p.Spec.ResourceClaims) != 1 ||
+		p.Spec.ResourceClaims[0].Name != "gpu" || *p.Spec.ResourceClaims[0].ResourceClaimName != "p-gpu" {
+		t.Errorf("claims %+v, pod claims %+v", side.Resources.Claims, p.Spec.ResourceClaims)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Requests on a container the pod lacks did not panic")
+			}
+		}()
+		Pod("p", Requests("nope", "cpu", "1"))
+	}()
 }
 
 // A differing output fails, a matching one passes, a missing file says how
