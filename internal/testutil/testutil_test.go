@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +127,36 @@ func TestSources(t *testing.T) {
 	})
 	if strings.Join(got, " ") != "a/b/w.c a/x.go a/x_test.go" {
 		t.Errorf("read %v", got)
+	}
+}
+
+// podLiteral matches a Pod built by hand: a composite literal, not a slice
+// or map of pods.
+var podLiteral = regexp.MustCompile(`(^|[^\]*])corev1\.Pod\{`)
+
+// handBuilt are the tests that may build their pods by hand, and why.
+var handBuilt = map[string]string{
+	// The pod exactly as kube-scheduler sends it (managed fields,
+	// defaulted spec, tolerations): the benchmark's payload, not a shape.
+	"cmd/extender/internal/handler/cycle_test.go": "a verbatim kube-scheduler payload",
+	// Real containers on the real node: their images, arguments,
+	// environment and restart policy.
+	"test/e2e/realnode/workload_test.go": "a workload run by a real kubelet",
+	"test/e2e/realnode/realnode_test.go": "a pause pod run by a real kubelet",
+}
+
+// Tests build pods with Pod, so that a change of shape is made once; lib's
+// tests cannot import this module and are left out.
+func TestPodsAreBuiltHere(t *testing.T) {
+	Sources(t, filepath.Join("..", ".."), []string{"cmd", "internal", "test", "kustomize"}, []string{"_test.go"}, func(path string, b []byte) {
+		if loc := podLiteral.FindIndex(b); loc != nil && handBuilt[filepath.ToSlash(path)] == "" {
+			t.Errorf("%s:%d: a pod built by hand; use internal/testutil.Pod", path, 1+strings.Count(string(b[:loc[0]]), "\n"))
+		}
+	})
+	for path := range handBuilt {
+		b, err := os.ReadFile(filepath.Join("..", "..", path))
+		if err != nil || !podLiteral.Match(b) {
+			t.Errorf("%s is allowed to build pods by hand but does not (%v): drop it from handBuilt", path, err)
+		}
 	}
 }
