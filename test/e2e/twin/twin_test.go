@@ -10,12 +10,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	schedconfig "github.com/vgpu-io/vgpu/cmd/extender/config"
@@ -30,6 +30,8 @@ import (
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 // ns holds the sequences' pods; loadNS the nodes' CPU and memory load,
@@ -147,15 +149,9 @@ func preferNot(ctx context.Context, c *cluster.Cluster, name string) error {
 
 // createLoad binds a pod that requests cpu and memory and no GPU to node.
 func createLoad(ctx context.Context, c *cluster.Cluster, node, cpu, memory string) error {
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "load-" + node, Namespace: loadNS},
-		Spec: corev1.PodSpec{
-			NodeName: node,
-			Containers: []corev1.Container{{Name: "load", Image: "busybox:1.36", Resources: corev1.ResourceRequirements{
-				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory)}}}},
-			AutomountServiceAccountToken: new(bool),
-		},
-	}
+	p := testutil.Pod("load-"+node, testutil.Namespace(loadNS), testutil.Node(node), testutil.Container("load"),
+		testutil.Requests("load", "cpu", cpu, "memory", memory))
+	p.Spec.AutomountServiceAccountToken = new(bool)
 	_, err := c.Client.CoreV1().Pods(loadNS).Create(ctx, p, metav1.CreateOptions{})
 	return err
 }
@@ -331,10 +327,9 @@ func devices(a assign.Pod) []string {
 // percentage, with or without a cores limit, and two-GPU pods; with or
 // without CPU and memory requests.
 func randomPod(r *rand.Rand, name string) *corev1.Pod {
-	limits := corev1.ResourceList{}
-	set := func(k string, v int) {
-		limits[corev1.ResourceName(k)] = *resource.NewQuantity(int64(v), resource.DecimalSI)
-	}
+	gpus := 1
+	var limits []string
+	set := func(k string, v int) { limits = append(limits, k, strconv.Itoa(v)) }
 	switch r.IntN(4) {
 	case 0:
 		set(contract.ResourceMemory, []int{4000, 10000, 20000}[r.IntN(3)])
@@ -342,32 +337,30 @@ func randomPod(r *rand.Rand, name string) *corev1.Pod {
 		set(contract.ResourceMemoryPercentage, []int{10, 25, 50}[r.IntN(3)])
 		set(contract.ResourceCores, []int{20, 30, 50}[r.IntN(3)])
 	case 2:
-		set(contract.ResourceGPU, 2)
+		gpus = 2
 		set(contract.ResourceMemoryPercentage, 30)
 	default:
 		set(contract.ResourceMemory, 8000)
 		set(contract.ResourceCores, 25)
 	}
-	if _, ok := limits[contract.ResourceGPU]; !ok {
-		set(contract.ResourceGPU, 1)
-	}
+	set(contract.ResourceGPU, gpus)
+	opts := []testutil.PodOption{testutil.Namespace(ns), testutil.Container("work", limits...)}
 	// A third of the pods request no CPU or memory (kube-scheduler counts
 	// 100m and 200 MiB for them), a third CPU alone, a third both.
-	requests := corev1.ResourceList{}
+	var requests []string
 	switch r.IntN(3) {
 	case 2:
-		requests[corev1.ResourceMemory] = resource.MustParse([]string{"8Gi", "64Gi", "256Gi"}[r.IntN(3)])
+		requests = append(requests, "memory", []string{"8Gi", "64Gi", "256Gi"}[r.IntN(3)])
 		fallthrough
 	case 1:
-		requests[corev1.ResourceCPU] = resource.MustParse([]string{"4", "16", "32"}[r.IntN(3)])
+		requests = append(requests, "cpu", []string{"4", "16", "32"}[r.IntN(3)])
 	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PodSpec{
-			Containers:                   []corev1.Container{{Name: "work", Image: "nvidia/cuda:12.4.0-base-ubuntu22.04", Resources: corev1.ResourceRequirements{Limits: limits, Requests: requests}}},
-			AutomountServiceAccountToken: new(bool),
-		},
+	if len(requests) > 0 {
+		opts = append(opts, testutil.Requests("work", requests...))
 	}
+	p := testutil.Pod(name, opts...)
+	p.Spec.AutomountServiceAccountToken = new(bool)
+	return p
 }
 
 func waitBound(t *testing.T, ctx context.Context, c *cluster.Cluster, name string) *corev1.Pod {
