@@ -93,7 +93,7 @@ func TestTwin(t *testing.T) {
 	}
 	// One node asks pods to keep off unless nothing else fits: its
 	// PreferNoSchedule taint costs it TaintToleration's whole 3 x 100
-	// points, more than two steps of the extender's priority.
+	// points, three steps of the extender's priority.
 	must(t, preferNot(ctx, c, nodes[1]))
 
 	// The extender learns the mix of shapes from every pod of its
