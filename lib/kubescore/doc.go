@@ -44,6 +44,14 @@
 //     volume claims or resource claims.
 //   - Pod-level resources and in-place resizes: requests are the
 //     containers' as written in the spec.
+//   - Extended resources backed by DRA (DRAExtendedResource, GA in 1.37):
+//     NodeResourcesFit and BalancedAllocation score only CPU and memory by
+//     default, so such resources matter only to the filter, on a node that
+//     does not advertise the resource itself; vgpu's nodes advertise
+//     nvidia.com/gpu through the device plugin.
+//   - percentageOfNodesToScore: kube-scheduler scores every feasible node
+//     of a cluster under 100 nodes; above, it samples (the simulator's
+//     --percentage-of-nodes-to-score).
 //
 // The package does no I/O: callers hand it the objects they read.
 package kubescore
