@@ -160,6 +160,13 @@ func (c *Cluster) Unmodelled(p Profile, pod *corev1.Pod) error {
 			errs = append(errs, fmt.Errorf("volume %s claims a persistent volume: VolumeBinding", v.Name))
 		}
 	}
+	for _, ctr := range pod.Spec.Containers {
+		for _, port := range ctr.Ports {
+			if port.HostPort != 0 {
+				errs = append(errs, fmt.Errorf("container %s asks for host port %d: NodePorts' filter", ctr.Name, port.HostPort))
+			}
+		}
+	}
 	if len(pod.Spec.ResourceClaims) > 0 {
 		errs = append(errs, errors.New("spec.resourceClaims: DynamicResources"))
 	}

@@ -250,6 +250,11 @@ func TestUnmodelled(t *testing.T) {
 	if err := plain.Unmodelled(def, claim); err == nil || !strings.Contains(err.Error(), "VolumeBinding") {
 		t.Errorf("a pod with a claim: %v, want VolumeBinding named", err)
 	}
+	ported := testPod("p", "", nil)
+	ported.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}
+	if err := plain.Unmodelled(def, ported); err == nil || !strings.Contains(err.Error(), "NodePorts") {
+		t.Errorf("a pod with a host port: %v, want NodePorts named", err)
+	}
 	affine := testPod("a", "n1", nil)
 	affine.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{}}
 	if err := NewCluster(nodes, []*corev1.Pod{affine}).Unmodelled(def, testPod("p", "", nil)); err == nil || !strings.Contains(err.Error(), "InterPodAffinity") {
