@@ -130,9 +130,8 @@ func Run(t *testing.T, ctx context.Context, p Path, nodes []string) {
 // Pod is a pod of one container "work" with the given limits, written as
 // for the extender path (the seed's style): the webhook routes it.
 func Pod(name string, ann map[string]string, kv ...string) *corev1.Pod {
-	p := testutil.Pod(name, testutil.Namespace(Namespace), testutil.UID(""), testutil.Annotations(ann), testutil.Labels(map[string]string{"app": "vgpu-e2e"}),
+	p := testutil.Pod(name, testutil.Namespace(Namespace), testutil.Annotations(ann), testutil.Labels(map[string]string{"app": "vgpu-e2e"}),
 		testutil.Container("work", kv...))
-	p.Spec.Containers[0].Image = "nvidia/cuda:12.4.0-base-ubuntu22.04"
 	p.Spec.AutomountServiceAccountToken = new(bool)
 	return p
 }
