@@ -212,16 +212,19 @@ func (e *extender) Placement(t *testing.T, ctx context.Context, env *scenarios.E
 		defer env.Cleanup(t, ctx)
 		e.settings(t, ctx, settings.Spread, settings.Spread)
 		// One pod per node while nodes are empty, then a fourth beside one
-		// of them, on another GPU of that node.
+		// of them, on another GPU of that node. Small shares, so that the
+		// slot count is each GPU's load: a node's score is the mean load of
+		// its GPUs (docs/placement.md), and 20,000 MiB on a 40 GB GPU would
+		// load a node of 8 exactly as much as two on 80 GB GPUs.
 		byNode := map[string]assign.Pod{}
 		for i := range len(nodes) {
-			a := env.Place(t, ctx, scenarios.Pod(fmt.Sprintf("ss-%d", i), nil, contract.ResourceMemory, "20000"))
+			a := env.Place(t, ctx, scenarios.Pod(fmt.Sprintf("ss-%d", i), nil, contract.ResourceMemory, "4000"))
 			if prev, ok := byNode[a.Node]; ok {
 				t.Errorf("spread put pod %d on %s beside %s while %v has an empty node", i, a.Node, scenarios.GPUOf(prev), nodes)
 			}
 			byNode[a.Node] = a
 		}
-		a := env.Place(t, ctx, scenarios.Pod("ss-last", nil, contract.ResourceMemory, "20000"))
+		a := env.Place(t, ctx, scenarios.Pod("ss-last", nil, contract.ResourceMemory, "4000"))
 		if prev, ok := byNode[a.Node]; ok && scenarios.GPUOf(prev) == scenarios.GPUOf(a) {
 			t.Errorf("spread GPU policy stacked pods on GPU %s of %s while 7 were free", scenarios.GPUOf(a), a.Node)
 		}
