@@ -40,7 +40,11 @@ type Responder interface {
 // limits once can do so again; only what is not evidence (Finding.Evidence)
 // is withdrawn when it no longer holds.
 type Auditor struct {
-	Dir          string
+	Dir string
+	// Claims, on the DRA path, locates the regions of prepared claims
+	// (docs/contract.md#on-the-dra-path); each is audited as the region of
+	// every container that uses the claim's request.
+	Claims       regions.Claims
 	GPUs         GPUReader
 	Pods         PodSource
 	Regions      *regions.Reader
@@ -76,7 +80,7 @@ func (a *Auditor) Pass() []Finding {
 		a.Log.Debug("audit: NVML unreadable", zap.Error(err))
 	}
 	snap := Snapshot{GPUs: gs, Pods: a.Pods.Pods(), Regions: map[Key]regions.Region{}, Unreadable: map[Key]error{}, Now: now()}
-	entries, err := regions.List(a.Dir)
+	entries, err := regions.ListWithClaims(a.Dir, a.Claims)
 	if err != nil {
 		a.Log.Warn("audit: cannot list region directories", zap.String("dir", a.Dir), zap.Error(err))
 	}
