@@ -245,6 +245,12 @@ func watchNodeAndPods(ctx context.Context, cfg Config, deps Deps) (*podresolver.
 	podInformer := podFactory.Core().V1().Pods()
 	resolver := podresolver.New(cfg.NodeName, deps.Client, podInformer.Lister(), deps.Log)
 	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		// A pod's add is its binding, in the order the kubelet sees it.
+		AddFunc: func(obj any) {
+			if pod, ok := obj.(*corev1.Pod); ok {
+				resolver.Observe(pod)
+			}
+		},
 		DeleteFunc: func(obj any) {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,9 +67,10 @@ func TestAdvertisesSplitTimesHealthyAndDropsOnCriticalXid(t *testing.T) {
 	})
 }
 
-// Ten pods bound to the node at the same moment are admitted by the
-// kubelet in creation order; every container gets exactly the GPUs and
-// limits of its own assignment, init containers included.
+// Ten pods bound to the node at the same moment, in another order than
+// their creation, are admitted by the kubelet in the order their bindings
+// reach it; every container gets exactly the GPUs and limits of its own
+// assignment, init containers included.
 func TestConcurrentlyBoundPodsGetTheirOwnAssignments(t *testing.T) {
 	u := mockUUIDs()
 	var pods []*podSpec
@@ -93,16 +95,20 @@ func TestConcurrentlyBoundPodsGetTheirOwnAssignments(t *testing.T) {
 		}
 		pods = append(pods, ps)
 	}
-	// They reach the API server (and the plugin's informer) in no
-	// particular order.
+	// They are bound (reach the API server, the kubelet's watch and the
+	// plugin's informer) in no particular order.
+	bound := []int{7, 2, 9, 0, 4, 1, 8, 3, 6, 5}
 	var objs []*podObj
-	for _, i := range []int{7, 2, 9, 0, 4, 1, 8, 3, 6, 5} {
-		objs = append(objs, boundPod(pods[i].name, pods[i].created, pods[i].cs...))
+	for k, i := range bound {
+		o := boundPod(pods[i].name, pods[i].created, pods[i].cs...)
+		o.ResourceVersion = strconv.Itoa(100 + k)
+		objs = append(objs, o)
 	}
 	e := start(t, options{libvgpu: true, extraObjects: objs})
 	p := e.plugin("devices", healthyIs(80))
 
-	for _, ps := range pods { // the kubelet: creation order
+	for _, i := range bound { // the kubelet: the order of the bindings
+		ps := pods[i]
 		pod := e.pod(ps.name)
 		adm, err := p.Admit(e.ctx, pod, contract.ResourceGPU)
 		if err != nil {
