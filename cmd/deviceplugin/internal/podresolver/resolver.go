@@ -146,7 +146,7 @@ func (r *Resolver) Preferred(count int) []string {
 
 // Resolve finds the container an Allocate of count devices on gpus (the
 // GPUs of the device ids the kubelet chose) is for, and reserves it: the
-// next Resolve will not return it again. Call Release if the allocation
+// next Resolve will not return it again. Call Reject if the allocation
 // fails after all, Record once it succeeds.
 func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Target, error) {
 	r.mu.Lock()
@@ -211,17 +211,14 @@ func pick(ws []waiting, gpus []string) waiting {
 	return ws[0]
 }
 
-// Release undoes a Resolve whose allocation failed.
-func (r *Resolver) Release(t *Target) {
+// Reject takes the target's pod out of the queue after its allocation
+// failed: the kubelet fails the pod's admission on any Allocate error and
+// never allocates it again, so the next Allocate is for a pod behind it.
+func (r *Resolver) Reject(t *Target) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.served[t.Pod.UID]
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i].Name == t.Container.Name && s[i].Init == t.Container.Init {
-			r.served[t.Pod.UID] = slices.Delete(s, i, i+1)
-			return
-		}
-	}
+	r.rejected[t.Pod.UID] = true
+	delete(r.served, t.Pod.UID)
 }
 
 // Record writes vgpu.io/allocated on the target's pod. The reservation

@@ -128,15 +128,17 @@ func TestSameSecondTieBrokenByGPUs(t *testing.T) {
 	}
 }
 
-func TestReleaseReturnsTheContainer(t *testing.T) {
-	r := resolver(t, pod("a", 0, c{name: "m", gpus: []string{"A"}}))
+// A pod whose Allocate failed after it was resolved is failed by the
+// kubelet: the next Allocate is for the pod behind it, never for it again.
+func TestRejectedPodLeavesTheQueue(t *testing.T) {
+	r := resolver(t, pod("a", 0, c{name: "m", gpus: []string{"A"}}), pod("b", 1, c{name: "m", gpus: []string{"A"}}))
 	tg, err := r.Resolve(context.Background(), 1, []string{"A"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Release(tg)
-	if got := resolve(t, r, "A"); got != "a/m" {
-		t.Fatalf("after Release resolved %s", got)
+	r.Reject(tg)
+	if got := resolve(t, r, "A"); got != "b/m" {
+		t.Fatalf("after a's allocation failed resolved %s, want b/m", got)
 	}
 }
 
