@@ -243,11 +243,11 @@ func TestContainerWithoutRegionIsReportedUnenforced(t *testing.T) {
 	start := time.Now()
 	t.Logf("pod static (%s) runs a static program with a 1000 MiB limit", running)
 
-	label := fmt.Sprintf(`namespace=%q,pod="static",container="cuda"`, ns)
+	label := fmt.Sprintf(`namespace=%q,node=%q,pod="static"`, ns, c.RealNodeName())
 	var body string
 	for {
 		body = monitorScrape(ctx, t)
-		if strings.Contains(body, "vgpu_container_unenforced_info{") && strings.Contains(grep(body, label), `reason="no-region"`) {
+		if strings.Contains(grep(grep(body, "vgpu_container_unenforced_info{"), label), `reason="no-region"`) {
 			break
 		}
 		select {
