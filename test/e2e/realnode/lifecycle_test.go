@@ -213,12 +213,7 @@ func TestRollingUpdateOfTheMonitor(t *testing.T) {
 		case <-time.After(time.Second):
 		}
 	}
-	if limit := metricValue(t, metrics, "vgpu_container_memory_limit_bytes", `pod="watched"`); limit != 3000<<20 {
-		t.Errorf("after the monitor's rolling update the container's limit is %v bytes, want 3000 MiB", limit)
-	}
-	if used := metricValue(t, metrics, "vgpu_container_memory_used_bytes", `pod="watched"`); used != 2900<<20 {
-		t.Errorf("after the monitor's rolling update the container holds %v bytes, want its 2900 MiB", used)
-	}
+	holdsItsLimit(t, metrics, "watched", "the monitor's rolling update")
 }
 
 // A GPU container whose limits are set but whose region never appears: a
@@ -276,5 +271,18 @@ func TestContainerWithoutRegionIsReportedUnenforced(t *testing.T) {
 		if strings.Contains(l, " static ") && !strings.HasSuffix(strings.TrimSpace(l), "NO") {
 			t.Errorf("vgpuctl describe node --usage shows pod static enforced: %q", l)
 		}
+	}
+}
+
+// holdsItsLimit checks, in the monitor's metrics, that a workload pod that
+// took 2900 MiB still has its 3000 MiB limit and its 2900 MiB after what
+// happened.
+func holdsItsLimit(t *testing.T, metrics, pod, after string) {
+	t.Helper()
+	if limit := metricValue(t, metrics, "vgpu_container_memory_limit_bytes", `pod="`+pod+`"`); limit != 3000<<20 {
+		t.Errorf("after %s the limit of pod %s is %v bytes, want 3000 MiB", after, pod, limit)
+	}
+	if used := metricValue(t, metrics, "vgpu_container_memory_used_bytes", `pod="`+pod+`"`); used != 2900<<20 {
+		t.Errorf("after %s pod %s holds %v bytes, want its 2900 MiB", after, pod, used)
 	}
 }
