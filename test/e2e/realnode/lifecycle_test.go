@@ -230,13 +230,16 @@ func TestContainerWithoutRegionIsReportedUnenforced(t *testing.T) {
 	pod := workloadPod("static", "100")
 	pod.Spec.Containers[0].Image = pauseImage
 	pod.Spec.Containers[0].Args = nil
+	// Small enough to fit beside the other tests' pods on either GPU.
 	pod.Spec.Containers[0].Resources.Limits["nvidia.com/gpumem"] = resource.MustParse("1000")
+	pod.Spec.Containers[0].Resources.Limits["nvidia.com/gpucores"] = resource.MustParse("5")
 	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	created := time.Now()
 	running := containerID(ctx, t, ns, "static")
 	start := time.Now()
-	t.Logf("pod static (%s) runs a static program with a 1000 MiB limit", running)
+	t.Logf("pod static (%s) runs a static program with a 1000 MiB limit, %s after it was created", running, start.Sub(created).Round(time.Millisecond))
 
 	label := fmt.Sprintf(`namespace=%q,node=%q,pod="static"`, ns, c.RealNodeName())
 	var body string

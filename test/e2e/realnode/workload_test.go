@@ -28,6 +28,8 @@ const (
 	a30MiB = "24576"
 )
 
+var oneSecond int64 = 1
+
 // workloadPod is a GPU pod as the seed writes it: one vGPU, 3000 MiB, 30 %
 // of the SMs; its program allocates each size in args and holds the memory.
 func workloadPod(name string, args ...string) *corev1.Pod {
@@ -40,6 +42,10 @@ func workloadPod(name string, args ...string) *corev1.Pod {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "realnode-workload"}},
 		Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever,
+			// The program is the container's PID 1, which SIGTERM does not
+			// end, and has nothing to save: the pod goes in a second, not
+			// after 30 s, when a test deletes it.
+			TerminationGracePeriodSeconds: &oneSecond,
 			Containers: []corev1.Container{{
 				Name:      "cuda",
 				Image:     workloadImage,
