@@ -454,5 +454,20 @@ func killShims(socket string) {
 }
 
 // SnapshotHost records the host state a real node may change, for a test
-// that compares the host before and after one ran.
-func SnapshotHost() (HostState, error) { return snapshotHost(HostPaths) }
+// that compares the host before and after one ran. It holds the machine
+// lock while it reads, waiting for a real node of another checkout to stop
+// first: a snapshot taken while one runs holds that node's pods and cgroups,
+// which are gone once it stops. A node that takes the lock after it
+// restores the host before it lets go.
+func SnapshotHost() (HostState, error) {
+	lf, err := openLock()
+	if err != nil {
+		return HostState{}, err
+	}
+	defer lf.Close()
+	if err := waitForLock(lf, func(f string, a ...any) { fmt.Printf("host snapshot: "+f+"\n", a...) }); err != nil {
+		return HostState{}, err
+	}
+	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN) //nolint:errcheck // Close releases it too
+	return snapshotHost(HostPaths)
+}

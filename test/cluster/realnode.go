@@ -125,7 +125,7 @@ func hostIP() (string, error) {
 const lockWait = 20 * time.Minute
 
 // waitForLock takes the machine lock, waiting for another real node to stop.
-func (c *Cluster) waitForLock(lf *os.File) error {
+func waitForLock(lf *os.File, logf func(string, ...any)) error {
 	deadline := time.Now().Add(lockWait)
 	for logged := false; ; {
 		err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
@@ -137,11 +137,19 @@ func (c *Cluster) waitForLock(lf *os.File) error {
 			return fmt.Errorf("another real node runs on this machine (%s holds %s) and did not stop within %s", strings.TrimSpace(string(owner)), lockFile, lockWait)
 		}
 		if !logged {
-			c.opts.Logf("waiting up to %s for another real node to stop (%s holds %s)", lockWait, strings.TrimSpace(string(owner)), lockFile)
+			logf("waiting up to %s for another real node to stop (%s holds %s)", lockWait, strings.TrimSpace(string(owner)), lockFile)
 			logged = true
 		}
 		time.Sleep(2 * time.Second)
 	}
+}
+
+// openLock opens the machine lock's file, unlocked.
+func openLock() (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(lockFile), 0o755); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o644)
 }
 
 // prepareRealNode runs before the API server starts: it takes the machine
@@ -164,14 +172,11 @@ func (c *Cluster) prepareRealNode() error {
 	}
 	r.socket = filepath.Join(r.stateDir, "containerd.sock")
 	r.journal = filepath.Join(r.stateDir, "journal.json")
-	if err := os.MkdirAll(filepath.Dir(lockFile), 0o755); err != nil {
-		return err
-	}
-	lf, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o644)
+	lf, err := openLock()
 	if err != nil {
 		return err
 	}
-	if err := c.waitForLock(lf); err != nil {
+	if err := waitForLock(lf, c.opts.Logf); err != nil {
 		lf.Close()
 		return err
 	}

@@ -57,12 +57,7 @@ func TestKubeletRestart(t *testing.T) {
 		t.Errorf("the GPU container was replaced across the kubelet restart: %s -> %s", before, after)
 	}
 	metrics := monitorMetricsOf(ctx, t, ns, "held")
-	if limit := metricValue(t, metrics, "vgpu_container_memory_limit_bytes", `pod="held"`); limit != 3000<<20 {
-		t.Errorf("after the kubelet restart the container's limit is %v bytes, want 3000 MiB", limit)
-	}
-	if used := metricValue(t, metrics, "vgpu_container_memory_used_bytes", `pod="held"`); used != 2900<<20 {
-		t.Errorf("after the kubelet restart the container holds %v bytes, want its 2900 MiB", used)
-	}
+	holdsItsLimit(t, metrics, "held", "the kubelet restart")
 }
 
 // Deleting the device plugin's pod: the DaemonSet starts another, which
@@ -193,12 +188,7 @@ func TestRollingUpdatesOfTheDevicePlugin(t *testing.T) {
 		t.Errorf("the running GPU container was replaced by the device plugin's rolling update: %s -> %s", before, after)
 	}
 	metrics := monitorMetricsOf(ctx, t, ns, "steady")
-	if limit := metricValue(t, metrics, "vgpu_container_memory_limit_bytes", `pod="steady"`); limit != 3000<<20 {
-		t.Errorf("after the rolling update the running container's limit is %v bytes, want 3000 MiB", limit)
-	}
-	if used := metricValue(t, metrics, "vgpu_container_memory_used_bytes", `pod="steady"`); used != 2900<<20 {
-		t.Errorf("after the rolling update the running container holds %v bytes, want its 2900 MiB", used)
-	}
+	holdsItsLimit(t, metrics, "steady", "the rolling update")
 
 	const wrong = "/var/lib/vgpu-not-mounted"
 	patchPlugin(ctx, t, `[{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--host-root=`+wrong+`"}]`)

@@ -57,11 +57,13 @@ func run(m *testing.M) int {
 	if os.Getenv(envKilledChild) != "" {
 		return killedChild(archives)
 	}
+	snap := time.Now()
 	before, err := cluster.SnapshotHost()
 	if err != nil {
 		fmt.Println("realnode: host state:", err)
 		return 1
 	}
+	fmt.Printf("realnode: host state recorded in %s (after any other real node stopped)\n", time.Since(snap).Round(time.Millisecond))
 	// A node whose test was killed leaves the host changed; the next
 	// start restores it from the journal (checked at the end, against
 	// before).
@@ -88,9 +90,11 @@ func run(m *testing.M) int {
 	}
 	fmt.Printf("realnode: cluster with real node %s up in %s\n", c.RealNodeName(), time.Since(start).Round(time.Millisecond))
 	code := m.Run()
+	removing := time.Now()
 	if code == 0 && !uninstalled() {
 		code = 1
 	}
+	fmt.Printf("realnode: uninstalled in %s\n", time.Since(removing).Round(time.Millisecond))
 	if code != 0 {
 		var b strings.Builder
 		c.Dump(context.Background(), &b)

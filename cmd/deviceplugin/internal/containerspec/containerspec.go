@@ -80,6 +80,10 @@ func Prepare(h Host, dirName string, devices []assign.Device) (Spec, error) {
 	if len(devices) == 0 {
 		return Spec{}, fmt.Errorf("%s: no devices", dirName)
 	}
+	// Before anything is created: a refused container leaves nothing behind.
+	if err := CheckLib(h.LibDir); err != nil {
+		return Spec{}, err
+	}
 	limits := contract.Limits{Region: filepath.Join(contract.ContainerRegionDir, contract.RegionFileName)}
 	for _, d := range devices {
 		limits.Devices = append(limits.Devices, contract.DeviceLimits{UUID: d.UUID, MemoryMiB: d.MemoryMiB, Cores: d.Cores})
@@ -117,6 +121,38 @@ func Prepare(h Host, dirName string, devices []assign.Device) (Spec, error) {
 			Mount{ContainerPath: contract.ContainerPreloadPath, HostPath: filepath.Join(h.LibDir, install.PreloadFileName), ReadOnly: true})
 	}
 	return spec, nil
+}
+
+// ErrLibMissing means a file of the installed libvgpu is gone from the host.
+var ErrLibMissing = errors.New("libvgpu is missing on the host")
+
+// CheckLib checks that the files of the installed libvgpu that a container
+// mounts are on the host, as files; "" (not installed) passes. A container
+// runtime makes a missing mount source an empty directory and starts the
+// container anyway: libvgpu would be silently absent from it
+// (docs/contract.md#allocate).
+func CheckLib(libDir string) error {
+	if libDir == "" {
+		return nil
+	}
+	for _, name := range []string{install.LibFileName(), install.PreloadFileName} {
+		path := filepath.Join(libDir, name)
+		fi, err := os.Stat(path)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%w: %s: %v", ErrLibMissing, path, errors.Unwrap(err))
+		case !fi.Mode().IsRegular():
+			return fmt.Errorf("%w: %s is a %s, not a file", ErrLibMissing, path, kind(fi.Mode()))
+		}
+	}
+	return nil
+}
+
+func kind(m fs.FileMode) string {
+	if m.IsDir() {
+		return "directory"
+	}
+	return m.Type().String()
 }
 
 // Remove deletes what Prepare created for dirName; what is already gone is

@@ -2,8 +2,10 @@ package containerspec
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
@@ -162,5 +164,32 @@ func TestBuildWithoutLibvgpuMountsNoLimits(t *testing.T) {
 	}
 	if len(r.Mounts) != 1 || r.Envs[contract.EnvLDPreload] != "" {
 		t.Errorf("without libvgpu: mounts %v envs %v", r.Mounts, r.Envs)
+	}
+}
+
+// A library file the runtime once made an empty directory of, or one that is
+// gone: Build refuses, naming the path, and creates nothing.
+func TestBuildRefusesAMissingLibrary(t *testing.T) {
+	for _, name := range []string{install.LibFileName(), install.PreloadFileName} {
+		h := host(t)
+		path := filepath.Join(h.LibDir, name)
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Build(h, "uid-1", trainer)
+		if !errors.Is(err, ErrLibMissing) || !strings.Contains(err.Error(), path+" is a directory, not a file") {
+			t.Errorf("%s a directory: %v", name, err)
+		}
+		os.Remove(path)
+		_, err = Build(h, "uid-1", trainer)
+		if !errors.Is(err, ErrLibMissing) || !strings.Contains(err.Error(), path+": no such file or directory") {
+			t.Errorf("%s gone: %v", name, err)
+		}
+		if _, err := os.Stat(h.ContainersDir); !os.IsNotExist(err) {
+			t.Errorf("%s: Build created %s: %v", name, h.ContainersDir, err)
+		}
 	}
 }

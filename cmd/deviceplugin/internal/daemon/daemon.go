@@ -150,7 +150,15 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		Metrics: m, Log: deps.Log, AdvertiseCapacity: cfg.AdvertiseCapacity}
 	go pub.Run(ctx, kick)
 
-	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host}, state, resolver, m, deps.Log)
+	reinstall := func() error {
+		_, err := installLib(cfg)
+		return err
+	}
+	if host.LibDir == "" {
+		reinstall = nil
+	}
+	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host, ReinstallLib: reinstall},
+		state, resolver, m, deps.Log)
 	return serve(ctx, cfg, deps, health, &serving, plugin.Run)
 }
 
@@ -202,7 +210,7 @@ func discover(lib nvml.Interface, cfg Config, log *zap.Logger) ([]device.GPU, er
 // get their GPUs, but no limits, and the log says so.
 func installLibvgpu(cfg Config, log *zap.Logger) (containerspec.Host, error) {
 	host := containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "containers")}
-	libDir, err := install.Install(cfg.LibvgpuSource, filepath.Join(cfg.HostRoot, "lib"), version.Version)
+	libDir, err := installLib(cfg)
 	switch {
 	case errors.Is(err, install.ErrSourceMissing):
 		log.Warn("libvgpu is not in the plugin image: containers get their GPUs but no memory or compute limits (no libvgpu mount, no LD_PRELOAD)",
@@ -214,6 +222,10 @@ func installLibvgpu(cfg Config, log *zap.Logger) (containerspec.Host, error) {
 		log.Info("installed libvgpu", zap.String("dir", libDir))
 	}
 	return host, nil
+}
+
+func installLib(cfg Config) (string, error) {
+	return install.Install(cfg.LibvgpuSource, filepath.Join(cfg.HostRoot, "lib"), version.Version)
 }
 
 // watchSettings applies the settings ConfigMap to state, waiting a while for
@@ -245,6 +257,12 @@ func watchNodeAndPods(ctx context.Context, cfg Config, deps Deps) (*podresolver.
 	podInformer := podFactory.Core().V1().Pods()
 	resolver := podresolver.New(cfg.NodeName, deps.Client, podInformer.Lister(), deps.Log)
 	if _, err := podInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		// A pod's add is its binding, in the order the kubelet sees it.
+		AddFunc: func(obj any) {
+			if pod, ok := obj.(*corev1.Pod); ok {
+				resolver.Observe(pod)
+			}
+		},
 		DeleteFunc: func(obj any) {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj

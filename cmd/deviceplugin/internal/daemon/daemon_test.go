@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,9 +67,10 @@ func TestAdvertisesSplitTimesHealthyAndDropsOnCriticalXid(t *testing.T) {
 	})
 }
 
-// Ten pods bound to the node at the same moment are admitted by the
-// kubelet in creation order; every container gets exactly the GPUs and
-// limits of its own assignment, init containers included.
+// Ten pods bound to the node at the same moment, in another order than
+// their creation, are admitted by the kubelet in the order their bindings
+// reach it; every container gets exactly the GPUs and limits of its own
+// assignment, init containers included.
 func TestConcurrentlyBoundPodsGetTheirOwnAssignments(t *testing.T) {
 	u := mockUUIDs()
 	var pods []*podSpec
@@ -93,16 +95,20 @@ func TestConcurrentlyBoundPodsGetTheirOwnAssignments(t *testing.T) {
 		}
 		pods = append(pods, ps)
 	}
-	// They reach the API server (and the plugin's informer) in no
-	// particular order.
+	// They are bound (reach the API server, the kubelet's watch and the
+	// plugin's informer) in no particular order.
+	bound := []int{7, 2, 9, 0, 4, 1, 8, 3, 6, 5}
 	var objs []*podObj
-	for _, i := range []int{7, 2, 9, 0, 4, 1, 8, 3, 6, 5} {
-		objs = append(objs, boundPod(pods[i].name, pods[i].created, pods[i].cs...))
+	for k, i := range bound {
+		o := boundPod(pods[i].name, pods[i].created, pods[i].cs...)
+		o.ResourceVersion = strconv.Itoa(100 + k)
+		objs = append(objs, o)
 	}
 	e := start(t, options{libvgpu: true, extraObjects: objs})
 	p := e.plugin("devices", healthyIs(80))
 
-	for _, ps := range pods { // the kubelet: creation order
+	for _, i := range bound { // the kubelet: the order of the bindings
+		ps := pods[i]
 		pod := e.pod(ps.name)
 		adm, err := p.Admit(e.ctx, pod, contract.ResourceGPU)
 		if err != nil {
@@ -493,4 +499,73 @@ func TestForeignPluginInCheckpointIsReported(t *testing.T) {
 	if len(logs) != 1 || logs[0].ContextMap()["count"] != int64(2) {
 		t.Fatalf("conflict warning: %+v", logs)
 	}
+}
+
+// A file of the installed libvgpu gone from the host (a runtime would start
+// the container with an empty directory in its place and no libvgpu):
+// Allocate installs it again from the plugin's image and serves the
+// container. Where it cannot, the pod's admission fails with an error
+// naming the missing file, nothing is left of the pod on the host, and the
+// pod behind it gets its own container once the host is right again.
+func TestMissingLibvgpuIsReinstalledOrRefused(t *testing.T) {
+	u := mockUUIDs()
+	dev := []assign.Device{{UUID: u[0], MemoryMiB: 3000, Cores: 30}}
+	e := start(t, options{libvgpu: true, extraObjects: []*podObj{
+		boundPod("repaired", 0, ctr{name: "main", devs: dev}),
+		boundPod("refused", 1, ctr{name: "main", devs: dev}),
+		boundPod("after", 2, ctr{name: "main", devs: dev}),
+	}})
+	p := e.plugin("devices", healthyIs(80))
+	libDir := filepath.Join(e.cfg.HostRoot, "lib")
+	current, err := filepath.EvalSymlinks(filepath.Join(libDir, "current"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := filepath.Join(current, filepath.Base(contract.ContainerLibPath))
+	if err := os.Remove(lib); err != nil {
+		t.Fatal(err)
+	}
+	adm, err := p.Admit(e.ctx, e.pod("repaired"), contract.ResourceGPU)
+	if err != nil {
+		t.Fatalf("with libvgpu removed from the host: %v", err)
+	}
+	e.checkContract(e.pod("repaired"), ctr{name: "main", devs: dev}, adm.Responses["main"])
+	if e.logs.FilterMessageSnippet("reinstalled it").Len() != 1 || e.metric("vgpu_deviceplugin_libvgpu_reinstalls_total") != 1 {
+		t.Error("the reinstall was neither logged nor counted")
+	}
+
+	// The library directory cannot be made again.
+	if err := os.Rename(libDir, libDir+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(libDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Admit(e.ctx, e.pod("refused"), contract.ResourceGPU)
+	if err == nil {
+		t.Fatal("Allocate succeeded with libvgpu missing and not reinstallable")
+	}
+	for _, w := range []string{"pod default/refused", "libvgpu is missing on the host: " + lib, "reinstalling it from the device plugin's image failed"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.cfg.HostRoot, "containers", "uid-refused_main")); !os.IsNotExist(err) {
+		t.Errorf("the refused pod's region directory is on the host: %v", err)
+	}
+	if v, ok := e.pod("refused").Annotations[contract.AnnotationAllocated]; ok {
+		t.Errorf("the refused pod is recorded as allocated: %s", v)
+	}
+
+	if err := os.Remove(libDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(libDir+".moved", libDir); err != nil {
+		t.Fatal(err)
+	}
+	adm, err = p.Admit(e.ctx, e.pod("after"), contract.ResourceGPU)
+	if err != nil {
+		t.Fatalf("the pod behind the refused one: %v", err)
+	}
+	e.checkContract(e.pod("after"), ctr{name: "main", devs: dev}, adm.Responses["main"])
 }

@@ -12,6 +12,7 @@ type Metrics struct {
 	Allocations       *prometheus.CounterVec
 	AllocateSeconds   prometheus.Histogram
 	InventoryWrites   *prometheus.CounterVec
+	LibvgpuReinstalls prometheus.Counter
 }
 
 // New creates and registers the metrics.
@@ -46,8 +47,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "vgpu_deviceplugin_inventory_writes_total",
 			Help: "Writes of the vgpu.io/devices annotation on the Node, by result (ok, error).",
 		}, []string{"result"}),
+		LibvgpuReinstalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vgpu_deviceplugin_libvgpu_reinstalls_total",
+			Help: "Times Allocate found a file of the installed libvgpu gone from the host and installed it again.",
+		}),
 	}
-	reg.MustRegister(m.Registered, m.Registrations, m.AdvertisedDevices, m.UnhealthyGPUs,
+	reg.MustRegister(m.LibvgpuReinstalls, m.Registered, m.Registrations, m.AdvertisedDevices, m.UnhealthyGPUs,
 		m.Allocations, m.AllocateSeconds, m.InventoryWrites)
 	return m
 }

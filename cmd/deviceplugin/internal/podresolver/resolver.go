@@ -1,11 +1,14 @@
 // Package podresolver answers the question the kubelet's Allocate leaves
 // open: which pod and container is this for? The kubelet admits pods one at a
-// time in creation order and allocates a pod's containers in order (init
-// containers first), so the container being allocated is the next unserved
-// vGPU container of the oldest bound pod still waiting for one, among those
-// asking for this many devices. No lock is held between the scheduler's bind
-// and the kubelet's admission (docs/contract.md#allocate); the resolver only reads the pods
-// bound to its node from an informer and records what it served.
+// time in the order they reach it on its watch of the pods bound to its node,
+// which is the order of their bindings, and allocates a pod's containers in
+// order (init containers first); so the container being allocated is the
+// next unserved vGPU container of the first-bound pod still waiting for one,
+// among those asking for this many devices. The resolver's informer watches
+// the same pods and sees the same order: the resourceVersion at which it
+// first saw each pod bound. No lock is held between the scheduler's bind and
+// the kubelet's admission (docs/contract.md#allocate); the resolver only
+// reads the pods bound to its node and records what it served.
 package podresolver
 
 import (
@@ -24,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -55,6 +59,9 @@ type Resolver struct {
 	// rejected pods got an Allocate error; the kubelet fails their
 	// admission, so they must not stand in the queue before other pods.
 	rejected map[types.UID]bool
+	// boundAt is, per pod, the lowest resourceVersion this process saw it
+	// bound to the node at: the kubelet's admission order (docs/deviceplugin.md#which-pod-is-this-for).
+	boundAt map[types.UID]string
 }
 
 // New returns a resolver for node over an informer's pod lister, which
@@ -64,7 +71,33 @@ func New(node string, client kubernetes.Interface, pods corelisters.PodLister, l
 		node: node, client: client, pods: pods, log: log,
 		served:   map[types.UID][]allocated.Container{},
 		rejected: map[types.UID]bool{},
+		boundAt:  map[types.UID]string{},
 	}
+}
+
+// Observe notes a pod the node's pod informer delivered (its add events
+// come in the order of the watch, the kubelet's order): the first
+// resourceVersion seen is that of the binding, before any later write
+// to the pod moves it.
+func (r *Resolver) Observe(p *corev1.Pod) {
+	r.mu.Lock()
+	r.noteLocked(p)
+	r.mu.Unlock()
+}
+
+func (r *Resolver) noteLocked(p *corev1.Pod) {
+	if p.Spec.NodeName != r.node {
+		return
+	}
+	old, ok := r.boundAt[p.UID]
+	if ok {
+		if c, err := resourceversion.CompareResourceVersion(p.ResourceVersion, old); err != nil || c >= 0 {
+			return
+		}
+	} else if _, err := resourceversion.CompareResourceVersion(p.ResourceVersion, p.ResourceVersion); err != nil {
+		return
+	}
+	r.boundAt[p.UID] = p.ResourceVersion
 }
 
 // Forget drops what is remembered about a deleted pod.
@@ -72,6 +105,7 @@ func (r *Resolver) Forget(uid types.UID) {
 	r.mu.Lock()
 	delete(r.served, uid)
 	delete(r.rejected, uid)
+	delete(r.boundAt, uid)
 	r.mu.Unlock()
 }
 
@@ -112,7 +146,7 @@ func (r *Resolver) Preferred(count int) []string {
 
 // Resolve finds the container an Allocate of count devices on gpus (the
 // GPUs of the device ids the kubelet chose) is for, and reserves it: the
-// next Resolve will not return it again. Call Release if the allocation
+// next Resolve will not return it again. Call Reject if the allocation
 // fails after all, Record once it succeeds.
 func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Target, error) {
 	r.mu.Lock()
@@ -157,36 +191,34 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 	return &Target{Pod: w.pod, Container: *c}, nil
 }
 
-// pick chooses among the waiting containers, oldest pod first. Pods created
-// in the same second are ordered by name here, but the kubelet's order among
-// them is not defined; the device ids it chose were steered by Preferred
-// onto one of them, so among those the one whose GPUs match wins.
+// pick chooses among the waiting containers, first in the kubelet's order.
+// The one exception is the kubelet's first list of pods after it starts,
+// which it admits oldest first, in no defined order within a second: there,
+// among pods created in the same second as the first, the one whose GPUs
+// are those of the device ids the kubelet chose wins.
 func pick(ws []waiting, gpus []string) waiting {
 	want := slices.Clone(gpus)
 	sort.Strings(want)
+	if ws[0].invalid == nil && slices.Equal(ws[0].gpus(), want) {
+		return ws[0]
+	}
 	first := ws[0].pod.CreationTimestamp
-	for _, w := range ws {
-		if !w.pod.CreationTimestamp.Equal(&first) {
-			break
-		}
-		if w.invalid == nil && slices.Equal(w.gpus(), want) {
+	for _, w := range ws[1:] {
+		if w.pod.CreationTimestamp.Equal(&first) && w.invalid == nil && slices.Equal(w.gpus(), want) {
 			return w
 		}
 	}
 	return ws[0]
 }
 
-// Release undoes a Resolve whose allocation failed.
-func (r *Resolver) Release(t *Target) {
+// Reject takes the target's pod out of the queue after its allocation
+// failed: the kubelet fails the pod's admission on any Allocate error and
+// never allocates it again, so the next Allocate is for a pod behind it.
+func (r *Resolver) Reject(t *Target) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := r.served[t.Pod.UID]
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i].Name == t.Container.Name && s[i].Init == t.Container.Init {
-			r.served[t.Pod.UID] = slices.Delete(s, i, i+1)
-			return
-		}
-	}
+	r.rejected[t.Pod.UID] = true
+	delete(r.served, t.Pod.UID)
 }
 
 // Record writes vgpu.io/allocated on the target's pod. The reservation
@@ -253,9 +285,13 @@ func (r *Resolver) servedLocked(pod *corev1.Pod) []allocated.Container {
 }
 
 // waitingLocked lists the pods' next waiting containers that ask for count
-// devices, oldest pod first.
+// devices, in the kubelet's order: by the resourceVersion each pod was first
+// seen bound at. Where one of them has none (an apiserver whose
+// resourceVersions are not numbers), oldest pod first, then namespace and
+// name.
 func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
 	var out []waiting
+	byBinding := true
 	for _, p := range pods {
 		if p.Spec.NodeName != r.node || p.DeletionTimestamp != nil || r.rejected[p.UID] {
 			continue
@@ -269,10 +305,19 @@ func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
 		if !ok || w.count != count {
 			continue
 		}
+		r.noteLocked(p)
+		if _, ok := r.boundAt[p.UID]; !ok {
+			byBinding = false
+		}
 		out = append(out, w)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i].pod, out[j].pod
+		if byBinding {
+			if c, _ := resourceversion.CompareResourceVersion(r.boundAt[a.UID], r.boundAt[b.UID]); c != 0 {
+				return c < 0
+			}
+		}
 		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 			return a.CreationTimestamp.Before(&b.CreationTimestamp)
 		}

@@ -110,14 +110,72 @@ func TestSameSecondTieBrokenByGPUs(t *testing.T) {
 	}
 }
 
-func TestReleaseReturnsTheContainer(t *testing.T) {
-	r := resolver(t, pod("a", 0, c{name: "m", gpus: []string{"A"}}))
+// A pod whose Allocate failed after it was resolved is failed by the
+// kubelet: the next Allocate is for the pod behind it, never for it again.
+func TestRejectedPodLeavesTheQueue(t *testing.T) {
+	r := resolver(t, pod("a", 0, c{name: "m", gpus: []string{"A"}}), pod("b", 1, c{name: "m", gpus: []string{"A"}}))
 	tg, err := r.Resolve(context.Background(), 1, []string{"A"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Release(tg)
-	if got := resolve(t, r, "A"); got != "a/m" {
-		t.Fatalf("after Release resolved %s", got)
+	r.Reject(tg)
+	if got := resolve(t, r, "A"); got != "b/m" {
+		t.Fatalf("after a's allocation failed resolved %s, want b/m", got)
+	}
+}
+
+func boundAt(p *corev1.Pod, rv string) *corev1.Pod {
+	p.ResourceVersion = rv
+	return p
+}
+
+// The kubelet admits pods in the order their bindings reach it, not in
+// creation order. Two pods created in the same second with the same
+// request on the same GPU, bound in the opposite order of their names (the
+// scheduler's binding cycles run concurrently), must each get their own
+// container, not the other's region directory.
+func TestAdmittedInBindingOrder(t *testing.T) {
+	first := boundAt(pod("first", 0, c{name: "cuda", gpus: []string{"A"}}), "12")
+	second := boundAt(pod("second", 0, c{name: "cuda", gpus: []string{"A"}}), "11")
+	r := resolver(t, first, second)
+	if got := r.Preferred(1); len(got) != 1 || got[0] != "A" {
+		t.Fatalf("Preferred = %v", got)
+	}
+	for i, want := range []string{"second/cuda", "first/cuda"} {
+		if got := resolve(t, r, "A"); got != want {
+			t.Fatalf("allocation %d: resolved %s, want %s (the pods were bound second, then first)", i, got, want)
+		}
+	}
+}
+
+// A pod created earlier but bound later is admitted later; and a write to a
+// waiting pod after its binding (a label, an annotation) does not move it:
+// the resourceVersion its add event carried stands.
+func TestBindingOrderSurvivesLaterWrites(t *testing.T) {
+	older := boundAt(pod("older", 0, c{name: "m", gpus: []string{"A"}}), "30")
+	newer := boundAt(pod("newer", 5, c{name: "m", gpus: []string{"B"}}), "20")
+	relabelled := boundAt(pod("relabelled", 9, c{name: "m", gpus: []string{"C"}}), "25")
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	r := New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
+	for _, p := range []*corev1.Pod{newer, relabelled, older} { // the watch's order
+		if err := idx.Add(p); err != nil {
+			t.Fatal(err)
+		}
+		r.Observe(p)
+	}
+	later := relabelled.DeepCopy()
+	later.ResourceVersion = "40"
+	later.Labels = map[string]string{"team": "x"}
+	if err := idx.Update(later); err != nil {
+		t.Fatal(err)
+	}
+	r.Observe(later)
+	for i, want := range []struct{ gpu, got string }{{"B", "newer/m"}, {"C", "relabelled/m"}, {"A", "older/m"}} {
+		if p := r.Preferred(1); len(p) != 1 || p[0] != want.gpu {
+			t.Fatalf("allocation %d: Preferred = %v, want %s's GPU %s", i, p, want.got, want.gpu)
+		}
+		if got := resolve(t, r, want.gpu); got != want.got {
+			t.Fatalf("allocation %d: resolved %s, want %s", i, got, want.got)
+		}
 	}
 }
