@@ -511,9 +511,9 @@ func TestMissingLibvgpuIsReinstalledOrRefused(t *testing.T) {
 	u := mockUUIDs()
 	dev := []assign.Device{{UUID: u[0], MemoryMiB: 3000, Cores: 30}}
 	e := start(t, options{libvgpu: true, extraObjects: []*podObj{
-		boundPod("repaired", 0, ctr{name: "main", devs: dev}),
-		boundPod("refused", 1, ctr{name: "main", devs: dev}),
-		boundPod("after", 2, ctr{name: "main", devs: dev}),
+		boundPod("repaired", 0, ctr{Name: "main", Devices: dev}),
+		boundPod("refused", 1, ctr{Name: "main", Devices: dev}),
+		boundPod("after", 2, ctr{Name: "main", Devices: dev}),
 	}})
 	p := e.plugin("devices", healthyIs(80))
 	libDir := filepath.Join(e.cfg.HostRoot, "lib")
@@ -529,7 +529,7 @@ func TestMissingLibvgpuIsReinstalledOrRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("with libvgpu removed from the host: %v", err)
 	}
-	e.checkContract(e.pod("repaired"), ctr{name: "main", devs: dev}, adm.Responses["main"])
+	e.checkContract(e.pod("repaired"), ctr{Name: "main", Devices: dev}, adm.Responses["main"])
 	if e.logs.FilterMessageSnippet("reinstalled it").Len() != 1 || e.metric("vgpu_deviceplugin_libvgpu_reinstalls_total") != 1 {
 		t.Error("the reinstall was neither logged nor counted")
 	}
@@ -567,5 +567,5 @@ func TestMissingLibvgpuIsReinstalledOrRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the pod behind the refused one: %v", err)
 	}
-	e.checkContract(e.pod("after"), ctr{name: "main", devs: dev}, adm.Responses["main"])
+	e.checkContract(e.pod("after"), ctr{Name: "main", Devices: dev}, adm.Responses["main"])
 }
