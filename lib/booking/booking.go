@@ -137,7 +137,7 @@ func FromClaims(node string, rs []*resourcev1.ResourceSlice, claims []*resourcev
 		}
 		pos := 0
 		for i, s := range shares {
-			name, init, at := containersOf(holder, c.Name, s.Request)
+			name, init, at := ContainersOf(holder, c.Name, s.Request)
 			if i == 0 {
 				pos = at
 			}
@@ -163,11 +163,13 @@ func FromClaims(node string, rs []*resourcev1.ResourceSlice, claims []*resourcev
 	return sorted, warnings
 }
 
-// containersOf names the containers of p that use request of claim,
+// ContainersOf names the containers of p that use request of claim,
 // comma separated; the request's name when p is unknown or none does.
+// It is the container vgpu reports a DRA share under (vgpuctl, the
+// monitor's metrics).
 // init is true when only init containers use it; at is the first one's
 // place in the pod, init containers first.
-func containersOf(p *corev1.Pod, claim, request string) (name string, init bool, at int) {
+func ContainersOf(p *corev1.Pod, claim, request string) (name string, init bool, at int) {
 	if p == nil {
 		return request, false, 0
 	}

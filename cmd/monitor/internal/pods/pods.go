@@ -304,22 +304,30 @@ func (n *Node) Inventory() (device.Inventory, bool) {
 }
 
 // PodOfClaim names the pod a claim is reserved for (the first, when the
-// claim is shared): the region of a prepared claim holds that pod's
-// processes. False off the DRA path or while no pod holds the claim.
-func (n *Node) PodOfClaim(uid string) (string, bool) {
+// claim is shared), and that pod's containers that use the request, as
+// vgpuctl names them (booking.ContainersOf; the request's name while the
+// pod is not in the cache): the region of a prepared claim holds that
+// pod's processes. False off the DRA path or while no pod holds the claim.
+func (n *Node) PodOfClaim(uid, request string) (podUID, containers string, ok bool) {
 	if n.claims == nil {
-		return "", false
+		return "", "", false
 	}
 	objs, err := n.claims.GetIndexer().ByIndex(byUID, uid)
 	if err != nil || len(objs) == 0 {
-		return "", false
+		return "", "", false
 	}
-	for _, r := range objs[0].(*resourcev1.ResourceClaim).Status.ReservedFor {
+	claim := objs[0].(*resourcev1.ResourceClaim)
+	for _, r := range claim.Status.ReservedFor {
 		if r.Resource == "pods" && r.APIGroup == "" {
-			return string(r.UID), true
+			var pod *corev1.Pod
+			if ps, err := n.pods.GetIndexer().ByIndex(byUID, string(r.UID)); err == nil && len(ps) > 0 {
+				pod = ps[0].(*corev1.Pod)
+			}
+			containers, _, _ := booking.ContainersOf(pod, claim.Name, request)
+			return string(r.UID), containers, true
 		}
 	}
-	return "", false
+	return "", "", false
 }
 
 // Exists reports whether a pod with this uid is bound to the node.

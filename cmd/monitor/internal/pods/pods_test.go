@@ -94,6 +94,11 @@ func TestNodeViewFromClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	running := pod("running", corev1.PodRunning, "")
+	// Its container uses claim "mine" through a pod claim made from a
+	// template, as the webhook writes it.
+	running.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "vgpu-cuda", ResourceClaimTemplateName: ptr("t")}}
+	running.Status.ResourceClaimStatuses = []corev1.PodResourceClaimStatus{{Name: "vgpu-cuda", ResourceClaimName: ptr("mine")}}
+	running.Spec.Containers = []corev1.Container{{Name: "sidecar"}, {Name: "cuda", Resources: corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "vgpu-cuda"}}}}}
 	client := fake.NewClientset(
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}},
 		&resourcev1.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "n1-gpu"},
@@ -124,10 +129,12 @@ func TestNodeViewFromClaims(t *testing.T) {
 	if logs.Len() != 1 {
 		t.Fatalf("3 reads logged the broken claim %d times, want once", logs.Len())
 	}
-	if uid, ok := n.PodOfClaim("claim-mine"); !ok || uid != string(running.UID) {
-		t.Errorf("PodOfClaim(claim-mine) = %q, %v; want the running pod", uid, ok)
+	// The region is reported under the container that uses the claim, as
+	// vgpuctl lists the share.
+	if uid, ctr, ok := n.PodOfClaim("claim-mine", "gpu"); !ok || uid != string(running.UID) || ctr != "cuda" {
+		t.Errorf("PodOfClaim(claim-mine, gpu) = %q, %q, %v; want the running pod and its container cuda", uid, ctr, ok)
 	}
-	if _, ok := n.PodOfClaim("claim-unused"); ok {
+	if _, _, ok := n.PodOfClaim("claim-unused", "gpu"); ok {
 		t.Error("a claim no pod holds has a pod")
 	}
 	if got, ok := n.Inventory(); !ok || got.SplitCount != 6 || len(got.GPUs) != 1 || got.GPUs[0].UUID != "GPU-1" {

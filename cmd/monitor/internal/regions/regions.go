@@ -117,15 +117,19 @@ func List(dir string) ([]Entry, error) {
 
 // Claims locates the regions of prepared DRA claims
 // (docs/contract.md#on-the-dra-path): named by claim uid and request, they
-// belong to the pod the claim is reserved for.
+// belong to the pod the claim is reserved for and are reported under the
+// containers that use the request.
 type Claims struct {
-	Dir   string
-	PodOf func(claimUID string) (podUID string, ok bool)
+	Dir string
+	// PodOf names the pod holding the claim and its containers that use
+	// the request (comma separated, as lib/booking.ContainersOf).
+	PodOf func(claimUID, request string) (podUID, containers string, ok bool)
 }
 
 // ListWithClaims lists dir's regions and, when claims has a directory,
-// those of prepared claims with the holding pod's uid in PodUID and the
-// request in Container; a claim no pod holds yet is left out.
+// those of prepared claims with the holding pod's uid in PodUID and its
+// containers that use the request in Container; a claim no pod holds yet
+// is left out.
 func ListWithClaims(dir string, claims Claims) ([]Entry, error) {
 	out, err := List(dir)
 	if err != nil || claims.Dir == "" || claims.PodOf == nil {
@@ -133,8 +137,8 @@ func ListWithClaims(dir string, claims Claims) ([]Entry, error) {
 	}
 	more, err := List(claims.Dir)
 	for _, e := range more {
-		if pod, ok := claims.PodOf(e.PodUID); ok {
-			e.PodUID = pod
+		if pod, ctrs, ok := claims.PodOf(e.PodUID, e.Container); ok {
+			e.PodUID, e.Container = pod, ctrs
 			out = append(out, e)
 		}
 	}

@@ -1,0 +1,369 @@
+package realnode
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/dra"
+	"github.com/vgpu-io/vgpu/test/daemons"
+)
+
+// cdiDir is where the dra overlay's node agent writes CDI specs and the
+// harness's containerd reads them.
+const cdiDir = "/var/run/cdi"
+
+// The real node switches from the extender path to the DRA path as
+// docs/dra.md says (cordon, drain the GPU pods, apply the other overlay,
+// uncordon), runs seed-style pods there, and switches back.
+//
+// On the DRA path a pod written as in the seed goes through the webhook to
+// a claim, kube-scheduler allocates it, the node agent prepares it for the
+// real kubelet, and containerd starts the container with the CDI device's
+// edits: inside it libvgpu enforces the 3000 MiB, the claim's region is on
+// the host, the monitor exports its usage and `vgpuctl describe node
+// --usage` shows it. A second pod on the same GPU gets its own limit.
+// Deleting the pods frees the claims (kube-controller-manager) and
+// unprepares them: no CDI spec and no region directory is left.
+func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
+	installed(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	node := c.RealNodeName()
+
+	start := time.Now()
+	switchPath(ctx, t, "overlay-dra", func() string {
+		if n := sliceDevices(ctx, t); n != mockGPUs {
+			return fmt.Sprintf("the node's ResourceSlice of driver %s has %d devices, want %d", dra.Driver, n, mockGPUs)
+		}
+		if n := allocatableGPUs(ctx, t); n != 0 {
+			return fmt.Sprintf("the kubelet still offers %d %s", n, contract.ResourceGPU)
+		}
+		return ""
+	})
+	fmt.Printf("realnode: switched %s to the DRA path in %s\n", node, time.Since(start).Round(time.Millisecond))
+
+	const ns = "realnode-dra"
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	first := createDRAPod(ctx, t, ns, workloadPod("first", "2900", "200"))
+	second := createDRAPod(ctx, t, ns, workloadPod("second", "3100", "2000"))
+
+	out := waitForOutput(ctx, t, ns, first.Name, "meminfo")
+	for _, want := range []string{"alloc 2900 ok", "alloc 200 oom", "total=3000"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pod %s on the DRA path: output lacks %q: libvgpu does not enforce 3000 MiB in the container:\n%s", first.Name, want, out)
+		}
+	}
+	out2 := waitForOutput(ctx, t, ns, second.Name, "meminfo")
+	for _, want := range []string{"alloc 3100 oom", "alloc 2000 ok", "total=3000"} {
+		if !strings.Contains(out2, want) {
+			t.Errorf("pod %s on the DRA path: output lacks %q: the second pod does not get its own 3000 MiB:\n%s", second.Name, want, out2)
+		}
+	}
+
+	// Each pod's claim: allocated by kube-scheduler with the seed's limits
+	// as consumed capacity, both on the same GPU (first fit,
+	// docs/dra.md#policies), and prepared into its own region and CDI spec.
+	claims := map[string]*resourcev1.ResourceClaim{}
+	for _, name := range []string{first.Name, second.Name} {
+		p, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		claim := podClaim(ctx, t, p)
+		claims[name] = claim
+		res := claim.Status.Allocation.Devices.Results
+		if len(res) != 1 || res[0].Driver != dra.Driver || res[0].Pool != node {
+			t.Fatalf("pod %s: claim %s is allocated %+v, want one device of %s on %s", name, claim.Name, res, dra.Driver, node)
+		}
+		mem, cores := res[0].ConsumedCapacity[dra.CapMemory], res[0].ConsumedCapacity[dra.CapCores]
+		if mem.Value() != 3000<<20 || cores.Value() != 30 {
+			t.Errorf("pod %s: claim %s consumes memory %s and cores %s, want 3000Mi and 30", name, claim.Name, mem.String(), cores.String())
+		}
+		spec := filepath.Join(cdiDir, "vgpu.io-gpu_"+string(claim.UID)+".json")
+		if _, err := os.Stat(spec); err != nil {
+			t.Errorf("pod %s: the CDI spec of its claim: %v", name, err)
+		}
+		env, mounts := containerSpec(ctx, t, p, "cuda")
+		region := env[contract.EnvRegion]
+		host := mounts[filepath.Dir(region)]
+		if want := filepath.Join(contract.HostClaimsDir, contract.ClaimDirName(string(claim.UID), dra.RequestName)); host != want {
+			t.Errorf("pod %s: its container's %s=%s is in %q on the host, want its claim's region directory %s", name, contract.EnvRegion, region, host, want)
+		}
+		if entries, err := os.ReadDir(host); err != nil || len(entries) == 0 {
+			t.Errorf("pod %s: the claim's region directory %s on the host: %v (entries %v)", name, host, err, entries)
+		}
+		if mounts[contract.ContainerLimitsPath] == "" || mounts[contract.ContainerPreloadPath] == "" {
+			t.Errorf("pod %s: the container lacks the limits file or ld.so.preload mount of the CDI device: %v", name, mounts)
+		}
+	}
+	if a, b := claims[first.Name].Status.Allocation.Devices.Results[0].Device, claims[second.Name].Status.Allocation.Devices.Results[0].Device; a != b {
+		t.Errorf("the two 3000 MiB shares went to %s and %s, want the same GPU (first fit)", a, b)
+	}
+
+	metrics := monitorMetricsOf(ctx, t, ns, first.Name)
+	if used := metricValue(t, metrics, "vgpu_container_memory_used_bytes", fmt.Sprintf(`namespace=%q,node=%q,pod="first"`, ns, node)); used != 2900<<20 {
+		t.Errorf("monitor: vgpu_container_memory_used_bytes of pod first = %v, want 2900 MiB (%d)\n%s", used, 2900<<20, grep(metrics, "vgpu_container"))
+	}
+
+	bin, err := daemons.Binary("vgpuctl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := exec.CommandContext(ctx, bin, "describe", "node", node, "--usage", "--kubeconfig", c.Kubeconfig).CombinedOutput()
+	fmt.Printf("realnode: on the DRA path, vgpuctl describe node %s --usage:\n%s", node, desc)
+	if err != nil {
+		t.Fatalf("vgpuctl describe node --usage: %v\n%s", err, desc)
+	}
+	if !usageRow(string(desc), "first", "2900 MiB") || !usageRow(string(desc), "second", "2000 MiB") {
+		t.Errorf("vgpuctl describe node --usage does not show pods first and second with their 2900 and 2000 MiB in use:\n%s", desc)
+	}
+
+	// Deleting the pods frees and unprepares their claims.
+	for _, name := range []string{first.Name, second.Name} {
+		if err := c.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, claim := range claims {
+		waitUnprepared(ctx, t, claim)
+	}
+
+	start = time.Now()
+	switchPath(ctx, t, "overlay", func() string {
+		if n := sliceDevices(ctx, t); n != 0 {
+			return fmt.Sprintf("the node still publishes %d devices of driver %s", n, dra.Driver)
+		}
+		if n := allocatableGPUs(ctx, t); n != mockGPUs*splitCount {
+			return fmt.Sprintf("the kubelet offers %d %s, want %d", n, contract.ResourceGPU, mockGPUs*splitCount)
+		}
+		return ""
+	})
+	fmt.Printf("realnode: switched %s back to the extender path in %s\n", node, time.Since(start).Round(time.Millisecond))
+}
+
+// switchPath switches the real node to the vgpu install of overlay as
+// docs/dra.md#one-gpu-one-booking says: cordon, drain the GPU pods, apply,
+// wait until the node agent runs the new mode (onPath says what is still
+// missing, "" when nothing), uncordon, and wait for every vgpu workload.
+func switchPath(ctx context.Context, t *testing.T, overlay string, onPath func() string) {
+	t.Helper()
+	node := c.RealNodeName()
+	if _, err := c.Kubectl(ctx, "cordon", node); err != nil {
+		t.Fatal(err)
+	}
+	drainGPUPods(ctx, t)
+	if _, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+		t.Fatal(err)
+	}
+	// The node agents are DaemonSets: they roll on the cordoned node; the
+	// webhook's new pod waits for the uncordon.
+	for _, ds := range []string{"vgpu-device-plugin", "vgpu-monitor"} {
+		if out, err := c.Kubectl(ctx, "-n", namespace, "rollout", "status", "daemonset/"+ds, "--timeout=2m"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	for {
+		missing := onPath()
+		if missing == "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("after kubectl apply -k %s: %s", overlay, missing)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if _, err := c.Kubectl(ctx, "uncordon", node); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"daemonset/vgpu-device-plugin", "daemonset/vgpu-monitor", "deployment/vgpu-webhook", "deployment/vgpu-scheduler"} {
+		if out, err := c.Kubectl(ctx, "-n", namespace, "rollout", "status", d, "--timeout=2m"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	for {
+		notReady, err := workloadsNotReady(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if crash := crashing(ctx); crash != "" {
+			t.Fatalf("after kubectl apply -k %s: %s", overlay, crash)
+		}
+		if len(notReady) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("not Ready after kubectl apply -k %s: %s", overlay, strings.Join(notReady, "; "))
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// drainGPUPods deletes the pods on the node that use vGPUs on either path
+// and waits until they are gone and their region directories too.
+func drainGPUPods(ctx context.Context, t *testing.T) {
+	t.Helper()
+	pods, err := c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", c.RealNodeName()).String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gpuPods []corev1.Pod
+	for _, p := range pods.Items {
+		if p.Namespace != namespace && usesGPU(&p) {
+			gpuPods = append(gpuPods, p)
+			if err := c.Client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				t.Fatal(err)
+			}
+		}
+	}
+	for {
+		var left []string
+		for _, p := range gpuPods {
+			if _, err := c.Client.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				left = append(left, p.Namespace+"/"+p.Name)
+			}
+		}
+		regions, _ := filepath.Glob(filepath.Join(contract.HostContainersDir, "*"))
+		claimRegions, _ := filepath.Glob(filepath.Join(contract.HostClaimsDir, "*"))
+		if len(left) == 0 && len(regions) == 0 && len(claimRegions) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("draining the node: GPU pods %v, regions %v %v left", left, regions, claimRegions)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func usesGPU(p *corev1.Pod) bool {
+	if len(p.Spec.ResourceClaims) > 0 {
+		return true
+	}
+	for _, ctr := range p.Spec.Containers {
+		if _, ok := ctr.Resources.Limits[corev1.ResourceName(contract.ResourceGPU)]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// createDRAPod creates a seed-style pod and checks what the webhook made
+// of it: a claim from a template in place of the nvidia.com limits, and
+// the stock scheduler.
+func createDRAPod(ctx context.Context, t *testing.T, ns string, pod *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	p, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating pod %s as the seed writes it, on the DRA path: %v", pod.Name, err)
+	}
+	ctr := p.Spec.Containers[0]
+	if len(p.Spec.ResourceClaims) != 1 || p.Spec.ResourceClaims[0].ResourceClaimTemplateName == nil || len(ctr.Resources.Claims) != 1 {
+		t.Fatalf("pod %s: the webhook did not turn its limits into a claim from a template: claims %+v, container claims %+v", p.Name, p.Spec.ResourceClaims, ctr.Resources.Claims)
+	}
+	for r := range ctr.Resources.Limits {
+		if strings.HasPrefix(string(r), "nvidia.com/") {
+			t.Errorf("pod %s: limit %s left beside the claim", p.Name, r)
+		}
+	}
+	if p.Spec.SchedulerName != corev1.DefaultSchedulerName {
+		t.Errorf("pod %s: schedulerName %q, want the stock %q", p.Name, p.Spec.SchedulerName, corev1.DefaultSchedulerName)
+	}
+	return p
+}
+
+// podClaim is the allocated ResourceClaim kube-controller-manager made for
+// the pod from its template.
+func podClaim(ctx context.Context, t *testing.T, p *corev1.Pod) *resourcev1.ResourceClaim {
+	t.Helper()
+	if len(p.Status.ResourceClaimStatuses) != 1 || p.Status.ResourceClaimStatuses[0].ResourceClaimName == nil {
+		t.Fatalf("pod %s: status names no claim: %+v", p.Name, p.Status.ResourceClaimStatuses)
+	}
+	claim, err := c.Client.ResourceV1().ResourceClaims(p.Namespace).Get(ctx, *p.Status.ResourceClaimStatuses[0].ResourceClaimName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claim.Status.Allocation == nil {
+		t.Fatalf("pod %s runs, but its claim %s is not allocated", p.Name, claim.Name)
+	}
+	return claim
+}
+
+// waitUnprepared waits until the claim is deleted and its CDI spec and
+// region directory are gone from the host.
+func waitUnprepared(ctx context.Context, t *testing.T, claim *resourcev1.ResourceClaim) {
+	t.Helper()
+	spec := filepath.Join(cdiDir, "vgpu.io-gpu_"+string(claim.UID)+".json")
+	region := filepath.Join(contract.HostClaimsDir, contract.ClaimDirName(string(claim.UID), dra.RequestName))
+	for {
+		var left []string
+		if _, err := c.Client.ResourceV1().ResourceClaims(claim.Namespace).Get(ctx, claim.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			left = append(left, "the claim")
+		}
+		for _, p := range []string{spec, region, region + contract.HostLimitsSuffix} {
+			if _, err := os.Stat(p); err == nil {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("claim %s/%s of a deleted pod: left %v", claim.Namespace, claim.Name, left)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func sliceDevices(ctx context.Context, t *testing.T) int {
+	t.Helper()
+	slices, err := c.Client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range slices.Items {
+		if s.Spec.Driver == dra.Driver && s.Spec.NodeName != nil && *s.Spec.NodeName == c.RealNodeName() {
+			n += len(s.Spec.Devices)
+		}
+	}
+	return n
+}
+
+func allocatableGPUs(ctx context.Context, t *testing.T) int64 {
+	t.Helper()
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, c.RealNodeName(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := n.Status.Allocatable[corev1.ResourceName(contract.ResourceGPU)]
+	return q.Value()
+}
+
+// usageRow says whether one line of vgpuctl's table names the pod and the
+// memory in use.
+func usageRow(out, pod, mib string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, pod) && strings.Contains(l, mib) {
+			return true
+		}
+	}
+	return false
+}
