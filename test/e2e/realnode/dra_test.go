@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -129,9 +130,13 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("vgpuctl describe node --usage: %v\n%s", err, desc)
 	}
-	if !usageRow(string(desc), "first", "2900 MiB") || !usageRow(string(desc), "second", "2000 MiB") {
-		t.Errorf("vgpuctl describe node --usage does not show pods first and second with their 2900 and 2000 MiB in use:\n%s", desc)
+	if !usageRow(string(desc), "first", "cuda", "2900 MiB", "yes") || !usageRow(string(desc), "second", "cuda", "2000 MiB", "yes") {
+		t.Errorf("vgpuctl describe node --usage does not show the containers of pods first and second, enforced, with their 2900 and 2000 MiB in use:\n%s", desc)
 	}
+
+	// The node agent keeps nothing in memory: a new one registers with
+	// the kubelet again and unprepares what the old one prepared.
+	restartNodeAgent(ctx, t)
 
 	// Deleting the pods frees and unprepares their claims.
 	for _, name := range []string{first.Name, second.Name} {
@@ -357,12 +362,47 @@ func allocatableGPUs(ctx context.Context, t *testing.T) int64 {
 	return q.Value()
 }
 
-// usageRow says whether one line of vgpuctl's table names the pod and the
-// memory in use.
-func usageRow(out, pod, mib string) bool {
+// usageRow says whether one line of vgpuctl's table holds every word.
+func usageRow(out string, words ...string) bool {
 	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, pod) && strings.Contains(l, mib) {
+		f := strings.Join(strings.Fields(l), " ")
+		if !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(" "+f+" ", " "+w+" ") }) {
 			return true
+		}
+	}
+	return false
+}
+
+// restartNodeAgent deletes the node agent's pod and waits for the
+// DaemonSet's new one to be Ready.
+func restartNodeAgent(ctx context.Context, t *testing.T) {
+	t.Helper()
+	sel := metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=vgpu-device-plugin"}
+	pods, err := c.Client.CoreV1().Pods(namespace).List(ctx, sel)
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("the node agent's pod: %v (%d pods)", err, len(pods.Items))
+	}
+	old := pods.Items[0]
+	if err := c.Client.CoreV1().Pods(namespace).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		pods, err := c.Client.CoreV1().Pods(namespace).List(ctx, sel)
+		if err == nil && len(pods.Items) == 1 && pods.Items[0].UID != old.UID && podReady(&pods.Items[0]) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no new node agent pod Ready after deleting %s", old.Name)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
 		}
 	}
 	return false
