@@ -112,6 +112,7 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 			t.Errorf("pod %s: the container lacks the limits file or ld.so.preload mount of the CDI device: %v", name, mounts)
 		}
 	}
+	containerIDs := map[string]string{first.Name: containerID(ctx, t, ns, first.Name), second.Name: containerID(ctx, t, ns, second.Name)}
 	if a, b := claims[first.Name].Status.Allocation.Devices.Results[0].Device, claims[second.Name].Status.Allocation.Devices.Results[0].Device; a != b {
 		t.Errorf("the two 3000 MiB shares went to %s and %s, want the same GPU (first fit)", a, b)
 	}
@@ -135,8 +136,21 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 	}
 
 	// The node agent keeps nothing in memory: a new one registers with
-	// the kubelet again and unprepares what the old one prepared.
+	// the kubelet again and unprepares what the old one prepared (below).
 	restartNodeAgent(ctx, t)
+	// A kubelet restart keeps the claims prepared and the containers
+	// running (it may prepare them again: the same files, the same answer).
+	if err := c.RestartKubelet(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{first.Name, second.Name} {
+		if id := containerID(ctx, t, ns, name); id != containerIDs[name] {
+			t.Errorf("pod %s: after a kubelet restart its container is %s, was %s", name, id, containerIDs[name])
+		}
+	}
+	if out := podLogs(ns, first.Name, "cuda"); strings.Count(out, "meminfo") != 1 {
+		t.Errorf("pod %s: its program ran again after the kubelet restart:\n%s", first.Name, out)
+	}
 
 	// Deleting the pods frees and unprepares their claims.
 	for _, name := range []string{first.Name, second.Name} {
