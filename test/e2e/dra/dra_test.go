@@ -18,7 +18,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -28,6 +27,8 @@ import (
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 const (
@@ -167,14 +168,8 @@ func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *clu
 	if _, err := daemons.StartWebhook(ctx, c, "--mode=dra"); err != nil {
 		t.Fatal(err)
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "seed", Namespace: ns, Annotations: map[string]string{"nvidia.com/use-gputype": "h100"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{
-			Limits: corev1.ResourceList{
-				"nvidia.com/gpumem-percentage": resource.MustParse("50"),
-				"nvidia.com/gpucores":          resource.MustParse("20"),
-			}}}}},
-	}
+	pod := testutil.Pod("seed", testutil.Namespace(ns), testutil.Annotations(map[string]string{"nvidia.com/use-gputype": "h100"}),
+		testutil.Container("cuda", "nvidia.com/gpumem-percentage", "50", "nvidia.com/gpucores", "20"))
 	got, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -271,16 +266,8 @@ func createClaimPod(ctx context.Context, c *cluster.Cluster, name string, k requ
 	if _, err := c.Client.ResourceV1().ResourceClaims(ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("claim %s: %w", name, err)
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "dra"}},
-		Spec: corev1.PodSpec{
-			ResourceClaims: []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimName: &name}},
-			Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{
-				Claims:   []corev1.ResourceClaim{{Name: "gpu"}},
-				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")},
-			}}},
-		},
-	}
+	pod := testutil.Pod(name, testutil.Namespace(ns), testutil.Labels(map[string]string{"app": "dra"}),
+		testutil.Container("cuda"), testutil.Requests("cuda", "cpu", "10m"), testutil.Claim("cuda", "gpu", name))
 	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("pod %s: %w", name, err)
 	}

@@ -82,9 +82,8 @@ func must(t *testing.T, err error) {
 // gpuPod is a pod of one container "work" with the given limits. It names
 // no scheduler: the webhook routes it.
 func gpuPod(name string, ann map[string]string, kv ...string) *corev1.Pod {
-	p := testutil.Pod(name, testutil.Namespace(ns), testutil.UID(""), testutil.Annotations(ann), testutil.Labels(map[string]string{"app": "vgpu-e2e"}),
+	p := testutil.Pod(name, testutil.Namespace(ns), testutil.Annotations(ann), testutil.Labels(map[string]string{"app": "vgpu-e2e"}),
 		testutil.Container("work", kv...))
-	p.Spec.Containers[0].Image = "nvidia/cuda:12.4.0-base-ubuntu22.04"
 	p.Spec.AutomountServiceAccountToken = new(bool)
 	return p
 }

@@ -10,12 +10,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
@@ -29,6 +29,8 @@ import (
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 const ns = "vgpu-twin"
@@ -209,10 +211,9 @@ func devices(a assign.Pod) []string {
 // randomPod is one GPU pod of a mix of shapes: shares by memory or by
 // percentage, with or without a cores limit, and two-GPU pods.
 func randomPod(r *rand.Rand, name string) *corev1.Pod {
-	limits := corev1.ResourceList{}
-	set := func(k string, v int) {
-		limits[corev1.ResourceName(k)] = *resource.NewQuantity(int64(v), resource.DecimalSI)
-	}
+	gpus := 1
+	var limits []string
+	set := func(k string, v int) { limits = append(limits, k, strconv.Itoa(v)) }
 	switch r.IntN(4) {
 	case 0:
 		set(contract.ResourceMemory, []int{4000, 10000, 20000}[r.IntN(3)])
@@ -220,22 +221,16 @@ func randomPod(r *rand.Rand, name string) *corev1.Pod {
 		set(contract.ResourceMemoryPercentage, []int{10, 25, 50}[r.IntN(3)])
 		set(contract.ResourceCores, []int{20, 30, 50}[r.IntN(3)])
 	case 2:
-		set(contract.ResourceGPU, 2)
+		gpus = 2
 		set(contract.ResourceMemoryPercentage, 30)
 	default:
 		set(contract.ResourceMemory, 8000)
 		set(contract.ResourceCores, 25)
 	}
-	if _, ok := limits[contract.ResourceGPU]; !ok {
-		set(contract.ResourceGPU, 1)
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PodSpec{
-			Containers:                   []corev1.Container{{Name: "work", Image: "nvidia/cuda:12.4.0-base-ubuntu22.04", Resources: corev1.ResourceRequirements{Limits: limits}}},
-			AutomountServiceAccountToken: new(bool),
-		},
-	}
+	set(contract.ResourceGPU, gpus)
+	p := testutil.Pod(name, testutil.Namespace(ns), testutil.Container("work", limits...))
+	p.Spec.AutomountServiceAccountToken = new(bool)
+	return p
 }
 
 func waitBound(t *testing.T, ctx context.Context, c *cluster.Cluster, name string) *corev1.Pod {

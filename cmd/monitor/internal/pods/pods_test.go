@@ -23,25 +23,18 @@ import (
 	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
-func pod(name string, phase corev1.PodPhase, ann string) *corev1.Pod {
-	p := testutil.Pod(name, testutil.Node("n1"), testutil.Phase(phase))
-	if ann != "" {
-		p.Annotations = map[string]string{contract.AnnotationAssignment: ann}
-	}
-	return p
-}
-
 func TestNodeView(t *testing.T) {
-	a, _ := annotation.EncodeAssignment(assign.Pod{Node: "n1", Containers: []assign.Container{{Name: "c", Devices: []assign.Device{{UUID: "GPU-1", MemoryMiB: 100}}}}})
+	bound := testutil.Assigned(assign.Pod{Node: "n1", Containers: []assign.Container{{Name: "c", Devices: []assign.Device{{UUID: "GPU-1", MemoryMiB: 100}}}}})
+	n1 := testutil.Node("n1")
 	inv, _ := annotation.EncodeDevices(device.Inventory{SplitCount: 4, MemoryScaling: 1, GPUs: []device.GPU{{UUID: "GPU-1", MemoryMiB: 1000, Healthy: true}}})
 	client := fake.NewClientset(
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: map[string]string{contract.AnnotationDevices: inv}}},
-		pod("running", corev1.PodRunning, a),
-		pod("pending", corev1.PodPending, a),
-		pod("done", corev1.PodSucceeded, a),
-		pod("failed", corev1.PodFailed, a),
-		pod("plain", corev1.PodRunning, ""),
-		pod("broken", corev1.PodRunning, `{"version":"v1","node":""}`),
+		testutil.Pod("running", testutil.Phase(corev1.PodRunning), bound),
+		testutil.Pod("pending", testutil.Phase(corev1.PodPending), bound),
+		testutil.Pod("done", testutil.Phase(corev1.PodSucceeded), bound),
+		testutil.Pod("failed", testutil.Phase(corev1.PodFailed), bound),
+		testutil.Pod("plain", n1, testutil.Phase(corev1.PodRunning)),
+		testutil.Pod("broken", n1, testutil.Phase(corev1.PodRunning), testutil.Annotations(map[string]string{contract.AnnotationAssignment: `{"version":"v1","node":""}`})),
 	)
 	core, logs := observer.New(zap.WarnLevel)
 	n := New(client, "n1", zap.New(core))
@@ -93,12 +86,9 @@ func TestNodeViewFromClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	running := pod("running", corev1.PodRunning, "")
-	// Its container uses claim "mine" through a pod claim made from a
-	// template, as the webhook writes it.
-	running.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "vgpu-cuda", ResourceClaimTemplateName: ptr("t")}}
-	running.Status.ResourceClaimStatuses = []corev1.PodResourceClaimStatus{{Name: "vgpu-cuda", ResourceClaimName: ptr("mine")}}
-	running.Spec.Containers = []corev1.Container{{Name: "sidecar"}, {Name: "cuda", Resources: corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "vgpu-cuda"}}}}}
+	// Its container cuda uses claim "mine".
+	running := testutil.Pod("running", testutil.Node("n1"), testutil.Phase(corev1.PodRunning),
+		testutil.Container("sidecar"), testutil.Container("cuda"), testutil.Claim("cuda", "vgpu-cuda", "mine"))
 	client := fake.NewClientset(
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}},
 		&resourcev1.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "n1-gpu"},
