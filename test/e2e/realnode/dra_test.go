@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
@@ -62,6 +64,7 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 	}
 	first := createDRAPod(ctx, t, ns, workloadPod("first", "2900", "200"))
 	second := createDRAPod(ctx, t, ns, workloadPod("second", "3100", "2000"))
+	shared := createSharedClaimPod(ctx, t, ns)
 
 	out := waitForOutput(ctx, t, ns, first.Name, "meminfo")
 	for _, want := range []string{"alloc 2900 ok", "alloc 200 oom", "total=3000"} {
@@ -112,6 +115,27 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 			t.Errorf("pod %s: the container lacks the limits file or ld.so.preload mount of the CDI device: %v", name, mounts)
 		}
 	}
+	// A pod's own claim (1000Mi, 20 cores) used by its two containers: each
+	// sees the claim's limit, and they share one region, so the monitor
+	// reports their usage together, under both their names.
+	for ctr, alloc := range map[string]string{"a": "alloc 600 ok", "b": "alloc 300 ok"} {
+		out := waitForLog(ctx, t, ns, shared.Name, ctr, "meminfo")
+		if !strings.Contains(out, alloc) || !strings.Contains(out, "total=1000") {
+			t.Errorf("pod %s container %s with its own claim of 1000Mi: output lacks %q or total=1000:\n%s", shared.Name, ctr, alloc, out)
+		}
+	}
+	sp, err := c.Client.CoreV1().Pods(ns).Get(ctx, shared.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims[shared.Name] = podClaim(ctx, t, sp)
+	envA, mountsA := containerSpec(ctx, t, sp, "a")
+	_, mountsB := containerSpec(ctx, t, sp, "b")
+	if dir := filepath.Dir(envA[contract.EnvRegion]); mountsA[dir] == "" || mountsA[dir] != mountsB[dir] {
+		t.Errorf("pod %s: containers a and b of one claim have regions %q and %q, want the claim's one", shared.Name, mountsA[dir], mountsB[dir])
+	}
+	waitMetric(ctx, t, ns, shared.Name, "vgpu_container_memory_used_bytes", `container="a,b"`, 900<<20)
+
 	containerIDs := map[string]string{first.Name: containerID(ctx, t, ns, first.Name), second.Name: containerID(ctx, t, ns, second.Name)}
 	if a, b := claims[first.Name].Status.Allocation.Devices.Results[0].Device, claims[second.Name].Status.Allocation.Devices.Results[0].Device; a != b {
 		t.Errorf("the two 3000 MiB shares went to %s and %s, want the same GPU (first fit)", a, b)
@@ -153,7 +177,7 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 	}
 
 	// Deleting the pods frees and unprepares their claims.
-	for _, name := range []string{first.Name, second.Name} {
+	for _, name := range []string{first.Name, second.Name, shared.Name} {
 		if err := c.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -305,6 +329,76 @@ func createDRAPod(ctx context.Context, t *testing.T, ns string, pod *corev1.Pod)
 		t.Errorf("pod %s: schedulerName %q, want the stock %q", p.Name, p.Spec.SchedulerName, corev1.DefaultSchedulerName)
 	}
 	return p
+}
+
+// createSharedClaimPod creates a claim template as a user writes one
+// (docs/dra.md) and a pod whose two containers, a and b, use one claim
+// from it; a allocates 600 MiB, b 300 MiB.
+func createSharedClaimPod(ctx context.Context, t *testing.T, ns string) *corev1.Pod {
+	t.Helper()
+	tmpl := &resourcev1.ResourceClaimTemplate{
+		ObjectMeta: metav1.ObjectMeta{Name: "thousand-mib", Namespace: ns},
+		Spec: resourcev1.ResourceClaimTemplateSpec{Spec: resourcev1.ResourceClaimSpec{Devices: resourcev1.DeviceClaim{
+			Requests: []resourcev1.DeviceRequest{{Name: "gpu", Exactly: &resourcev1.ExactDeviceRequest{
+				DeviceClassName: dra.DeviceClass,
+				Capacity: &resourcev1.CapacityRequirements{Requests: map[resourcev1.QualifiedName]resource.Quantity{
+					dra.CapMemory: resource.MustParse("1000Mi"), dra.CapCores: resource.MustParse("20")}},
+			}}},
+		}}},
+	}
+	if _, err := c.Client.ResourceV1().ResourceClaimTemplates(ns).Create(ctx, tmpl, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := workloadPod("shared", "600")
+	a := p.Spec.Containers[0]
+	a.Name, a.Resources = "a", corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "gpu"}}}
+	b := a
+	b.Name, b.Args = "b", []string{"300"}
+	p.Spec.Containers = []corev1.Container{a, b}
+	p.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimTemplateName: &tmpl.Name}}
+	p, err := c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating a pod with its own claim of class %s: %v", dra.DeviceClass, err)
+	}
+	return p
+}
+
+// waitForLog waits until the container's log on the node holds marker.
+func waitForLog(ctx context.Context, t *testing.T, ns, pod, container, marker string) string {
+	t.Helper()
+	for {
+		out := podLogs(ns, pod, container)
+		if strings.Contains(out, marker) {
+			return out
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod %s container %s printed no %q: %q", pod, container, marker, out)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// waitMetric waits until the monitor exports want for the sample of name
+// of pod ns/pod whose labels also hold label.
+func waitMetric(ctx context.Context, t *testing.T, ns, pod, name, label string, want float64) {
+	t.Helper()
+	for {
+		metrics := monitorMetricsOf(ctx, t, ns, pod)
+		for _, l := range strings.Split(metrics, "\n") {
+			f := strings.Fields(l)
+			if strings.HasPrefix(l, name+"{") && strings.Contains(l, label) && strings.Contains(l, fmt.Sprintf("pod=%q", pod)) && len(f) > 1 {
+				if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil && v == want {
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the monitor exports no %s{%s} of pod %s/%s = %v:\n%s", name, label, ns, pod, want, grep(metrics, name))
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // podClaim is the allocated ResourceClaim kube-controller-manager made for
