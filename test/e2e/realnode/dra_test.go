@@ -37,9 +37,11 @@ const cdiDir = "/var/run/cdi"
 // real kubelet, and containerd starts the container with the CDI device's
 // edits: inside it libvgpu enforces the 3000 MiB, the claim's region is on
 // the host, the monitor exports its usage and `vgpuctl describe node
-// --usage` shows it. A second pod on the same GPU gets its own limit.
-// Deleting the pods frees the claims (kube-controller-manager) and
-// unprepares them: no CDI spec and no region directory is left.
+// --usage` shows it. A second pod on the same GPU gets its own limit; a pod
+// with its own claim shares it between two containers. The node agent and
+// the kubelet restart under the running pods. Deleting the pods frees the
+// claims (kube-controller-manager) and unprepares them: no CDI spec and no
+// region directory is left.
 func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 	installed(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -66,16 +68,24 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 	second := createDRAPod(ctx, t, ns, workloadPod("second", "3100", "2000"))
 	shared := createSharedClaimPod(ctx, t, ns)
 
-	out := waitForOutput(ctx, t, ns, first.Name, "meminfo")
-	for _, want := range []string{"alloc 2900 ok", "alloc 200 oom", "total=3000"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("pod %s on the DRA path: output lacks %q: libvgpu does not enforce 3000 MiB in the container:\n%s", first.Name, want, out)
-		}
-	}
-	out2 := waitForOutput(ctx, t, ns, second.Name, "meminfo")
-	for _, want := range []string{"alloc 3100 oom", "alloc 2000 ok", "total=3000"} {
-		if !strings.Contains(out2, want) {
-			t.Errorf("pod %s on the DRA path: output lacks %q: the second pod does not get its own 3000 MiB:\n%s", second.Name, want, out2)
+	// What each program printed inside its container. The shared pod's
+	// claim (1000Mi, 20 cores) is used by both its containers: each sees
+	// the claim's limit.
+	for _, w := range []struct {
+		pod, ctr string
+		lines    []string
+		why      string
+	}{
+		{first.Name, "cuda", []string{"alloc 2900 ok", "alloc 200 oom", "total=3000"}, "libvgpu does not enforce 3000 MiB in the container"},
+		{second.Name, "cuda", []string{"alloc 3100 oom", "alloc 2000 ok", "total=3000"}, "the second pod does not get its own 3000 MiB"},
+		{shared.Name, "a", []string{"alloc 600 ok", "total=1000"}, "a container of a pod's own claim does not get the claim's 1000 MiB"},
+		{shared.Name, "b", []string{"alloc 300 ok", "total=1000"}, "a second container of the claim does not get its 1000 MiB"},
+	} {
+		out := waitForLog(ctx, t, ns, w.pod, w.ctr, "meminfo")
+		for _, line := range w.lines {
+			if !strings.Contains(out, line) {
+				t.Errorf("pod %s container %s on the DRA path: output lacks %q: %s:\n%s", w.pod, w.ctr, line, w.why, out)
+			}
 		}
 	}
 
@@ -115,15 +125,8 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 			t.Errorf("pod %s: the container lacks the limits file or ld.so.preload mount of the CDI device: %v", name, mounts)
 		}
 	}
-	// A pod's own claim (1000Mi, 20 cores) used by its two containers: each
-	// sees the claim's limit, and they share one region, so the monitor
-	// reports their usage together, under both their names.
-	for ctr, alloc := range map[string]string{"a": "alloc 600 ok", "b": "alloc 300 ok"} {
-		out := waitForLog(ctx, t, ns, shared.Name, ctr, "meminfo")
-		if !strings.Contains(out, alloc) || !strings.Contains(out, "total=1000") {
-			t.Errorf("pod %s container %s with its own claim of 1000Mi: output lacks %q or total=1000:\n%s", shared.Name, ctr, alloc, out)
-		}
-	}
+	// The shared pod's containers share the claim's one region, so the
+	// monitor reports their usage together, under both their names.
 	sp, err := c.Client.CoreV1().Pods(ns).Get(ctx, shared.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -155,8 +158,9 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("vgpuctl describe node --usage: %v\n%s", err, desc)
 	}
-	if !usageRow(string(desc), "first", "cuda", "2900 MiB", "yes") || !usageRow(string(desc), "second", "cuda", "2000 MiB", "yes") {
-		t.Errorf("vgpuctl describe node --usage does not show the containers of pods first and second, enforced, with their 2900 and 2000 MiB in use:\n%s", desc)
+	if !usageRow(string(desc), "first", "cuda", "2900 MiB", "yes") || !usageRow(string(desc), "second", "cuda", "2000 MiB", "yes") ||
+		!usageRow(string(desc), "shared", "a,b", "900 MiB", "yes") {
+		t.Errorf("vgpuctl describe node --usage does not show the containers of pods first, second and shared, enforced, with their 2900, 2000 and 900 MiB in use:\n%s", desc)
 	}
 
 	// The node agent keeps nothing in memory: a new one registers with
