@@ -110,10 +110,21 @@ func Requests(name string, kv ...string) PodOption {
 // Claim gives the container called name the pod's resource claim podClaim,
 // which is the ResourceClaim claimName (docs/dra.md).
 func Claim(name, podClaim, claimName string) PodOption {
+	return usesClaim(name, corev1.PodResourceClaim{Name: podClaim, ResourceClaimName: &claimName})
+}
+
+// ClaimTemplate gives the container called name the pod's resource claim
+// podClaim, made from the ResourceClaimTemplate template (as the webhook
+// writes it in DRA mode, docs/dra.md).
+func ClaimTemplate(name, podClaim, template string) PodOption {
+	return usesClaim(name, corev1.PodResourceClaim{Name: podClaim, ResourceClaimTemplateName: &template})
+}
+
+func usesClaim(name string, pc corev1.PodResourceClaim) PodOption {
 	return func(p *corev1.Pod) {
 		c := named(p, name)
-		c.Resources.Claims = append(c.Resources.Claims, corev1.ResourceClaim{Name: podClaim})
-		p.Spec.ResourceClaims = append(p.Spec.ResourceClaims, corev1.PodResourceClaim{Name: podClaim, ResourceClaimName: &claimName})
+		c.Resources.Claims = append(c.Resources.Claims, corev1.ResourceClaim{Name: pc.Name})
+		p.Spec.ResourceClaims = append(p.Spec.ResourceClaims, pc)
 	}
 }
 

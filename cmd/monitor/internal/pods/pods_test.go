@@ -2,6 +2,7 @@ package pods
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -86,9 +87,13 @@ func TestNodeViewFromClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Its container cuda uses claim "mine".
+	// main and side use the claim "mine", made from a template; side names
+	// the request it uses, plain uses none.
 	running := testutil.Pod("running", testutil.Node("n1"), testutil.Phase(corev1.PodRunning),
-		testutil.Container("sidecar"), testutil.Container("cuda"), testutil.Claim("cuda", "vgpu-cuda", "mine"))
+		testutil.Container("main"), testutil.Container("side"), testutil.Container("plain"),
+		testutil.ClaimTemplate("main", "shares", "t"))
+	running.Spec.Containers[1].Resources.Claims = []corev1.ResourceClaim{{Name: "shares", Request: "gpu"}}
+	running.Status.ResourceClaimStatuses = []corev1.PodResourceClaimStatus{{Name: "shares", ResourceClaimName: ptr("mine")}}
 	client := fake.NewClientset(
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}},
 		&resourcev1.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "n1-gpu"},
@@ -119,16 +124,40 @@ func TestNodeViewFromClaims(t *testing.T) {
 	if logs.Len() != 1 {
 		t.Fatalf("3 reads logged the broken claim %d times, want once", logs.Len())
 	}
-	// The region is reported under the container that uses the claim, as
-	// vgpuctl lists the share.
-	if uid, ctr, ok := n.PodOfClaim("claim-mine", "gpu"); !ok || uid != string(running.UID) || ctr != "cuda" {
-		t.Errorf("PodOfClaim(claim-mine, gpu) = %q, %q, %v; want the running pod and its container cuda", uid, ctr, ok)
+	if uid, ok := n.PodOfClaim("claim-mine"); !ok || uid != string(running.UID) {
+		t.Errorf("PodOfClaim(claim-mine) = %q, %v; want the running pod", uid, ok)
 	}
-	if _, _, ok := n.PodOfClaim("claim-unused", "gpu"); ok {
+	if _, ok := n.PodOfClaim("claim-unused"); ok {
 		t.Error("a claim no pod holds has a pod")
 	}
 	if got, ok := n.Inventory(); !ok || got.SplitCount != 6 || len(got.GPUs) != 1 || got.GPUs[0].UUID != "GPU-1" {
 		t.Fatalf("Inventory = %+v, %v", got, ok)
+	}
+	// The audit sees each container that uses the claim with the claim's
+	// limits, and the claim's region as theirs.
+	ps := n.Pods()
+	if len(ps) != 1 || ps[0].Assignment == nil {
+		t.Fatalf("Pods = %+v, want the running pod with its claim's shares", ps)
+	}
+	var names []string
+	for _, c := range ps[0].Assignment.Containers {
+		names = append(names, c.Name)
+		if len(c.Devices) != 1 || c.Devices[0] != (assign.Device{UUID: "GPU-1", MemoryMiB: 300, Cores: 20}) {
+			t.Errorf("container %s runs under %+v", c.Name, c.Devices)
+		}
+	}
+	if strings.Join(names, ",") != "main,side" {
+		t.Errorf("containers under the claim: %v, want main and side", names)
+	}
+	if uid, ctrs, ok := n.ClaimUsers("claim-mine", "gpu"); !ok || uid != string(running.UID) || strings.Join(ctrs, ",") != "main,side" {
+		t.Errorf("ClaimUsers(claim-mine, gpu) = %q, %v, %v", uid, ctrs, ok)
+	}
+	// side names the request it uses; main uses the whole claim.
+	if _, ctrs, ok := n.ClaimUsers("claim-mine", "other"); !ok || strings.Join(ctrs, ",") != "main" {
+		t.Errorf("ClaimUsers(claim-mine, other) = %v, %v; want main alone", ctrs, ok)
+	}
+	if _, _, ok := n.ClaimUsers("claim-unused", "gpu"); ok {
+		t.Error("a claim no pod holds has users")
 	}
 }
 
