@@ -126,7 +126,7 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 		}
 	}
 	// The shared pod's containers share the claim's one region, so the
-	// monitor reports their usage together, under both their names.
+	// monitor reports their usage together, under each of their names.
 	sp, err := c.Client.CoreV1().Pods(ns).Get(ctx, shared.Name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +137,9 @@ func TestSeedStylePodsOnTheDRAPath(t *testing.T) {
 	if dir := filepath.Dir(envA[contract.EnvRegion]); mountsA[dir] == "" || mountsA[dir] != mountsB[dir] {
 		t.Errorf("pod %s: containers a and b of one claim have regions %q and %q, want the claim's one", shared.Name, mountsA[dir], mountsB[dir])
 	}
-	waitMetric(ctx, t, ns, shared.Name, "vgpu_container_memory_used_bytes", `container="a,b"`, 900<<20)
+	for _, ctr := range []string{"a", "b"} {
+		waitMetric(ctx, t, ns, shared.Name, "vgpu_container_memory_used_bytes", fmt.Sprintf("container=%q", ctr), 900<<20)
+	}
 
 	containerIDs := map[string]string{first.Name: containerID(ctx, t, ns, first.Name), second.Name: containerID(ctx, t, ns, second.Name)}
 	if a, b := claims[first.Name].Status.Allocation.Devices.Results[0].Device, claims[second.Name].Status.Allocation.Devices.Results[0].Device; a != b {
