@@ -46,8 +46,9 @@ const (
 // HostPaths are the host paths a real node writes outside its StateDir; Stop
 // unmounts what is mounted under them and removes those that did not exist.
 // /var/lib/kubelet/device-plugins is where device plugins find the kubelet,
-// so the kubelet's root cannot move.
-var HostPaths = []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/run/netns", "/run/containerd", "/var/lib/vgpu", "/var/lib/cni"}
+// so the kubelet's root cannot move; /run/cdi (/var/run/cdi) is where DRA
+// drivers leave CDI specs for containerd.
+var HostPaths = []string{"/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/run/netns", "/run/containerd", "/var/lib/vgpu", "/var/lib/cni", "/run/cdi"}
 
 type realNode struct {
 	opts     RealNodeOptions
@@ -328,6 +329,8 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 	// restrict_oom_score_adj: root here may lack CAP_SYS_RESOURCE, and runc
 	// would fail to lower the sandbox's oom_score_adj ("can't get final
 	// child's PID from pipe"). A test machine setting, not for users.
+	// CDI reads the specs DRA drivers write where a node's containerd
+	// does by default, /var/run/cdi (vgpu's dra overlay mounts it).
 	cfg := fmt.Sprintf(`version = 3
 root = %q
 state = %q
@@ -338,7 +341,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
   address = %q
 [plugins.'io.containerd.cri.v1.runtime']
   enable_cdi = true
-  cdi_spec_dirs = [%q]
+  cdi_spec_dirs = ["/var/run/cdi"]
   restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
@@ -353,7 +356,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = %q
 `, filepath.Join(r.stateDir, "root"), filepath.Join(r.stateDir, "state"), r.socket, r.socket+".ttrpc",
-		filepath.Join(r.stateDir, "cdi"), filepath.Join(r.stateDir, "runc"), cniDir, r.opts.PauseImage)
+		filepath.Join(r.stateDir, "runc"), cniDir, r.opts.PauseImage)
 	cfgPath := filepath.Join(r.stateDir, "containerd.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err

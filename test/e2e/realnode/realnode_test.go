@@ -344,7 +344,7 @@ func uninstalled() bool {
 	defer cancel()
 	// The GPU workloads go first, while the monitor still runs to remove
 	// their regions; then vgpu itself.
-	for _, ns := range []string{"realnode-workload", "realnode-kubelet-restart", "realnode-plugin-deleted", "realnode-rolling-update"} {
+	for _, ns := range []string{"realnode-workload", "realnode-kubelet-restart", "realnode-plugin-deleted", "realnode-rolling-update", "realnode-dra"} {
 		_ = c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 	}
 	for {

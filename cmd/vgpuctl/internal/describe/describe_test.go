@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -220,6 +222,47 @@ func TestDescribeUsage(t *testing.T) {
 	if !strings.Contains(out, "Usage:          unavailable, showing allocation only (monitor "+addr+": ") ||
 		!strings.Contains(out, "connection refused") || !strings.Contains(out, "team-a     train-0") {
 		t.Errorf("unreachable monitor:\n%s", out)
+	}
+}
+
+// On the DRA path one share is a claim's request used by several
+// containers ("a,b"), and the monitor exports the claim's one region under
+// each of them: the share shows its usage, enforced only if it is in
+// every container, with the reason of the one that is not.
+func TestUsageOfAClaimSharedByContainers(t *testing.T) {
+	series := func(name, ctr string, v float64) string {
+		return fmt.Sprintf("%s{container=%q,gpu=%q,index=\"0\",namespace=\"ns\",node=\"n\",pod=\"p\"} %g\n", name, ctr, uuid0, v)
+	}
+	for _, tc := range []struct {
+		name       string
+		enforcedB  float64
+		wantOK     bool
+		wantReason string
+	}{
+		{"both enforced", 1, true, ""},
+		{"one not", 0, false, "bad-env: x"},
+	} {
+		text := "# TYPE vgpu_container_memory_used_bytes gauge\n" + series(mCtrMemUsed, "a", 900<<20) + series(mCtrMemUsed, "b", 900<<20) +
+			"# TYPE vgpu_container_enforced gauge\n" + series(mCtrEnforced, "a", 1) + series(mCtrEnforced, "b", tc.enforcedB) +
+			"# TYPE vgpu_container_unenforced_info gauge\n"
+		if tc.wantReason != "" {
+			text += `vgpu_container_unenforced_info{container="b",message="x",namespace="ns",node="n",pod="p",reason="bad-env"} 1` + "\n"
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := NodeReport{GPUs: []GPUReport{{UUID: uuid0, Pods: []PodShare{
+			{Namespace: "ns", Pod: "p", Container: "a,b"}, {Namespace: "ns", Pod: "p", Container: "c"}}}}}
+		applyUsage(&r, fams)
+		got, other := r.GPUs[0].Pods[0].Used, r.GPUs[0].Pods[1].Used
+		if got == nil || got.MemoryUsedMiB != 900 || got.Enforced != tc.wantOK || got.Unenforced != tc.wantReason {
+			t.Errorf("%s: share a,b used %+v, want 900 MiB, enforced %v, reason %q", tc.name, got, tc.wantOK, tc.wantReason)
+		}
+		if other != nil {
+			t.Errorf("%s: container c, which no series names, got usage %+v", tc.name, other)
+		}
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -133,7 +135,7 @@ func applyUsage(r *NodeReport, fams map[string]*dto.MetricFamily) {
 		}
 		for i := range g.Pods {
 			p := &g.Pods[i]
-			if p.Namespace == l["namespace"] && p.Pod == l["pod"] && p.Container == l["container"] {
+			if holds(p, l) {
 				if p.Used == nil {
 					p.Used = &ContainerUsed{}
 				}
@@ -153,9 +155,13 @@ func applyUsage(r *NodeReport, fams map[string]*dto.MetricFamily) {
 			p.Used.UtilizationPercent = &u
 		}
 	})
+	// A claim's share used by several containers (DRA path) is enforced
+	// when it is in each of them.
+	seen := map[*PodShare]bool{}
 	each(fams, mCtrEnforced, func(l map[string]string, v float64) {
 		if p := share(l); p != nil {
-			p.Used.Enforced = v == 1
+			p.Used.Enforced = v == 1 && (p.Used.Enforced || !seen[p])
+			seen[p] = true
 		}
 	})
 	// The reason is per container, on every GPU it has.
@@ -163,10 +169,19 @@ func applyUsage(r *NodeReport, fams map[string]*dto.MetricFamily) {
 		for i := range r.GPUs {
 			for j := range r.GPUs[i].Pods {
 				p := &r.GPUs[i].Pods[j]
-				if p.Used != nil && p.Namespace == l["namespace"] && p.Pod == l["pod"] && p.Container == l["container"] {
+				if p.Used != nil && holds(p, l) {
 					p.Used.Unenforced = l["reason"] + ": " + l["message"]
 				}
 			}
 		}
 	})
+}
+
+// holds says whether the monitor's series with labels l is the share p's.
+// On the DRA path a share is a claim's request, which names every
+// container that uses it ("a,b", booking.ContainersOf), and the monitor
+// exports the claim's region once per container (docs/dra.md#seeing-what-is-booked):
+// any of them is the share's.
+func holds(p *PodShare, l map[string]string) bool {
+	return p.Namespace == l["namespace"] && p.Pod == l["pod"] && slices.Contains(strings.Split(p.Container, ","), l["container"])
 }
