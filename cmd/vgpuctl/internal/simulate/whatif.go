@@ -250,13 +250,29 @@ func countReasons(reasons map[string]int) string {
 		}
 		return keys[i] < keys[j]
 	})
-	parts := make([]string, len(keys))
+	var parts []string
+	rest, restNodes := 0, 0
 	for i, k := range keys {
-		unit := "nodes"
-		if reasons[k] == 1 {
-			unit = "node"
+		if i < maxReasons {
+			parts = append(parts, fmt.Sprintf("%s (%s)", k, nodeCount(reasons[k])))
+			continue
 		}
-		parts[i] = fmt.Sprintf("%s (%d %s)", k, reasons[k], unit)
+		rest, restNodes = rest+1, restNodes+reasons[k]
+	}
+	if rest > 0 {
+		parts = append(parts, fmt.Sprintf("%d other reasons (%s)", rest, nodeCount(restNodes)))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// maxReasons is how many reasons a pending pod's note spells out; on a
+// large cluster the extender's, which count GPUs, differ from node to
+// node.
+const maxReasons = 4
+
+func nodeCount(n int) string {
+	if n == 1 {
+		return "1 node"
+	}
+	return fmt.Sprintf("%d nodes", n)
 }
