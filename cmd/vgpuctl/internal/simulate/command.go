@@ -101,7 +101,15 @@ a small built-in example runs. openb GPU memory: P100, T4, V100M16 16 GiB,
 V100M32 32 GiB, A10 24 GiB, and (undisclosed) G2 24 GiB, G3 32 GiB.
 
 openb shares go as low as 5 %: use --split-count 20 or more for numbers
-comparable with the paper's.`,
+comparable with the paper's.
+
+What-if (--kubeconfig, --workload pods.yaml): the cluster's own nodes,
+inventories and bound pods; the pods of pods.yaml placed in order as
+kube-scheduler and vgpu's extender would: kube-scheduler's filters and
+scores (the score profile of the deployed vgpu-scheduler's ConfigMap, else
+vgpu's shipped one; the output says which) plus the extender's priorities.
+Equally good nodes, pending pods' reasons and pods the model cannot judge
+(topology spread, affinity, claims, ...) are noted (docs/placement.md).`,
 		Example: `  vgpuctl simulate placement
   vgpuctl simulate placement --policy all \
     --cluster ../shared/traces/openb/openb_node_list_gpu_node.csv \
