@@ -59,7 +59,7 @@ func WhatIf(live *Live, w *Workload, sp ScoreProfile, o Options) ([]Outcome, err
 	if pol.Node == settings.Fragmentation || pol.GPU == settings.Fragmentation {
 		pol.Mix = newMix(w, o.FGD)
 	}
-	hosts := hostBook(live)
+	hosts := placement.HostBook(live.Nodes, live.Pods)
 	pol.Host = func(node string) placement.HostFree { return hosts[node] }
 	for _, r := range live.Running {
 		if r.Assignment != nil {
@@ -173,23 +173,6 @@ func unmodelled(snap *kubescore.Cluster, prof kubescore.Profile, pod *corev1.Pod
 		why = append(why, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return strings.Join(why, "; ")
-}
-
-// hostBook is each node's allocatable CPU and memory less what the pods
-// bound to it request, as the extender's books keep it
-// (cmd/extender/internal/hosts).
-func hostBook(live *Live) map[string]placement.HostFree {
-	free := make(map[string]placement.HostFree, len(live.Nodes))
-	for _, n := range live.Nodes {
-		free[n.Name] = placement.HostFree{CPUMilli: n.Status.Allocatable.Cpu().MilliValue(), MemoryMiB: n.Status.Allocatable.Memory().Value() >> 20, Known: true}
-	}
-	for _, p := range live.Pods {
-		f := free[p.Spec.NodeName]
-		cpu, mem := request.HostRequests(p)
-		f.CPUMilli, f.MemoryMiB = f.CPUMilli-cpu, f.MemoryMiB-mem
-		free[p.Spec.NodeName] = f
-	}
-	return free
 }
 
 // admitted is the pod as kube-scheduler receives it once the API server
