@@ -290,3 +290,25 @@ func TestWhatIfFlags(t *testing.T) {
 		t.Errorf("--cpu-weight with --kubeconfig: %v", err)
 	}
 }
+
+// TestWhatIfSampling: above 100 nodes kube-scheduler scores only a sample
+// of the feasible nodes unless the configuration asks for all; the report
+// says so, with the sample's size.
+func TestWhatIfSampling(t *testing.T) {
+	live := &Live{Cluster: &Cluster{Source: "live cluster"}}
+	for i := 0; i < 500; i++ {
+		live.Nodes = append(live.Nodes, &corev1.Node{})
+	}
+	w := &Workload{Source: "pods.yaml"}
+	if r := newWhatIfReport(live, w, ScoreProfile{}); !strings.Contains(r.Sampling, "found 230 feasible nodes of the 500 (percentageOfNodesToScore 46 %)") {
+		t.Errorf("500 nodes, adaptive percentage: %q", r.Sampling)
+	}
+	all := int32(100)
+	if r := newWhatIfReport(live, w, ScoreProfile{PercentageOfNodesToScore: &all}); r.Sampling != "" {
+		t.Errorf("percentageOfNodesToScore 100 scores every node, got %q", r.Sampling)
+	}
+	live.Nodes = live.Nodes[:100]
+	if r := newWhatIfReport(live, w, ScoreProfile{}); r.Sampling != "" {
+		t.Errorf("100 nodes are all scored, got %q", r.Sampling)
+	}
+}
