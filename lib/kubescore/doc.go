@@ -53,5 +53,8 @@
 //     of a cluster under 100 nodes; above, it samples (the simulator's
 //     --percentage-of-nodes-to-score).
 //
-// The package does no I/O: callers hand it the objects they read.
+// Users: the digital twin (test/e2e/twin) and `vgpuctl simulate placement
+// --kubeconfig` (the what-if), which places pods one after another, each
+// booked with Cluster.Add. The package does no I/O: callers hand it the
+// objects they read.
 package kubescore

@@ -105,18 +105,28 @@ func NewCluster(nodes []*corev1.Node, pods []*corev1.Pod) *Cluster {
 		}
 	}
 	for _, p := range pods {
-		n := c.nodes[p.Spec.NodeName]
-		if n == nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		n.requested.add(podRequests(p, false))
-		n.nonZero.add(podRequests(p, true))
-		n.pods++
-		if a := p.Spec.Affinity; a != nil && (a.PodAffinity != nil || a.PodAntiAffinity != nil) {
-			n.affinityPods = true
+		if p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed {
+			c.Add(p, p.Spec.NodeName)
 		}
 	}
 	return c
+}
+
+// Add counts pod on the node called name, as kube-scheduler's cache
+// assumes a pod on the node it chose before the binding lands, so that a
+// caller placing pods one after another sees each on its node. A node not
+// in the snapshot is ignored.
+func (c *Cluster) Add(pod *corev1.Pod, name string) {
+	n := c.nodes[name]
+	if n == nil {
+		return
+	}
+	n.requested.add(podRequests(pod, false))
+	n.nonZero.add(podRequests(pod, true))
+	n.pods++
+	if a := pod.Spec.Affinity; a != nil && (a.PodAffinity != nil || a.PodAntiAffinity != nil) {
+		n.affinityPods = true
+	}
 }
 
 // Unmodelled says why the model cannot stand for kube-scheduler with

@@ -208,6 +208,37 @@ func TestFits(t *testing.T) {
 	}
 }
 
+// TestAdd: a pod placed with Add counts on its node for the filters and
+// the scores of the pods after it, as kube-scheduler's assumed pods do.
+func TestAdd(t *testing.T) {
+	p := Profile{Weights: map[string]int64{NodeResourcesFit: 1}, ExtenderWeight: 10}
+	c := NewCluster([]*corev1.Node{testNode("n1", "4", "8Gi"), testNode("n2", "4", "8Gi")}, nil)
+	pod := testPod("p", "", req("cpu", "3", "memory", "4Gi"))
+	before, err := c.Scores(p, pod, []string{"n1", "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before[0] != before[1] {
+		t.Fatalf("empty twin nodes score %v, want equal", before)
+	}
+	c.Add(testPod("first", "", req("cpu", "3", "memory", "4Gi")), "n1")
+	if got := c.Fits(p, pod, "n1"); got != "insufficient cpu" {
+		t.Errorf("a second 3-CPU pod on n1 after Add: %q, want insufficient cpu", got)
+	}
+	if got := c.Fits(p, pod, "n2"); got != "" {
+		t.Errorf("n2 untouched by Add: %q, want it to fit", got)
+	}
+	small := testPod("s", "", req("cpu", "500m"))
+	after, err := c.Scores(p, small, []string{"n1", "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after[0] >= after[1] {
+		t.Errorf("LeastAllocated after Add: n1 %d, n2 %d; want n1 below n2", after[0], after[1])
+	}
+	c.Add(pod, "gone") // not in the snapshot: ignored
+}
+
 // TestPodRequests: a sidecar runs beside the init container after it and
 // beside the app; overhead adds; the scoring view counts 100m and 200 MiB
 // for each container that names neither.

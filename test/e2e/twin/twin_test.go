@@ -218,7 +218,8 @@ func (tw *twin) step(t *testing.T, ctx context.Context, p *corev1.Pod) {
 		t.Fatal(err)
 	}
 	pol := tw.pol
-	pol.Host = hostFree(nodes, pods)
+	free := placement.HostBook(nodes, pods)
+	pol.Host = func(n string) placement.HostFree { return free[n] }
 	sc := placement.NewScorer(req, pol)
 	var feasible []string
 	var ratings []float64
@@ -289,26 +290,6 @@ func pick(names []string, idx []int) []string {
 		out[i] = names[j]
 	}
 	return out
-}
-
-// hostFree is each node's allocatable CPU and memory less what the pods
-// bound to it request, as the extender's books keep it
-// (cmd/extender/internal/hosts).
-func hostFree(nodes []*corev1.Node, pods []*corev1.Pod) func(string) placement.HostFree {
-	free := map[string]placement.HostFree{}
-	for _, n := range nodes {
-		free[n.Name] = placement.HostFree{CPUMilli: n.Status.Allocatable.Cpu().MilliValue(), MemoryMiB: n.Status.Allocatable.Memory().Value() >> 20, Known: true}
-	}
-	for _, p := range pods {
-		f, ok := free[p.Spec.NodeName]
-		if !ok || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		cpu, mem := request.HostRequests(p)
-		f.CPUMilli, f.MemoryMiB = f.CPUMilli-cpu, f.MemoryMiB-mem
-		free[p.Spec.NodeName] = f
-	}
-	return func(n string) placement.HostFree { return free[n] }
 }
 
 // devices lists an assignment's vGPUs as container/uuid/MiB/cores, in

@@ -54,6 +54,8 @@ type flags struct {
 	churn                 bool
 	compress              float64
 	kubeconfig, context   string
+	// notForWhatIf are the flags given that a what-if has no use for.
+	notForWhatIf []string
 }
 
 // newClient builds the client of a what-if run (tests replace it).
@@ -99,7 +101,15 @@ a small built-in example runs. openb GPU memory: P100, T4, V100M16 16 GiB,
 V100M32 32 GiB, A10 24 GiB, and (undisclosed) G2 24 GiB, G3 32 GiB.
 
 openb shares go as low as 5 %: use --split-count 20 or more for numbers
-comparable with the paper's.`,
+comparable with the paper's.
+
+What-if (--kubeconfig, --workload pods.yaml): the cluster's own nodes,
+inventories and bound pods; the pods of pods.yaml placed in order as
+kube-scheduler and vgpu's extender would: kube-scheduler's filters and
+scores (the score profile of the deployed vgpu-scheduler's ConfigMap, else
+vgpu's shipped one; the output says which) plus the extender's priorities.
+Equally good nodes, pending pods' reasons and pods the model cannot judge
+(topology spread, affinity, claims, ...) are noted (docs/placement.md).`,
 		Example: `  vgpuctl simulate placement
   vgpuctl simulate placement --policy all \
     --cluster ../shared/traces/openb/openb_node_list_gpu_node.csv \
@@ -107,6 +117,11 @@ comparable with the paper's.`,
     --split-count 20 --seeds 10`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, name := range []string{"cpu-weight", "cpu-pods", "percentage-of-nodes-to-score", "split-count", "memory-scaling", "seed", "seeds", "arrive", "churn-compress"} {
+				if cmd.Flags().Changed(name) {
+					f.notForWhatIf = append(f.notForWhatIf, name)
+				}
+			}
 			return run(cmd.OutOrStdout(), f)
 		},
 	}
@@ -127,7 +142,7 @@ comparable with the paper's.`,
 	fl.BoolVar(&f.fgd, "fgd", false, "with the fragmentation policy: measure against the whole workload's distribution of shapes, known up front, as the FGD paper does (a baseline), instead of learning it as pods arrive")
 	fl.BoolVar(&f.churn, "churn", false, "replay on the trace's own clock with departures: pods arrive at creation_time, leave at deletion_time, and wait (retried whenever a pod leaves) until their deletion time; needs an openb list with times")
 	fl.Float64Var(&f.compress, "churn-compress", 1, "with --churn: the pods arrive this many times as fast, each running as long as in the trace (openb's own clock peaks near 1 % of the GPUs in use)")
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "what-if on a live cluster: start from its nodes (those publishing a vGPU inventory), their allocatable CPU and memory and running pods, and place the --workload pods (YAML) in order, saying where each would land under each policy")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "what-if on a live cluster: start from its nodes, their vGPU inventories and the pods bound to them, and place the --workload pods (YAML) in order as kube-scheduler (its deployed score profile, else vgpu's shipped one) and vgpu's extender would, saying where each would land under each policy")
 	fl.StringVar(&f.context, "context", "", "with --kubeconfig: the kubeconfig context to use")
 	fl.IntVar(&f.sample, "percentage-of-nodes-to-score", 100, "kube-scheduler's setting of that name: each pod is ranked only among the nodes it would hand the extender, the first that pass its own filters from where the previous pod's search stopped, this % of the cluster but at least 100; 0 = kube-scheduler's adaptive default (50 less 1 per 125 nodes, at least 5); 100 = every node (the paper's method)")
 	return cmd
@@ -357,10 +372,15 @@ func runChurn(out io.Writer, c *Cluster, w *Workload, f flags, pols []variant, s
 	return tw.Flush()
 }
 
-// runWhatIf places --workload on the live cluster under each policy.
+// runWhatIf places --workload on the live cluster under each policy, as
+// kube-scheduler with the deployed (else the shipped) score profile and
+// vgpu's extender would.
 func runWhatIf(out io.Writer, f flags, pols []variant) error {
 	if f.cluster != "" || f.churn {
 		return errors.New("--kubeconfig reads the cluster from the API server: drop --cluster and --churn")
+	}
+	if len(f.notForWhatIf) > 0 {
+		return fmt.Errorf("--%s does not apply with --kubeconfig: the what-if ranks nodes as the cluster's kube-scheduler and vgpu's extender do, from the nodes' own inventories", f.notForWhatIf[0])
 	}
 	if f.workload == "" || strings.EqualFold(filepath.Ext(f.workload), ".csv") {
 		return errors.New("--kubeconfig needs --workload: a YAML stream of the Pods to place")
@@ -371,18 +391,21 @@ func runWhatIf(out io.Writer, f flags, pols []variant) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, running, err := LiveCluster(ctx, cs)
+	live, err := LiveCluster(ctx, cs)
 	if err != nil {
 		return err
 	}
-	w, err := loadWorkload(f.workload, c)
+	sp, err := LoadScoreProfile(ctx, cs)
 	if err != nil {
 		return err
 	}
-	var names []string
-	var results [][]Outcome
+	w, err := loadWorkload(f.workload, live.Cluster)
+	if err != nil {
+		return err
+	}
+	rep := newWhatIfReport(live, w, sp)
 	for _, v := range pols {
-		r, err := WhatIf(c, w, running, Options{Policies: v.pol, CPUWeight: f.cpuWeight, HostOnlyCPUPods: f.cpuPods == cpuPodsHost, FGD: v.fgd})
+		r, err := WhatIf(live, w, sp, Options{Policies: v.pol, FGD: v.fgd})
 		if err != nil {
 			return err
 		}
@@ -390,7 +413,10 @@ func runWhatIf(out io.Writer, f flags, pols []variant) error {
 		if v.fgd {
 			name = "fgd"
 		}
-		names, results = append(names, name), append(results, r)
+		rep.add(name, r)
 	}
-	return writeWhatIf(out, c, len(running), w, names, results)
+	if !f.output.Table() {
+		return f.output.Print(out, rep)
+	}
+	return rep.WriteTable(out)
 }

@@ -71,6 +71,9 @@ type Task struct {
 	// replay; HasTimes is false where the workload gives none.
 	Created, Deleted int64
 	HasTimes         bool
+	// Object is the pod as the workload file wrote it (YAML workloads
+	// only), for the what-if's model of kube-scheduler.
+	Object *corev1.Pod
 }
 
 // Workload is the tasks to replay, before shuffling.
@@ -213,6 +216,7 @@ func ReadWorkloadYAML(source string, data []byte, refMemMiB int64) (*Workload, e
 		if err != nil {
 			return nil, fmt.Errorf("%s: pod %s: %w", source, pod.Name, err)
 		}
+		t.Object = &pod
 		for i := 0; i < replicas; i++ {
 			w.Tasks = append(w.Tasks, t)
 		}

@@ -233,17 +233,12 @@ func newSim(c *Cluster, w *Workload, o Options) (*sim, error) {
 	if demand == 0 {
 		return nil, fmt.Errorf("workload %s asks for no GPU: nothing to replay", w.Source)
 	}
+	if err := setInventories(s.l, c, o); err != nil {
+		return nil, err
+	}
 	s.names = make([]string, len(c.Nodes))
 	for i, n := range c.Nodes {
 		s.names[i] = n.Name
-		inv := device.Inventory{GPUs: n.GPUs, SplitCount: o.SplitCount, MemoryScaling: o.MemoryScaling}
-		if n.SplitCount > 0 {
-			inv.SplitCount, inv.MemoryScaling = n.SplitCount, n.MemoryScaling
-		}
-		if err := inv.Validate(); err != nil {
-			return nil, fmt.Errorf("node %s: %v", n.Name, err)
-		}
-		s.l.SetInventory(n.Name, inv)
 	}
 	s.handles = s.l.Lookup(s.names, nil)
 	s.gpuIndex = map[string]int{}
@@ -276,15 +271,7 @@ func newSim(c *Cluster, w *Workload, o Options) (*sim, error) {
 	// from the pods as they arrive, or (FGD) the whole workload's.
 	s.frag = s.pol.Node == settings.Fragmentation || s.pol.GPU == settings.Fragmentation
 	if s.frag {
-		if o.FGD {
-			s.pol.Mix = placement.NewMix(placement.MixOptions{ExactCPU: true, CPUOnlyHost: true, NoTieBreak: true, PaperMeasure: true})
-			for i := range w.Tasks {
-				s.pol.Mix.Observe(w.Tasks[i].Shape)
-			}
-			s.pol.Mix.Refresh()
-		} else {
-			s.pol.Mix = placement.NewMix(placement.MixOptions{HalfLife: placement.DefaultHalfLife})
-		}
+		s.pol.Mix = newMix(w, o.FGD)
 		index := make(map[string]int, len(s.names))
 		for i, n := range s.names {
 			index[n] = i
@@ -292,6 +279,38 @@ func newSim(c *Cluster, w *Workload, o Options) (*sim, error) {
 		s.pol.Host = func(node string) placement.HostFree { return s.host(index[node]) }
 	}
 	return s, nil
+}
+
+// setInventories gives the ledger each node's GPUs, with the node's own
+// split count and memory scaling where it has them (a live node's
+// inventory), else o's.
+func setInventories(l *ledger.Ledger, c *Cluster, o Options) error {
+	for _, n := range c.Nodes {
+		inv := device.Inventory{GPUs: n.GPUs, SplitCount: o.SplitCount, MemoryScaling: o.MemoryScaling}
+		if n.SplitCount > 0 {
+			inv.SplitCount, inv.MemoryScaling = n.SplitCount, n.MemoryScaling
+		}
+		if err := inv.Validate(); err != nil {
+			return fmt.Errorf("node %s: %v", n.Name, err)
+		}
+		l.SetInventory(n.Name, inv)
+	}
+	return nil
+}
+
+// newMix is the fragmentation policy's mix of shapes: empty, to be learned
+// from the pods as they arrive, or (fgd, the paper's baseline) the whole
+// workload's, known before the first pod.
+func newMix(w *Workload, fgd bool) *placement.Mix {
+	if !fgd {
+		return placement.NewMix(placement.MixOptions{HalfLife: placement.DefaultHalfLife})
+	}
+	m := placement.NewMix(placement.MixOptions{ExactCPU: true, CPUOnlyHost: true, NoTieBreak: true, PaperMeasure: true})
+	for i := range w.Tasks {
+		m.Observe(w.Tasks[i].Shape)
+	}
+	m.Refresh()
+	return m
 }
 
 func (s *sim) host(i int) placement.HostFree {
