@@ -163,57 +163,12 @@ type variant struct {
 }
 
 func run(out io.Writer, f flags) error {
-	var pols []variant
-	frag := placement.Policies{Node: settings.Fragmentation, GPU: settings.Fragmentation}
-	switch strings.ToLower(f.policy) {
-	case "all":
-		for _, n := range []settings.Policy{settings.Binpack, settings.Spread} {
-			for _, g := range []settings.Policy{settings.Binpack, settings.Spread} {
-				pols = append(pols, variant{pol: placement.Policies{Node: n, GPU: g}})
-			}
-		}
-		pols = append(pols, variant{pol: frag}, variant{pol: frag, fgd: true})
-	case "":
-		n, err := settings.ParsePolicy(f.nodePolicy)
-		if err != nil {
-			return fmt.Errorf("--node-policy: %v", err)
-		}
-		g, err := settings.ParsePolicy(f.gpuPolicy)
-		if err != nil {
-			return fmt.Errorf("--gpu-policy: %v", err)
-		}
-		if f.fgd && n != settings.Fragmentation && g != settings.Fragmentation {
-			return fmt.Errorf("--fgd applies to the fragmentation policy: set --node-policy or --gpu-policy to fragmentation")
-		}
-		pols = []variant{{pol: placement.Policies{Node: n, GPU: g}, fgd: f.fgd}}
-	case "fgd":
-		pols = []variant{{pol: frag, fgd: true}}
-	default:
-		return fmt.Errorf("--policy %q: must be \"all\" (every policy pair, the fragmentation policy and the FGD baseline) or \"fgd\"; use --node-policy and --gpu-policy for one pair", f.policy)
-	}
-	if f.splitCount < 1 || f.splitCount > settings.MaxSplitCount {
-		return fmt.Errorf("--split-count %d: must be from 1 to %d", f.splitCount, settings.MaxSplitCount)
-	}
-	if f.memoryScaling < 1 || f.memoryScaling > 100 {
-		return fmt.Errorf("--memory-scaling %g: must be from 1 to 100", f.memoryScaling)
-	}
-	if f.seeds < 1 || f.seeds > 1000 {
-		return fmt.Errorf("--seeds %d: must be from 1 to 1000", f.seeds)
-	}
-	if err := f.output.Validate(); err != nil {
+	pols, err := f.variants()
+	if err != nil {
 		return err
 	}
-	if f.cpuWeight < 0 || f.cpuWeight > 100 {
-		return fmt.Errorf("--cpu-weight %g: must be from 0 to 100", f.cpuWeight)
-	}
-	if f.cpuPods != cpuPodsPolicy && f.cpuPods != cpuPodsHost {
-		return fmt.Errorf("--cpu-pods %q: must be %s or %s", f.cpuPods, cpuPodsPolicy, cpuPodsHost)
-	}
-	if f.sample < 0 || f.sample > 100 {
-		return fmt.Errorf("--percentage-of-nodes-to-score %d: must be from 0 (kube-scheduler's adaptive default) to 100 (every node)", f.sample)
-	}
-	if f.arrive <= 0 || f.arrive > 1000 {
-		return fmt.Errorf("--arrive %g: must be from 1 to 1000", f.arrive)
+	if err := f.validate(); err != nil {
+		return err
 	}
 	if f.kubeconfig != "" {
 		return runWhatIf(out, f, pols)
@@ -264,6 +219,68 @@ func run(out io.Writer, f flags) error {
 		fmt.Fprintf(out, "note: shares as small as %.1f %% occur, but split count %d fits at most %d vGPUs on a GPU;\n"+
 			"      use --split-count %d or more to let them pack (and to compare with the openb paper).\n",
 			float64(min)/10, f.splitCount, f.splitCount, (1000+min-1)/min)
+	}
+	return nil
+}
+
+// variants are the policies --policy, --node-policy, --gpu-policy and --fgd
+// ask for, in the order the table prints them.
+func (f flags) variants() ([]variant, error) {
+	frag := placement.Policies{Node: settings.Fragmentation, GPU: settings.Fragmentation}
+	switch strings.ToLower(f.policy) {
+	case "all":
+		var pols []variant
+		for _, n := range []settings.Policy{settings.Binpack, settings.Spread} {
+			for _, g := range []settings.Policy{settings.Binpack, settings.Spread} {
+				pols = append(pols, variant{pol: placement.Policies{Node: n, GPU: g}})
+			}
+		}
+		return append(pols, variant{pol: frag}, variant{pol: frag, fgd: true}), nil
+	case "":
+		n, err := settings.ParsePolicy(f.nodePolicy)
+		if err != nil {
+			return nil, fmt.Errorf("--node-policy: %v", err)
+		}
+		g, err := settings.ParsePolicy(f.gpuPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("--gpu-policy: %v", err)
+		}
+		if f.fgd && n != settings.Fragmentation && g != settings.Fragmentation {
+			return nil, fmt.Errorf("--fgd applies to the fragmentation policy: set --node-policy or --gpu-policy to fragmentation")
+		}
+		return []variant{{pol: placement.Policies{Node: n, GPU: g}, fgd: f.fgd}}, nil
+	case "fgd":
+		return []variant{{pol: frag, fgd: true}}, nil
+	}
+	return nil, fmt.Errorf("--policy %q: must be \"all\" (every policy pair, the fragmentation policy and the FGD baseline) or \"fgd\"; use --node-policy and --gpu-policy for one pair", f.policy)
+}
+
+// validate checks the numeric flags and the output format, naming the flag
+// and its allowed values.
+func (f flags) validate() error {
+	if f.splitCount < 1 || f.splitCount > settings.MaxSplitCount {
+		return fmt.Errorf("--split-count %d: must be from 1 to %d", f.splitCount, settings.MaxSplitCount)
+	}
+	if f.memoryScaling < 1 || f.memoryScaling > 100 {
+		return fmt.Errorf("--memory-scaling %g: must be from 1 to 100", f.memoryScaling)
+	}
+	if f.seeds < 1 || f.seeds > 1000 {
+		return fmt.Errorf("--seeds %d: must be from 1 to 1000", f.seeds)
+	}
+	if err := f.output.Validate(); err != nil {
+		return err
+	}
+	if f.cpuWeight < 0 || f.cpuWeight > 100 {
+		return fmt.Errorf("--cpu-weight %g: must be from 0 to 100", f.cpuWeight)
+	}
+	if f.cpuPods != cpuPodsPolicy && f.cpuPods != cpuPodsHost {
+		return fmt.Errorf("--cpu-pods %q: must be %s or %s", f.cpuPods, cpuPodsPolicy, cpuPodsHost)
+	}
+	if f.sample < 0 || f.sample > 100 {
+		return fmt.Errorf("--percentage-of-nodes-to-score %d: must be from 0 (kube-scheduler's adaptive default) to 100 (every node)", f.sample)
+	}
+	if f.arrive <= 0 || f.arrive > 1000 {
+		return fmt.Errorf("--arrive %g: must be from 1 to 1000", f.arrive)
 	}
 	return nil
 }
