@@ -273,6 +273,32 @@ func TestModelsOf(t *testing.T) {
 	}
 }
 
+// The webhook names a model's capacity from what it reads back from the
+// slices, the node agent from what it discovered: with memory scaling on,
+// both must still agree, or no percentage claim would ever land.
+func TestModelCapacityAgreesBetweenSliceAndClaim(t *testing.T) {
+	s := settings.Default()
+	s.DeviceMemoryScaling = 2
+	devs, err := Devices([]device.GPU{{UUID: "a", Model: "NVIDIA A100-SXM4-80GB", MemoryMiB: 81920, Healthy: true}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, _ := ModelsOf([]*resourcev1.ResourceSlice{{Spec: resourcev1.ResourceSliceSpec{Driver: Driver, Devices: devs}}})
+	spec, err := ClaimSpec(request.Container{Name: "c", Count: 1, MemoryPercent: 50}, request.Selector{}, models)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alts := spec.Devices.Requests[0].FirstAvailable
+	if len(alts) != 1 {
+		t.Fatalf("alternatives %+v: want one", alts)
+	}
+	for name := range alts[0].Capacity.Requests {
+		if _, ok := devs[0].Capacity[name]; !ok {
+			t.Errorf("the claim asks for capacity %s, which the GPU's device does not publish", name)
+		}
+	}
+}
+
 func capValue(d resourcev1.Device, name resourcev1.QualifiedName) int64 {
 	q := d.Capacity[name].Value
 	return q.Value()
