@@ -48,6 +48,12 @@ func (l classes) Get(name string) (*resourcev1.DeviceClass, error) {
 var features = structured.Features{AdminAccess: true, PrioritizedList: true, PartitionableDevices: true,
 	DeviceTaints: true, DeviceBindingAndStatus: true, ConsumableCapacity: true, FractionalCapacityRange: true}
 
+// nothingAllocated is the allocated state of an empty cluster.
+func nothingAllocated() structured.AllocatedState {
+	return structured.AllocatedState{AllocatedDevices: sets.New[structured.DeviceID](),
+		AllocatedSharedDeviceIDs: sets.New[structured.SharedDeviceID](), AggregatedCapacity: structured.NewConsumedCapacityCollection()}
+}
+
 // BenchmarkDRAFilter measures what kube-scheduler's DRA plugin does in
 // Filter for one pod of the dra mode: the structured allocator on every
 // node it checks, with the slices and claims of the dra mode, on a
@@ -77,8 +83,7 @@ func BenchmarkDRAFilter(b *testing.B) {
 	}
 	lister := classes{draClass()}
 	cache := cel.NewCache(10, cel.Features{EnableConsumableCapacity: true})
-	state := structured.AllocatedState{AllocatedDevices: sets.New[structured.DeviceID](),
-		AllocatedSharedDeviceIDs: sets.New[structured.SharedDeviceID](), AggregatedCapacity: structured.NewConsumedCapacityCollection()}
+	state := nothingAllocated()
 	claim := func(i int) *resourcev1.ResourceClaim {
 		spec, err := draClaimSpec(i, models)
 		if err != nil {
@@ -170,9 +175,7 @@ func TestPercentageLandsOnItsOwnModel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := structured.NewAllocator(ctx, features, structured.AllocatedState{AllocatedDevices: sets.New[structured.DeviceID](),
-			AllocatedSharedDeviceIDs: sets.New[structured.SharedDeviceID](), AggregatedCapacity: structured.NewConsumedCapacityCollection()},
-			classes{draClass()}, []*resourcev1.ResourceSlice{slice}, cel.NewCache(10, cel.Features{EnableConsumableCapacity: true}))
+		a, err := structured.NewAllocator(ctx, features, nothingAllocated(), classes{draClass()}, []*resourcev1.ResourceSlice{slice}, cel.NewCache(10, cel.Features{EnableConsumableCapacity: true}))
 		if err != nil {
 			t.Fatal(err)
 		}
