@@ -24,7 +24,8 @@ CONTAINERD_DIR := $(CACHE)/containerd-$(CONTAINERD_VERSION)
 
 # The Kubernetes commands built; the list is part of the stamp, so adding one
 # rebuilds. kubelet, kube-controller-manager and kube-proxy run the real node
-# (test/cluster/realnode.go).
+# (test/cluster/realnode.go); kube-controller-manager also makes the DRA
+# tests' claims (test/e2e/dra).
 K8S_CMDS := kube-apiserver kube-scheduler kubectl kubelet kube-controller-manager kube-proxy
 
 K8S_STAMP  := $(K8S_DIR)/.built-$(call tools_hash,k8s)-$(shell echo $(K8S_CMDS) | sha256sum | cut -c1-8)

@@ -38,7 +38,7 @@ func TestWritesLeaveTheRestAlone(t *testing.T) {
 	ctx := context.Background()
 	gpu := corev1.ResourceName("nvidia.com/gpu")
 	cs := fake.NewClientset(
-		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", Annotations: map[string]string{"keep": "me"}}},
+		testutil.Pod("p", testutil.Annotations(map[string]string{"keep": "me"})),
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n", Annotations: map[string]string{"keep": "me"}},
 			Status: corev1.NodeStatus{Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8")}}},
 	)

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,6 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
 )
 
 // PodOption shapes a pod built by Pod.
@@ -77,11 +82,89 @@ func Created(t time.Time) PodOption {
 	return func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(t) }
 }
 
+// Image is the image of every container Pod adds: the API server wants
+// one, and no test pulls it (the real-node tests bring their own).
+const Image = "cuda"
+
 // Container appends a container with the given limits, as resource
 // name/quantity pairs ("nvidia.com/gpumem", "8000", ...).
 func Container(name string, limits ...string) PodOption {
+	return func(p *corev1.Pod) { p.Spec.Containers = append(p.Spec.Containers, container(name, limits)) }
+}
+
+// InitContainer appends an init container with the given limits.
+func InitContainer(name string, limits ...string) PodOption {
+	return func(p *corev1.Pod) { p.Spec.InitContainers = append(p.Spec.InitContainers, container(name, limits)) }
+}
+
+func container(name string, limits []string) corev1.Container {
+	return corev1.Container{Name: name, Image: Image, Resources: corev1.ResourceRequirements{Limits: Limits(limits...)}}
+}
+
+// Requests sets the requests of the (init) container called name, added
+// before, as name/quantity pairs; it panics when there is none.
+func Requests(name string, kv ...string) PodOption {
+	return func(p *corev1.Pod) { named(p, name).Resources.Requests = Limits(kv...) }
+}
+
+// Claim gives the container called name the pod's resource claim podClaim,
+// which is the ResourceClaim claimName (docs/dra.md).
+func Claim(name, podClaim, claimName string) PodOption {
+	return usesClaim(name, corev1.PodResourceClaim{Name: podClaim, ResourceClaimName: &claimName})
+}
+
+// ClaimTemplate gives the container called name the pod's resource claim
+// podClaim, made from the ResourceClaimTemplate template (as the webhook
+// writes it in DRA mode, docs/dra.md).
+func ClaimTemplate(name, podClaim, template string) PodOption {
+	return usesClaim(name, corev1.PodResourceClaim{Name: podClaim, ResourceClaimTemplateName: &template})
+}
+
+func usesClaim(name string, pc corev1.PodResourceClaim) PodOption {
 	return func(p *corev1.Pod) {
-		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: name, Resources: corev1.ResourceRequirements{Limits: Limits(limits...)}})
+		c := named(p, name)
+		c.Resources.Claims = append(c.Resources.Claims, corev1.ResourceClaim{Name: pc.Name})
+		p.Spec.ResourceClaims = append(p.Spec.ResourceClaims, pc)
+	}
+}
+
+func named(p *corev1.Pod, name string) *corev1.Container {
+	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for i := range cs {
+			if cs[i].Name == name {
+				return &cs[i]
+			}
+		}
+	}
+	panic("testutil: pod " + p.Name + " has no container " + name)
+}
+
+// Assigned binds the pod as the extender does (docs/contract.md): on
+// a.Node, with a as its assignment annotation. It panics on an assignment
+// that does not encode, a mistake in the test itself.
+func Assigned(a assign.Pod) PodOption {
+	v, err := annotation.EncodeAssignment(a)
+	if err != nil {
+		panic(err)
+	}
+	return func(p *corev1.Pod) {
+		p.Spec.NodeName = a.Node
+		Annotations(map[string]string{contract.AnnotationAssignment: v})(p)
+	}
+}
+
+// AskingFor appends, for each of a's containers, the (init) container that
+// asks for its GPUs: nvidia.com/gpu as many as a gives it, the request a
+// answers.
+func AskingFor(a assign.Pod) PodOption {
+	return func(p *corev1.Pod) {
+		for _, c := range a.Containers {
+			add := Container
+			if c.Init {
+				add = InitContainer
+			}
+			add(c.Name, contract.ResourceGPU, strconv.Itoa(len(c.Devices)))(p)
+		}
 	}
 }
 

@@ -3,11 +3,17 @@ package testutil
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
 )
 
 func TestPod(t *testing.T) {
@@ -22,6 +28,43 @@ func TestPod(t *testing.T) {
 	if len(p.Spec.Containers) != 2 || mem.Value() != 8000 || len(p.Spec.Containers[1].Resources.Limits) != 0 {
 		t.Errorf("containers %+v", p.Spec.Containers)
 	}
+}
+
+// The options that shape containers and bind a pod: init containers,
+// requests, claims, the assignment annotation the product decodes, and
+// containers asking for what the assignment gives.
+func TestPodContainersAndAssignment(t *testing.T) {
+	a := assign.Pod{Node: "n1", Containers: []assign.Container{
+		{Name: "fetch", Init: true, Devices: []assign.Device{{UUID: "GPU-0", MemoryMiB: 100}}},
+		{Name: "main", Devices: []assign.Device{{UUID: "GPU-0", MemoryMiB: 200, Cores: 30}, {UUID: "GPU-1", MemoryMiB: 200, Cores: 30}}}}}
+	p := Pod("p", Assigned(a), AskingFor(a), Container("side"), Requests("side", "cpu", "10m"), Claim("side", "gpu", "p-gpu"))
+	got, err := annotation.DecodeAssignment(p.Annotations[contract.AnnotationAssignment])
+	if err != nil || !reflect.DeepEqual(got, a) || p.Spec.NodeName != "n1" {
+		t.Fatalf("assignment %+v (%v) on node %q, want %+v on n1", got, err, p.Spec.NodeName, a)
+	}
+	gpus := func(c corev1.Container) int64 { q := c.Resources.Limits[contract.ResourceGPU]; return q.Value() }
+	if len(p.Spec.InitContainers) != 1 || p.Spec.InitContainers[0].Name != "fetch" || gpus(p.Spec.InitContainers[0]) != 1 {
+		t.Errorf("init containers %+v", p.Spec.InitContainers)
+	}
+	if len(p.Spec.Containers) != 2 || p.Spec.Containers[0].Name != "main" || gpus(p.Spec.Containers[0]) != 2 {
+		t.Errorf("containers %+v", p.Spec.Containers)
+	}
+	side := p.Spec.Containers[1]
+	if cpu := side.Resources.Requests[corev1.ResourceCPU]; cpu.MilliValue() != 10 || len(side.Resources.Limits) != 0 || side.Image != Image {
+		t.Errorf("side %+v", side)
+	}
+	if len(side.Resources.Claims) != 1 || side.Resources.Claims[0].Name != "gpu" || len(p.Spec.ResourceClaims) != 1 ||
+		p.Spec.ResourceClaims[0].Name != "gpu" || *p.Spec.ResourceClaims[0].ResourceClaimName != "p-gpu" {
+		t.Errorf("claims %+v, pod claims %+v", side.Resources.Claims, p.Spec.ResourceClaims)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Requests on a container the pod lacks did not panic")
+			}
+		}()
+		Pod("p", Requests("nope", "cpu", "1"))
+	}()
 }
 
 // A differing output fails, a matching one passes, a missing file says how
@@ -84,5 +127,36 @@ func TestSources(t *testing.T) {
 	})
 	if strings.Join(got, " ") != "a/b/w.c a/x.go a/x_test.go" {
 		t.Errorf("read %v", got)
+	}
+}
+
+// podLiteral matches a Pod built by hand: a composite literal, not a slice
+// or map of pods.
+var podLiteral = regexp.MustCompile(`(^|[^\]*])corev1\.Pod\{`)
+
+// handBuilt are the tests that may build their pods by hand, and why.
+var handBuilt = map[string]string{
+	// The pod exactly as kube-scheduler sends it (managed fields,
+	// defaulted spec, tolerations): the benchmark's payload, not a shape.
+	"cmd/extender/internal/handler/cycle_test.go": "a verbatim kube-scheduler payload",
+	// Real containers on the real node: their images, arguments,
+	// environment and restart policy.
+	"test/e2e/realnode/workload_test.go": "a workload run by a real kubelet",
+	"test/e2e/realnode/realnode_test.go": "a pause pod run by a real kubelet",
+}
+
+// Tests build pods with Pod, so that a change of shape is made once; lib's
+// tests cannot import this module and are left out.
+func TestPodsAreBuiltHere(t *testing.T) {
+	Sources(t, filepath.Join("..", ".."), []string{"cmd", "internal", "test", "kustomize"}, []string{"_test.go"}, func(path string, b []byte) {
+		if loc := podLiteral.FindIndex(b); loc != nil && handBuilt[filepath.ToSlash(path)] == "" {
+			t.Errorf("%s:%d: a pod built by hand; use internal/testutil.Pod", path, 1+strings.Count(string(b[:loc[0]]), "\n"))
+		}
+	})
+	for path := range handBuilt {
+		b, err := os.ReadFile(filepath.Join("..", "..", path))
+		if err != nil || !podLiteral.Match(b) {
+			t.Errorf("%s is allowed to build pods by hand but does not (%v): drop it from handBuilt", path, err)
+		}
 	}
 }

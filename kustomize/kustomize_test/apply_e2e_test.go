@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vgpu-io/vgpu/internal/testutil"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/test/cluster"
 )
@@ -251,20 +252,9 @@ func TestE2EInstalledRBACAndWebhookScope(t *testing.T) {
 
 	// The webhook is configured and nothing serves it.
 	gpuPod := func(name string) *corev1.Pod {
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{
-				Name: "main", Image: "busybox",
-				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-					contract.ResourceMemory: resourceQuantity("1000"), contract.ResourceCores: resourceQuantity("10"),
-				}},
-			}}},
-		}
+		return testutil.Pod(name, testutil.Container("main", contract.ResourceMemory, "1000", contract.ResourceCores, "10"))
 	}
-	cpuPod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "cpu"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: "busybox"}}},
-	}
+	cpuPod := testutil.Pod("cpu", testutil.Container("main"))
 	const optOut = "opted-out"
 	if err := c.CreateNamespace(ctx, optOut); err != nil {
 		t.Fatal(err)
@@ -287,6 +277,7 @@ func TestE2EInstalledRBACAndWebhookScope(t *testing.T) {
 		{"a vgpu pod labelled to opt out", "default", labelled, false},
 		{"a vgpu pod in vgpu's own namespace", ns, gpuPod("gpu"), false},
 	} {
+		tc.pod.Namespace = tc.namespace
 		_, err := c.Client.CoreV1().Pods(tc.namespace).Create(ctx, tc.pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		switch {
 		case tc.refused && err == nil:

@@ -168,8 +168,24 @@ func FromClaims(node string, rs []*resourcev1.ResourceSlice, claims []*resourcev
 // init is true when only init containers use it; at is the first one's
 // place in the pod, init containers first.
 func containersOf(p *corev1.Pod, claim, request string) (name string, init bool, at int) {
-	if p == nil {
+	names, init, at := using(p, claim, request)
+	if len(names) == 0 {
 		return request, false, 0
+	}
+	return strings.Join(names, ","), init, at
+}
+
+// ContainersUsing names the containers of p, init containers first, that
+// use request of the claim named claim (directly or made from one of p's
+// templates); none when p is nil or none does.
+func ContainersUsing(p *corev1.Pod, claim, request string) []string {
+	names, _, _ := using(p, claim, request)
+	return names
+}
+
+func using(p *corev1.Pod, claim, request string) (names []string, init bool, at int) {
+	if p == nil {
+		return nil, false, 0
 	}
 	// The pod's own name for the claim: direct, or from a template.
 	var podClaims []string
@@ -188,7 +204,6 @@ func containersOf(p *corev1.Pod, claim, request string) (name string, init bool,
 			return slices.Contains(podClaims, rc.Name) && (rc.Request == "" || rc.Request == request)
 		})
 	}
-	var names []string
 	at = -1
 	for i, c := range p.Spec.InitContainers {
 		if uses(c) {
@@ -208,8 +223,5 @@ func containersOf(p *corev1.Pod, claim, request string) (name string, init bool,
 			init = false
 		}
 	}
-	if len(names) == 0 {
-		return request, false, 0
-	}
-	return strings.Join(names, ","), init, at
+	return names, init, at
 }

@@ -43,9 +43,10 @@
 //   - /filter: request.FromPod(pod) (ErrNoGPU: pass every node through),
 //     then Filter(l, req, nodeNames, DefaultPolicies(settings)); return the
 //     fits and the failed map as FailedNodes.
-//   - /prioritize: Prioritize(l, req, nodeNames, pol) gives 0..100 per node;
-//     report ExtenderPriority(score) (0..10, kube-scheduler's
-//     MaxExtenderPriority) as each HostPriority's score.
+//   - /prioritize: a Scorer rates each node at full precision;
+//     ExtenderPriorities normalises the ratings of the nodes of the call
+//     onto kube-scheduler's 0..10 (MaxExtenderPriority), one
+//     HostPriority's score each.
 //   - /bind: Bind(l, key, req, node, pol) plans and books under one node
 //     lock and returns the assign.Pod to encode into vgpu.io/assignment. If
 //     writing the annotation or the Binding fails, Release(key). A FitError

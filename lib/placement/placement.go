@@ -43,17 +43,6 @@ type FitError struct {
 
 func (e *FitError) Error() string { return "node " + e.Node + ": " + e.Reason }
 
-// MaxExtenderPriority is kube-scheduler's extender score ceiling
-// (extenderv1.MaxExtenderPriority).
-const MaxExtenderPriority = 10
-
-// ExtenderPriority maps a Score (0..100) onto the extender's 0..10 scale,
-// rounding to nearest. Distinct scores may map to the same priority; the
-// extender's weight multiplies the result.
-func ExtenderPriority(score int) int64 {
-	return int64((score*MaxExtenderPriority + 50) / 100)
-}
-
 // Filter reports which of the named nodes can take the pod, in the given
 // order, and why each other node cannot. The pod's GPU policy is used
 // because it decides which GPUs earlier containers take, and so whether

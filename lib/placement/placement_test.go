@@ -271,11 +271,6 @@ func TestScoreAndBest(t *testing.T) {
 	if i := Best(pod, handles, bin, func(i int) bool { return names[i] == "b-half" }); names[i] != "c-empty" {
 		t.Fatalf("skip ignored: %s", names[i])
 	}
-	for s, want := range map[int]int64{0: 0, 4: 0, 5: 1, 50: 5, 94: 9, 95: 10, 100: 10} {
-		if got := ExtenderPriority(s); got != want {
-			t.Errorf("ExtenderPriority(%d) = %d, want %d", s, got, want)
-		}
-	}
 }
 
 // TestScoreNoGPUPod: a pod that asks for no GPU (the simulator ranks

@@ -5,7 +5,8 @@
 // one data folder; Stop (and the death of the harness process) leaves no
 // process behind.
 //
-// With no controller manager, the harness itself does the two chores tests
+// Without a controller manager (the default, see Options.Controllers), the
+// harness itself does the two chores tests
 // depend on: it creates the "default" ServiceAccount in every namespace and
 // removes the node.kubernetes.io/not-ready taint once kwok reports a node
 // Ready.
@@ -19,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +56,12 @@ type Options struct {
 	// RealNode, when set, adds one real node (containerd, the kubelet)
 	// and the controllers it needs; see RealNodeOptions.
 	RealNode *RealNodeOptions
+	// Controllers, when not empty, runs kube-controller-manager with only
+	// these controllers (its --controllers names, e.g.
+	// "resourceclaim-controller", which turns ResourceClaimTemplates into
+	// claims and frees them when their pods go). A real node runs its own
+	// set and ignores this.
+	Controllers []string
 }
 
 // Cluster is a running control plane.
@@ -163,6 +171,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	if !opts.NoScheduler {
 		if err := c.StartScheduler(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if len(opts.Controllers) > 0 && c.realNode == nil {
+		if err := c.startControllerManager(ctx, strings.Join(opts.Controllers, ",")); err != nil {
 			return nil, err
 		}
 	}

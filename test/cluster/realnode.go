@@ -288,7 +288,9 @@ func (c *Cluster) startRealNode(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := c.startControllerManager(ctx); err != nil {
+	// kwok nodes keep no heartbeat the node lifecycle controller accepts;
+	// it would taint and evict them.
+	if err := c.startControllerManager(ctx, "*,-node-lifecycle-controller,-node-ipam-controller"); err != nil {
 		return err
 	}
 	if err := c.startKubeProxy(ctx); err != nil {
@@ -364,7 +366,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
 	})
 }
 
-func (c *Cluster) startControllerManager(ctx context.Context) error {
+// startControllerManager runs kube-controller-manager with controllers (its
+// --controllers value).
+func (c *Cluster) startControllerManager(ctx context.Context, controllers string) error {
 	kc, err := c.UserKubeconfig("kube-controller-manager", "system:kube-controller-manager", "system:masters")
 	if err != nil {
 		return err
@@ -382,9 +386,10 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		"--authentication-kubeconfig=" + kc,
 		"--authorization-kubeconfig=" + kc,
 		"--leader-elect=false",
-		// kwok nodes keep no heartbeat the node lifecycle controller
-		// accepts; it would taint and evict them.
-		"--controllers=*,-node-lifecycle-controller,-node-ipam-controller",
+		"--controllers=" + controllers,
+		// The default 20 QPS would make a burst of claim pods wait on the
+		// controller's own client (two writes per pod: claim, pod status).
+		"--kube-api-qps=500", "--kube-api-burst=1000",
 		"--root-ca-file=" + c.pki.CAFile,
 		"--service-account-private-key-file=" + saKey,
 		"--use-service-account-credentials=false",

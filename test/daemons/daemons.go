@@ -65,6 +65,30 @@ func SchedulerConfig(url string) (*schedv1.KubeSchedulerConfiguration, error) {
 	return cfg, nil
 }
 
+// DeployedSchedulerConfig is SchedulerConfig read from the file the
+// manifests deploy, kustomize/base/scheduler/kube-scheduler-config.yaml,
+// for a test whose point is to run exactly what users run.
+func DeployedSchedulerConfig(url string) (*schedv1.KubeSchedulerConfiguration, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(root, "kustomize", "base", "scheduler", "kube-scheduler-config.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := schedconfig.Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Extenders) != 1 {
+		return nil, fmt.Errorf("kube-scheduler-config.yaml: %d extenders, want vgpu's alone", len(cfg.Extenders))
+	}
+	cfg.Extenders[0].URLPrefix = url
+	cfg.LeaderElection.ResourceName, cfg.LeaderElection.ResourceNamespace = "", ""
+	return cfg, nil
+}
+
 // Process is one daemon under the cluster.
 type Process struct {
 	c    *cluster.Cluster

@@ -20,13 +20,26 @@ func NodeAgentName(node string) string { return "vgpu-device-plugin-" + node }
 // the cluster's folder, no libvgpu, and capacity written into the Node
 // status since no kubelet does it. extraArgs (e.g. --mode=dra) come last.
 func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, extraArgs ...string) error {
-	bin, err := Binary("deviceplugin")
+	p, err := NodeAgent(c, node, nvml, extraArgs...)
 	if err != nil {
 		return err
 	}
+	if err := p.Start(ctx); err != nil {
+		return fmt.Errorf("node agent of %s: %w (log: %s)", node, err, c.LogPath(p.name))
+	}
+	return nil
+}
+
+// NodeAgent is the node agent StartNodeAgent runs, not started yet: a test
+// that kills and restarts it (Process.Kill, Process.Start) keeps it.
+func NodeAgent(c *cluster.Cluster, node, nvml string, extraArgs ...string) (*Process, error) {
+	bin, err := Binary("deviceplugin")
+	if err != nil {
+		return nil, err
+	}
 	ports, err := cluster.FreePorts(1)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dir := filepath.Join(c.Dir, "deviceplugin-"+node)
 	kubelet := kubeletDir(c, node)
@@ -42,12 +55,8 @@ func StartNodeAgent(ctx context.Context, c *cluster.Cluster, node, nvml string, 
 		"--dra-plugin-dir=" + filepath.Join(kubelet, "plugin"),
 		"--cdi-dir=" + NodeAgentCDIDir(c, node),
 	}, extraArgs...)
-	name := NodeAgentName(node)
 	healthz := fmt.Sprintf("http://127.0.0.1:%d/readyz", ports[0])
-	if err := c.StartProcess(ctx, name, bin, args, cluster.HTTPReady(healthz)); err != nil {
-		return fmt.Errorf("node agent of %s: %w (log: %s)", node, err, c.LogPath(name))
-	}
-	return nil
+	return &Process{c: c, name: NodeAgentName(node), bin: bin, args: args, ready: cluster.HTTPReady(healthz)}, nil
 }
 
 // kubeletDir holds the node agent's DRA sockets (DRA mode): under the

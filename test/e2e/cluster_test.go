@@ -13,14 +13,14 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/gpunode"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 // TestClusterSchedulesGPUPods is the harness's acceptance test: the real
@@ -124,18 +124,8 @@ func TestClusterStartFailsClearly(t *testing.T) {
 }
 
 func createPod(ctx context.Context, c *cluster.Cluster, ns, name string) error {
-	_, err := c.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "harness"}},
-		Spec: corev1.PodSpec{
-			Containers: []corev1.Container{{
-				Name:  "cuda",
-				Image: "nvidia/cuda:12.4.0-base-ubuntu22.04",
-				Resources: corev1.ResourceRequirements{
-					Limits: corev1.ResourceList{contract.ResourceGPU: resource.MustParse("1")},
-				},
-			}},
-		},
-	}, metav1.CreateOptions{})
+	_, err := c.Client.CoreV1().Pods(ns).Create(ctx, testutil.Pod(name, testutil.Namespace(ns), testutil.Labels(map[string]string{"app": "harness"}),
+		testutil.Container("cuda", contract.ResourceGPU, "1")), metav1.CreateOptions{})
 	return err
 }
 

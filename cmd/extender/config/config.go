@@ -8,10 +8,13 @@ import (
 	_ "embed"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	kubeschedulerv1 "k8s.io/kube-scheduler/config/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/vgpu-io/vgpu/lib/kubescore"
 )
 
 // YAML is scheduler-config.yaml.
@@ -104,4 +107,62 @@ func (l Local) Render(in *kubeschedulerv1.KubeSchedulerConfiguration) ([]byte, e
 	}
 	cfg.APIVersion, cfg.Kind = kubeschedulerv1.SchemeGroupVersion.String(), "KubeSchedulerConfiguration"
 	return yaml.Marshal(cfg)
+}
+
+// ScoreProfile is what the simulator's model of kube-scheduler
+// (lib/kubescore) needs of cfg: the score plugins that the profile of
+// schedulerName enables on top of kube-scheduler's defaults, with their
+// weights, and the extender's weight and ignored resources. Plugin
+// arguments the model does not follow are an error.
+func ScoreProfile(cfg *kubeschedulerv1.KubeSchedulerConfiguration, schedulerName string) (kubescore.Profile, error) {
+	var prof *kubeschedulerv1.KubeSchedulerProfile
+	for i := range cfg.Profiles {
+		if p := &cfg.Profiles[i]; p.SchedulerName != nil && *p.SchedulerName == schedulerName {
+			prof = p
+		}
+	}
+	if prof == nil {
+		return kubescore.Profile{}, fmt.Errorf("KubeSchedulerConfiguration: no profile with schedulerName %q", schedulerName)
+	}
+	out := kubescore.Profile{Weights: kubescore.DefaultWeights(), Ignored: map[corev1.ResourceName]bool{}}
+	apply := func(set kubeschedulerv1.PluginSet) {
+		for _, d := range set.Disabled {
+			if d.Name == "*" {
+				clear(out.Weights)
+			}
+			delete(out.Weights, d.Name)
+		}
+		for _, e := range set.Enabled {
+			w := int64(1) // kube-scheduler's weight for a score plugin that names none
+			if e.Weight != nil && *e.Weight > 0 {
+				w = int64(*e.Weight)
+			}
+			out.Weights[e.Name] = w
+		}
+	}
+	if prof.Plugins != nil {
+		apply(prof.Plugins.MultiPoint)
+		apply(prof.Plugins.Score)
+	}
+	for _, pc := range prof.PluginConfig {
+		if _, scores := kubescore.DefaultWeights()[pc.Name]; scores {
+			return kubescore.Profile{}, fmt.Errorf("KubeSchedulerConfiguration: profiles[%s].pluginConfig[%s]: the model of kube-scheduler follows only the default arguments", schedulerName, pc.Name)
+		}
+	}
+	var prioritizing []kubeschedulerv1.Extender
+	for _, e := range cfg.Extenders {
+		if e.PrioritizeVerb != "" {
+			prioritizing = append(prioritizing, e)
+		}
+	}
+	if len(prioritizing) != 1 {
+		return kubescore.Profile{}, fmt.Errorf("KubeSchedulerConfiguration: %d extenders prioritize; the model of kube-scheduler takes exactly one, vgpu's", len(prioritizing))
+	}
+	out.ExtenderWeight = prioritizing[0].Weight
+	for _, r := range prioritizing[0].ManagedResources {
+		if r.IgnoredByScheduler {
+			out.Ignored[corev1.ResourceName(r.Name)] = true
+		}
+	}
+	return out, nil
 }

@@ -21,7 +21,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
@@ -41,42 +40,8 @@ import (
 
 const ns = "e2e-describe"
 
-type ctrSpec struct {
-	name       string
-	mem, cores int64
-	count      int64
-	memPercent int64
-	initCtr    bool
-	noGPUAtAll bool
-}
-
-func podSpec(name string, ctrs ...ctrSpec) *corev1.Pod {
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": "describe"}}}
-	for _, c := range ctrs {
-		lim := corev1.ResourceList{}
-		if !c.noGPUAtAll {
-			if c.count > 0 {
-				lim[contract.ResourceGPU] = *resource.NewQuantity(c.count, resource.DecimalSI)
-			}
-			if c.mem > 0 {
-				lim[contract.ResourceMemory] = *resource.NewQuantity(c.mem, resource.DecimalSI)
-			}
-			if c.memPercent > 0 {
-				lim[contract.ResourceMemoryPercentage] = *resource.NewQuantity(c.memPercent, resource.DecimalSI)
-			}
-			if c.cores > 0 {
-				lim[contract.ResourceCores] = *resource.NewQuantity(c.cores, resource.DecimalSI)
-			}
-		}
-		ctr := corev1.Container{Name: c.name, Image: "busybox", Resources: corev1.ResourceRequirements{Limits: lim}}
-		if c.initCtr {
-			p.Spec.InitContainers = append(p.Spec.InitContainers, ctr)
-		} else {
-			p.Spec.Containers = append(p.Spec.Containers, ctr)
-		}
-	}
-	return p
-}
+// app labels the suite's pods, which its waits select.
+var app = testutil.Labels(map[string]string{"app": "describe"})
 
 // build returns one of vgpu's binaries as `make build` made it.
 func build(t *testing.T, name string) string {
@@ -177,11 +142,12 @@ func TestDescribeNodeOnControlPlane(t *testing.T) {
 	}
 
 	pods := []*corev1.Pod{
-		podSpec("train-0", ctrSpec{name: "trainer", mem: 16384, cores: 30}),
-		podSpec("train-1", ctrSpec{name: "trainer", mem: 8192, cores: 30}),
-		podSpec("infer", ctrSpec{name: "fetch", mem: 20480, initCtr: true}, ctrSpec{name: "server", mem: 10240}, ctrSpec{name: "metrics", mem: 1024, cores: 10}),
-		podSpec("notebook", ctrSpec{name: "jupyter", memPercent: 10, cores: 20}),
-		podSpec("ddp", ctrSpec{name: "worker", count: 2, mem: 4096, cores: 25}),
+		testutil.Pod("train-0", testutil.Namespace(ns), app, testutil.Container("trainer", contract.ResourceMemory, "16384", contract.ResourceCores, "30")),
+		testutil.Pod("train-1", testutil.Namespace(ns), app, testutil.Container("trainer", contract.ResourceMemory, "8192", contract.ResourceCores, "30")),
+		testutil.Pod("infer", testutil.Namespace(ns), app, testutil.InitContainer("fetch", contract.ResourceMemory, "20480"),
+			testutil.Container("server", contract.ResourceMemory, "10240"), testutil.Container("metrics", contract.ResourceMemory, "1024", contract.ResourceCores, "10")),
+		testutil.Pod("notebook", testutil.Namespace(ns), app, testutil.Container("jupyter", contract.ResourceMemoryPercentage, "10", contract.ResourceCores, "20")),
+		testutil.Pod("ddp", testutil.Namespace(ns), app, testutil.Container("worker", contract.ResourceGPU, "2", contract.ResourceMemory, "4096", contract.ResourceCores, "25")),
 	}
 	// One at a time, so that the GPU policy sees them in a fixed order
 	// (creation timestamps have one-second resolution).
@@ -196,7 +162,7 @@ func TestDescribeNodeOnControlPlane(t *testing.T) {
 		}
 	}
 	// A pod without GPUs on the node: not shown.
-	web := podSpec("web", ctrSpec{name: "nginx", noGPUAtAll: true})
+	web := testutil.Pod("web", testutil.Namespace(ns), app, testutil.Container("nginx"))
 	web.Spec.NodeName = target
 	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, web, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -401,9 +367,7 @@ func bindOnNode(t *testing.T, ctx context.Context, c *cluster.Cluster, node stri
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, _ := annotation.EncodeAssignment(a)
-		p.Annotations = map[string]string{contract.AnnotationAssignment: v}
-		p.Spec.NodeName = node
+		testutil.Assigned(a)(p)
 		if created[p.Name], err = c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -424,11 +388,11 @@ func TestMonitorAndUsageOnControlPlane(t *testing.T) {
 	nodes, inv := gpuNodes(t, ctx, c, 2)
 	target := nodes[0]
 	created := bindOnNode(t, ctx, c, target, inv,
-		podSpec("train-0", ctrSpec{name: "trainer", mem: 16384, cores: 30}),
-		podSpec("infer", ctrSpec{name: "server", mem: 8192}),
-		podSpec("gone", ctrSpec{name: "job", mem: 4096, cores: 10}))
+		testutil.Pod("train-0", testutil.Namespace(ns), app, testutil.Container("trainer", contract.ResourceMemory, "16384", contract.ResourceCores, "30")),
+		testutil.Pod("infer", testutil.Namespace(ns), app, testutil.Container("server", contract.ResourceMemory, "8192")),
+		testutil.Pod("gone", testutil.Namespace(ns), app, testutil.Container("job", contract.ResourceMemory, "4096", contract.ResourceCores, "10")))
 	// A pod of the same name on the other node must not be confused.
-	other := podSpec("train-0-elsewhere", ctrSpec{name: "trainer", noGPUAtAll: true})
+	other := testutil.Pod("train-0-elsewhere", testutil.Namespace(ns), app, testutil.Container("trainer"))
 	other.Spec.NodeName = nodes[1]
 	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,8 @@ import (
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/region"
 	"github.com/vgpu-io/vgpu/test/cluster"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 // TestMonitorUnenforcedOnControlPlane runs the real monitor, with the
@@ -41,8 +43,8 @@ func TestMonitorUnenforcedOnControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := bindOnNode(t, ctx, c, target, inv,
-		podSpec("no-libvgpu", ctrSpec{name: "main", mem: 4096, cores: 20}),
-		podSpec("broken", ctrSpec{name: "main", mem: 4096}))
+		testutil.Pod("no-libvgpu", testutil.Namespace(ns), app, testutil.Container("main", contract.ResourceMemory, "4096", contract.ResourceCores, "20")),
+		testutil.Pod("broken", testutil.Namespace(ns), app, testutil.Container("main", contract.ResourceMemory, "4096")))
 	if _, err := c.WaitForPods(ctx, ns, "app=describe", 2, cluster.PodRunning); err != nil {
 		t.Fatal(err)
 	}

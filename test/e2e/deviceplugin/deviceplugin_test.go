@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
@@ -21,6 +19,8 @@ import (
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 func TestMockNodeInventoryIsScheduledOn(t *testing.T) {
@@ -76,16 +76,8 @@ func TestMockNodeInventoryIsScheduledOn(t *testing.T) {
 	if err := c.CreateNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "share", Namespace: ns, Labels: map[string]string{"app": "dp"}},
-		Spec: corev1.PodSpec{
-			SchedulerName: contract.DefaultSchedulerName,
-			Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-				contract.ResourceGPU:    resource.MustParse("1"),
-				contract.ResourceMemory: resource.MustParse("10000"),
-			}}}},
-		},
-	}
+	pod := testutil.Pod("share", testutil.Namespace(ns), testutil.Labels(map[string]string{"app": "dp"}), testutil.Scheduler(contract.DefaultSchedulerName),
+		testutil.Container("cuda", contract.ResourceGPU, "1", contract.ResourceMemory, "10000"))
 	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,11 @@
 // Package dra tests the DRA path (docs/dra.md) on the real control plane:
-// node agents in DRA mode publish ResourceSlices for simulated GPU nodes and
-// the stock kube-scheduler, with no extender, allocates shares of them.
-//
-// The harness runs no kube-controller-manager, so nothing turns a
-// ResourceClaimTemplate into a claim or frees a claim when its pod goes:
-// the claims here are created directly, one per pod.
+// node agents in DRA mode publish ResourceSlices for simulated GPU nodes,
+// the stock kube-scheduler, with no extender, allocates shares of them, and
+// kube-controller-manager's resourceclaim controller makes each pod's claims
+// from its ResourceClaimTemplates and frees them when the pod goes. Beside
+// the scenarios both paths share (TestScenarios), it floods the cluster past
+// its capacity, prepares a claim over the kubelet's socket, and switches a
+// node between the paths.
 package dra
 
 import (
@@ -18,7 +19,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -28,6 +29,8 @@ import (
 	"github.com/vgpu-io/vgpu/test/cluster"
 	"github.com/vgpu-io/vgpu/test/daemons"
 	"github.com/vgpu-io/vgpu/test/gpunode"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 const (
@@ -38,7 +41,7 @@ const (
 func TestStockSchedulerAllocatesShares(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	c := draCluster(ctx, t)
+	c := draCluster(ctx, t, split)
 
 	var names []string
 	for i := range nodes {
@@ -62,7 +65,7 @@ func TestStockSchedulerAllocatesShares(t *testing.T) {
 	if err := c.WaitForNodesReady(ctx, names...); err != nil {
 		t.Fatal(err)
 	}
-	slices := waitSlices(ctx, t, c, nodes)
+	slices := waitSlices(ctx, t, c, nodes, gpusPerNode)
 	for _, n := range names {
 		node, err := c.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
 		if err != nil {
@@ -111,7 +114,7 @@ func TestStockSchedulerAllocatesShares(t *testing.T) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			errs <- createClaimPod(ctx, c, name, k, models)
+			errs <- createTemplatePod(ctx, c, name, k, models)
 		}()
 	}
 	wg.Wait()
@@ -154,27 +157,71 @@ func TestStockSchedulerAllocatesShares(t *testing.T) {
 	t.Logf("%d claim pods created at once: %d bound, %d unschedulable; every pod decided %s after the first was created",
 		pods, bound, pods-bound, elapsed.Round(time.Millisecond))
 	checkAllocations(ctx, t, c, slices, kindOf, pendingSmall > 0, small.MemoryMiB)
+	if pendingSmall > 0 {
+		small.Name = "cuda"
+		freedShareTakenWithin10s(ctx, t, c, kindOf, small)
+	}
+}
+
+// freedShareTakenWithin10s: with the cluster full and small pods pending,
+// a bound small pod is deleted; kube-controller-manager frees its claim and
+// a pending pod (a small one fits for sure; a larger one may fit where the
+// freed share was) must be bound within 10 s.
+func freedShareTakenWithin10s(ctx context.Context, t *testing.T, c *cluster.Cluster, kindOf map[string]request.Container, small request.Container) {
+	t.Helper()
+	list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=dra"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, pending := "", map[string]bool{}
+	for _, p := range list.Items {
+		if p.Spec.NodeName == "" {
+			pending[p.Name] = true
+		} else if kindOf[p.Name] == small && victim == "" {
+			victim = p.Name
+		}
+	}
+	if victim == "" {
+		t.Fatal("no small pod bound")
+	}
+	zero := int64(0)
+	start := time.Now()
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, victim, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	for time.Since(start) < 30*time.Second {
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=dra"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range list.Items {
+			if pending[p.Name] && p.Spec.NodeName != "" {
+				took := time.Since(start)
+				t.Logf("REQUEUE (dra path, full cluster, %d pods pending): pending pod %s (%+v) bound to %s %.2fs after %s was deleted",
+					len(pending), p.Name, kindOf[p.Name], p.Spec.NodeName, took.Seconds(), victim)
+				if took > 10*time.Second {
+					t.Errorf("a pending pod took %s to take a freed share: want at most 10s", took.Round(time.Millisecond))
+				}
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no pending pod was bound within 30s of %s's deletion", victim)
 }
 
 // seedStylePodRunsThroughTheWebhook: a pod written as for the extender path
-// is turned into a claim by the webhook in DRA mode, and the stock
-// scheduler places it on a GPU its selector allows, with the percentage
-// resolved against that GPU's memory. The harness has no
-// kube-controller-manager, so the test does its one chore for this pod:
-// the claim from the template, and the pod status naming it.
+// is turned into a claim by the webhook in DRA mode, kube-controller-manager
+// makes the claim from the webhook's template, and the stock scheduler
+// places it on a GPU its selector allows, with the percentage resolved
+// against that GPU's memory.
 func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	t.Helper()
 	if _, err := daemons.StartWebhook(ctx, c, "--mode=dra"); err != nil {
 		t.Fatal(err)
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "seed", Namespace: ns, Annotations: map[string]string{"nvidia.com/use-gputype": "h100"}},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{
-			Limits: corev1.ResourceList{
-				"nvidia.com/gpumem-percentage": resource.MustParse("50"),
-				"nvidia.com/gpucores":          resource.MustParse("20"),
-			}}}}},
-	}
+	pod := testutil.Pod("seed", testutil.Namespace(ns), testutil.Annotations(map[string]string{"nvidia.com/use-gputype": "h100"}),
+		testutil.Container("cuda", "nvidia.com/gpumem-percentage", "50", "nvidia.com/gpucores", "20"))
 	got, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -182,38 +229,11 @@ func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *clu
 	if len(got.Spec.ResourceClaims) != 1 || got.Spec.ResourceClaims[0].ResourceClaimTemplateName == nil {
 		t.Fatalf("seed-style pod not turned into a claim: %+v", got.Spec)
 	}
-	if _, ok := got.Spec.Containers[0].Resources.Limits["nvidia.com/gpucores"]; ok {
-		t.Fatal("nvidia.com/gpucores left on the pod")
-	}
-	pc := got.Spec.ResourceClaims[0]
-	tmpl, err := c.Client.ResourceV1().ResourceClaimTemplates(ns).Get(ctx, *pc.ResourceClaimTemplateName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("template the webhook named: %v", err)
-	}
-	claim, err := c.Client.ResourceV1().ResourceClaims(ns).Create(ctx, &resourcev1.ResourceClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: "seed-" + pc.Name, Namespace: ns,
-			Annotations: map[string]string{resourcev1.PodResourceClaimAnnotation: pc.Name},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: got.Name, UID: got.UID,
-				Controller: ptr(true), BlockOwnerDeletion: ptr(true)}}},
-		Spec: tmpl.Spec.Spec,
-	}, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := c.WaitForPods(ctx, ns, "", 1, cluster.PodBound); err != nil {
 		t.Fatal(err)
 	}
-	got.Status.ResourceClaimStatuses = []corev1.PodResourceClaimStatus{{Name: pc.Name, ResourceClaimName: &claim.Name}}
-	if _, err := c.Client.CoreV1().Pods(ns).UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var alloc *resourcev1.AllocationResult
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) && alloc == nil {
-		cl, err := c.Client.ResourceV1().ResourceClaims(ns).Get(ctx, claim.Name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		alloc = cl.Status.Allocation
-		time.Sleep(100 * time.Millisecond)
-	}
+	claim := claimOf(ctx, t, c, "seed")
+	alloc := claim.Status.Allocation
 	if alloc == nil || len(alloc.Devices.Results) != 1 {
 		t.Fatalf("seed-style claim allocation %+v", alloc)
 	}
@@ -225,16 +245,32 @@ func seedStylePodRunsThroughTheWebhook(ctx context.Context, t *testing.T, c *clu
 	if mem.Value() != 40960<<20 || cores.Value() != 20 {
 		t.Errorf("consumed memory %s cores %s: want 50%% of an 80 GiB H100 and 20", mem.String(), cores.String())
 	}
-	if _, err := c.WaitForPods(ctx, ns, "", 1, cluster.PodBound); err != nil {
-		t.Fatal(err)
-	}
 }
 
-// draCluster is a control plane with the stock scheduler, vgpu's settings
-// at split count `split`, and the dra overlay's DeviceClass.
-func draCluster(ctx context.Context, t *testing.T) *cluster.Cluster {
+// claimOf is the claim kube-controller-manager made for the pod's one
+// template.
+func claimOf(ctx context.Context, t *testing.T, c *cluster.Cluster, pod string) *resourcev1.ResourceClaim {
 	t.Helper()
-	c := cluster.Run(t, cluster.Options{})
+	p, err := c.Client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Status.ResourceClaimStatuses) != 1 || p.Status.ResourceClaimStatuses[0].ResourceClaimName == nil {
+		t.Fatalf("pod %s: claim statuses %+v", pod, p.Status.ResourceClaimStatuses)
+	}
+	claim, err := c.Client.ResourceV1().ResourceClaims(ns).Get(ctx, *p.Status.ResourceClaimStatuses[0].ResourceClaimName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return claim
+}
+
+// draCluster is a control plane with the stock scheduler,
+// kube-controller-manager's resourceclaim controller, vgpu's settings at
+// split count `split`, and the dra overlay's DeviceClass.
+func draCluster(ctx context.Context, t *testing.T, split int) *cluster.Cluster {
+	t.Helper()
+	c := cluster.Run(t, cluster.Options{Controllers: []string{"resourceclaim-controller"}})
 	s := settings.Default()
 	s.DeviceSplitCount = split
 	if err := daemons.SetSettings(ctx, c, s); err != nil {
@@ -260,27 +296,21 @@ func createDeviceClass(ctx context.Context, t *testing.T, c *cluster.Cluster) {
 	}
 }
 
-// createClaimPod creates the claim the webhook would put in a template, and
-// a pod that uses it.
-func createClaimPod(ctx context.Context, c *cluster.Cluster, name string, k request.Container, models []dra.Model) error {
+// createTemplatePod creates the template the webhook would write (if no
+// pod created it yet) and a pod that uses it; kube-controller-manager
+// makes the claim.
+func createTemplatePod(ctx context.Context, c *cluster.Cluster, name string, k request.Container, models []dra.Model) error {
 	spec, err := dra.ClaimSpec(k, request.Selector{}, models)
 	if err != nil {
 		return err
 	}
-	claim := &resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
-	if _, err := c.Client.ResourceV1().ResourceClaims(ns).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("claim %s: %w", name, err)
+	tmpl := &resourcev1.ResourceClaimTemplate{ObjectMeta: metav1.ObjectMeta{Name: dra.TemplateName(spec), Namespace: ns},
+		Spec: resourcev1.ResourceClaimTemplateSpec{Spec: spec}}
+	if _, err := c.Client.ResourceV1().ResourceClaimTemplates(ns).Create(ctx, tmpl, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("template for %s: %w", name, err)
 	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "dra"}},
-		Spec: corev1.PodSpec{
-			ResourceClaims: []corev1.PodResourceClaim{{Name: "gpu", ResourceClaimName: &name}},
-			Containers: []corev1.Container{{Name: "cuda", Image: "cuda", Resources: corev1.ResourceRequirements{
-				Claims:   []corev1.ResourceClaim{{Name: "gpu"}},
-				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m")},
-			}}},
-		},
-	}
+	pod := testutil.Pod(name, testutil.Namespace(ns), testutil.Labels(map[string]string{"app": "dra"}),
+		testutil.Container("cuda"), testutil.Requests("cuda", "cpu", "10m"), testutil.ClaimTemplate("cuda", "gpu", tmpl.Name))
 	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("pod %s: %w", name, err)
 	}
@@ -317,9 +347,11 @@ func checkAllocations(ctx context.Context, t *testing.T, c *cluster.Cluster, sli
 			continue
 		}
 		allocated++
-		// Every claim books capacity; the kinds are known for the flood's.
-		if k, ok := kindOf[cl.Name]; ok && len(cl.Status.Allocation.Devices.Results) != k.Count {
-			t.Errorf("claim %s got %d devices: want %d", cl.Name, len(cl.Status.Allocation.Devices.Results), k.Count)
+		// Every claim books capacity; the kinds are known for the flood's,
+		// by the pod the claim was made for.
+		pod := podOfClaim(&cl)
+		if k, ok := kindOf[pod]; ok && len(cl.Status.Allocation.Devices.Results) != k.Count {
+			t.Errorf("claim %s of pod %s got %d devices: want %d", cl.Name, pod, len(cl.Status.Allocation.Devices.Results), k.Count)
 		}
 		seen := map[string]bool{}
 		for _, r := range cl.Status.Allocation.Devices.Results {
@@ -328,7 +360,7 @@ func checkAllocations(ctx context.Context, t *testing.T, c *cluster.Cluster, sli
 				t.Errorf("claim %s got device %s twice: gpu: N must land on N GPUs", cl.Name, key)
 			}
 			seen[key] = true
-			holders[key] = append(holders[key], cl.Name)
+			holders[key] = append(holders[key], pod)
 			if used[key] == nil {
 				used[key] = map[resourcev1.QualifiedName]int64{}
 			}
@@ -350,7 +382,7 @@ func checkAllocations(ctx context.Context, t *testing.T, c *cluster.Cluster, sli
 		slots += u[dra.CapVGPUs]
 		for _, h := range holders[dev] {
 			if kindOf[h].Exclusive && len(holders[dev]) > 1 {
-				t.Errorf("device %s: whole-GPU claim %s shares it with %v", dev, h, holders[dev])
+				t.Errorf("device %s: whole-GPU pod %s shares it with %v", dev, h, holders[dev])
 			}
 		}
 	}
@@ -374,14 +406,26 @@ func checkAllocations(ctx context.Context, t *testing.T, c *cluster.Cluster, sli
 	}
 }
 
-func waitSlices(ctx context.Context, t *testing.T, c *cluster.Cluster, want int) []*resourcev1.ResourceSlice {
+// podOfClaim names the pod a claim was made for from its template.
+func podOfClaim(cl *resourcev1.ResourceClaim) string {
+	for _, o := range cl.OwnerReferences {
+		if o.Kind == "Pod" {
+			return o.Name
+		}
+	}
+	return ""
+}
+
+// waitSlices waits until want slices of vgpu's driver list gpus devices
+// each, and returns them.
+func waitSlices(ctx context.Context, t *testing.T, c *cluster.Cluster, want, gpus int) []*resourcev1.ResourceSlice {
 	t.Helper()
 	for {
 		list, err := c.Client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{})
 		if err == nil {
 			var out []*resourcev1.ResourceSlice
 			for i := range list.Items {
-				if list.Items[i].Spec.Driver == dra.Driver && len(list.Items[i].Spec.Devices) == gpusPerNode {
+				if list.Items[i].Spec.Driver == dra.Driver && len(list.Items[i].Spec.Devices) == gpus {
 					out = append(out, &list.Items[i])
 				}
 			}
@@ -396,8 +440,6 @@ func waitSlices(ctx context.Context, t *testing.T, c *cluster.Cluster, want int)
 		}
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // One GPU, one booking: a node switched from the device plugin path to DRA
 // and back offers its GPUs on one path at a time. In DRA mode the Node
@@ -452,51 +494,5 @@ func TestSwitchingANodeBetweenPaths(t *testing.T) {
 		}
 		waitState("node agent in "+step.mode+" mode", step.want)
 		c.StopProcess(daemons.NodeAgentName(n.Name))
-	}
-}
-
-// The DRA allocator takes the first device that fits, in the order of the
-// node's slice (docs/dra.md#policies): shares fill gpu-0 up to the split
-// count before gpu-1 gets one. GPU-level spread does not hold on this path.
-func TestFirstFitFillsGPUsInOrder(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	c := draCluster(ctx, t)
-	n, err := gpunode.Node(gpunode.Spec{Prefix: "order", GPUs: 4, NoInventory: true}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Client.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := daemons.StartNodeAgent(ctx, c, n.Name, gpunode.MockFlag(gpunode.A100_80GB, 4), "--mode=dra"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitForNodesReady(ctx, n.Name); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.CreateNamespace(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	for i := range split + 2 {
-		name := fmt.Sprintf("o-%d", i)
-		if err := createClaimPod(ctx, c, name, request.Container{Name: "cuda", Count: 1, MemoryMiB: 1000, Cores: 10}, nil); err != nil {
-			t.Fatal(err)
-		}
-		// One at a time, so the order is the scheduler's, not the queue's.
-		if _, err := c.WaitForPods(ctx, ns, "app=dra", i+1, cluster.PodBound); err != nil {
-			t.Fatal(err)
-		}
-	}
-	claims, err := c.Client.ResourceV1().ResourceClaims(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	per := map[string]int{}
-	for _, cl := range claims.Items {
-		per[cl.Status.Allocation.Devices.Results[0].Device]++
-	}
-	if per["gpu-0"] != split || per["gpu-1"] != 2 || len(per) != 2 {
-		t.Fatalf("shares per GPU %v: want gpu-0 full (%d) before gpu-1 gets 2", per, split)
 	}
 }

@@ -78,18 +78,18 @@ func TestConcurrentlyBoundPodsGetTheirOwnAssignments(t *testing.T) {
 		switch i {
 		case 3:
 			ps.cs = []ctr{
-				{name: "one", devs: []assign.Device{{UUID: u[1], MemoryMiB: 3000, Cores: 25}}},
-				{name: "two", devs: []assign.Device{{UUID: u[5], MemoryMiB: 4000, Cores: 0}, {UUID: u[6], MemoryMiB: 5000, Cores: 50}}},
+				{Name: "one", Devices: []assign.Device{{UUID: u[1], MemoryMiB: 3000, Cores: 25}}},
+				{Name: "two", Devices: []assign.Device{{UUID: u[5], MemoryMiB: 4000, Cores: 0}, {UUID: u[6], MemoryMiB: 5000, Cores: 50}}},
 			}
 		case 6:
 			ps.cs = []ctr{
-				{name: "setup", init: true, devs: []assign.Device{{UUID: u[7], MemoryMiB: 1024, Cores: 10}}},
-				{name: "main", devs: []assign.Device{{UUID: u[2], MemoryMiB: 2048, Cores: 30}}},
+				{Name: "setup", Init: true, Devices: []assign.Device{{UUID: u[7], MemoryMiB: 1024, Cores: 10}}},
+				{Name: "main", Devices: []assign.Device{{UUID: u[2], MemoryMiB: 2048, Cores: 30}}},
 			}
 		case 8:
-			ps.cs = []ctr{{name: "main", devs: []assign.Device{{UUID: u[0], MemoryMiB: 6000, Cores: 20}, {UUID: u[4], MemoryMiB: 6000, Cores: 20}}}}
+			ps.cs = []ctr{{Name: "main", Devices: []assign.Device{{UUID: u[0], MemoryMiB: 6000, Cores: 20}, {UUID: u[4], MemoryMiB: 6000, Cores: 20}}}}
 		default:
-			ps.cs = []ctr{{name: "main", devs: []assign.Device{{UUID: g, MemoryMiB: int64(1000 * (i + 1)), Cores: 5 + i}}}}
+			ps.cs = []ctr{{Name: "main", Devices: []assign.Device{{UUID: g, MemoryMiB: int64(1000 * (i + 1)), Cores: 5 + i}}}}
 		}
 		pods = append(pods, ps)
 	}
@@ -109,17 +109,17 @@ func TestConcurrentlyBoundPodsGetTheirOwnAssignments(t *testing.T) {
 			t.Fatalf("admitting %s: %v", ps.name, err)
 		}
 		for _, c := range ps.cs {
-			key := c.name
-			if c.init {
-				key = "init:" + c.name
+			key := c.Name
+			if c.Init {
+				key = "init:" + c.Name
 			}
 			e.checkContract(pod, c, adm.Responses[key])
 			var gpus []string
 			for _, id := range adm.IDs[key] {
 				gpus = append(gpus, kubeletplugin.GPUOf(id))
 			}
-			if !sameSet(gpus, uuidsOf(c.devs)) {
-				t.Errorf("%s/%s: the kubelet was steered to device ids %v, not onto the assigned GPUs %v", ps.name, c.name, adm.IDs[key], uuidsOf(c.devs))
+			if !sameSet(gpus, uuidsOf(c.Devices)) {
+				t.Errorf("%s/%s: the kubelet was steered to device ids %v, not onto the assigned GPUs %v", ps.name, c.Name, adm.IDs[key], uuidsOf(c.Devices))
 			}
 		}
 	}
@@ -132,7 +132,7 @@ func TestConcurrentlyBoundPodsGetTheirOwnAssignments(t *testing.T) {
 			}
 			for i, c := range ps.cs {
 				got := rec.Containers[i]
-				if got.Name != c.name || got.Init != c.init || !slices.Equal(got.Devices, uuidsOf(c.devs)) {
+				if got.Name != c.Name || got.Init != c.Init || !slices.Equal(got.Devices, uuidsOf(c.Devices)) {
 					return false, v
 				}
 			}
@@ -145,10 +145,10 @@ func TestConcurrentlyBoundPodsGetTheirOwnAssignments(t *testing.T) {
 // shifting the pods behind it onto its assignment.
 func TestDeletedPodDoesNotShiftOthers(t *testing.T) {
 	u := mockUUIDs()
-	a := boundPod("a", 0, ctr{name: "main", devs: []assign.Device{{UUID: u[0], MemoryMiB: 1000, Cores: 10}}})
-	b := boundPod("b", 1, ctr{name: "main", devs: []assign.Device{{UUID: u[1], MemoryMiB: 2000, Cores: 20}}})
-	c := boundPod("c", 2, ctr{name: "main", devs: []assign.Device{{UUID: u[2], MemoryMiB: 3000, Cores: 30}}})
-	d := boundPod("d", 3, ctr{name: "main", devs: []assign.Device{{UUID: u[3], MemoryMiB: 4000, Cores: 40}}})
+	a := boundPod("a", 0, ctr{Name: "main", Devices: []assign.Device{{UUID: u[0], MemoryMiB: 1000, Cores: 10}}})
+	b := boundPod("b", 1, ctr{Name: "main", Devices: []assign.Device{{UUID: u[1], MemoryMiB: 2000, Cores: 20}}})
+	c := boundPod("c", 2, ctr{Name: "main", Devices: []assign.Device{{UUID: u[2], MemoryMiB: 3000, Cores: 30}}})
+	d := boundPod("d", 3, ctr{Name: "main", Devices: []assign.Device{{UUID: u[3], MemoryMiB: 4000, Cores: 40}}})
 	e := start(t, options{libvgpu: true, extraObjects: []*podObj{a, b, c, d}})
 	p := e.plugin("devices", healthyIs(80))
 
@@ -156,7 +156,7 @@ func TestDeletedPodDoesNotShiftOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.checkContract(a, ctr{name: "main", devs: []assign.Device{{UUID: u[0], MemoryMiB: 1000, Cores: 10}}}, adm.Responses["main"])
+	e.checkContract(a, ctr{Name: "main", Devices: []assign.Device{{UUID: u[0], MemoryMiB: 1000, Cores: 10}}}, adm.Responses["main"])
 
 	if err := e.client.CoreV1().Pods("default").Delete(e.ctx, "b", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -183,7 +183,7 @@ func TestDeletedPodDoesNotShiftOthers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("admitting %s: %v", x.name, err)
 		}
-		e.checkContract(pod, ctr{name: "main", devs: []assign.Device{x.dev}}, adm.Responses["main"])
+		e.checkContract(pod, ctr{Name: "main", Devices: []assign.Device{x.dev}}, adm.Responses["main"])
 	}
 	if _, err := os.Stat(filepath.Join(e.cfg.HostRoot, "containers", "uid-b_main")); !os.IsNotExist(err) {
 		t.Errorf("the deleted pod got a region directory (%v)", err)
@@ -194,7 +194,7 @@ func TestDeletedPodDoesNotShiftOthers(t *testing.T) {
 // plugin registers again on the new kubelet and serves allocations.
 func TestReregistersAfterKubeletRestart(t *testing.T) {
 	u := mockUUIDs()
-	pod := boundPod("after-restart", 0, ctr{name: "main", devs: []assign.Device{{UUID: u[5], MemoryMiB: 1234, Cores: 12}}})
+	pod := boundPod("after-restart", 0, ctr{Name: "main", Devices: []assign.Device{{UUID: u[5], MemoryMiB: 1234, Cores: 12}}})
 	e := start(t, options{libvgpu: true, extraObjects: []*podObj{pod}})
 	e.plugin("devices before restart", healthyIs(80))
 	if n := e.kubelet.Attempts(); n != 1 {
@@ -215,20 +215,20 @@ func TestReregistersAfterKubeletRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.checkContract(pod, ctr{name: "main", devs: []assign.Device{{UUID: u[5], MemoryMiB: 1234, Cores: 12}}}, adm.Responses["main"])
+	e.checkContract(pod, ctr{Name: "main", Devices: []assign.Device{{UUID: u[5], MemoryMiB: 1234, Cores: 12}}}, adm.Responses["main"])
 }
 
 // A pod without a usable vgpu.io/assignment gets an Allocate error naming
 // the node, the pod and what is wrong; the pods behind it are served.
 func TestBadAssignmentFailsOnlyThatPod(t *testing.T) {
 	u := mockUUIDs()
-	missing := boundPod("missing", 0, ctr{name: "main", devs: []assign.Device{{UUID: u[0], MemoryMiB: 1000}}})
+	missing := boundPod("missing", 0, ctr{Name: "main", Devices: []assign.Device{{UUID: u[0], MemoryMiB: 1000}}})
 	delete(missing.Annotations, contract.AnnotationAssignment)
-	malformed := boundPod("malformed", 1, ctr{name: "main", devs: []assign.Device{{UUID: u[1], MemoryMiB: 1000}}})
+	malformed := boundPod("malformed", 1, ctr{Name: "main", Devices: []assign.Device{{UUID: u[1], MemoryMiB: 1000}}})
 	malformed.Annotations[contract.AnnotationAssignment] = `{"version":"v1","node":` // truncated
-	wrongCount := boundPod("wrong-count", 2, ctr{name: "main", devs: []assign.Device{{UUID: u[2], MemoryMiB: 1000}}})
-	wrongCount.Spec.Containers[0].Resources.Limits = boundPod("x", 0, ctr{name: "main", devs: []assign.Device{{UUID: u[2], MemoryMiB: 1}, {UUID: u[3], MemoryMiB: 1}}}).Spec.Containers[0].Resources.Limits
-	good := boundPod("good", 3, ctr{name: "main", devs: []assign.Device{{UUID: u[4], MemoryMiB: 4321, Cores: 40}}})
+	wrongCount := boundPod("wrong-count", 2, ctr{Name: "main", Devices: []assign.Device{{UUID: u[2], MemoryMiB: 1000}}})
+	wrongCount.Spec.Containers[0].Resources.Limits = boundPod("x", 0, ctr{Name: "main", Devices: []assign.Device{{UUID: u[2], MemoryMiB: 1}, {UUID: u[3], MemoryMiB: 1}}}).Spec.Containers[0].Resources.Limits
+	good := boundPod("good", 3, ctr{Name: "main", Devices: []assign.Device{{UUID: u[4], MemoryMiB: 4321, Cores: 40}}})
 	e := start(t, options{libvgpu: true, extraObjects: []*podObj{missing, malformed, wrongCount, good}})
 	p := e.plugin("devices", healthyIs(80))
 
@@ -251,7 +251,7 @@ func TestBadAssignmentFailsOnlyThatPod(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the pod behind the bad ones: %v", err)
 	}
-	e.checkContract(good, ctr{name: "main", devs: []assign.Device{{UUID: u[4], MemoryMiB: 4321, Cores: 40}}}, adm.Responses["main"])
+	e.checkContract(good, ctr{Name: "main", Devices: []assign.Device{{UUID: u[4], MemoryMiB: 4321, Cores: 40}}}, adm.Responses["main"])
 }
 
 // With nothing waiting in its cache the plugin reads the node's pods once
@@ -260,14 +260,14 @@ func TestPodNotYetCachedIsFoundByAFreshRead(t *testing.T) {
 	u := mockUUIDs()
 	e := start(t, options{libvgpu: true})
 	p := e.plugin("devices", healthyIs(80))
-	pod := boundPod("fresh", 0, ctr{name: "main", devs: []assign.Device{{UUID: u[6], MemoryMiB: 999, Cores: 9}}})
+	pod := boundPod("fresh", 0, ctr{Name: "main", Devices: []assign.Device{{UUID: u[6], MemoryMiB: 999, Cores: 9}}})
 	e.createPod(pod)
 	adm, err := p.Admit(e.ctx, pod, contract.ResourceGPU)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.checkContract(pod, ctr{name: "main", devs: []assign.Device{{UUID: u[6], MemoryMiB: 999, Cores: 9}}}, adm.Responses["main"])
-	if _, err := p.Admit(e.ctx, boundPod("ghost", 1, ctr{name: "main", devs: []assign.Device{{UUID: u[6], MemoryMiB: 1}}}), contract.ResourceGPU); err == nil ||
+	e.checkContract(pod, ctr{Name: "main", Devices: []assign.Device{{UUID: u[6], MemoryMiB: 999, Cores: 9}}}, adm.Responses["main"])
+	if _, err := p.Admit(e.ctx, boundPod("ghost", 1, ctr{Name: "main", Devices: []assign.Device{{UUID: u[6], MemoryMiB: 1}}}), contract.ResourceGPU); err == nil ||
 		!strings.Contains(err.Error(), "node "+nodeName+": no pod bound to this node has a container waiting for 1 nvidia.com/gpu") {
 		t.Fatalf("allocating for a pod the API server does not have: %v", err)
 	}
@@ -277,17 +277,17 @@ func TestPodNotYetCachedIsFoundByAFreshRead(t *testing.T) {
 // served: an admitted pod does not stand in the queue again.
 func TestRestartedPluginSkipsRecordedContainers(t *testing.T) {
 	u := mockUUIDs()
-	served := boundPod("served", 0, ctr{name: "main", devs: []assign.Device{{UUID: u[0], MemoryMiB: 100}}})
+	served := boundPod("served", 0, ctr{Name: "main", Devices: []assign.Device{{UUID: u[0], MemoryMiB: 100}}})
 	rec, _ := allocated.Encode(allocated.Record{Node: nodeName, Containers: []allocated.Container{{Name: "main", Devices: []string{u[0]}}}})
 	served.Annotations[contract.AnnotationAllocated] = rec
-	next := boundPod("next", 1, ctr{name: "main", devs: []assign.Device{{UUID: u[1], MemoryMiB: 200, Cores: 2}}})
+	next := boundPod("next", 1, ctr{Name: "main", Devices: []assign.Device{{UUID: u[1], MemoryMiB: 200, Cores: 2}}})
 	e := start(t, options{libvgpu: true, extraObjects: []*podObj{served, next}})
 	p := e.plugin("devices", healthyIs(80))
 	adm, err := p.Admit(e.ctx, e.pod("next"), contract.ResourceGPU)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.checkContract(next, ctr{name: "main", devs: []assign.Device{{UUID: u[1], MemoryMiB: 200, Cores: 2}}}, adm.Responses["main"])
+	e.checkContract(next, ctr{Name: "main", Devices: []assign.Device{{UUID: u[1], MemoryMiB: 200, Cores: 2}}}, adm.Responses["main"])
 }
 
 // A settings change reaches the kubelet and the inventory without a
@@ -351,7 +351,7 @@ func TestRejectedRegistrationIsLoggedNotRetried(t *testing.T) {
 // but no library mount and no LD_PRELOAD of a missing file.
 func TestWithoutLibvgpuNoLibraryMounts(t *testing.T) {
 	u := mockUUIDs()
-	pod := boundPod("nolib", 0, ctr{name: "main", devs: []assign.Device{{UUID: u[0], MemoryMiB: 100, Cores: 1}}})
+	pod := boundPod("nolib", 0, ctr{Name: "main", Devices: []assign.Device{{UUID: u[0], MemoryMiB: 100, Cores: 1}}})
 	e := start(t, options{extraObjects: []*podObj{pod}})
 	if e.logs.FilterMessageSnippet("libvgpu is not in the plugin image").Len() != 1 {
 		t.Fatal("the missing library was not logged")
@@ -371,15 +371,15 @@ func TestWithoutLibvgpuNoLibraryMounts(t *testing.T) {
 func (e *env) checkContract(pod *podObj, c ctr, r *pluginapi.ContainerAllocateResponse) {
 	e.t.Helper()
 	if r == nil {
-		e.t.Fatalf("%s/%s: no response", pod.Name, c.name)
+		e.t.Fatalf("%s/%s: no response", pod.Name, c.Name)
 	}
 	var mem, cores []string
-	for _, d := range c.devs {
+	for _, d := range c.Devices {
 		mem = append(mem, itoa(d.MemoryMiB))
 		cores = append(cores, itoa(int64(d.Cores)))
 	}
 	want := map[string]string{
-		contract.EnvVisibleDevices: strings.Join(uuidsOf(c.devs), ","),
+		contract.EnvVisibleDevices: strings.Join(uuidsOf(c.Devices), ","),
 		contract.EnvMemoryLimits:   strings.Join(mem, ","),
 		contract.EnvCoreLimits:     strings.Join(cores, ","),
 		contract.EnvRegion:         contract.ContainerRegionDir + "/" + contract.RegionFileName,
@@ -387,51 +387,51 @@ func (e *env) checkContract(pod *podObj, c ctr, r *pluginapi.ContainerAllocateRe
 	}
 	for k, v := range want {
 		if r.Envs[k] != v {
-			e.t.Errorf("%s/%s: %s=%q, want %q", pod.Name, c.name, k, r.Envs[k], v)
+			e.t.Errorf("%s/%s: %s=%q, want %q", pod.Name, c.Name, k, r.Envs[k], v)
 		}
 	}
-	region := filepath.Join(e.cfg.HostRoot, "containers", string(pod.UID)+"_"+c.name)
+	region := filepath.Join(e.cfg.HostRoot, "containers", string(pod.UID)+"_"+c.Name)
 	mounts := map[string]*pluginapi.Mount{}
 	for _, m := range r.Mounts {
 		mounts[m.ContainerPath] = m
 	}
 	if m := mounts[contract.ContainerRegionDir]; m == nil || m.HostPath != region || m.ReadOnly {
-		e.t.Errorf("%s/%s: region mount %v, want %s read-write", pod.Name, c.name, m, region)
+		e.t.Errorf("%s/%s: region mount %v, want %s read-write", pod.Name, c.Name, m, region)
 	}
 	// libvgpu takes the limits from this file, not from the environment.
 	limits := region + contract.HostLimitsSuffix
 	if m := mounts[contract.ContainerLimitsPath]; m == nil || m.HostPath != limits || !m.ReadOnly {
-		e.t.Errorf("%s/%s: limits mount %v, want %s read-only", pod.Name, c.name, m, limits)
+		e.t.Errorf("%s/%s: limits mount %v, want %s read-only", pod.Name, c.Name, m, limits)
 	} else if b, err := os.ReadFile(limits); err != nil {
-		e.t.Errorf("%s/%s: limits file: %v", pod.Name, c.name, err)
-	} else if l, err := contract.ParseLimits(b); err != nil || len(l.Devices) != len(c.devs) {
-		e.t.Errorf("%s/%s: limits file %+v, %v; want %d devices", pod.Name, c.name, l, err, len(c.devs))
+		e.t.Errorf("%s/%s: limits file: %v", pod.Name, c.Name, err)
+	} else if l, err := contract.ParseLimits(b); err != nil || len(l.Devices) != len(c.Devices) {
+		e.t.Errorf("%s/%s: limits file %+v, %v; want %d devices", pod.Name, c.Name, l, err, len(c.Devices))
 	} else {
-		for i, d := range c.devs {
+		for i, d := range c.Devices {
 			if l.Devices[i].UUID != d.UUID || l.Devices[i].MemoryMiB != d.MemoryMiB || l.Devices[i].Cores != d.Cores {
-				e.t.Errorf("%s/%s: limits file device %d is %+v, want %+v", pod.Name, c.name, i, l.Devices[i], d)
+				e.t.Errorf("%s/%s: limits file device %d is %+v, want %+v", pod.Name, c.Name, i, l.Devices[i], d)
 			}
 		}
 	}
 	if st, err := os.Stat(region); err != nil || st.Mode().Perm() != 0o777 {
-		e.t.Errorf("%s/%s: region directory %s: %v", pod.Name, c.name, region, err)
+		e.t.Errorf("%s/%s: region directory %s: %v", pod.Name, c.Name, region, err)
 	}
 	lib := mounts[filepath.Dir(contract.ContainerLibPath)]
 	if lib == nil || !lib.ReadOnly || !strings.HasPrefix(lib.HostPath, filepath.Join(e.cfg.HostRoot, "lib")+"/") {
-		e.t.Fatalf("%s/%s: libvgpu mount %v", pod.Name, c.name, lib)
+		e.t.Fatalf("%s/%s: libvgpu mount %v", pod.Name, c.Name, lib)
 	}
 	if _, err := os.Stat(filepath.Join(lib.HostPath, filepath.Base(contract.ContainerLibPath))); err != nil {
-		e.t.Errorf("%s/%s: libvgpu not installed in the mounted dir: %v", pod.Name, c.name, err)
+		e.t.Errorf("%s/%s: libvgpu not installed in the mounted dir: %v", pod.Name, c.Name, err)
 	}
 	pre := mounts[contract.ContainerPreloadPath]
 	if pre == nil || !pre.ReadOnly {
-		e.t.Fatalf("%s/%s: ld.so.preload mount %v", pod.Name, c.name, pre)
+		e.t.Fatalf("%s/%s: ld.so.preload mount %v", pod.Name, c.Name, pre)
 	}
 	if b, err := os.ReadFile(pre.HostPath); err != nil || string(b) != contract.ContainerLibPath+"\n" {
-		e.t.Errorf("%s/%s: ld.so.preload = %q, %v", pod.Name, c.name, b, err)
+		e.t.Errorf("%s/%s: ld.so.preload = %q, %v", pod.Name, c.Name, b, err)
 	}
 	if len(r.Mounts) != 4 {
-		e.t.Errorf("%s/%s: %d mounts, want 4 (region, library, limits, ld.so.preload)", pod.Name, c.name, len(r.Mounts))
+		e.t.Errorf("%s/%s: %d mounts, want 4 (region, library, limits, ld.so.preload)", pod.Name, c.Name, len(r.Mounts))
 	}
 }
 

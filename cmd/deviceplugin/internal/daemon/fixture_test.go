@@ -13,16 +13,14 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draprepare"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/testkubelet"
 	"github.com/vgpu-io/vgpu/internal/gpumock"
-	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/internal/testutil"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/settings"
@@ -219,45 +217,17 @@ func (e *env) pod(name string) *corev1.Pod {
 	return p
 }
 
-// ctr is a container asking for len(devs) vGPUs.
-type ctr struct {
-	name string
-	init bool
-	devs []assign.Device
-}
+// ctr is a container and the vGPUs the extender gave it.
+type ctr = assign.Container
 
 var epoch = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-// boundPod is a pod the extender bound to the node, with its assignment.
+// boundPod is a pod the extender bound to the node, with its assignment;
+// each container asks for as many GPUs as it was given.
 func boundPod(name string, created int, cs ...ctr) *corev1.Pod {
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace:         "default",
-			Name:              name,
-			UID:               types.UID("uid-" + name),
-			CreationTimestamp: metav1.NewTime(epoch.Add(time.Duration(created) * time.Second)),
-		},
-		Spec:   corev1.PodSpec{NodeName: nodeName, SchedulerName: contract.DefaultSchedulerName},
-		Status: corev1.PodStatus{Phase: corev1.PodPending},
-	}
-	a := assign.Pod{Node: nodeName}
-	for _, c := range cs {
-		k := corev1.Container{Name: c.name, Image: "cuda", Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-			corev1.ResourceName(contract.ResourceGPU): *resource.NewQuantity(int64(len(c.devs)), resource.DecimalSI),
-		}}}
-		if c.init {
-			p.Spec.InitContainers = append(p.Spec.InitContainers, k)
-		} else {
-			p.Spec.Containers = append(p.Spec.Containers, k)
-		}
-		a.Containers = append(a.Containers, assign.Container{Name: c.name, Init: c.init, Devices: c.devs})
-	}
-	v, err := annotation.EncodeAssignment(a)
-	if err != nil {
-		panic(err)
-	}
-	p.Annotations = map[string]string{contract.AnnotationAssignment: v}
-	return p
+	a := assign.Pod{Node: nodeName, Containers: cs}
+	return testutil.Pod(name, testutil.Namespace("default"), testutil.Scheduler(contract.DefaultSchedulerName), testutil.Phase(corev1.PodPending),
+		testutil.Created(epoch.Add(time.Duration(created)*time.Second)), testutil.Assigned(a), testutil.AskingFor(a))
 }
 
 type podObj = corev1.Pod

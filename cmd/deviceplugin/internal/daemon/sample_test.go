@@ -20,8 +20,8 @@ import (
 // with -update after an intended change and paste it into the docs).
 func TestTwoContainerPodAllocateResponse(t *testing.T) {
 	u := mockUUIDs()
-	trainer := ctr{name: "trainer", devs: []assign.Device{{UUID: u[0], MemoryMiB: 20480, Cores: 50}, {UUID: u[1], MemoryMiB: 20480, Cores: 50}}}
-	sidecar := ctr{name: "metrics", devs: []assign.Device{{UUID: u[2], MemoryMiB: 4096, Cores: 0}}}
+	trainer := ctr{Name: "trainer", Devices: []assign.Device{{UUID: u[0], MemoryMiB: 20480, Cores: 50}, {UUID: u[1], MemoryMiB: 20480, Cores: 50}}}
+	sidecar := ctr{Name: "metrics", Devices: []assign.Device{{UUID: u[2], MemoryMiB: 4096, Cores: 0}}}
 	pod := boundPod("train", 0, trainer, sidecar)
 	pod.UID = "6f0c2a9e-1b7d-4c55-9a3e-2d8f4b1c7e90"
 	e := start(t, options{libvgpu: true, extraObjects: []*podObj{pod}})

@@ -8,16 +8,13 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/vgpu-io/vgpu/lib/annotation"
+	"github.com/vgpu-io/vgpu/internal/testutil"
 	"github.com/vgpu-io/vgpu/lib/assign"
-	"github.com/vgpu-io/vgpu/lib/contract"
 )
 
 const node = "n1"
@@ -30,33 +27,18 @@ type c struct {
 	gpus []string
 }
 
+// pod is a pending pod bound to the node; each container was given its
+// gpus and asks for as many.
 func pod(name string, sec int, cs ...c) *corev1.Pod {
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(name), CreationTimestamp: metav1.NewTime(t0.Add(time.Duration(sec) * time.Second))},
-		Spec:       corev1.PodSpec{NodeName: node},
-		Status:     corev1.PodStatus{Phase: corev1.PodPending},
-	}
 	a := assign.Pod{Node: node}
 	for _, x := range cs {
-		k := corev1.Container{Name: x.name, Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-			contract.ResourceGPU: *resource.NewQuantity(int64(len(x.gpus)), resource.DecimalSI)}}}
-		if x.init {
-			p.Spec.InitContainers = append(p.Spec.InitContainers, k)
-		} else {
-			p.Spec.Containers = append(p.Spec.Containers, k)
-		}
 		ac := assign.Container{Name: x.name, Init: x.init}
 		for _, g := range x.gpus {
 			ac.Devices = append(ac.Devices, assign.Device{UUID: g, MemoryMiB: 100})
 		}
 		a.Containers = append(a.Containers, ac)
 	}
-	v, err := annotation.EncodeAssignment(a)
-	if err != nil {
-		panic(err)
-	}
-	p.Annotations = map[string]string{contract.AnnotationAssignment: v}
-	return p
+	return testutil.Pod(name, testutil.Phase(corev1.PodPending), testutil.Created(t0.Add(time.Duration(sec)*time.Second)), testutil.Assigned(a), testutil.AskingFor(a))
 }
 
 func resolver(t *testing.T, pods ...*corev1.Pod) *Resolver {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -156,12 +155,11 @@ func (h *Handler) Filter(args *extenderv1.ExtenderArgs) *extenderv1.ExtenderFilt
 }
 
 // Prioritize scores each node 0..10 by the node policy (the pod's
-// override annotation first) and lists the nodes that score above 0. lib/placement rates each node at full
-// precision; kube-scheduler's scale has 11 steps, too coarse to tell apart
-// nodes a small share changes little, so the ratings are normalised over
-// the nodes of this call, as the scheduler's own plugins normalise theirs:
-// the best node scores 10, the worst 0, and any node rated below the best
-// at most 9, so the scheduler's choice always follows the policy.
+// override annotation first) and lists the nodes that score above 0.
+// lib/placement rates each node at full precision and
+// placement.ExtenderPriorities normalises the ratings over the nodes of
+// this call, so that the scheduler's choice follows the policy
+// (docs/placement.md).
 func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPriorityList {
 	out := extenderv1.HostPriorityList{}
 	if args.NodeNames == nil || args.Pod == nil || !h.Ready() {
@@ -177,27 +175,19 @@ func (h *Handler) Prioritize(args *extenderv1.ExtenderArgs) *extenderv1.HostPrio
 	if !ok {
 		_, _, ratings = h.rate(req, nodes)
 	}
-	lo, hi := math.Inf(1), math.Inf(-1)
+	fits := make([]string, 0, len(nodes))
+	values := make([]float64, 0, len(nodes))
 	for _, n := range nodes {
-		if v, fits := ratings[n]; fits {
-			lo, hi = min(lo, v), max(hi, v)
+		if v, ok := ratings[n]; ok { // else the filter removed it
+			fits, values = append(fits, n), append(values, v)
 		}
 	}
-	const top = extenderv1.MaxExtenderPriority
-	for _, n := range nodes {
-		v, fits := ratings[n]
-		if !fits {
-			continue // the filter removed it
-		}
-		score := int64(top)
-		if v < hi {
-			score = min(top-1, int64(math.Floor(float64(top)*(v-lo)/(hi-lo))))
-		}
+	for i, score := range placement.ExtenderPriorities(values) {
 		// kube-scheduler adds nothing for a node the answer leaves out, the
 		// same as a 0; leaving them out spares it decoding and adding up
 		// hundreds of zeros per cycle (with binpack, every empty node).
 		if score > 0 {
-			out = append(out, extenderv1.HostPriority{Host: n, Score: score})
+			out = append(out, extenderv1.HostPriority{Host: fits[i], Score: score})
 		}
 	}
 	return &out

@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
 	vtest "github.com/vgpu-io/vgpu/internal/testutil"
@@ -19,19 +18,13 @@ func node(name, cpu, mem string) *corev1.Node {
 		corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}}}
 }
 
-func pod(name, nodeName, cpu, mem string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)},
-		Spec: corev1.PodSpec{NodeName: nodeName, Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}}}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning},
-	}
-}
-
 // TestFreeFollowsThePods: a node's free CPU and memory are its allocatable
 // less what its bound, unfinished pods request, whoever scheduled them.
 func TestFreeFollowsThePods(t *testing.T) {
-	cs := fake.NewClientset(node("n", "16", "64Gi"), pod("a", "n", "4", "8Gi"), pod("pending", "", "8", "1Gi"))
+	running := vtest.Phase(corev1.PodRunning)
+	a := vtest.Pod("a", vtest.Node("n"), running, vtest.Container("c"), vtest.Requests("c", "cpu", "4", "memory", "8Gi"))
+	pending := vtest.Pod("pending", running, vtest.Container("c"), vtest.Requests("c", "cpu", "8", "memory", "1Gi"))
+	cs := fake.NewClientset(node("n", "16", "64Gi"), a, pending)
 	h, err := New(cs)
 	if err != nil {
 		t.Fatal(err)
@@ -47,12 +40,13 @@ func TestFreeFollowsThePods(t *testing.T) {
 		t.Fatalf("an unknown node reads as known: %+v", f)
 	}
 	pods := cs.CoreV1().Pods("ns")
-	bound := pod("pending", "n", "8", "1Gi")
+	bound := pending.DeepCopy()
+	bound.Spec.NodeName = "n"
 	if _, err := pods.Update(ctx, bound, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a bound pod counted", func() bool { return h.Free("n").CPUMilli == 4000 })
-	done := pod("a", "n", "4", "8Gi")
+	done := a.DeepCopy()
 	done.Status.Phase = corev1.PodSucceeded
 	if _, err := pods.Update(ctx, done, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)

@@ -15,10 +15,6 @@ import (
 	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
-func pendingPod(i int, created time.Time) *corev1.Pod {
-	return testutil.Pod(fmt.Sprintf("p%03d", i), testutil.UID(fmt.Sprint("uid-", i)), testutil.Created(created))
-}
-
 func annotated(t *testing.T, cs *fake.Clientset, name string) bool {
 	t.Helper()
 	p, err := cs.CoreV1().Pods("ns").Get(context.Background(), name, metav1.GetOptions{})
@@ -42,13 +38,13 @@ func TestNudgesRecentRejectionsOnRelease(t *testing.T) {
 	var pods []*corev1.Pod
 	for i := 0; i < MaxPerRound+5; i++ {
 		// Created newest first, so that the oldest-first order is visible.
-		p := pendingPod(i, base.Add(-time.Duration(i)*time.Minute))
+		p := testutil.Pod(fmt.Sprintf("p%03d", i), testutil.Created(base.Add(-time.Duration(i)*time.Minute)))
 		pods = append(pods, p)
 		if _, err := cs.CoreV1().Pods("ns").Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	stale := pendingPod(999, base.Add(-time.Hour))
+	stale := testutil.Pod("p999", testutil.Created(base.Add(-time.Hour)))
 	if _, err := cs.CoreV1().Pods("ns").Create(context.Background(), stale, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

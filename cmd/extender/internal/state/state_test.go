@@ -8,7 +8,6 @@ import (
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -31,18 +30,11 @@ func node(t *testing.T, name string) *corev1.Node {
 		Status: corev1.NodeStatus{Images: []corev1.ContainerImage{{Names: []string{"big"}}}}}
 }
 
-func assigned(t *testing.T, name, nodeName string, mem int64) *corev1.Pod {
-	t.Helper()
-	raw, err := annotation.EncodeAssignment(assign.Pod{Node: nodeName, Containers: []assign.Container{{Name: "c",
-		Devices: []assign.Device{{UUID: nodeName + "-g0", MemoryMiB: mem, Cores: 10}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name), Annotations: map[string]string{contract.AnnotationAssignment: raw}},
-		Spec:       corev1.PodSpec{NodeName: nodeName, SchedulerName: contract.DefaultSchedulerName, Containers: []corev1.Container{{Name: "c"}}},
-		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
-	}
+// assigned is a running pod of the vgpu scheduler holding mem MiB of
+// nodeName's GPU.
+func assigned(name, nodeName string, mem int64) *corev1.Pod {
+	return vtest.Pod(name, vtest.Scheduler(contract.DefaultSchedulerName), vtest.Phase(corev1.PodRunning), vtest.Container("c"),
+		vtest.Assigned(assign.Pod{Node: nodeName, Containers: []assign.Container{{Name: "c", Devices: []assign.Device{{UUID: nodeName + "-g0", MemoryMiB: mem, Cores: 10}}}}}))
 }
 
 func used(s *State, nodeName string) int64 {
@@ -66,7 +58,7 @@ func started(ctx context.Context, t *testing.T, cs *fake.Clientset, hooks Hooks)
 }
 
 func TestLedgerFollowsTheAPI(t *testing.T) {
-	cs := fake.NewClientset(node(t, "n1"), assigned(t, "a", "n1", 1000), assigned(t, "b", "n1", 2000))
+	cs := fake.NewClientset(node(t, "n1"), assigned("a", "n1", 1000), assigned("b", "n1", 2000))
 	var freed atomic.Int64
 	var settled atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
@@ -82,7 +74,7 @@ func TestLedgerFollowsTheAPI(t *testing.T) {
 
 	pods := cs.CoreV1().Pods("ns")
 	// A pod that finishes releases its GPUs.
-	b := assigned(t, "b", "n1", 2000)
+	b := assigned("b", "n1", 2000)
 	b.Status.Phase = corev1.PodSucceeded
 	if _, err := pods.Update(ctx, b, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -91,7 +83,7 @@ func TestLedgerFollowsTheAPI(t *testing.T) {
 
 	// A pod that loses its annotation keeps its GPUs (only the bind that
 	// wrote it may undo it).
-	a := assigned(t, "a", "n1", 1000)
+	a := assigned("a", "n1", 1000)
 	delete(a.Annotations, contract.AnnotationAssignment)
 	if _, err := pods.Update(ctx, a, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -111,7 +103,7 @@ func TestLedgerFollowsTheAPI(t *testing.T) {
 
 	// A bind in flight: views older than its patch are ignored.
 	s.Expect("uid-c", "something-else")
-	if _, err := pods.Create(ctx, assigned(t, "c", "n1", 5000), metav1.CreateOptions{}); err != nil {
+	if _, err := pods.Create(ctx, assigned("c", "n1", 5000), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -131,7 +123,7 @@ func TestLedgerFollowsTheAPI(t *testing.T) {
 }
 
 func TestStrippedObjectsKeepWhatSchedulingReads(t *testing.T) {
-	p := assigned(t, "a", "n1", 1000)
+	p := assigned("a", "n1", 1000)
 	p.Annotations[contract.AnnotationUseGPUType] = "A100"
 	p.Annotations["unrelated"] = "x"
 	yes := true
@@ -156,18 +148,9 @@ func TestStrippedObjectsKeepWhatSchedulingReads(t *testing.T) {
 // that exist (GPU and CPU-only), and a new pod counts once, not per update.
 func TestMixRebuiltFromPods(t *testing.T) {
 	share := func(name string) *corev1.Pod {
-		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)},
-			Spec: corev1.PodSpec{SchedulerName: contract.DefaultSchedulerName, Containers: []corev1.Container{{Name: "c",
-				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-					contract.ResourceGPU: resource.MustParse("1"), contract.ResourceCores: resource.MustParse("30")}}}}},
-		}
+		return vtest.Pod(name, vtest.Scheduler(contract.DefaultSchedulerName), vtest.Container("c", contract.ResourceGPU, "1", contract.ResourceCores, "30"))
 	}
-	cpuOnly := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "cpu", Namespace: "ns", UID: "uid-cpu"},
-		Spec: corev1.PodSpec{SchedulerName: contract.DefaultSchedulerName, Containers: []corev1.Container{{Name: "c",
-			Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}}}},
-	}
+	cpuOnly := vtest.Pod("cpu", vtest.Scheduler(contract.DefaultSchedulerName), vtest.Container("c"), vtest.Requests("c", "cpu", "2"))
 	cs := fake.NewClientset(node(t, "n1"), share("a"), share("b"), cpuOnly)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

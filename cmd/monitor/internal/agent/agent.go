@@ -119,11 +119,13 @@ func New(cfg Config, client kubernetes.Interface, gpus metrics.GPUReader, decode
 			Evictions: evictions,
 		},
 	}
-	// Prepared claims' regions (docs/contract.md#on-the-dra-path): fed and
-	// reported; unprepare removes them, so the sweeper leaves them alone.
+	// Prepared claims' regions (docs/contract.md#on-the-dra-path): fed,
+	// reported and audited; unprepare removes them, so the sweeper leaves
+	// them alone.
 	var claims regions.Claims
 	if cfg.FromClaims {
-		claims = regions.Claims{Dir: filepath.Join(cfg.HostRoot, "claims"), PodOf: node.PodOfClaim}
+		claims = regions.Claims{Dir: filepath.Join(cfg.HostRoot, "claims"), Users: node.ClaimUsers}
+		auditor.Claims = claims
 	}
 	coll := &metrics.Collector{
 		Claims:     claims,

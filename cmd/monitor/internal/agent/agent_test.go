@@ -23,7 +23,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -80,18 +79,6 @@ func fakeProcess(t *testing.T, procRoot string, hostPID int, podUID string, nsPI
 	d := filepath.Join(procRoot, fmt.Sprint(hostPID))
 	writeFile(t, filepath.Join(d, "cgroup"), "0::/kubepods.slice/kubepods-pod"+strings.ReplaceAll(podUID, "-", "_")+".slice/cri-containerd-1.scope\n")
 	writeFile(t, filepath.Join(d, "status"), fmt.Sprintf("Name:\tpython\nNSpid:\t%d\t%d\n", hostPID, nsPID))
-}
-
-func testPod(t *testing.T, ns, name, uid string, a assign.Pod) *corev1.Pod {
-	v, err := annotation.EncodeAssignment(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid), Annotations: map[string]string{contract.AnnotationAssignment: v}},
-		Spec:       corev1.PodSpec{NodeName: nodeName},
-		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
-	}
 }
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
@@ -174,11 +161,11 @@ func TestMetricsOverHTTP(t *testing.T) {
 		{UUID: uuid1, Index: 1, Model: "NVIDIA A100-SXM4-40GB", MemoryMiB: 40960, Healthy: true}}})
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Annotations: map[string]string{contract.AnnotationDevices: inv}}}
 	client := fake.NewClientset(node,
-		testPod(t, "team-a", "train-0", uidTrain, assign.Pod{Node: nodeName, Containers: []assign.Container{
-			{Name: "trainer", Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 10240, Cores: 30}}}}}),
-		testPod(t, "team-b", "infer", uidInfer, assign.Pod{Node: nodeName, Containers: []assign.Container{
+		vtest.Pod("train-0", vtest.Namespace("team-a"), vtest.UID(uidTrain), vtest.Phase(corev1.PodRunning), vtest.Assigned(assign.Pod{Node: nodeName, Containers: []assign.Container{
+			{Name: "trainer", Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 10240, Cores: 30}}}}})),
+		vtest.Pod("infer", vtest.Namespace("team-b"), vtest.UID(uidInfer), vtest.Phase(corev1.PodRunning), vtest.Assigned(assign.Pod{Node: nodeName, Containers: []assign.Container{
 			{Name: "server", Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 2048}, {UUID: uuid1, MemoryMiB: 2048}}},
-			{Name: "sidecar", Devices: []assign.Device{{UUID: uuid1, MemoryMiB: 1024, Cores: 10}}}}}),
+			{Name: "sidecar", Devices: []assign.Device{{UUID: uuid1, MemoryMiB: 1024, Cores: 10}}}}})),
 	)
 
 	core, logs := observer.New(zap.WarnLevel)
@@ -347,10 +334,10 @@ func TestUnenforcedContainerReportedThenEvicted(t *testing.T) {
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(started)}}}}
 		return p
 	}
-	rogue := running(testPod(t, "team-a", "rogue", uidRogue, assign.Pod{Node: nodeName, Containers: []assign.Container{
-		{Name: "main", Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 1024}}}}}), "main", "containerd://"+cidRogue, time.Now())
-	idle := running(testPod(t, "team-b", "notebook", uidIdle, assign.Pod{Node: nodeName, Containers: []assign.Container{
-		{Name: "lab", Devices: []assign.Device{{UUID: uuid1, MemoryMiB: 2048}}}}}), "lab", "containerd://0123", time.Now().Add(-2*time.Hour))
+	rogue := running(vtest.Pod("rogue", vtest.Namespace("team-a"), vtest.UID(uidRogue), vtest.Phase(corev1.PodRunning), vtest.Assigned(assign.Pod{Node: nodeName, Containers: []assign.Container{
+		{Name: "main", Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 1024}}}}})), "main", "containerd://"+cidRogue, time.Now())
+	idle := running(vtest.Pod("notebook", vtest.Namespace("team-b"), vtest.UID(uidIdle), vtest.Phase(corev1.PodRunning), vtest.Assigned(assign.Pod{Node: nodeName, Containers: []assign.Container{
+		{Name: "lab", Devices: []assign.Device{{UUID: uuid1, MemoryMiB: 2048}}}}})), "lab", "containerd://0123", time.Now().Add(-2*time.Hour))
 	settings := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: contract.DefaultNamespace, Name: contract.SettingsConfigMap},
 		Data: map[string]string{"unenforcedAction": "report"}}
 	client := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}, rogue, idle, settings)

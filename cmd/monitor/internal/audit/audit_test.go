@@ -95,6 +95,11 @@ type slot struct {
 
 // region writes the region libvgpu would keep for the container.
 func (n *node) region(podUID, ctr string, limits map[string]uint64, uuids []string, slots ...slot) {
+	n.regionIn(filepath.Join(n.dir, contract.ContainerDirName(podUID, ctr)), limits, uuids, slots...)
+}
+
+// regionIn writes a region into dir.
+func (n *node) regionIn(dir string, limits map[string]uint64, uuids []string, slots ...slot) {
 	r := region.Region{Header: region.Header{Magic: region.Magic, Version: region.Version, DeviceCount: uint32(len(uuids))}}
 	for i, u := range uuids {
 		r.Devices[i] = region.Device{UUID: u, MemLimit: limits[u]}
@@ -107,7 +112,7 @@ func (n *node) region(podUID, ctr string, limits map[string]uint64, uuids []stri
 		}
 		r.Processes[i] = p
 	}
-	n.write(filepath.Join(n.dir, contract.ContainerDirName(podUID, ctr), contract.RegionFileName), string(r.Encode()))
+	n.write(filepath.Join(dir, contract.RegionFileName), string(r.Encode()))
 }
 
 // pod adds a running pod whose containers each got the given devices and
@@ -351,6 +356,53 @@ func TestNoRegion(t *testing.T) {
 	a.Pass()
 	if u := a.Unenforced(); len(u) != 0 {
 		t.Fatalf("still reported once the region exists: %v", summary(u))
+	}
+}
+
+// On the DRA path a container's region is its claim's (one per claim and
+// request, shared by every container that uses the request): the audit
+// judges each such container by it, as on the extender path by its own.
+func TestClaimRegionsAreTheirContainers(t *testing.T) {
+	const claimUID = "9c8b7a6d-1d2e-4f00-8a9b-0c1d2e3f4a5d"
+	n := newNode(t)
+	claims := t.TempDir()
+	// The pod's assignment as the monitor reads it from the claim: both
+	// containers run under the claim's 4 GiB on GPU 0.
+	n.pod(uidA, "a", assign.Container{Name: "main", Devices: one(gpu0, 4096)}, assign.Container{Name: "side", Devices: one(gpu0, 4096)})
+	users := func(claim, request string) (string, []string, bool) {
+		if claim == claimUID && request == "gpu" {
+			return uidA, []string{"main", "side"}, true
+		}
+		return "", nil, false
+	}
+	a := n.auditor(0)
+	a.Claims = regions.Claims{Dir: claims, Users: users}
+	if got := summary(a.Pass()); !same(got, []string{"main/no-region/" + gpu0, "side/no-region/" + gpu0}) {
+		t.Fatalf("before libvgpu wrote the claim's region: %v", got)
+	}
+
+	// libvgpu in main books its process; side runs a static program.
+	claimDir := filepath.Join(claims, contract.ClaimDirName(claimUID, "gpu"))
+	n.regionIn(claimDir, map[string]uint64{gpu0: gb(4)}, []string{gpu0}, slot{7, 1000, []uint64{gb(2)}})
+	// A claim no pod of the node holds is left alone.
+	n.regionIn(filepath.Join(claims, contract.ClaimDirName(uidB, "gpu")), nil, []string{gpu1})
+	n.process(100, uidA, "main", 7, 1000)
+	n.process(101, uidA, "side", 3, 2000)
+	n.compute[0] = []nvml.ProcessInfo{{Pid: 100, UsedGpuMemory: gb(2) + ctxMiB}, {Pid: 101, UsedGpuMemory: gb(1)}}
+	a = n.auditor(0)
+	a.Claims = regions.Claims{Dir: claims, Users: users}
+	if got := summary(a.Pass()); !same(got, []string{"side/unaccounted-process/" + gpu0}) {
+		t.Fatalf("with the claim's region: %v, want side's static program alone", got)
+	}
+
+	// libvgpu's verdict in the claim's region marks both containers.
+	r := region.Region{Header: region.Header{Magic: region.Magic, Version: region.Version, Flags: region.FlagUnenforced,
+		Reason: region.ReasonBadEnv, ReasonText: "VGPU_MEMORY_LIMITS_MIB: not a number"}}
+	n.write(filepath.Join(claimDir, contract.RegionFileName), string(r.Encode()))
+	n.compute[0] = nil
+	got := a.Pass()
+	if !same(summary(got), []string{"main/bad-env/", "side/bad-env/"}) || !got[0].Libvgpu {
+		t.Fatalf("libvgpu's verdict in the claim's region: %+v", got)
 	}
 }
 

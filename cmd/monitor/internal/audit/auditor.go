@@ -40,7 +40,11 @@ type Responder interface {
 // limits once can do so again; only what is not evidence (Finding.Evidence)
 // is withdrawn when it no longer holds.
 type Auditor struct {
-	Dir          string
+	Dir string
+	// Claims, on the DRA path, locates the regions of prepared claims
+	// (docs/contract.md#on-the-dra-path); each is audited as the region of
+	// every container that uses the claim's request.
+	Claims       regions.Claims
 	GPUs         GPUReader
 	Pods         PodSource
 	Regions      *regions.Reader
@@ -66,6 +70,39 @@ func (a *Auditor) Pass() []Finding {
 	if !a.Pods.Synced() {
 		return nil
 	}
+	snap := a.snapshot()
+	res := Inspect(snap, a.Owners, a.Options)
+
+	a.mu.Lock()
+	fresh := a.confirmLocked(res.Findings, snap)
+	all := a.unenforcedLocked()
+	wasBlind := a.blind
+	a.updateBlindLocked(res.Unseen, snap.Now)
+	blind := a.blind
+	a.mu.Unlock()
+
+	if blind && !wasBlind {
+		u := res.Unseen[0]
+		a.Log.Error("NVML lists none of the processes of a container that holds GPU memory: the audit cannot see pods' processes; run the monitor in the host's pid namespace (hostPID)",
+			zap.String("podUID", u.PodUID), zap.String("container", u.Container), zap.String("gpu", u.GPU), zap.Int("containers", len(res.Unseen)))
+	}
+	for _, f := range fresh {
+		a.Log.Warn("container's GPU limits are not enforced",
+			zap.String("namespace", f.Ref.Namespace), zap.String("pod", f.Ref.Name), zap.String("container", f.Container),
+			zap.String("gpu", f.GPU), zap.String("reason", f.Reason), zap.String("message", f.Message), zap.Bool("libvgpu", f.Libvgpu))
+		if a.Respond != nil {
+			a.Respond.Confirmed(f)
+		}
+	}
+	if a.Respond != nil {
+		a.Respond.Unenforced(all)
+	}
+	return fresh
+}
+
+// snapshot reads the node once: NVML's processes, the pods and every
+// region, readable or not.
+func (a *Auditor) snapshot() Snapshot {
 	now := time.Now
 	if a.Now != nil {
 		now = a.Now
@@ -76,7 +113,7 @@ func (a *Auditor) Pass() []Finding {
 		a.Log.Debug("audit: NVML unreadable", zap.Error(err))
 	}
 	snap := Snapshot{GPUs: gs, Pods: a.Pods.Pods(), Regions: map[Key]regions.Region{}, Unreadable: map[Key]error{}, Now: now()}
-	entries, err := regions.List(a.Dir)
+	entries, err := regions.ListWithClaims(a.Dir, a.Claims)
 	if err != nil {
 		a.Log.Warn("audit: cannot list region directories", zap.String("dir", a.Dir), zap.Error(err))
 	}
@@ -88,10 +125,14 @@ func (a *Auditor) Pass() []Finding {
 			snap.Unreadable[Key{e.PodUID, e.Container}] = err
 		}
 	}
-	res := Inspect(snap, a.Owners, a.Options)
-	found := res.Findings
+	return snap
+}
 
-	a.mu.Lock()
+// confirmLocked keeps a finding pending until it has been seen without a
+// break for ConfirmAfter, and returns those confirmed by this pass. A
+// confirmed finding lasts while its pod does when it is evidence, and
+// while it is seen when it only says the monitor cannot tell.
+func (a *Auditor) confirmLocked(found []Finding, snap Snapshot) []Finding {
 	if a.pending == nil {
 		a.pending, a.confirmed = map[string]time.Time{}, map[string]Finding{}
 	}
@@ -128,37 +169,21 @@ func (a *Auditor) Pass() []Finding {
 			delete(a.confirmed, id)
 		}
 	}
-	all := a.unenforcedLocked()
-	wasBlind := a.blind
-	if len(res.Unseen) == 0 {
-		a.unseenSince, a.blind = time.Time{}, false
-	} else {
-		if a.unseenSince.IsZero() {
-			a.unseenSince = snap.Now
-		}
-		a.blind = snap.Now.Sub(a.unseenSince) >= a.ConfirmAfter
-	}
-	blind := a.blind
-	a.mu.Unlock()
-
-	if blind && !wasBlind {
-		u := res.Unseen[0]
-		a.Log.Error("NVML lists none of the processes of a container that holds GPU memory: the audit cannot see pods' processes; run the monitor in the host's pid namespace (hostPID)",
-			zap.String("podUID", u.PodUID), zap.String("container", u.Container), zap.String("gpu", u.GPU), zap.Int("containers", len(res.Unseen)))
-	}
-
-	for _, f := range fresh {
-		a.Log.Warn("container's GPU limits are not enforced",
-			zap.String("namespace", f.Ref.Namespace), zap.String("pod", f.Ref.Name), zap.String("container", f.Container),
-			zap.String("gpu", f.GPU), zap.String("reason", f.Reason), zap.String("message", f.Message), zap.Bool("libvgpu", f.Libvgpu))
-		if a.Respond != nil {
-			a.Respond.Confirmed(f)
-		}
-	}
-	if a.Respond != nil {
-		a.Respond.Unenforced(all)
-	}
 	return fresh
+}
+
+// updateBlindLocked marks the audit blind once containers have held memory
+// that NVML shows no process of theirs for, without a break, for
+// ConfirmAfter.
+func (a *Auditor) updateBlindLocked(unseen []Unseen, now time.Time) {
+	if len(unseen) == 0 {
+		a.unseenSince, a.blind = time.Time{}, false
+		return
+	}
+	if a.unseenSince.IsZero() {
+		a.unseenSince = now
+	}
+	a.blind = now.Sub(a.unseenSince) >= a.ConfirmAfter
 }
 
 // Blind reports whether, for ConfirmAfter, containers have held GPU memory

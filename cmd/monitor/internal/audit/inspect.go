@@ -142,16 +142,56 @@ type Result struct {
 // container, GPU and reason. Processes outside any pod of the node are not
 // vgpu's to judge and are left out.
 func Inspect(s Snapshot, owners Owners, opt Options) Result {
-	byUID := make(map[string]*pods.Pod, len(s.Pods))
+	in := &inspection{s: s, owners: owners, opt: opt,
+		byUID:    make(map[string]*pods.Pod, len(s.Pods)),
+		usage:    map[Key]map[string]used{},
+		noSlot:   map[slotless]used{},
+		podOnGPU: map[string]bool{},
+	}
 	for i := range s.Pods {
-		byUID[string(s.Pods[i].UID)] = &s.Pods[i]
+		in.byUID[string(s.Pods[i].UID)] = &s.Pods[i]
 	}
-	var out []Finding
-	add := func(p *pods.Pod, ctr, gpu, reason, format string, args ...any) {
-		out = append(out, Finding{Key: Key{string(p.UID), ctr}, Ref: p.Ref, GPU: gpu, Reason: reason, Message: fmt.Sprintf(format, args...)})
+	in.libvgpuFindings()
+	for _, g := range s.GPUs {
+		for _, proc := range g.Processes {
+			in.process(g, proc)
+		}
 	}
-	for key, r := range s.Regions {
-		p, ok := byUID[key.PodUID]
+	in.slotlessFindings()
+	for i := range s.Pods {
+		if p := &s.Pods[i]; p.Assignment != nil {
+			for _, c := range p.Assignment.Containers {
+				in.limitFindings(p, c)
+			}
+		}
+	}
+	sortFindings(in.out)
+	return Result{Findings: in.out, Unseen: in.unseen()}
+}
+
+// inspection is one Inspect under way: what it has found so far and the
+// sums of NVML's figures that the later checks compare with limits.
+type inspection struct {
+	s      Snapshot
+	owners Owners
+	opt    Options
+	byUID  map[string]*pods.Pod
+	out    []Finding
+
+	usage    map[Key]map[string]used // container -> GPU (upper case) -> NVML's sum
+	noSlot   map[slotless]used       // processes without a slot, where libvgpu counts such
+	podOnGPU map[string]bool         // pod uid + "/" + GPU (upper case): NVML lists a process
+}
+
+func (in *inspection) add(p *pods.Pod, ctr, gpu, reason, format string, args ...any) {
+	in.out = append(in.out, Finding{Key: Key{string(p.UID), ctr}, Ref: p.Ref, GPU: gpu, Reason: reason, Message: fmt.Sprintf(format, args...)})
+}
+
+// libvgpuFindings reports what libvgpu itself wrote in a region: it could
+// not enforce, and said why.
+func (in *inspection) libvgpuFindings() {
+	for key, r := range in.s.Regions {
+		p, ok := in.byUID[key.PodUID]
 		if !ok || r.Enforced {
 			continue
 		}
@@ -163,155 +203,155 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 			}
 		}
 		for _, g := range gs {
-			out = append(out, Finding{Key: key, Ref: p.Ref, GPU: g, Reason: r.Reason, Message: r.ReasonText, Libvgpu: true})
+			in.out = append(in.out, Finding{Key: key, Ref: p.Ref, GPU: g, Reason: r.Reason, Message: r.ReasonText, Libvgpu: true})
 		}
 	}
+}
 
-	usage := map[Key]map[string]used{} // container -> GPU (upper case) -> NVML's sum
-	noSlot := map[slotless]used{}      // processes without a slot, where libvgpu counts such
-	podOnGPU := map[string]bool{}      // pod uid + "/" + GPU (upper case): NVML lists a process
-	for _, g := range s.GPUs {
-		for _, proc := range g.Processes {
-			o, err := owners.Owner(proc.PID)
-			if err != nil {
-				continue // gone, or not a pod's
-			}
-			p, ok := byUID[o.PodUID]
-			if !ok {
-				continue
-			}
-			podOnGPU[o.PodUID+"/"+strings.ToUpper(g.UUID)] = true
-			ctr, ok := containerOf(p, o, g.UUID, s.Regions)
-			if !ok {
-				continue // the kubelet has not reported its id yet: next pass
-			}
-			if exclusive(p, ctr, g.UUID) {
-				continue // a whole GPU carries no limit: nobody shares it
-			}
-			key := Key{string(p.UID), ctr}
-			if usage[key] == nil {
-				usage[key] = map[string]used{}
-			}
-			u := usage[key][strings.ToUpper(g.UUID)]
-			u.bytes += proc.MemoryUsedBytes
-			u.procs++
-			usage[key][strings.ToUpper(g.UUID)] = u
-
-			if _, bad := s.Unreadable[key]; bad {
-				continue // no slots to compare with; the limit check below still holds
-			}
-			who := fmt.Sprintf("pid %d (%d in the container) holds %s on %s", proc.PID, o.NSPID, amount(proc), g.UUID)
-			r, hasRegion := s.Regions[key]
-			dev := deviceIndex(r, g.UUID)
-			switch {
-			case !hasRegion:
-				add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s and the container has no region: libvgpu is not loaded in it", who)
-				continue
-			case dev < 0:
-				add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s, a GPU the container's region does not list", who)
-				continue
-			}
-			slot, ok := slotOf(r, o)
-			if !ok {
-				if r.Devices[dev].UnslottedBytes == 0 {
-					add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s and has no slot in the container's region: it does not run libvgpu (a static program, a cleared preload)", who)
-					continue
-				}
-				// libvgpu counts processes past its slot table for the
-				// container only: compare them together.
-				k := slotless{key, g.UUID}
-				u := noSlot[k]
-				u.bytes += proc.MemoryUsedBytes
-				u.procs++
-				noSlot[k] = u
-				continue
-			}
-			var counted uint64
-			if dev < len(slot.MemoryUsedBytes) {
-				counted = slot.MemoryUsedBytes[dev]
-			}
-			// Exported memory is counted once for the container, in no
-			// slot, and NVML may count it for each process mapping it.
-			shared := r.Devices[dev].SharedBytes
-			if !proc.MemoryUnknown && proc.MemoryUsedBytes > counted+shared+opt.Tolerance {
-				add(p, ctr, g.UUID, ReasonAboveLedger, "%s; libvgpu counts %s for it and %s shared by the container (tolerance %s)",
-					who, inMiB(counted), inMiB(shared), inMiB(opt.Tolerance))
-			}
-		}
+// process checks one process NVML lists on one GPU against its container's
+// region, and adds its memory to the container's sum.
+func (in *inspection) process(g gpus.GPU, proc gpus.Process) {
+	o, err := in.owners.Owner(proc.PID)
+	if err != nil {
+		return // gone, or not a pod's
 	}
+	p, ok := in.byUID[o.PodUID]
+	if !ok {
+		return
+	}
+	in.podOnGPU[o.PodUID+"/"+strings.ToUpper(g.UUID)] = true
+	ctr, ok := containerOf(p, o, g.UUID, in.s.Regions)
+	if !ok {
+		return // the kubelet has not reported its id yet: next pass
+	}
+	if exclusive(p, ctr, g.UUID) {
+		return // a whole GPU carries no limit: nobody shares it
+	}
+	key := Key{string(p.UID), ctr}
+	if in.usage[key] == nil {
+		in.usage[key] = map[string]used{}
+	}
+	u := in.usage[key][strings.ToUpper(g.UUID)]
+	u.bytes += proc.MemoryUsedBytes
+	u.procs++
+	in.usage[key][strings.ToUpper(g.UUID)] = u
 
-	for k, u := range noSlot {
-		p := byUID[k.PodUID]
-		r := s.Regions[k.Key]
+	if _, bad := in.s.Unreadable[key]; bad {
+		return // no slots to compare with; the limit check still holds
+	}
+	who := fmt.Sprintf("pid %d (%d in the container) holds %s on %s", proc.PID, o.NSPID, amount(proc), g.UUID)
+	r, hasRegion := in.s.Regions[key]
+	dev := deviceIndex(r, g.UUID)
+	switch {
+	case !hasRegion:
+		in.add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s and the container has no region: libvgpu is not loaded in it", who)
+		return
+	case dev < 0:
+		in.add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s, a GPU the container's region does not list", who)
+		return
+	}
+	slot, ok := slotOf(r, o)
+	if !ok {
+		if r.Devices[dev].UnslottedBytes == 0 {
+			in.add(p, ctr, g.UUID, ReasonUnaccountedProcess, "%s and has no slot in the container's region: it does not run libvgpu (a static program, a cleared preload)", who)
+			return
+		}
+		// libvgpu counts processes past its slot table for the container
+		// only: slotlessFindings compares them together.
+		k := slotless{key, g.UUID}
+		u := in.noSlot[k]
+		u.bytes += proc.MemoryUsedBytes
+		u.procs++
+		in.noSlot[k] = u
+		return
+	}
+	var counted uint64
+	if dev < len(slot.MemoryUsedBytes) {
+		counted = slot.MemoryUsedBytes[dev]
+	}
+	// Exported memory is counted once for the container, in no slot, and
+	// NVML may count it for each process mapping it.
+	shared := r.Devices[dev].SharedBytes
+	if !proc.MemoryUnknown && proc.MemoryUsedBytes > counted+shared+in.opt.Tolerance {
+		in.add(p, ctr, g.UUID, ReasonAboveLedger, "%s; libvgpu counts %s for it and %s shared by the container (tolerance %s)",
+			who, inMiB(counted), inMiB(shared), inMiB(in.opt.Tolerance))
+	}
+}
+
+// slotlessFindings compares the processes past a region's slot table with
+// what libvgpu counts for them together.
+func (in *inspection) slotlessFindings() {
+	for k, u := range in.noSlot {
+		p := in.byUID[k.PodUID]
+		r := in.s.Regions[k.Key]
 		counted := r.Devices[deviceIndex(r, k.gpu)].UnslottedBytes
-		if u.bytes > counted+uint64(u.procs)*opt.Tolerance {
-			add(p, k.Container, k.gpu, ReasonUnaccountedProcess,
+		if u.bytes > counted+uint64(u.procs)*in.opt.Tolerance {
+			in.add(p, k.Container, k.gpu, ReasonUnaccountedProcess,
 				"%d processes without a slot in the container's region hold %s on %s; libvgpu counts %s for the processes past its slot table (tolerance %s per process)",
-				u.procs, inMiB(u.bytes), k.gpu, inMiB(counted), inMiB(opt.Tolerance))
+				u.procs, inMiB(u.bytes), k.gpu, inMiB(counted), inMiB(in.opt.Tolerance))
 		}
 	}
+}
 
-	for i := range s.Pods {
-		p := &s.Pods[i]
-		if p.Assignment == nil {
-			continue
-		}
-		for _, c := range p.Assignment.Containers {
-			key := Key{string(p.UID), c.Name}
-			var shared []assign.Device // whole GPUs carry no limit
-			for _, d := range c.Devices {
-				if d.Cores < 100 {
-					shared = append(shared, d)
-				}
-			}
-			r, hasRegion := s.Regions[key]
-			for _, d := range shared {
-				u := usage[key][strings.ToUpper(d.UUID)]
-				limit := uint64(d.MemoryMiB) << 20
-				// libvgpu never books past the limit it enforces: a ledger
-				// above it was kept by another copy or rewritten.
-				if i := deviceIndex(r, d.UUID); hasRegion && i >= 0 && r.Devices[i].MemoryUsedBytes > limit {
-					add(p, c.Name, d.UUID, ReasonAboveLimit, "libvgpu's ledger counts %s on %s, above its limit of %s",
-						inMiB(r.Devices[i].MemoryUsedBytes), d.UUID, inMiB(limit))
-				}
-				if u.procs > 0 && u.bytes > limit+uint64(u.procs)*opt.Tolerance {
-					add(p, c.Name, d.UUID, ReasonAboveLimit, "its %d processes hold %s on %s, above its limit of %s (tolerance %s per process)",
-						u.procs, inMiB(u.bytes), d.UUID, inMiB(limit), inMiB(opt.Tolerance))
-				}
-			}
-			if err, bad := s.Unreadable[key]; bad {
-				for _, d := range shared {
-					add(p, c.Name, d.UUID, ReasonRegionUnreadable,
-						"the container's region cannot be read (%v): its processes cannot be checked one by one, only its total against its limit", err)
-				}
-				continue
-			}
-			st, ok := p.Containers[c.Name]
-			if hasRegion || len(shared) == 0 || !ok || !st.Running || st.Init != c.Init ||
-				s.Now.Sub(st.StartedAt) < opt.RegionGrace {
-				continue
-			}
-			for _, d := range shared {
-				add(p, c.Name, d.UUID, ReasonNoRegion,
-					"limits are set but no readable region %s after the container started: libvgpu is not loaded in it (a missing or mismatched host path, an image it cannot load into), or no process has used the GPU yet",
-					opt.RegionGrace)
-			}
+// limitFindings checks one assigned container against its limits: its
+// ledger and NVML's sum, a region it cannot read, a region it never made.
+func (in *inspection) limitFindings(p *pods.Pod, c assign.Container) {
+	key := Key{string(p.UID), c.Name}
+	var shared []assign.Device // whole GPUs carry no limit
+	for _, d := range c.Devices {
+		if d.Cores < 100 {
+			shared = append(shared, d)
 		}
 	}
-	sortFindings(out)
+	r, hasRegion := in.s.Regions[key]
+	for _, d := range shared {
+		u := in.usage[key][strings.ToUpper(d.UUID)]
+		limit := uint64(d.MemoryMiB) << 20
+		// libvgpu never books past the limit it enforces: a ledger above it
+		// was kept by another copy or rewritten.
+		if i := deviceIndex(r, d.UUID); hasRegion && i >= 0 && r.Devices[i].MemoryUsedBytes > limit {
+			in.add(p, c.Name, d.UUID, ReasonAboveLimit, "libvgpu's ledger counts %s on %s, above its limit of %s",
+				inMiB(r.Devices[i].MemoryUsedBytes), d.UUID, inMiB(limit))
+		}
+		if u.procs > 0 && u.bytes > limit+uint64(u.procs)*in.opt.Tolerance {
+			in.add(p, c.Name, d.UUID, ReasonAboveLimit, "its %d processes hold %s on %s, above its limit of %s (tolerance %s per process)",
+				u.procs, inMiB(u.bytes), d.UUID, inMiB(limit), inMiB(in.opt.Tolerance))
+		}
+	}
+	if err, bad := in.s.Unreadable[key]; bad {
+		for _, d := range shared {
+			in.add(p, c.Name, d.UUID, ReasonRegionUnreadable,
+				"the container's region cannot be read (%v): its processes cannot be checked one by one, only its total against its limit", err)
+		}
+		return
+	}
+	st, ok := p.Containers[c.Name]
+	if hasRegion || len(shared) == 0 || !ok || !st.Running || st.Init != c.Init ||
+		in.s.Now.Sub(st.StartedAt) < in.opt.RegionGrace {
+		return
+	}
+	for _, d := range shared {
+		in.add(p, c.Name, d.UUID, ReasonNoRegion,
+			"limits are set but no readable region %s after the container started: libvgpu is not loaded in it (a missing or mismatched host path, an image it cannot load into), or no process has used the GPU yet",
+			in.opt.RegionGrace)
+	}
+}
 
+// unseen lists the containers whose region counts memory on a GPU where
+// NVML lists none of their pod's processes.
+func (in *inspection) unseen() []Unseen {
 	var unseen []Unseen
 	listed := map[string]bool{}
-	for _, g := range s.GPUs {
+	for _, g := range in.s.GPUs {
 		listed[strings.ToUpper(g.UUID)] = true
 	}
-	for key, r := range s.Regions {
-		if _, live := byUID[key.PodUID]; !live {
+	for key, r := range in.s.Regions {
+		if _, live := in.byUID[key.PodUID]; !live {
 			continue
 		}
 		for _, d := range r.Devices {
 			up := strings.ToUpper(d.UUID)
-			if d.MemoryUsedBytes > 0 && listed[up] && !podOnGPU[key.PodUID+"/"+up] {
+			if d.MemoryUsedBytes > 0 && listed[up] && !in.podOnGPU[key.PodUID+"/"+up] {
 				unseen = append(unseen, Unseen{Key: key, GPU: d.UUID})
 			}
 		}
@@ -320,7 +360,7 @@ func Inspect(s Snapshot, owners Owners, opt Options) Result {
 		a, b := unseen[i], unseen[j]
 		return a.PodUID+"/"+a.Container+"/"+a.GPU < b.PodUID+"/"+b.Container+"/"+b.GPU
 	})
-	return Result{Findings: out, Unseen: unseen}
+	return unseen
 }
 
 // exclusive reports whether the container was given the GPU whole (cores

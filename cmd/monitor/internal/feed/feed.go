@@ -86,6 +86,9 @@ func (f *Feeder) Tick() int {
 	var paths []string
 	for _, e := range entries {
 		path := e.Path()
+		if _, dup := seen[path]; dup {
+			continue // a claim's region, listed once per container using it: fed once
+		}
 		k, ok := f.known[path]
 		if !ok || t.Sub(k.at) >= f.Reread {
 			// Region directories are named by pod uid, which is all the

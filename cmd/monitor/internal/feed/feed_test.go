@@ -207,7 +207,9 @@ func TestTickFeedsClaimRegionsThroughTheirPod(t *testing.T) {
 	o := owners{1003: {PodUID: "podX", NSPID: 3}}
 	rec := &recorder{}
 	f := &Feeder{Dir: dir, GPUs: g, Regions: regions.NewReader(jsonDecoder, zap.NewNop()), Procs: o, Writer: rec, Log: zap.NewNop(),
-		Claims: regions.Claims{Dir: claims, PodOf: func(claim string) (string, bool) { return "podX", claim == "claim1" }}}
+		Claims: regions.Claims{Dir: claims, Users: func(claim, _ string) (string, []string, bool) {
+			return "podX", []string{"main", "side"}, claim == "claim1"
+		}}}
 	if n := f.Tick(); n != 1 || len(rec.got) != 1 || rec.got[0] != (sample{"claim1_gpu", 0, 220}) {
 		t.Fatalf("published %d: %+v, want claim1's region fed 220 permille from podX's process", n, rec.got)
 	}

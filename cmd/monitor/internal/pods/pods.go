@@ -240,7 +240,11 @@ func (n *Node) Pods() []Pod {
 
 func (n *Node) podOf(p *corev1.Pod) Pod {
 	out := Pod{Ref: Ref{Namespace: p.Namespace, Name: p.Name, UID: p.UID}, Containers: map[string]Container{}}
-	if a, ok := n.assignment(p); ok {
+	if n.claims != nil {
+		if a, ok := n.claimAssignment(p); ok {
+			out.Assignment = &a
+		}
+	} else if a, ok := n.assignment(p); ok {
 		out.Assignment = &a
 	}
 	add := func(sts []corev1.ContainerStatus, init bool) {
@@ -280,6 +284,71 @@ func (n *Node) assignment(p *corev1.Pod) (assign.Pod, bool) {
 		return assign.Pod{}, false
 	}
 	return a, true
+}
+
+// claimAssignment is what the pod's allocated claims give it on this node
+// (DRA path), in the extender path's shape: one entry per container that
+// uses a claim's request, so that the audit checks each container against
+// the limits it runs under.
+func (n *Node) claimAssignment(p *corev1.Pod) (assign.Pod, bool) {
+	var names []string
+	for _, pc := range p.Spec.ResourceClaims {
+		if pc.ResourceClaimName != nil {
+			names = append(names, *pc.ResourceClaimName)
+		}
+	}
+	for _, st := range p.Status.ResourceClaimStatuses {
+		if st.ResourceClaimName != nil {
+			names = append(names, *st.ResourceClaimName)
+		}
+	}
+	var claims []*resourcev1.ResourceClaim
+	for _, name := range names {
+		if obj, ok, _ := n.claims.GetStore().GetByKey(p.Namespace + "/" + name); ok {
+			claims = append(claims, obj.(*resourcev1.ResourceClaim))
+		}
+	}
+	if len(claims) == 0 {
+		return assign.Pod{}, false
+	}
+	bs, warnings := booking.FromClaims(n.name, listOf[*resourcev1.ResourceSlice](n.slices), claims, []corev1.Pod{*p})
+	n.warnOnce(warnings)
+	a := assign.Pod{Node: n.name}
+	for _, b := range bs {
+		if b.PodUID != p.UID {
+			continue
+		}
+		for _, c := range b.Assignment.Containers {
+			// A claim used by several containers books once; each of them
+			// runs under its limits.
+			for _, name := range strings.Split(c.Name, ",") {
+				a.Containers = append(a.Containers, assign.Container{Name: name, Init: c.Init, Devices: c.Devices})
+			}
+		}
+	}
+	return a, len(a.Containers) > 0
+}
+
+// ClaimUsers names the pod a prepared claim is reserved for (the first,
+// when it is shared) and that pod's containers that use request: the
+// region of the claim's request is theirs. False off the DRA path, while
+// no pod of this node holds the claim, or when none of its containers
+// uses the request.
+func (n *Node) ClaimUsers(claimUID, request string) (podUID string, containers []string, ok bool) {
+	uid, ok := n.PodOfClaim(claimUID)
+	if !ok {
+		return "", nil, false
+	}
+	objs, err := n.pods.GetIndexer().ByIndex(byUID, uid)
+	if err != nil || len(objs) == 0 {
+		return "", nil, false
+	}
+	claims, _ := n.claims.GetIndexer().ByIndex(byUID, claimUID)
+	if len(claims) == 0 {
+		return "", nil, false
+	}
+	names := booking.ContainersUsing(objs[0].(*corev1.Pod), claims[0].(*resourcev1.ResourceClaim).Name, request)
+	return uid, names, len(names) > 0
 }
 
 // Inventory is the node's vgpu.io/devices annotation, if present and

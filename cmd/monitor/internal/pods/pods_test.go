@@ -2,6 +2,7 @@ package pods
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -23,25 +24,18 @@ import (
 	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
-func pod(name string, phase corev1.PodPhase, ann string) *corev1.Pod {
-	p := testutil.Pod(name, testutil.Node("n1"), testutil.Phase(phase))
-	if ann != "" {
-		p.Annotations = map[string]string{contract.AnnotationAssignment: ann}
-	}
-	return p
-}
-
 func TestNodeView(t *testing.T) {
-	a, _ := annotation.EncodeAssignment(assign.Pod{Node: "n1", Containers: []assign.Container{{Name: "c", Devices: []assign.Device{{UUID: "GPU-1", MemoryMiB: 100}}}}})
+	bound := testutil.Assigned(assign.Pod{Node: "n1", Containers: []assign.Container{{Name: "c", Devices: []assign.Device{{UUID: "GPU-1", MemoryMiB: 100}}}}})
+	n1 := testutil.Node("n1")
 	inv, _ := annotation.EncodeDevices(device.Inventory{SplitCount: 4, MemoryScaling: 1, GPUs: []device.GPU{{UUID: "GPU-1", MemoryMiB: 1000, Healthy: true}}})
 	client := fake.NewClientset(
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: map[string]string{contract.AnnotationDevices: inv}}},
-		pod("running", corev1.PodRunning, a),
-		pod("pending", corev1.PodPending, a),
-		pod("done", corev1.PodSucceeded, a),
-		pod("failed", corev1.PodFailed, a),
-		pod("plain", corev1.PodRunning, ""),
-		pod("broken", corev1.PodRunning, `{"version":"v1","node":""}`),
+		testutil.Pod("running", testutil.Phase(corev1.PodRunning), bound),
+		testutil.Pod("pending", testutil.Phase(corev1.PodPending), bound),
+		testutil.Pod("done", testutil.Phase(corev1.PodSucceeded), bound),
+		testutil.Pod("failed", testutil.Phase(corev1.PodFailed), bound),
+		testutil.Pod("plain", n1, testutil.Phase(corev1.PodRunning)),
+		testutil.Pod("broken", n1, testutil.Phase(corev1.PodRunning), testutil.Annotations(map[string]string{contract.AnnotationAssignment: `{"version":"v1","node":""}`})),
 	)
 	core, logs := observer.New(zap.WarnLevel)
 	n := New(client, "n1", zap.New(core))
@@ -93,7 +87,13 @@ func TestNodeViewFromClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	running := pod("running", corev1.PodRunning, "")
+	// main and side use the claim "mine", made from a template; side names
+	// the request it uses, plain uses none.
+	running := testutil.Pod("running", testutil.Node("n1"), testutil.Phase(corev1.PodRunning),
+		testutil.Container("main"), testutil.Container("side"), testutil.Container("plain"),
+		testutil.ClaimTemplate("main", "shares", "t"))
+	running.Spec.Containers[1].Resources.Claims = []corev1.ResourceClaim{{Name: "shares", Request: "gpu"}}
+	running.Status.ResourceClaimStatuses = []corev1.PodResourceClaimStatus{{Name: "shares", ResourceClaimName: ptr("mine")}}
 	client := fake.NewClientset(
 		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}},
 		&resourcev1.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "n1-gpu"},
@@ -132,6 +132,32 @@ func TestNodeViewFromClaims(t *testing.T) {
 	}
 	if got, ok := n.Inventory(); !ok || got.SplitCount != 6 || len(got.GPUs) != 1 || got.GPUs[0].UUID != "GPU-1" {
 		t.Fatalf("Inventory = %+v, %v", got, ok)
+	}
+	// The audit sees each container that uses the claim with the claim's
+	// limits, and the claim's region as theirs.
+	ps := n.Pods()
+	if len(ps) != 1 || ps[0].Assignment == nil {
+		t.Fatalf("Pods = %+v, want the running pod with its claim's shares", ps)
+	}
+	var names []string
+	for _, c := range ps[0].Assignment.Containers {
+		names = append(names, c.Name)
+		if len(c.Devices) != 1 || c.Devices[0] != (assign.Device{UUID: "GPU-1", MemoryMiB: 300, Cores: 20}) {
+			t.Errorf("container %s runs under %+v", c.Name, c.Devices)
+		}
+	}
+	if strings.Join(names, ",") != "main,side" {
+		t.Errorf("containers under the claim: %v, want main and side", names)
+	}
+	if uid, ctrs, ok := n.ClaimUsers("claim-mine", "gpu"); !ok || uid != string(running.UID) || strings.Join(ctrs, ",") != "main,side" {
+		t.Errorf("ClaimUsers(claim-mine, gpu) = %q, %v, %v", uid, ctrs, ok)
+	}
+	// side names the request it uses; main uses the whole claim.
+	if _, ctrs, ok := n.ClaimUsers("claim-mine", "other"); !ok || strings.Join(ctrs, ",") != "main" {
+		t.Errorf("ClaimUsers(claim-mine, other) = %v, %v; want main alone", ctrs, ok)
+	}
+	if _, _, ok := n.ClaimUsers("claim-unused", "gpu"); ok {
+		t.Error("a claim no pod holds has users")
 	}
 }
 

@@ -116,25 +116,34 @@ func List(dir string) ([]Entry, error) {
 }
 
 // Claims locates the regions of prepared DRA claims
-// (docs/contract.md#on-the-dra-path): named by claim uid and request, they
-// belong to the pod the claim is reserved for.
+// (docs/contract.md#on-the-dra-path): named by claim uid and request, each
+// is the region of the containers that use that request, in the pod the
+// claim is reserved for. Users names them.
 type Claims struct {
 	Dir   string
-	PodOf func(claimUID string) (podUID string, ok bool)
+	Users func(claimUID, request string) (podUID string, containers []string, ok bool)
 }
 
 // ListWithClaims lists dir's regions and, when claims has a directory,
-// those of prepared claims with the holding pod's uid in PodUID and the
-// request in Container; a claim no pod holds yet is left out.
+// those of prepared claims: one entry per container that uses the claim's
+// request, with the holding pod's uid in PodUID, so that a claim's region
+// is read, reported and audited as each of its containers' own. A claim
+// no pod of the node holds yet is left out. Entries of one claim share
+// their Dir.
 func ListWithClaims(dir string, claims Claims) ([]Entry, error) {
 	out, err := List(dir)
-	if err != nil || claims.Dir == "" || claims.PodOf == nil {
+	if err != nil || claims.Dir == "" || claims.Users == nil {
 		return out, err
 	}
 	more, err := List(claims.Dir)
 	for _, e := range more {
-		if pod, ok := claims.PodOf(e.PodUID); ok {
-			e.PodUID = pod
+		pod, ctrs, ok := claims.Users(e.PodUID, e.Container)
+		if !ok {
+			continue
+		}
+		for _, c := range ctrs {
+			e := e
+			e.PodUID, e.Container = pod, c
 			out = append(out, e)
 		}
 	}

@@ -121,8 +121,8 @@ func TestPruneForgetsRemovedFiles(t *testing.T) {
 	}
 }
 
-// A prepared claim's region is listed as its holding pod's, with the
-// request as the container; one no pod holds yet is not listed.
+// A prepared claim's region is listed as its holding pod's, once for each
+// container that uses the request; one no pod holds yet is not listed.
 func TestListWithClaims(t *testing.T) {
 	dir, claims := t.TempDir(), t.TempDir()
 	for _, d := range []string{filepath.Join(dir, "pod1_main"), filepath.Join(claims, "claimA_gpu"), filepath.Join(claims, "claimB_gpu")} {
@@ -130,7 +130,9 @@ func TestListWithClaims(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := ListWithClaims(dir, Claims{Dir: claims, PodOf: func(uid string) (string, bool) { return "pod2", uid == "claimA" }})
+	got, err := ListWithClaims(dir, Claims{Dir: claims, Users: func(uid, request string) (string, []string, bool) {
+		return "pod2", []string{"main", "side"}, uid == "claimA" && request == "gpu"
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +140,7 @@ func TestListWithClaims(t *testing.T) {
 	for _, e := range got {
 		names = append(names, e.PodUID+"/"+e.Container+"@"+filepath.Base(filepath.Dir(e.Dir)))
 	}
-	want := []string{"pod1/main@" + filepath.Base(dir), "pod2/gpu@" + filepath.Base(claims)}
+	want := []string{"pod1/main@" + filepath.Base(dir), "pod2/main@" + filepath.Base(claims), "pod2/side@" + filepath.Base(claims)}
 	if !slices.Equal(names, want) {
 		t.Errorf("listed %v, want %v", names, want)
 	}

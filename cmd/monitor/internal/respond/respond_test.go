@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
-	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/audit"
 	"github.com/vgpu-io/vgpu/cmd/monitor/internal/pods"
+	vtest "github.com/vgpu-io/vgpu/internal/testutil"
 	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
@@ -36,7 +36,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	f := &fixture{action: settings.Report, events: record.NewFakeRecorder(100)}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "a", UID: "uid-a"}}
+	pod := vtest.Pod("a", vtest.Namespace("team"))
 	f.client = fake.NewClientset(pod)
 	// What the API server does with an eviction: 429 while a disruption
 	// budget forbids it, else the pod is deleted.

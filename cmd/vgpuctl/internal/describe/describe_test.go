@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -50,23 +49,6 @@ func a100s(n int, uuids ...string) []device.GPU {
 	return gs
 }
 
-func pod(t *testing.T, ns, name, node string, phase corev1.PodPhase, a *assign.Pod) *corev1.Pod {
-	t.Helper()
-	p := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(ns + "-" + name)},
-		Spec:       corev1.PodSpec{NodeName: node},
-		Status:     corev1.PodStatus{Phase: phase},
-	}
-	if a != nil {
-		v, err := annotation.EncodeAssignment(*a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.Annotations = map[string]string{contract.AnnotationAssignment: v}
-	}
-	return p
-}
-
 func ctr(name string, devs ...assign.Device) assign.Container {
 	return assign.Container{Name: name, Devices: devs}
 }
@@ -79,23 +61,26 @@ func cluster(t *testing.T) []runtime.Object {
 	n2gpus[1].Healthy = false
 	n2 := gpuNode(t, "gpu-node-2", device.Inventory{GPUs: n2gpus, SplitCount: 4, MemoryScaling: 1.5})
 	cpu := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cpu-node"}}
-	on1 := func(cs ...assign.Container) *assign.Pod { return &assign.Pod{Node: "gpu-node-1", Containers: cs} }
+	on1 := func(cs ...assign.Container) testutil.PodOption {
+		return testutil.Assigned(assign.Pod{Node: "gpu-node-1", Containers: cs})
+	}
+	running := testutil.Phase(corev1.PodRunning)
 	dev := func(u string, mem int64, cores int) assign.Device {
 		return assign.Device{UUID: u, MemoryMiB: mem, Cores: cores}
 	}
 	initC := ctr("fetch-weights", dev(uuid1, 20480, 0))
 	initC.Init = true
 	objs := []runtime.Object{n1, n2, cpu,
-		pod(t, "team-a", "train-0", "gpu-node-1", corev1.PodRunning, on1(ctr("trainer", dev(uuid0, 16384, 30), dev(uuid2, 16384, 30)))),
-		pod(t, "team-a", "train-1", "gpu-node-1", corev1.PodRunning, on1(ctr("trainer", dev(uuid0, 8192, 30)))),
-		pod(t, "team-b", "infer", "gpu-node-1", corev1.PodRunning, on1(initC, ctr("server", dev(uuid1, 10240, 0)), ctr("metrics", dev(uuid1, 1024, 10)))),
-		pod(t, "team-c", "notebook", "gpu-node-1", corev1.PodRunning, on1(ctr("jupyter", dev(uuid2, 4096, 20)))),
+		testutil.Pod("train-0", testutil.Namespace("team-a"), running, on1(ctr("trainer", dev(uuid0, 16384, 30), dev(uuid2, 16384, 30)))),
+		testutil.Pod("train-1", testutil.Namespace("team-a"), running, on1(ctr("trainer", dev(uuid0, 8192, 30)))),
+		testutil.Pod("infer", testutil.Namespace("team-b"), running, on1(initC, ctr("server", dev(uuid1, 10240, 0)), ctr("metrics", dev(uuid1, 1024, 10)))),
+		testutil.Pod("notebook", testutil.Namespace("team-c"), running, on1(ctr("jupyter", dev(uuid2, 4096, 20)))),
 		// finished: holds nothing
-		pod(t, "team-c", "done", "gpu-node-1", corev1.PodSucceeded, on1(ctr("job", dev(uuid2, 30000, 50)))),
+		testutil.Pod("done", testutil.Namespace("team-c"), testutil.Phase(corev1.PodSucceeded), on1(ctr("job", dev(uuid2, 30000, 50)))),
 		// no GPU at all
-		pod(t, "team-c", "web", "gpu-node-1", corev1.PodRunning, nil),
-		pod(t, "team-d", "whole", "gpu-node-2", corev1.PodRunning, &assign.Pod{Node: "gpu-node-2", Containers: []assign.Container{
-			ctr("sim", assign.Device{UUID: "GPU-b0000000-0000-4000-8000-000000000000", MemoryMiB: 40960, Cores: 100})}}),
+		testutil.Pod("web", testutil.Namespace("team-c"), running, testutil.Node("gpu-node-1")),
+		testutil.Pod("whole", testutil.Namespace("team-d"), running, testutil.Assigned(assign.Pod{Node: "gpu-node-2", Containers: []assign.Container{
+			ctr("sim", assign.Device{UUID: "GPU-b0000000-0000-4000-8000-000000000000", MemoryMiB: 40960, Cores: 100})}})),
 	}
 	return objs
 }
@@ -239,11 +224,9 @@ func TestDescribeUsage(t *testing.T) {
 }
 
 func TestFindMonitor(t *testing.T) {
-	mon := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "vgpu-system", Name: "vgpu-monitor-x", Labels: map[string]string{"app.kubernetes.io/name": "vgpu-monitor"}},
-		Spec:       corev1.PodSpec{NodeName: "gpu-node-1"},
-		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.244.1.9"},
-	}
+	mon := testutil.Pod("vgpu-monitor-x", testutil.Namespace("vgpu-system"), testutil.Labels(map[string]string{"app.kubernetes.io/name": "vgpu-monitor"}),
+		testutil.Node("gpu-node-1"), testutil.Phase(corev1.PodRunning))
+	mon.Status.PodIP = "10.244.1.9"
 	other := mon.DeepCopy()
 	other.Name, other.Spec.NodeName, other.Status.PodIP = "vgpu-monitor-y", "gpu-node-2", "10.244.2.9"
 	objs := append(cluster(t), mon, other)

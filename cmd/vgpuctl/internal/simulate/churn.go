@@ -46,96 +46,117 @@ func ReplayChurn(c *Cluster, w *Workload, o Options, compress float64) (*ChurnRu
 	if err != nil {
 		return nil, err
 	}
-	created := make([]int64, len(w.Tasks))
-	deleted := make([]int64, len(w.Tasks))
+	r := &churnReplay{s: s, w: w, run: &ChurnRun{},
+		created: make([]int64, len(w.Tasks)),
+		deleted: make([]int64, len(w.Tasks)),
+	}
 	for i := range w.Tasks {
 		t := &w.Tasks[i]
-		created[i] = int64(float64(t.Created) / compress)
-		deleted[i] = created[i] + t.Deleted - t.Created
+		r.created[i] = int64(float64(t.Created) / compress)
+		r.deleted[i] = r.created[i] + t.Deleted - t.Created
 	}
 	order := make([]int, len(w.Tasks))
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool { return created[order[a]] < created[order[b]] })
+	sort.SliceStable(order, func(a, b int) bool { return r.created[order[a]] < r.created[order[b]] })
 
-	run := &ChurnRun{}
-	var running departures
-	var waiting []int // task indexes, in arrival order
-	var demand, ran int64
-	var waitSum float64
-	try := func(ti int, now int64) (bool, error) {
-		t := &w.Tasks[ti]
-		best := s.choose(t)
-		if best < 0 {
-			return false, nil
+	for next := 0; next < len(order) || r.running.Len() > 0; {
+		if r.running.Len() > 0 && (next == len(order) || r.running[0].at <= r.created[order[next]]) {
+			err = r.depart(heap.Pop(&r.running).(departure))
+		} else {
+			err = r.arrive(order[next])
+			next++
 		}
-		key := fmt.Sprint("task-", ti)
-		h, err := s.place(t, key, best)
-		if err != nil {
-			return false, err
-		}
-		heap.Push(&running, departure{at: deleted[ti], task: ti, key: key, held: h})
-		ran += t.DemandMilli
-		if now > created[ti] && t.Pod != nil {
-			run.Waited++
-			waitSum += float64(now - created[ti])
-		}
-		run.PeakAllocPct = max(run.PeakAllocPct, pct(s.allocated, s.capMilli))
-		return true, nil
-	}
-	next := 0
-	for next < len(order) || running.Len() > 0 {
-		if running.Len() > 0 && (next == len(order) || running[0].at <= created[order[next]]) {
-			d := heap.Pop(&running).(departure)
-			s.release(&w.Tasks[d.task], d.key, d.held)
-			kept := waiting[:0]
-			for _, ti := range waiting {
-				if t := &w.Tasks[ti]; deleted[ti] <= d.at {
-					if t.Pod != nil {
-						run.NeverRan++
-					}
-					continue
-				}
-				ok, err := try(ti, d.at)
-				if err != nil {
-					return nil, err
-				}
-				if !ok {
-					kept = append(kept, ti)
-				}
-			}
-			waiting = kept
-			continue
-		}
-		ti := order[next]
-		next++
-		t := &w.Tasks[ti]
-		run.Submitted++
-		demand += t.DemandMilli
-		if t.Pod != nil {
-			run.GPUPods++
-		}
-		s.observe(t)
-		ok, err := try(ti, created[ti])
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
-			waiting = append(waiting, ti)
-		}
 	}
-	for _, ti := range waiting {
+	for _, ti := range r.waiting {
 		if w.Tasks[ti].Pod != nil {
-			run.NeverRan++
+			r.run.NeverRan++
 		}
 	}
-	run.PlacedPct = pct(ran, max(demand, 1))
-	if run.Waited > 0 {
-		run.MeanWaitSeconds = waitSum / float64(run.Waited)
+	r.run.PlacedPct = pct(r.ran, max(r.demand, 1))
+	if r.run.Waited > 0 {
+		r.run.MeanWaitSeconds = r.waitSum / float64(r.run.Waited)
 	}
-	run.Wall = time.Since(start)
-	return run, nil
+	r.run.Wall = time.Since(start)
+	return r.run, nil
+}
+
+// churnReplay is one ReplayChurn under way, on the trace's clock.
+type churnReplay struct {
+	s                *sim
+	w                *Workload
+	run              *ChurnRun
+	created, deleted []int64 // by task, compressed
+	running          departures
+	waiting          []int // task indexes, in arrival order
+	demand, ran      int64
+	waitSum          float64
+}
+
+// arrive submits a task at its creation time; it waits if it fits nowhere.
+func (r *churnReplay) arrive(ti int) error {
+	t := &r.w.Tasks[ti]
+	r.run.Submitted++
+	r.demand += t.DemandMilli
+	if t.Pod != nil {
+		r.run.GPUPods++
+	}
+	r.s.observe(t)
+	ok, err := r.try(ti, r.created[ti])
+	if err == nil && !ok {
+		r.waiting = append(r.waiting, ti)
+	}
+	return err
+}
+
+// depart frees a task's share and tries the waiting ones again, in arrival
+// order; those whose own deletion time has passed never ran.
+func (r *churnReplay) depart(d departure) error {
+	r.s.release(&r.w.Tasks[d.task], d.key, d.held)
+	kept := r.waiting[:0]
+	for _, ti := range r.waiting {
+		if t := &r.w.Tasks[ti]; r.deleted[ti] <= d.at {
+			if t.Pod != nil {
+				r.run.NeverRan++
+			}
+			continue
+		}
+		ok, err := r.try(ti, d.at)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			kept = append(kept, ti)
+		}
+	}
+	r.waiting = kept
+	return nil
+}
+
+// try places a task at time now if it fits, and books its departure.
+func (r *churnReplay) try(ti int, now int64) (bool, error) {
+	t := &r.w.Tasks[ti]
+	best := r.s.choose(t)
+	if best < 0 {
+		return false, nil
+	}
+	key := fmt.Sprint("task-", ti)
+	h, err := r.s.place(t, key, best)
+	if err != nil {
+		return false, err
+	}
+	heap.Push(&r.running, departure{at: r.deleted[ti], task: ti, key: key, held: h})
+	r.ran += t.DemandMilli
+	if now > r.created[ti] && t.Pod != nil {
+		r.run.Waited++
+		r.waitSum += float64(now - r.created[ti])
+	}
+	r.run.PeakAllocPct = max(r.run.PeakAllocPct, pct(r.s.allocated, r.s.capMilli))
+	return true, nil
 }
 
 type departure struct {

@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/vgpu-io/vgpu/internal/testutil"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
@@ -36,13 +37,8 @@ func liveNode(t *testing.T, name string) *corev1.Node {
 // spread; a 3-GPU pod stays pending everywhere (2 GPUs a node); running
 // pods on nodes without a vGPU inventory are not counted.
 func TestWhatIf(t *testing.T) {
-	raw, err := annotation.EncodeAssignment(assign.Pod{Node: "a", Containers: []assign.Container{{Name: "c", Devices: []assign.Device{{UUID: "a-g0", MemoryMiB: 40960, Cores: 100}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "run", Namespace: "ns", Annotations: map[string]string{contract.AnnotationAssignment: raw}},
-		Spec:   corev1.PodSpec{NodeName: "a", Containers: []corev1.Container{{Name: "c"}}},
-		Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	run := testutil.Pod("run", testutil.Phase(corev1.PodRunning), testutil.Container("c"),
+		testutil.Assigned(assign.Pod{Node: "a", Containers: []assign.Container{{Name: "c", Devices: []assign.Device{{UUID: "a-g0", MemoryMiB: 40960, Cores: 100}}}}}))
 	cs := fake.NewClientset(liveNode(t, "a"), liveNode(t, "b"), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "plain"}}, run)
 	old := newClient
 	newClient = func(string, string) (kubernetes.Interface, error) { return cs, nil }

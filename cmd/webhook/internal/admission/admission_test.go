@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/vgpu-io/vgpu/internal/testutil"
 )
 
 type fixedCapacity struct {
@@ -25,26 +27,18 @@ type fixedCapacity struct {
 
 func (c fixedCapacity) LargestGPU() (int64, bool) { return c.mib, c.ok }
 
-// ctr is a container with the given limits; requests mirror them, as the
-// API server's defaulting leaves them before admission.
-func ctr(name string, kv ...string) corev1.Container {
-	c := corev1.Container{Name: name, Image: "busybox"}
-	if len(kv) == 0 {
-		return c
-	}
-	c.Resources.Limits, c.Resources.Requests = corev1.ResourceList{}, corev1.ResourceList{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		c.Resources.Limits[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
-		c.Resources.Requests[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
-	}
-	return c
-}
-
-func mkPod(mod func(*corev1.Pod), cs ...corev1.Container) *corev1.Pod {
-	p := &corev1.Pod{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "team"},
-		Spec:       corev1.PodSpec{SchedulerName: DefaultScheduler, Containers: cs},
+// admitted is pod team/p for the default scheduler, shaped by opts, as
+// the API server hands it to admission: typed, requests defaulted from
+// limits. mod, when not nil, then changes what the defaulting left.
+func admitted(mod func(*corev1.Pod), opts ...testutil.PodOption) *corev1.Pod {
+	p := testutil.Pod("p", append([]testutil.PodOption{testutil.Namespace("team"), testutil.Scheduler(DefaultScheduler)}, opts...)...)
+	p.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}
+	for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for i := range cs {
+			if len(cs[i].Resources.Limits) > 0 {
+				cs[i].Resources.Requests = cs[i].Resources.Limits.DeepCopy()
+			}
+		}
 	}
 	if mod != nil {
 		mod(p)
@@ -112,29 +106,27 @@ func TestMutate(t *testing.T) {
 		scheduler string
 		gpu       []string // per container "limit/request" of nvidia.com/gpu after the patch
 	}{
-		{name: "pod without vgpu resources is untouched", pod: mkPod(nil, ctr("app", "cpu", "1")),
+		{name: "pod without vgpu resources is untouched", pod: admitted(nil, testutil.Container("app", "cpu", "1")),
 			outcome: Ignored, scheduler: DefaultScheduler, gpu: []string{"/"}},
-		{name: "opted-out pod is untouched", pod: mkPod(func(p *corev1.Pod) { p.Labels = map[string]string{"vgpu.io/webhook": "disabled"} },
-			ctr("app", "nvidia.com/gpumem", "1000")),
+		{name: "opted-out pod is untouched", pod: admitted(func(p *corev1.Pod) { p.Labels = map[string]string{"vgpu.io/webhook": "disabled"} },
+			testutil.Container("app", "nvidia.com/gpumem", "1000")),
 			outcome: Ignored, scheduler: DefaultScheduler, gpu: []string{"/"}},
-		{name: "share without count gets gpu 1 and our scheduler", pod: mkPod(nil, ctr("app", "nvidia.com/gpumem", "1000", "nvidia.com/gpucores", "30")),
+		{name: "share without count gets gpu 1 and our scheduler", pod: admitted(nil, testutil.Container("app", "nvidia.com/gpumem", "1000", "nvidia.com/gpucores", "30")),
 			outcome: Patched, scheduler: "vgpu-scheduler", gpu: []string{"1/1"}},
-		{name: "whole GPUs keep their count", pod: mkPod(nil, ctr("app", "nvidia.com/gpu", "2")),
+		{name: "whole GPUs keep their count", pod: admitted(nil, testutil.Container("app", "nvidia.com/gpu", "2")),
 			outcome: Patched, scheduler: "vgpu-scheduler", gpu: []string{"2/2"}},
-		{name: "limits only (no requests map) get both", pod: mkPod(func(p *corev1.Pod) { p.Spec.Containers[0].Resources.Requests = nil },
-			ctr("app", "nvidia.com/gpumem-percentage", "50")),
+		{name: "limits only (no requests map) get both", pod: admitted(func(p *corev1.Pod) { p.Spec.Containers[0].Resources.Requests = nil },
+			testutil.Container("app", "nvidia.com/gpumem-percentage", "50")),
 			outcome: Patched, scheduler: "vgpu-scheduler", gpu: []string{"1/1"}},
 		{name: "init and app containers each defaulted, plain container left alone",
-			pod: mkPod(func(p *corev1.Pod) {
-				p.Spec.InitContainers = []corev1.Container{ctr("init", "nvidia.com/gpucores", "10")}
-			},
-				ctr("a", "nvidia.com/gpumem", "500"), ctr("plain", "cpu", "1")),
+			pod: admitted(nil, testutil.InitContainer("init", "nvidia.com/gpucores", "10"),
+				testutil.Container("a", "nvidia.com/gpumem", "500"), testutil.Container("plain", "cpu", "1")),
 			outcome: Patched, scheduler: "vgpu-scheduler", gpu: []string{"1/1", "1/1", "/"}},
-		{name: "explicit scheduler is kept", pod: mkPod(func(p *corev1.Pod) { p.Spec.SchedulerName = "my-scheduler" }, ctr("app", "nvidia.com/gpu", "1")),
+		{name: "explicit scheduler is kept", pod: admitted(func(p *corev1.Pod) { p.Spec.SchedulerName = "my-scheduler" }, testutil.Container("app", "nvidia.com/gpu", "1")),
 			outcome: Allowed, scheduler: "my-scheduler", gpu: []string{"1/1"}},
-		{name: "privileged whole GPU is valid", pod: mkPod(func(p *corev1.Pod) {
+		{name: "privileged whole GPU is valid", pod: admitted(func(p *corev1.Pod) {
 			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: &priv}
-		}, ctr("app", "nvidia.com/gpu", "1")),
+		}, testutil.Container("app", "nvidia.com/gpu", "1")),
 			outcome: Patched, scheduler: "vgpu-scheduler", gpu: []string{"1/1"}},
 	}
 	r := &Reviewer{SchedulerName: "vgpu-scheduler", Capacity: fixedCapacity{81920, true}}
@@ -172,27 +164,27 @@ func TestDeny(t *testing.T) {
 		pod  *corev1.Pod
 		want []string
 	}{
-		{name: "cores zero", pod: mkPod(nil, ctr("train", "nvidia.com/gpucores", "0")),
+		{name: "cores zero", pod: admitted(nil, testutil.Container("train", "nvidia.com/gpucores", "0")),
 			want: []string{`container "train"`, "nvidia.com/gpucores=0", "from 1 to 100"}},
-		{name: "cores over 100", pod: mkPod(nil, ctr("train", "nvidia.com/gpucores", "101")),
+		{name: "cores over 100", pod: admitted(nil, testutil.Container("train", "nvidia.com/gpucores", "101")),
 			want: []string{`container "train"`, "nvidia.com/gpucores=101", "from 1 to 100"}},
-		{name: "percentage out of range", pod: mkPod(nil, ctr("c", "nvidia.com/gpumem-percentage", "150")),
+		{name: "percentage out of range", pod: admitted(nil, testutil.Container("c", "nvidia.com/gpumem-percentage", "150")),
 			want: []string{`container "c"`, "nvidia.com/gpumem-percentage=150", "from 1 to 100"}},
-		{name: "memory and percentage both", pod: mkPod(nil, ctr("c", "nvidia.com/gpumem", "100", "nvidia.com/gpumem-percentage", "10")),
+		{name: "memory and percentage both", pod: admitted(nil, testutil.Container("c", "nvidia.com/gpumem", "100", "nvidia.com/gpumem-percentage", "10")),
 			want: []string{`container "c"`, "nvidia.com/gpumem and nvidia.com/gpumem-percentage are both set"}},
-		{name: "non-integer", pod: mkPod(nil, ctr("c", "nvidia.com/gpucores", "500m")),
+		{name: "non-integer", pod: admitted(nil, testutil.Container("c", "nvidia.com/gpucores", "500m")),
 			want: []string{`container "c"`, "nvidia.com/gpucores", "integer"}},
-		{name: "requests differ from limits", pod: mkPod(func(p *corev1.Pod) {
+		{name: "requests differ from limits", pod: admitted(func(p *corev1.Pod) {
 			p.Spec.Containers[0].Resources.Requests["nvidia.com/gpumem"] = resource.MustParse("2000")
-		}, ctr("c", "nvidia.com/gpumem", "1000")),
+		}, testutil.Container("c", "nvidia.com/gpumem", "1000")),
 			want: []string{`container "c"`, "nvidia.com/gpumem", "requests 2k differ from limits 1k"}},
-		{name: "privileged share", pod: mkPod(func(p *corev1.Pod) {
+		{name: "privileged share", pod: admitted(func(p *corev1.Pod) {
 			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{Privileged: &priv}
-		}, ctr("c", "nvidia.com/gpucores", "30")),
+		}, testutil.Container("c", "nvidia.com/gpucores", "30")),
 			want: []string{`container "c"`, "privileged"}},
-		{name: "memory above the largest GPU", pod: mkPod(nil, ctr("big", "nvidia.com/gpumem", "90000")),
+		{name: "memory above the largest GPU", pod: admitted(nil, testutil.Container("big", "nvidia.com/gpumem", "90000")),
 			want: []string{`container "big"`, "nvidia.com/gpumem=90000", "at most 81920"}},
-		{name: "every problem listed on one line", pod: mkPod(nil, ctr("a", "nvidia.com/gpucores", "0"), ctr("b", "nvidia.com/gpumem-percentage", "0")),
+		{name: "every problem listed on one line", pod: admitted(nil, testutil.Container("a", "nvidia.com/gpucores", "0"), testutil.Container("b", "nvidia.com/gpumem-percentage", "0")),
 			want: []string{`container "a"`, `container "b"`, "; "}},
 	}
 	r := &Reviewer{SchedulerName: "vgpu-scheduler", Capacity: fixedCapacity{81920, true}}
@@ -218,7 +210,7 @@ func TestDeny(t *testing.T) {
 
 func TestMemoryCheckWaitsForInventory(t *testing.T) {
 	r := &Reviewer{SchedulerName: "s", Capacity: fixedCapacity{}}
-	resp, outcome := r.Review(admissionRequest(t, mkPod(nil, ctr("c", "nvidia.com/gpumem", "900000"))), false)
+	resp, outcome := r.Review(admissionRequest(t, admitted(nil, testutil.Container("c", "nvidia.com/gpumem", "900000"))), false)
 	if !resp.Allowed || outcome != Allowed {
 		t.Fatalf("with no GPU known yet the memory check must not deny: %+v", resp.Result)
 	}
@@ -226,7 +218,7 @@ func TestMemoryCheckWaitsForInventory(t *testing.T) {
 
 func TestValidateDoesNotPatch(t *testing.T) {
 	r := &Reviewer{SchedulerName: "s", Capacity: fixedCapacity{81920, true}}
-	resp, outcome := r.Review(admissionRequest(t, mkPod(nil, ctr("c", "nvidia.com/gpumem", "100"))), false)
+	resp, outcome := r.Review(admissionRequest(t, admitted(nil, testutil.Container("c", "nvidia.com/gpumem", "100"))), false)
 	if !resp.Allowed || outcome != Allowed || resp.Patch != nil {
 		t.Fatalf("validate: allowed=%v outcome=%s patch=%s", resp.Allowed, outcome, resp.Patch)
 	}
@@ -237,7 +229,7 @@ func TestHandler(t *testing.T) {
 	h := Handler(r, true, NewMetrics(prometheus.NewRegistry()), zap.NewNop())
 	review := admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Request:  admissionRequest(t, mkPod(nil, ctr("c", "nvidia.com/gpucores", "20"))),
+		Request:  admissionRequest(t, admitted(nil, testutil.Container("c", "nvidia.com/gpucores", "20"))),
 	}
 	body, _ := json.Marshal(review)
 	rec := httptest.NewRecorder()

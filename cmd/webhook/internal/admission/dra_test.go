@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
 
+	"github.com/vgpu-io/vgpu/internal/testutil"
 	"github.com/vgpu-io/vgpu/lib/dra"
 )
 
@@ -37,9 +38,7 @@ func draReviewer(models ...dra.Model) (*Reviewer, *fakeTemplates) {
 
 func TestDRAModeTurnsLimitsIntoClaims(t *testing.T) {
 	r, ft := draReviewer(dra.Model{Name: "A100", MemoryMiB: 40960})
-	pod := mkPod(func(p *corev1.Pod) {
-		p.Spec.InitContainers = []corev1.Container{ctr("init", "nvidia.com/gpumem-percentage", "50")}
-	}, ctr("a", "nvidia.com/gpu", "2", "nvidia.com/gpumem", "1000", "nvidia.com/gpucores", "30", "cpu", "1"), ctr("plain", "cpu", "1"))
+	pod := admitted(nil, testutil.InitContainer("init", "nvidia.com/gpumem-percentage", "50"), testutil.Container("a", "nvidia.com/gpu", "2", "nvidia.com/gpumem", "1000", "nvidia.com/gpucores", "30", "cpu", "1"), testutil.Container("plain", "cpu", "1"))
 	resp, out := r.Review(admissionRequest(t, pod), true)
 	if out != Patched {
 		t.Fatalf("outcome %s (%v): want patched", out, resp.Result)
@@ -102,9 +101,9 @@ func TestDRAModeKeepsValidationAndMessages(t *testing.T) {
 	r, ft := draReviewer()
 	ext := &Reviewer{SchedulerName: "vgpu-scheduler", Capacity: fixedCapacity{81920, true}}
 	for _, pod := range []*corev1.Pod{
-		mkPod(nil, ctr("app", "nvidia.com/gpucores", "101")),
-		mkPod(nil, ctr("app", "nvidia.com/gpumem", "1000", "nvidia.com/gpumem-percentage", "10")),
-		mkPod(nil, ctr("app", "nvidia.com/gpumem", "90000")),
+		admitted(nil, testutil.Container("app", "nvidia.com/gpucores", "101")),
+		admitted(nil, testutil.Container("app", "nvidia.com/gpumem", "1000", "nvidia.com/gpumem-percentage", "10")),
+		admitted(nil, testutil.Container("app", "nvidia.com/gpumem", "90000")),
 	} {
 		resp, out := r.Review(admissionRequest(t, pod), true)
 		want, _ := ext.Review(admissionRequest(t, pod), true)
@@ -116,7 +115,7 @@ func TestDRAModeKeepsValidationAndMessages(t *testing.T) {
 		t.Errorf("templates made for denied pods: %v", ft.made)
 	}
 	// A percentage needs the published models.
-	resp, out := r.Review(admissionRequest(t, mkPod(nil, ctr("app", "nvidia.com/gpumem-percentage", "10"))), true)
+	resp, out := r.Review(admissionRequest(t, admitted(nil, testutil.Container("app", "nvidia.com/gpumem-percentage", "10"))), true)
 	if out != Denied || !strings.Contains(resp.Result.Message, `pod team/p: container "app": gpumem-percentage: no node has published`) {
 		t.Errorf("%s %v", out, resp.Result)
 	}
@@ -124,7 +123,7 @@ func TestDRAModeKeepsValidationAndMessages(t *testing.T) {
 
 func TestDRAModeDryRunCreatesNothingAndErrorsDeny(t *testing.T) {
 	r, ft := draReviewer()
-	pod := mkPod(nil, ctr("app", "nvidia.com/gpumem", "1000"))
+	pod := admitted(nil, testutil.Container("app", "nvidia.com/gpumem", "1000"))
 	req := admissionRequest(t, pod)
 	dry := true
 	req.DryRun = &dry
@@ -141,7 +140,7 @@ func TestDRAModeDryRunCreatesNothingAndErrorsDeny(t *testing.T) {
 func TestDRAModeSameRequestSharesTemplate(t *testing.T) {
 	r, ft := draReviewer()
 	for _, name := range []string{"x", "y"} {
-		pod := mkPod(func(p *corev1.Pod) { p.Name = name }, ctr(name, "nvidia.com/gpumem", "1000"))
+		pod := admitted(func(p *corev1.Pod) { p.Name = name }, testutil.Container(name, "nvidia.com/gpumem", "1000"))
 		if _, out := r.Review(admissionRequest(t, pod), true); out != Patched {
 			t.Fatal(out)
 		}
