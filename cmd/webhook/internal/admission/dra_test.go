@@ -156,13 +156,12 @@ func TestDRAModeSameRequestSharesTemplate(t *testing.T) {
 func TestDRAModeRoutesToTheDRASchedulerWhenSet(t *testing.T) {
 	r, _ := draReviewer(dra.Model{Name: "A100", MemoryMiB: 40960})
 	r.DRA.SchedulerName = "gpu-dra"
-	share := ctr("a", "nvidia.com/gpumem", "1000")
 	for _, tc := range []struct{ named, want string }{
 		{"", "gpu-dra"},
 		{DefaultScheduler, "gpu-dra"},
 		{"my-scheduler", "my-scheduler"}, // a pod that names a scheduler keeps it
 	} {
-		pod := mkPod(func(p *corev1.Pod) { p.Spec.SchedulerName = tc.named }, share)
+		pod := admitted(func(p *corev1.Pod) { p.Spec.SchedulerName = tc.named }, testutil.Container("a", "nvidia.com/gpumem", "1000"))
 		resp, out := r.Review(admissionRequest(t, pod), true)
 		if out != Patched {
 			t.Fatalf("outcome %s (%v): want patched", out, resp.Result)
