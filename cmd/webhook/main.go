@@ -36,6 +36,7 @@ func main() {
 	f.StringVar(&o.RegisterURL, "register-url", "", "create or update the webhook configurations to call this base URL (e.g. https://127.0.0.1:8443), for local clusters")
 	f.StringVar(&o.SchedulerName, "scheduler-name", contract.DefaultSchedulerName, "schedulerName given to vgpu pods that name no scheduler")
 	f.StringVar(&o.Mode, "mode", app.ModeExtender, "scheduling path: extender (route vgpu pods to --scheduler-name) or dra (turn their limits into ResourceClaims); see docs/dra.md")
+	f.StringVar(&o.DRASchedulerName, "dra-scheduler-name", "", "with --mode=dra: schedulerName given to the pods turned into claims that name no scheduler, a profile of the cluster's kube-scheduler tuned for DRA pods (docs/dra.md); empty: the default scheduler")
 	o.Kube.AddFlags(f, 20, 40)
 
 	var dir string

@@ -90,13 +90,15 @@ func ClaimSpec(c request.Container, sel request.Selector, models []Model) (resou
 			AllocationMode: resourcev1.DeviceAllocationModeExactCount, Count: int64(c.Count), Capacity: capacity(capReq)}
 	} else {
 		for i, m := range alternatives {
-			r := map[resourcev1.QualifiedName]resource.Quantity{CapMemory: MiB(c.MemoryOn(m.MemoryMiB))}
+			// Naming the model's capacity keeps the alternative on that
+			// model without a CEL selector (see ModelCapacity).
+			r := map[resourcev1.QualifiedName]resource.Quantity{CapMemory: MiB(c.MemoryOn(m.MemoryMiB)),
+				ModelCapacity(m): *resource.NewQuantity(0, resource.DecimalSI)}
 			if q, ok := capReq[CapCores]; ok {
 				r[CapCores] = q
 			}
-			own := append(slices.Clone(selectors), cel(fmt.Sprintf("%s == %s && %s == %d", attr(AttrModel), strconv.Quote(m.Name), attr(AttrMemoryMiB), m.MemoryMiB)))
 			req.FirstAvailable = append(req.FirstAvailable, resourcev1.DeviceSubRequest{Name: fmt.Sprintf("model-%d", i),
-				DeviceClassName: DeviceClass, Selectors: own, AllocationMode: resourcev1.DeviceAllocationModeExactCount,
+				DeviceClassName: DeviceClass, Selectors: selectors, AllocationMode: resourcev1.DeviceAllocationModeExactCount,
 				Count: int64(c.Count), Capacity: capacity(r)})
 		}
 	}

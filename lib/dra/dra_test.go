@@ -2,6 +2,7 @@ package dra
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -52,6 +53,17 @@ func TestDevicesCapacitiesHonourSettings(t *testing.T) {
 	}
 	if *d.Attributes[AttrUUID].StringValue != "GPU-a" || *d.Attributes[AttrNUMANode].IntValue != 1 || *d.Attributes[AttrMemoryMiB].IntValue != 40960 {
 		t.Errorf("attributes %+v", d.Attributes)
+	}
+	mc := ModelCapacity(Model{Name: "NVIDIA A100-SXM4-40GB", MemoryMiB: 40960})
+	if c, ok := d.Capacity[mc]; !ok || c.Value.Value() != 0 || c.RequestPolicy == nil || c.RequestPolicy.Default.Value() != 0 {
+		t.Errorf("model capacity %s: %+v: want 0, consumed by nobody", mc, c)
+	}
+	if _, ok := devs[1].Capacity[mc]; ok {
+		t.Error("a GPU with other memory must not carry the same model capacity")
+	}
+	// The API takes C identifiers of at most 32 characters as capacity names.
+	if !regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,31}$`).MatchString(string(mc)) {
+		t.Errorf("model capacity name %q is no C identifier of at most 32 characters", mc)
 	}
 	if len(d.Taints) != 0 {
 		t.Errorf("healthy GPU tainted: %+v", d.Taints)
@@ -163,19 +175,33 @@ func TestClaimSpecPercentageResolvesPerModel(t *testing.T) {
 	if len(alts) != 2 {
 		t.Fatalf("%d alternatives: want A100 and H100 (T4 excluded, duplicates merged): %+v", len(alts), alts)
 	}
-	want := map[string]int64{"NVIDIA A100-SXM4-40GB": 10240, "NVIDIA H100 80GB HBM3": 20389}
+	want := map[Model]int64{{"NVIDIA A100-SXM4-40GB", 40960}: 10240, {"NVIDIA H100 80GB HBM3", 81559}: 20389}
 	for _, a := range alts {
+		// The alternative names its model's capacity, with 0, and no
+		// other model's.
 		var model string
 		for m := range want {
-			if strings.Contains(a.Selectors[len(a.Selectors)-1].CEL.Expression, `"`+m+`"`) {
-				model = m
+			if q, ok := a.Capacity.Requests[ModelCapacity(m)]; ok && qv(q) == 0 {
+				if model != "" {
+					t.Fatalf("alternative %s names two models: %v", a.Name, a.Capacity.Requests)
+				}
+				model = m.Name
 			}
 		}
 		if model == "" {
-			t.Fatalf("alternative %s selects no known model: %v", a.Name, a.Selectors)
+			t.Fatalf("alternative %s names no known model: %v", a.Name, a.Capacity.Requests)
 		}
-		if got := qv(a.Capacity.Requests[CapMemory]) / (1024 * 1024); got != want[model] {
-			t.Errorf("%s: memory %d MiB: want %d (25 %% of its own memory)", model, got, want[model])
+		if len(a.Selectors) != 1 {
+			t.Errorf("%s: selectors %v: want only the pod's type selector, the model needs no CEL", model, a.Selectors)
+		}
+		var wantMiB int64
+		for m, mib := range want {
+			if m.Name == model {
+				wantMiB = mib
+			}
+		}
+		if got := qv(a.Capacity.Requests[CapMemory]) / (1024 * 1024); got != wantMiB {
+			t.Errorf("%s: memory %d MiB: want %d (25 %% of its own memory)", model, got, wantMiB)
 		}
 		if a.Count != 2 || qv(a.Capacity.Requests[CapCores]) != 10 {
 			t.Errorf("%s: count %d cores %v", model, a.Count, a.Capacity.Requests[CapCores])
@@ -244,6 +270,32 @@ func TestModelsOf(t *testing.T) {
 	models, largest := ModelsOf([]*resourcev1.ResourceSlice{{Spec: resourcev1.ResourceSliceSpec{Driver: Driver, Devices: devs}}, other})
 	if len(models) != 1 || models[0] != (Model{"A100", 40960}) || largest != 40960 {
 		t.Errorf("models %v largest %d: want one A100 of 40960 MiB, other drivers ignored", models, largest)
+	}
+}
+
+// The webhook names a model's capacity from what it reads back from the
+// slices, the node agent from what it discovered: with memory scaling on,
+// both must still agree, or no percentage claim would ever land.
+func TestModelCapacityAgreesBetweenSliceAndClaim(t *testing.T) {
+	s := settings.Default()
+	s.DeviceMemoryScaling = 2
+	devs, err := Devices([]device.GPU{{UUID: "a", Model: "NVIDIA A100-SXM4-80GB", MemoryMiB: 81920, Healthy: true}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	models, _ := ModelsOf([]*resourcev1.ResourceSlice{{Spec: resourcev1.ResourceSliceSpec{Driver: Driver, Devices: devs}}})
+	spec, err := ClaimSpec(request.Container{Name: "c", Count: 1, MemoryPercent: 50}, request.Selector{}, models)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alts := spec.Devices.Requests[0].FirstAvailable
+	if len(alts) != 1 {
+		t.Fatalf("alternatives %+v: want one", alts)
+	}
+	for name := range alts[0].Capacity.Requests {
+		if _, ok := devs[0].Capacity[name]; !ok {
+			t.Errorf("the claim asks for capacity %s, which the GPU's device does not publish", name)
+		}
 	}
 }
 

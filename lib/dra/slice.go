@@ -5,6 +5,8 @@
 package dra
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"slices"
@@ -38,6 +40,18 @@ const (
 	CapVGPUs  = "vgpus"  // sharers, deviceSplitCount
 )
 
+// ModelCapacity names the capacity that marks a device as a GPU of model m:
+// "model_" and a hash of the model's name and memory (capacity names are C
+// identifiers of at most 32 characters). Its value is 0 and nothing can
+// consume it; a claim that must land on model m names it with 0, and the
+// allocator skips every device without it by a map lookup, where a CEL
+// selector on the model would be evaluated on every device of every node
+// kube-scheduler checks (docs/dra.md#measured).
+func ModelCapacity(m Model) resourcev1.QualifiedName {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d", m.Name, m.MemoryMiB))
+	return resourcev1.QualifiedName("model_" + hex.EncodeToString(sum[:8]))
+}
+
 // TaintUnhealthy marks a GPU the health watch gave up on.
 const TaintUnhealthy = Driver + "/unhealthy"
 
@@ -62,6 +76,7 @@ func Devices(gpus []device.GPU, s settings.Settings) ([]resourcev1.Device, error
 		return nil, fmt.Errorf("deviceMemoryScaling %g: must be at least 1", s.DeviceMemoryScaling)
 	}
 	out := make([]resourcev1.Device, 0, len(gpus))
+	zero := *resource.NewQuantity(0, resource.DecimalSI)
 	for _, g := range gpus {
 		// Scaled memory is floored: a fraction of a MiB cannot be booked.
 		mem := int64(math.Floor(float64(g.MemoryMiB) * s.DeviceMemoryScaling))
@@ -88,6 +103,9 @@ func Devices(gpus []device.GPU, s settings.Settings) ([]resourcev1.Device, error
 						Min: ptr(*resource.NewQuantity(0, resource.DecimalSI)), Max: ptr(*resource.NewQuantity(100, resource.DecimalSI)),
 						Step: ptr(*resource.NewQuantity(1, resource.DecimalSI))},
 				}},
+				// Marks the model; never consumed.
+				ModelCapacity(Model{Name: g.Model, MemoryMiB: g.MemoryMiB}): {Value: zero, RequestPolicy: &resourcev1.CapacityRequestPolicy{
+					Default: ptr(zero), ValidValues: []resource.Quantity{zero}}},
 				// Every share takes one vGPU slot, so deviceSplitCount caps sharers.
 				CapVGPUs: {Value: *resource.NewQuantity(int64(s.DeviceSplitCount), resource.DecimalSI), RequestPolicy: &resourcev1.CapacityRequestPolicy{
 					Default: ptr(*resource.NewQuantity(1, resource.DecimalSI)),

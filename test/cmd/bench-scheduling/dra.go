@@ -12,6 +12,7 @@ import (
 	schedv1 "k8s.io/kube-scheduler/config/v1"
 
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/device"
 	"github.com/vgpu-io/vgpu/lib/dra"
 	"github.com/vgpu-io/vgpu/lib/request"
 	"github.com/vgpu-io/vgpu/lib/settings"
@@ -32,11 +33,7 @@ func init() {
 		name: "dra",
 		node: gpunode.Spec{Model: model, SplitCount: 10, NoInventory: true},
 		setup: func(ctx context.Context, c *cluster.Cluster) (*schedv1.KubeSchedulerConfiguration, error) {
-			if _, err := c.Client.ResourceV1().DeviceClasses().Create(ctx, &resourcev1.DeviceClass{
-				ObjectMeta: metav1.ObjectMeta{Name: dra.DeviceClass},
-				Spec: resourcev1.DeviceClassSpec{Selectors: []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
-					Expression: fmt.Sprintf("device.driver == %q", dra.Driver)}}}},
-			}, metav1.CreateOptions{}); err != nil {
+			if _, err := c.Client.ResourceV1().DeviceClasses().Create(ctx, draClass(), metav1.CreateOptions{}); err != nil {
 				return nil, err
 			}
 			nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -52,7 +49,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				devs, err := dra.Devices(list, settings.Default())
+				slice, err := draSlice(n.Name, list)
 				if err != nil {
 					return err
 				}
@@ -64,20 +61,12 @@ func init() {
 					}
 				}
 				mu.Unlock()
-				_, err = c.Client.ResourceV1().ResourceSlices().Create(ctx, &resourcev1.ResourceSlice{
-					ObjectMeta: metav1.ObjectMeta{Name: n.Name + "-" + dra.Driver},
-					Spec: resourcev1.ResourceSliceSpec{Driver: dra.Driver, NodeName: &n.Name, Devices: devs,
-						Pool: resourcev1.ResourcePool{Name: n.Name, Generation: 1, ResourceSliceCount: 1}},
-				}, metav1.CreateOptions{})
+				_, err = c.Client.ResourceV1().ResourceSlices().Create(ctx, slice, metav1.CreateOptions{})
 				return err
 			})
 		},
 		before: func(ctx context.Context, client kubernetes.Interface, i int) error {
-			parsed, err := request.FromPod(vgpuPod(i))
-			if err != nil {
-				return err
-			}
-			spec, err := dra.ClaimSpec(parsed.Containers[0], parsed.Selector, models)
+			spec, err := draClaimSpec(i, models)
 			if err != nil {
 				return err
 			}
@@ -93,6 +82,38 @@ func init() {
 			return p
 		},
 	})
+}
+
+// draClass is vgpu's DeviceClass as the dra overlay installs it.
+func draClass() *resourcev1.DeviceClass {
+	return &resourcev1.DeviceClass{
+		ObjectMeta: metav1.ObjectMeta{Name: dra.DeviceClass},
+		Spec: resourcev1.DeviceClassSpec{Selectors: []resourcev1.DeviceSelector{{CEL: &resourcev1.CELDeviceSelector{
+			Expression: fmt.Sprintf("device.driver == %q", dra.Driver)}}}},
+	}
+}
+
+// draSlice is the ResourceSlice vgpu's node agent publishes for node's GPUs
+// with the default settings.
+func draSlice(node string, gpus []device.GPU) (*resourcev1.ResourceSlice, error) {
+	devs, err := dra.Devices(gpus, settings.Default())
+	if err != nil {
+		return nil, err
+	}
+	return &resourcev1.ResourceSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: node + "-" + dra.Driver},
+		Spec: resourcev1.ResourceSliceSpec{Driver: dra.Driver, NodeName: &node, Devices: devs,
+			Pool: resourcev1.ResourcePool{Name: node, Generation: 1, ResourceSliceCount: 1}},
+	}, nil
+}
+
+// draClaimSpec is the claim vgpu's webhook writes for the i-th vgpu pod.
+func draClaimSpec(i int, models []dra.Model) (resourcev1.ResourceClaimSpec, error) {
+	parsed, err := request.FromPod(vgpuPod(i))
+	if err != nil {
+		return resourcev1.ResourceClaimSpec{}, err
+	}
+	return dra.ClaimSpec(parsed.Containers[0], parsed.Selector, models)
 }
 
 func draClaim(i int) string { return fmt.Sprintf("bench-%05d", i) }

@@ -45,6 +45,7 @@ type options struct {
 	workers           int
 	schedulerQPS      float32
 	nodesToScore      int32
+	modeNodesToScore  map[string]int64
 	modes             []string
 	timeout           time.Duration
 	keep              bool
@@ -63,6 +64,7 @@ type result struct {
 	idle          string        // CPU per component before it started
 	requests      string        // API requests while the scheduler ran
 	scheduler     string        // kube-scheduler's own timings
+	nodesToScore  int32         // percentageOfNodesToScore, 0: adaptive
 }
 
 func (r result) podsPerSecond() float64 {
@@ -89,6 +91,14 @@ func main() {
 			if o.nodesToScore < 0 || o.nodesToScore > 100 {
 				return fmt.Errorf("--percentage-of-nodes-to-score %d: must be from 0 (adaptive) to 100", o.nodesToScore)
 			}
+			for m, pct := range o.modeNodesToScore {
+				if _, ok := modes[m]; !ok {
+					return fmt.Errorf("--mode-percentage-of-nodes-to-score: mode %q unknown; known modes: %v", m, modeNames())
+				}
+				if pct < 0 || pct > 100 {
+					return fmt.Errorf("--mode-percentage-of-nodes-to-score %s=%d: must be from 0 (adaptive) to 100", m, pct)
+				}
+			}
 			if o.nodes < 1 || o.pods < 1 || o.gpus < 1 || o.qps <= 0 || o.workers < 1 {
 				return fmt.Errorf("--nodes, --pods, --gpus, --workers must be at least 1 and --qps positive")
 			}
@@ -103,6 +113,7 @@ func main() {
 	f.IntVar(&o.workers, "workers", 64, "concurrent pod creators")
 	f.Float32Var(&o.schedulerQPS, "scheduler-qps", 0, "kube-scheduler clientConnection.qps (burst = 2×); 0 keeps the scheduler's default (50), which caps binding at about 50 pods/s")
 	f.Int32Var(&o.nodesToScore, "percentage-of-nodes-to-score", 0, "kube-scheduler's percentageOfNodesToScore for every mode; 0 keeps its adaptive default (about 42 % of 1,000 nodes)")
+	f.StringToInt64Var(&o.modeNodesToScore, "mode-percentage-of-nodes-to-score", nil, "percentageOfNodesToScore for some modes only, e.g. dra=10 (what an operator could set in the profile that schedules DRA pods); overrides --percentage-of-nodes-to-score for those modes")
 	f.StringSliceVar(&o.modes, "modes", []string{"stock"}, fmt.Sprintf("modes to run, in order; ratios are against the first (known: %v)", modeNames()))
 	f.DurationVar(&o.timeout, "timeout", 15*time.Minute, "limit for each mode")
 	f.BoolVar(&o.keep, "keep", false, "keep each cluster's data folder (logs) instead of deleting it")
@@ -201,11 +212,16 @@ func runMode(ctx context.Context, log *zap.SugaredLogger, o *options, m mode) (r
 		schedCfg.ClientConnection.QPS = o.schedulerQPS
 		schedCfg.ClientConnection.Burst = int32(2 * o.schedulerQPS)
 	}
-	if o.nodesToScore > 0 {
+	pct := o.nodesToScore
+	if p, ok := o.modeNodesToScore[m.name]; ok {
+		pct = int32(p)
+	}
+	res.nodesToScore = pct
+	if pct > 0 {
 		if schedCfg == nil {
 			schedCfg = &schedv1.KubeSchedulerConfiguration{}
 		}
-		schedCfg.PercentageOfNodesToScore = &o.nodesToScore
+		schedCfg.PercentageOfNodesToScore = &pct
 	}
 	c.SetSchedulerConfig(schedCfg)
 
@@ -376,6 +392,11 @@ func report(w *os.File, o *options, results []result) {
 	sample := "adaptive"
 	if o.nodesToScore > 0 {
 		sample = fmt.Sprintf("%d %%", o.nodesToScore)
+	}
+	for _, r := range results {
+		if r.nodesToScore != o.nodesToScore {
+			sample += fmt.Sprintf(" (%s: %d %%)", r.mode, r.nodesToScore)
+		}
 	}
 	fmt.Fprintf(w, "bench-scheduling: %d nodes × %d GPUs, %d pods, scheduler client QPS %s, percentageOfNodesToScore %s\n", o.nodes, o.gpus, o.pods, schedQPS, sample)
 	fmt.Fprintln(w, "latency = scheduler start → pod seen bound; pods/s = bound / (first → last binding)")

@@ -29,6 +29,11 @@ type Models interface {
 type DRA struct {
 	Templates Templates
 	Models    Models
+	// SchedulerName, when set, is given to the pods this turns into claims
+	// if they name no scheduler: a profile of the cluster's own
+	// kube-scheduler tuned for DRA pods (docs/dra.md#options-measured).
+	// Empty leaves them to the default scheduler.
+	SchedulerName string
 }
 
 // claimName is the pod-level claim of one container; pod claim names are
@@ -48,6 +53,9 @@ func claimName(container string) string {
 func (d *DRA) ops(ctx context.Context, pod *corev1.Pod, parsed *request.Pod, dryRun bool) ([]patchOp, error) {
 	models := d.Models.Models()
 	var ops []patchOp
+	if d.SchedulerName != "" && (pod.Spec.SchedulerName == "" || pod.Spec.SchedulerName == DefaultScheduler) {
+		ops = append(ops, patchOp{Op: "add", Path: "/spec/schedulerName", Value: d.SchedulerName})
+	}
 	if pod.Spec.ResourceClaims == nil {
 		ops = append(ops, patchOp{Op: "add", Path: "/spec/resourceClaims", Value: []any{}})
 	}

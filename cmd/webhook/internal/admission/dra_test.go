@@ -152,3 +152,22 @@ func TestDRAModeSameRequestSharesTemplate(t *testing.T) {
 		t.Errorf("claim name %q longer than a DNS label", n)
 	}
 }
+
+func TestDRAModeRoutesToTheDRASchedulerWhenSet(t *testing.T) {
+	r, _ := draReviewer(dra.Model{Name: "A100", MemoryMiB: 40960})
+	r.DRA.SchedulerName = "gpu-dra"
+	for _, tc := range []struct{ named, want string }{
+		{"", "gpu-dra"},
+		{DefaultScheduler, "gpu-dra"},
+		{"my-scheduler", "my-scheduler"}, // a pod that names a scheduler keeps it
+	} {
+		pod := admitted(func(p *corev1.Pod) { p.Spec.SchedulerName = tc.named }, testutil.Container("a", "nvidia.com/gpumem", "1000"))
+		resp, out := r.Review(admissionRequest(t, pod), true)
+		if out != Patched {
+			t.Fatalf("outcome %s (%v): want patched", out, resp.Result)
+		}
+		if got := applied(t, pod, resp).Spec.SchedulerName; got != tc.want {
+			t.Errorf("pod naming %q: scheduler %q, want %q", tc.named, got, tc.want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 
@@ -59,6 +60,9 @@ type Options struct {
 	// Mode is "extender" (route pods to SchedulerName) or "dra" (turn them
 	// into claims, docs/dra.md).
 	Mode string
+	// DRASchedulerName, in DRA mode, is given to the pods turned into
+	// claims; empty: the default scheduler places them.
+	DRASchedulerName string
 }
 
 // The webhook's two modes, one per scheduling path.
@@ -69,6 +73,14 @@ const (
 
 // Run serves until ctx ends.
 func Run(ctx context.Context, o Options, log *zap.Logger) error {
+	if o.DRASchedulerName != "" {
+		if o.Mode != ModeDRA {
+			return fmt.Errorf("--dra-scheduler-name %q: only with --mode=%s", o.DRASchedulerName, ModeDRA)
+		}
+		if msgs := validation.IsDNS1123Subdomain(o.DRASchedulerName); len(msgs) > 0 {
+			return fmt.Errorf("--dra-scheduler-name %q: must be a scheduler name (a DNS subdomain): %s", o.DRASchedulerName, strings.Join(msgs, "; "))
+		}
+	}
 	cs, err := o.Kube.Client()
 	if err != nil {
 		return err
@@ -101,7 +113,7 @@ func Run(ctx context.Context, o Options, log *zap.Logger) error {
 		}
 		factory = f
 		reviewer.Capacity, synced = slices, slices.HasSynced
-		reviewer.DRA = &admission.DRA{Templates: drainventory.Templates{Client: cs}, Models: slices}
+		reviewer.DRA = &admission.DRA{Templates: drainventory.Templates{Client: cs}, Models: slices, SchedulerName: o.DRASchedulerName}
 	default:
 		return fmt.Errorf("--mode %q: must be %s or %s", o.Mode, ModeExtender, ModeDRA)
 	}
