@@ -94,7 +94,7 @@ func deployedProfile(ctx context.Context, cs kubernetes.Interface) (ScoreProfile
 	d := &list.Items[0]
 	cmName, key, err := configSource(d)
 	if err != nil {
-		return ScoreProfile{}, fmt.Errorf("Deployment %s/%s: %v", d.Namespace, d.Name, err)
+		return ScoreProfile{}, fmt.Errorf("deployment %s/%s: %v", d.Namespace, d.Name, err)
 	}
 	ref := d.Namespace + "/" + cmName
 	cm, err := cs.CoreV1().ConfigMaps(d.Namespace).Get(ctx, cmName, metav1.GetOptions{})
