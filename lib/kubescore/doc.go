@@ -13,8 +13,9 @@
 // Modelled, from pods' and nodes' objects alone, as kube-scheduler
 // computes them:
 //   - NodeResourcesFit's filter (CPU, memory, ephemeral storage, pod count
-//     and extended resources less those the extender manages with
-//     ignoredByScheduler), NodeUnschedulable and TaintToleration's filter.
+//     (none on a node whose allocatable lists no pods) and extended
+//     resources less those the extender manages with ignoredByScheduler),
+//     NodeUnschedulable and TaintToleration's filter.
 //   - NodeResourcesFit's score: LeastAllocated over CPU and memory, weights
 //     1 and 1, on requests where a container that names no CPU or memory
 //     request counts 100m CPU and 200 MiB (DefaultMilliCPURequest,
@@ -52,6 +53,10 @@
 //   - percentageOfNodesToScore: kube-scheduler scores every feasible node
 //     of a cluster under 100 nodes; above, it samples (the simulator's
 //     --percentage-of-nodes-to-score).
+//
+// Unmodelled also flags a pod kube-scheduler would not place at all (one
+// naming its node, one with scheduling gates) and host ports, the app
+// containers', the sidecars' and, on the host network, the container ports.
 //
 // Users: the digital twin (test/e2e/twin) and `vgpuctl simulate placement
 // --kubeconfig` (the what-if), which places pods one after another, each

@@ -180,7 +180,9 @@ func TestFits(t *testing.T) {
 	full.Status.Allocatable[corev1.ResourcePods] = resource.MustParse("1")
 	cordoned := testNode("cordoned", "4", "8Gi")
 	cordoned.Spec.Unschedulable = true
-	nodes := []*corev1.Node{testNode("n1", "4", "8Gi"), full, cordoned,
+	podless := testNode("podless", "4", "8Gi")
+	delete(podless.Status.Allocatable, corev1.ResourcePods)
+	nodes := []*corev1.Node{testNode("n1", "4", "8Gi"), full, cordoned, podless,
 		testNode("tainted", "4", "8Gi", corev1.Taint{Key: "gpu", Effect: corev1.TaintEffectNoSchedule})}
 	c := NewCluster(nodes, []*corev1.Pod{
 		testPod("a", "n1", req("cpu", "3", "nvidia.com/gpu", "6")), testPod("b", "full", nil),
@@ -201,6 +203,9 @@ func TestFits(t *testing.T) {
 		{testPod("p", "", nil), "full", "too many pods"},
 		{testPod("p", "", nil), "cordoned", "node is unschedulable"},
 		{testPod("p", "", nil), "tainted", "untolerated taint gpu:NoSchedule"},
+		// kube-scheduler allows no pod on a node whose allocatable lists no
+		// pod count (GetAllowedPodNumber is 0).
+		{testPod("p", "", nil), "podless", "too many pods"},
 	} {
 		if got := c.Fits(p, tc.pod, tc.node); got != tc.want {
 			t.Errorf("pod %v on %s: %q, want %q", tc.pod.Spec.Containers[0].Resources.Requests, tc.node, got, tc.want)
@@ -285,6 +290,30 @@ func TestUnmodelled(t *testing.T) {
 	ported.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}
 	if err := plain.Unmodelled(def, ported); err == nil || !strings.Contains(err.Error(), "NodePorts") {
 		t.Errorf("a pod with a host port: %v, want NodePorts named", err)
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	sidecarPort := testPod("p", "", nil)
+	sidecarPort.Spec.InitContainers = []corev1.Container{{Name: "side", RestartPolicy: &always, Ports: []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}}}
+	if err := plain.Unmodelled(def, sidecarPort); err == nil || !strings.Contains(err.Error(), "NodePorts") {
+		t.Errorf("a sidecar with a host port: %v, want NodePorts named", err)
+	}
+	// The API server defaults hostPort to containerPort on the host network.
+	hostNet := testPod("p", "", nil)
+	hostNet.Spec.HostNetwork = true
+	hostNet.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80}}
+	if err := plain.Unmodelled(def, hostNet); err == nil || !strings.Contains(err.Error(), "NodePorts") {
+		t.Errorf("a host-network pod with a port: %v, want NodePorts named", err)
+	}
+	// kube-scheduler never places a pod that names its node, nor one with
+	// scheduling gates until they are removed.
+	named := testPod("p", "n1", nil)
+	if err := plain.Unmodelled(def, named); err == nil || !strings.Contains(err.Error(), "spec.nodeName") {
+		t.Errorf("a pod naming its node: %v, want spec.nodeName named", err)
+	}
+	gated := testPod("p", "", nil)
+	gated.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: "wait"}}
+	if err := plain.Unmodelled(def, gated); err == nil || !strings.Contains(err.Error(), "schedulingGates") {
+		t.Errorf("a gated pod: %v, want schedulingGates named", err)
 	}
 	affine := testPod("a", "n1", nil)
 	affine.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{}}
