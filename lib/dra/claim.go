@@ -55,7 +55,7 @@ func attr(name string) string {
 // the cluster has; only a memory percentage needs them.
 func ClaimSpec(c request.Container, sel request.Selector, models []Model) (resourcev1.ResourceClaimSpec, error) {
 	if c.Count < 1 {
-		return resourcev1.ResourceClaimSpec{}, fmt.Errorf("container %q: asks for %d vGPUs", c.Name, c.Count)
+		return resourcev1.ResourceClaimSpec{}, fmt.Errorf("%s: asks for %d vGPUs", c.Ref(), c.Count)
 	}
 	selectors := selectorsCEL(sel)
 	capReq := map[resourcev1.QualifiedName]resource.Quantity{}
@@ -134,11 +134,11 @@ func modelsFor(c request.Container, sel request.Selector, models []Model) ([]Mod
 	})
 	switch {
 	case len(out) == 0 && len(models) == 0:
-		return nil, fmt.Errorf("container %q: gpumem-percentage: no node has published a GPU yet, so the percentage cannot be resolved; retry once the node agents run", c.Name)
+		return nil, fmt.Errorf("%s: gpumem-percentage: no node has published a GPU yet, so the percentage cannot be resolved; retry once the node agents run", c.Ref())
 	case len(out) == 0:
-		return nil, fmt.Errorf("container %q: gpumem-percentage: no GPU model in the cluster matches the pod's GPU type selector", c.Name)
+		return nil, fmt.Errorf("%s: gpumem-percentage: no GPU model in the cluster matches the pod's GPU type selector", c.Ref())
 	case len(out) > MaxModels:
-		return nil, fmt.Errorf("container %q: gpumem-percentage: the pod may land on %d GPU models, more than the %d alternatives a claim may list; narrow it with %s or use gpumem", c.Name, len(out), MaxModels, "nvidia.com/use-gputype")
+		return nil, fmt.Errorf("%s: gpumem-percentage: the pod may land on %d GPU models, more than the %d alternatives a claim may list; narrow it with %s or use gpumem", c.Ref(), len(out), MaxModels, "nvidia.com/use-gputype")
 	}
 	return out, nil
 }

@@ -230,6 +230,11 @@ func TestClaimSpecPercentageErrors(t *testing.T) {
 	if _, err := ClaimSpec(c, request.Selector{}, many); err == nil || !strings.Contains(err.Error(), "9 GPU models") {
 		t.Errorf("too many models: %v", err)
 	}
+	// An init container is named as lib/request names it.
+	c.Init = true
+	if _, err := ClaimSpec(c, request.Selector{}, nil); err == nil || !strings.HasPrefix(err.Error(), `init container "train": `) {
+		t.Errorf("init container without models: %v, want it named as an init container", err)
+	}
 }
 
 func TestSelectorsCEL(t *testing.T) {

@@ -233,6 +233,10 @@ func CheckMemoryFits(p *Pod, largestMiB int64) error {
 	return errors.Join(errs...)
 }
 
+// Ref names the container in messages: `container "x"` or
+// `init container "x"`.
+func (c *Container) Ref() string { return containerRef(c.Name, c.Init) }
+
 func containerRef(name string, init bool) string {
 	if init {
 		return fmt.Sprintf("init container %q", name)
