@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/request"
 )
 
@@ -56,6 +57,12 @@ func attr(name string) string {
 func ClaimSpec(c request.Container, sel request.Selector, models []Model) (resourcev1.ResourceClaimSpec, error) {
 	if c.Count < 1 {
 		return resourcev1.ResourceClaimSpec{}, fmt.Errorf("%s: asks for %d vGPUs", c.Ref(), c.Count)
+	}
+	if c.Count > resourcev1.AllocationResultsMaxSize {
+		// The allocator fails such a claim on every node: the pod would
+		// stay pending for good.
+		return resourcev1.ResourceClaimSpec{}, fmt.Errorf("%s: %s=%d: must be at most %d on the DRA path, the devices one ResourceClaim allocation holds",
+			c.Ref(), contract.ResourceGPU, c.Count, resourcev1.AllocationResultsMaxSize)
 	}
 	selectors := selectorsCEL(sel)
 	capReq := map[resourcev1.QualifiedName]resource.Quantity{}

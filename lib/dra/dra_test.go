@@ -215,6 +215,19 @@ func TestClaimSpecPercentageResolvesPerModel(t *testing.T) {
 	}
 }
 
+// TestClaimSpecCountWithinOneAllocation: kube-scheduler's allocator fails
+// a claim of more devices than one allocation holds (32) on every node, so
+// the pod would never land; the webhook denies it instead.
+func TestClaimSpecCountWithinOneAllocation(t *testing.T) {
+	if _, err := ClaimSpec(request.Container{Name: "c", Count: resourcev1.AllocationResultsMaxSize, Exclusive: true}, request.Selector{}, nil); err != nil {
+		t.Errorf("%d GPUs: %v", resourcev1.AllocationResultsMaxSize, err)
+	}
+	_, err := ClaimSpec(request.Container{Name: "c", Count: resourcev1.AllocationResultsMaxSize + 1, Exclusive: true}, request.Selector{}, nil)
+	if err == nil || !strings.Contains(err.Error(), `container "c": nvidia.com/gpu=33: must be at most 32`) {
+		t.Errorf("33 GPUs: %v, want a denial naming the container, the resource and the limit", err)
+	}
+}
+
 func TestClaimSpecPercentageErrors(t *testing.T) {
 	c := request.Container{Name: "train", Count: 1, MemoryPercent: 50}
 	if _, err := ClaimSpec(c, request.Selector{}, nil); err == nil || !strings.Contains(err.Error(), `"train"`) || !strings.Contains(err.Error(), "no node has published") {
