@@ -16,6 +16,11 @@
 //     (none on a node whose allocatable lists no pods) and extended
 //     resources less those the extender manages with ignoredByScheduler),
 //     NodeUnschedulable and TaintToleration's filter.
+//   - A pod's requests as kube-scheduler sums them: sidecars beside the
+//     app, init containers beside the sidecars before them, pod-level
+//     requests (spec.resources) in place of the containers' for CPU,
+//     memory and huge pages, overhead on top, and, for a pod mid-resize,
+//     the larger of its spec and the kubelet's allocation.
 //   - NodeResourcesFit's score: LeastAllocated over CPU and memory, weights
 //     1 and 1, on requests where a container that names no CPU or memory
 //     request counts 100m CPU and 200 MiB (DefaultMilliCPURequest,
@@ -43,8 +48,6 @@
 //     has affinity terms.
 //   - VolumeBinding and DynamicResources: skipped without persistent
 //     volume claims or resource claims.
-//   - Pod-level resources and in-place resizes: requests are the
-//     containers' as written in the spec.
 //   - Extended resources backed by DRA (DRAExtendedResource, GA in 1.37):
 //     NodeResourcesFit and BalancedAllocation score only CPU and memory by
 //     default, so such resources matter only to the filter, on a node that

@@ -191,9 +191,6 @@ func (c *Cluster) Unmodelled(p Profile, pod *corev1.Pod) error {
 	if len(pod.Spec.ResourceClaims) > 0 {
 		errs = append(errs, errors.New("spec.resourceClaims: DynamicResources"))
 	}
-	if pod.Spec.Resources != nil {
-		errs = append(errs, errors.New("spec.resources (pod-level resources): requests are modelled per container"))
-	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("pod %s/%s: the model of kube-scheduler does not cover %w", pod.Namespace, pod.Name, err)
 	}

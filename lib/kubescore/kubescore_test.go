@@ -266,6 +266,48 @@ func TestPodRequests(t *testing.T) {
 	}
 }
 
+// TestPodLevelRequests: pod-level requests (PodLevelResources, on by
+// default) replace the containers' sum for CPU and memory; the scoring view
+// adds the 100m/200 MiB defaults only for what neither level names.
+func TestPodLevelRequests(t *testing.T) {
+	p := testPod("p", "", req("cpu", "1"), nil)
+	p.Spec.Resources = &corev1.ResourceRequirements{Requests: req("cpu", "3")}
+	if got := podRequests(p, false); got[corev1.ResourceCPU] != 3000 || got[corev1.ResourceMemory] != 0 {
+		t.Errorf("requests %v, want cpu 3000 and no memory", got)
+	}
+	if got := podRequests(p, true); got[corev1.ResourceCPU] != 3000 || got[corev1.ResourceMemory] != 400*mb {
+		t.Errorf("non-zero requests %v, want cpu 3000, memory %d", got, 400*mb)
+	}
+	c := NewCluster([]*corev1.Node{testNode("n1", "4", "8Gi")}, []*corev1.Pod{func() *corev1.Pod { q := p.DeepCopy(); q.Spec.NodeName = "n1"; return q }()})
+	if got := c.Fits(Profile{Weights: DefaultWeights()}, testPod("q", "", req("cpu", "1500m")), "n1"); got != "insufficient cpu" {
+		t.Errorf("1.5 CPU beside a pod with 3 CPU at pod level: %q, want insufficient cpu", got)
+	}
+	if err := c.Unmodelled(Profile{Weights: DefaultWeights()}, p); err != nil {
+		t.Errorf("a pod with pod-level requests: %v", err)
+	}
+}
+
+// TestResizedPodCounts: for a pod mid-resize kube-scheduler counts the
+// larger of the spec and the kubelet's allocation; after an infeasible
+// resize, the allocation alone.
+func TestResizedPodCounts(t *testing.T) {
+	grown := testPod("r", "n1", req("cpu", "1"))
+	grown.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "a", AllocatedResources: req("cpu", "2")}}
+	if got := podRequests(grown, false)[corev1.ResourceCPU]; got != 2000 {
+		t.Errorf("spec 1 CPU, allocated 2: counts %dm, want 2000m", got)
+	}
+	stuck := testPod("r", "n1", req("cpu", "3"))
+	stuck.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "a", AllocatedResources: req("cpu", "1")}}
+	stuck.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodResizePending, Status: corev1.ConditionTrue, Reason: corev1.PodReasonInfeasible}}
+	if got := podRequests(stuck, false)[corev1.ResourceCPU]; got != 1000 {
+		t.Errorf("infeasible resize to 3 CPU from 1: counts %dm, want 1000m", got)
+	}
+	c := NewCluster([]*corev1.Node{testNode("n1", "4", "8Gi")}, []*corev1.Pod{grown})
+	if got := c.Fits(Profile{Weights: DefaultWeights()}, testPod("q", "", req("cpu", "2500m")), "n1"); got != "insufficient cpu" {
+		t.Errorf("2.5 CPU beside a pod allocated 2: %q, want insufficient cpu", got)
+	}
+}
+
 func TestUnmodelled(t *testing.T) {
 	nodes := []*corev1.Node{testNode("n1", "4", "8Gi")}
 	plain := NewCluster(nodes, nil)
