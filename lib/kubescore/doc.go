@@ -58,7 +58,8 @@
 //     --percentage-of-nodes-to-score).
 //
 // Unmodelled also flags a pod kube-scheduler would not place at all (one
-// naming its node, one with scheduling gates) and host ports, the app
+// naming its node, one with scheduling gates), a runtime class whose
+// admission may still add overhead and constraints, and host ports, the app
 // containers', the sidecars' and, on the host network, the container ports.
 //
 // Users: the digital twin (test/e2e/twin) and `vgpuctl simulate placement

@@ -185,6 +185,9 @@ func (c *Cluster) Unmodelled(p Profile, pod *corev1.Pod) error {
 	if pod.Spec.NodeName != "" {
 		errs = append(errs, fmt.Errorf("spec.nodeName %s: kube-scheduler never places the pod, the kubelet of that node runs it", pod.Spec.NodeName))
 	}
+	if pod.Spec.RuntimeClassName != nil && pod.Spec.Overhead == nil {
+		errs = append(errs, fmt.Errorf("spec.runtimeClassName %s: its RuntimeClass may add overhead, a node selector and tolerations when the pod is admitted", *pod.Spec.RuntimeClassName))
+	}
 	if len(pod.Spec.SchedulingGates) > 0 {
 		errs = append(errs, errors.New("spec.schedulingGates: kube-scheduler waits until they are removed"))
 	}

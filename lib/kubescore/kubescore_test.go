@@ -352,6 +352,14 @@ func TestUnmodelled(t *testing.T) {
 	if err := plain.Unmodelled(def, named); err == nil || !strings.Contains(err.Error(), "spec.nodeName") {
 		t.Errorf("a pod naming its node: %v, want spec.nodeName named", err)
 	}
+	// RuntimeClass admission may add overhead, a node selector and
+	// tolerations to a pod not yet admitted.
+	runtime := testPod("p", "", nil)
+	kata := "kata"
+	runtime.Spec.RuntimeClassName = &kata
+	if err := plain.Unmodelled(def, runtime); err == nil || !strings.Contains(err.Error(), "runtimeClassName") {
+		t.Errorf("a pod with a runtime class and no overhead: %v, want runtimeClassName named", err)
+	}
 	gated := testPod("p", "", nil)
 	gated.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: "wait"}}
 	if err := plain.Unmodelled(def, gated); err == nil || !strings.Contains(err.Error(), "schedulingGates") {
