@@ -65,6 +65,13 @@ func ClaimSpec(c request.Container, sel request.Selector, models []Model) (resou
 			c.Ref(), contract.ResourceGPU, c.Count, resourcev1.AllocationResultsMaxSize)
 	}
 	selectors := selectorsCEL(sel)
+	for i, src := range selectorSources(sel) {
+		if n := len(selectors[i].CEL.Expression); n > resourcev1.CELSelectorExpressionMaxLength {
+			// The API server would refuse the template.
+			return resourcev1.ResourceClaimSpec{}, fmt.Errorf("%s: annotation %s: lists too much for the DRA path: its CEL selector would be %d bytes, more than the %d a claim may hold",
+				c.Ref(), src, n, resourcev1.CELSelectorExpressionMaxLength)
+		}
+	}
 	capReq := map[resourcev1.QualifiedName]resource.Quantity{}
 	var config []resourcev1.DeviceClaimConfiguration
 	var alternatives []Model
@@ -179,6 +186,22 @@ func selectorsCEL(s request.Selector) []resourcev1.DeviceSelector {
 	}
 	if len(s.NoUseUUIDs) > 0 {
 		out = append(out, cel("!("+uuids(s.NoUseUUIDs)+")"))
+	}
+	return out
+}
+
+// selectorSources names the annotation behind each of selectorsCEL's
+// selectors, in the same order.
+func selectorSources(s request.Selector) []string {
+	var out []string
+	for _, a := range []struct {
+		list []string
+		key  string
+	}{{s.UseTypes, contract.AnnotationUseGPUType}, {s.NoUseTypes, contract.AnnotationNoUseGPUType},
+		{s.UseUUIDs, contract.AnnotationUseGPUUUID}, {s.NoUseUUIDs, contract.AnnotationNoUseGPUUUID}} {
+		if len(a.list) > 0 {
+			out = append(out, a.key)
+		}
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package dra
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -247,6 +248,24 @@ func TestClaimSpecPercentageErrors(t *testing.T) {
 	c.Init = true
 	if _, err := ClaimSpec(c, request.Selector{}, nil); err == nil || !strings.HasPrefix(err.Error(), `init container "train": `) {
 		t.Errorf("init container without models: %v, want it named as an init container", err)
+	}
+}
+
+// TestClaimSpecSelectorWithinTheAPILimit: a CEL selector longer than the
+// API takes would make the template's creation fail; the webhook denies
+// the pod naming the annotation instead.
+func TestClaimSpecSelectorWithinTheAPILimit(t *testing.T) {
+	var uuids []string
+	for i := range 300 {
+		uuids = append(uuids, fmt.Sprintf("GPU-%08d-aaaa-bbbb-cccc-dddddddddddd", i))
+	}
+	c := request.Container{Name: "c", Count: 1, MemoryMiB: 100}
+	if _, err := ClaimSpec(c, request.Selector{UseUUIDs: uuids[:100]}, nil); err != nil {
+		t.Errorf("100 uuids: %v", err)
+	}
+	_, err := ClaimSpec(c, request.Selector{UseTypes: []string{"A100"}, NoUseUUIDs: uuids}, nil)
+	if err == nil || !strings.Contains(err.Error(), `container "c": annotation nvidia.com/nouse-gpuuuid`) || !strings.Contains(err.Error(), "10240") {
+		t.Errorf("300 uuids: %v, want a denial naming the container, the annotation and the limit", err)
 	}
 }
 
