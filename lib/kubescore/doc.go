@@ -58,7 +58,9 @@
 //     --percentage-of-nodes-to-score).
 //
 // Unmodelled also flags a pod kube-scheduler would not place at all (one
-// naming its node, one with scheduling gates), a runtime class whose
+// naming its node; callers that hold a pod back with scheduling gates, as
+// the twin does, judge the pod as it will be once they are removed), a
+// runtime class whose
 // admission may still add overhead and constraints, and host ports, the app
 // containers', the sidecars' and, on the host network, the container ports.
 //

@@ -188,9 +188,6 @@ func (c *Cluster) Unmodelled(p Profile, pod *corev1.Pod) error {
 	if pod.Spec.RuntimeClassName != nil && pod.Spec.Overhead == nil {
 		errs = append(errs, fmt.Errorf("spec.runtimeClassName %s: its RuntimeClass may add overhead, a node selector and tolerations when the pod is admitted", *pod.Spec.RuntimeClassName))
 	}
-	if len(pod.Spec.SchedulingGates) > 0 {
-		errs = append(errs, errors.New("spec.schedulingGates: kube-scheduler waits until they are removed"))
-	}
 	if len(pod.Spec.ResourceClaims) > 0 {
 		errs = append(errs, errors.New("spec.resourceClaims: DynamicResources"))
 	}

@@ -346,8 +346,7 @@ func TestUnmodelled(t *testing.T) {
 	if err := plain.Unmodelled(def, hostNet); err == nil || !strings.Contains(err.Error(), "NodePorts") {
 		t.Errorf("a host-network pod with a port: %v, want NodePorts named", err)
 	}
-	// kube-scheduler never places a pod that names its node, nor one with
-	// scheduling gates until they are removed.
+	// kube-scheduler never places a pod that names its node.
 	named := testPod("p", "n1", nil)
 	if err := plain.Unmodelled(def, named); err == nil || !strings.Contains(err.Error(), "spec.nodeName") {
 		t.Errorf("a pod naming its node: %v, want spec.nodeName named", err)
@@ -359,11 +358,6 @@ func TestUnmodelled(t *testing.T) {
 	runtime.Spec.RuntimeClassName = &kata
 	if err := plain.Unmodelled(def, runtime); err == nil || !strings.Contains(err.Error(), "runtimeClassName") {
 		t.Errorf("a pod with a runtime class and no overhead: %v, want runtimeClassName named", err)
-	}
-	gated := testPod("p", "", nil)
-	gated.Spec.SchedulingGates = []corev1.PodSchedulingGate{{Name: "wait"}}
-	if err := plain.Unmodelled(def, gated); err == nil || !strings.Contains(err.Error(), "schedulingGates") {
-		t.Errorf("a gated pod: %v, want schedulingGates named", err)
 	}
 	affine := testPod("a", "n1", nil)
 	affine.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{}}

@@ -174,6 +174,9 @@ func unmodelled(snap *kubescore.Cluster, prof kubescore.Profile, pod *corev1.Pod
 	case !vgpu && pod.Spec.SchedulerName != corev1.DefaultSchedulerName:
 		why = append(why, fmt.Sprintf("spec.schedulerName %s: its configuration is unknown", pod.Spec.SchedulerName))
 	}
+	if len(pod.Spec.SchedulingGates) > 0 {
+		why = append(why, "spec.schedulingGates: kube-scheduler leaves the pod pending until they are removed")
+	}
 	if err := snap.Unmodelled(prof, pod); err != nil {
 		why = append(why, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
