@@ -28,9 +28,34 @@ type Booking struct {
 	PodUID types.UID
 	// Claim is the ResourceClaim (DRA path); "" on the extender path.
 	Claim string
-	// Assignment lists the shares per container; on the DRA path one entry
-	// per request of the claim, named after the containers that use it.
+	// Assignment lists the shares per container, with their limits; on the
+	// DRA path one entry per request of the claim, named after the
+	// containers that use it.
 	Assignment assign.Pod
+	// heldMiB is, per container and device of Assignment, the memory the
+	// DRA allocator booked where it differs from the limit (0: the same).
+	heldMiB [][]int64
+}
+
+// Held is Assignment as the scheduler counts it: on the DRA path a share
+// whose claim names no memory holds the GPU's whole scaled memory though
+// it is limited to the real memory (docs/dra.md).
+func (b Booking) Held() assign.Pod {
+	if b.heldMiB == nil {
+		return b.Assignment
+	}
+	out := b.Assignment
+	out.Containers = slices.Clone(out.Containers)
+	for i := range out.Containers {
+		out.Containers[i].Devices = slices.Clone(out.Containers[i].Devices)
+		for j := range out.Containers[i].Devices {
+			if i < len(b.heldMiB) && b.heldMiB[i] != nil && b.heldMiB[i][j] > 0 {
+				m := b.heldMiB[i][j]
+				out.Containers[i].Devices[j].MemoryMiB = m
+			}
+		}
+	}
+	return out
 }
 
 // Key names the booking uniquely on its node.
@@ -142,6 +167,17 @@ func FromClaims(node string, rs []*resourcev1.ResourceSlice, claims []*resourcev
 				pos = at
 			}
 			b.Assignment.Containers = append(b.Assignment.Containers, assign.Container{Name: name, Init: init, Devices: s.Devices})
+			for j, r := range s.Results {
+				if q, ok := r.ConsumedCapacity[dra.CapMemory]; ok && q.Value()>>20 != s.Devices[j].MemoryMiB {
+					for len(b.heldMiB) <= i {
+						b.heldMiB = append(b.heldMiB, nil)
+					}
+					if b.heldMiB[i] == nil {
+						b.heldMiB[i] = make([]int64, len(s.Devices))
+					}
+					b.heldMiB[i][j] = q.Value() >> 20
+				}
+			}
 		}
 		out = append(out, b)
 		order = append(order, pos)

@@ -167,7 +167,9 @@ func TestFromClaimsEdges(t *testing.T) {
 		{Namespace: "ns", Pod: "p", PodUID: "uid-p", Claim: initClaim.Name, Assignment: assign.Pod{Node: node, Containers: []assign.Container{
 			{Name: "warm", Init: true, Devices: []assign.Device{{UUID: "GPU-1", MemoryMiB: 100}}}}}},
 		{Namespace: "ns", Pod: "p", PodUID: "uid-p", Claim: whole.Name, Assignment: assign.Pod{Node: node, Containers: []assign.Container{
-			{Name: "side", Devices: []assign.Device{{UUID: "GPU-0", MemoryMiB: 20480, Cores: 100}}}}}},
+			{Name: "side", Devices: []assign.Device{{UUID: "GPU-0", MemoryMiB: 20480, Cores: 100}}}}},
+			// The whole GPU is held, whatever its limit.
+			heldMiB: [][]int64{{40960}}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", got, want)
@@ -198,5 +200,31 @@ func TestInventoryFromSlices(t *testing.T) {
 	}
 	if _, ok := dra.Inventory("nobody", []*resourcev1.ResourceSlice{nodeSlice(t, node, s)}); ok {
 		t.Error("a node without a slice has an inventory")
+	}
+}
+
+// TestHeldIsWhatTheAllocatorCounts: with memory scaling 1.5, a share whose
+// claim names no memory is limited to the GPU's 40960 MiB but holds the
+// whole 61440 MiB the allocator booked; Held says so, the assignment keeps
+// the limit.
+func TestHeldIsWhatTheAllocatorCounts(t *testing.T) {
+	pod := podWith(t, "a", corev1.PodRunning, nil)
+	c := claimFor(&pod, "main", node, []share{{dra.RequestName, 0, 61440, 30}})
+	c.Spec.Devices.Requests = []resourcev1.DeviceRequest{{Name: dra.RequestName, Exactly: &resourcev1.ExactDeviceRequest{DeviceClassName: dra.DeviceClass,
+		Capacity: &resourcev1.CapacityRequirements{Requests: map[resourcev1.QualifiedName]resource.Quantity{dra.CapCores: *resource.NewQuantity(30, resource.DecimalSI)}}}}}
+	s := settings.Default()
+	s.DeviceMemoryScaling = 1.5
+	bs, warnings := FromClaims(node, []*resourcev1.ResourceSlice{nodeSlice(t, node, s)}, []*resourcev1.ResourceClaim{c}, []corev1.Pod{pod})
+	if len(bs) != 1 || len(warnings) != 0 {
+		t.Fatalf("bookings %+v, warnings %v", bs, warnings)
+	}
+	if got := bs[0].Assignment.Containers[0].Devices[0].MemoryMiB; got != 40960 {
+		t.Errorf("limit %d MiB, want the GPU's 40960", got)
+	}
+	if got := bs[0].Held().Containers[0].Devices[0].MemoryMiB; got != 61440 {
+		t.Errorf("held %d MiB, want the 61440 the allocator booked", got)
+	}
+	if got := bs[0].Assignment.Containers[0].Devices[0].MemoryMiB; got != 40960 {
+		t.Errorf("Held changed the assignment's limit to %d MiB", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/request"
 )
 
@@ -55,9 +56,22 @@ func attr(name string) string {
 // the cluster has; only a memory percentage needs them.
 func ClaimSpec(c request.Container, sel request.Selector, models []Model) (resourcev1.ResourceClaimSpec, error) {
 	if c.Count < 1 {
-		return resourcev1.ResourceClaimSpec{}, fmt.Errorf("container %q: asks for %d vGPUs", c.Name, c.Count)
+		return resourcev1.ResourceClaimSpec{}, fmt.Errorf("%s: asks for %d vGPUs", c.Ref(), c.Count)
+	}
+	if c.Count > resourcev1.AllocationResultsMaxSize {
+		// The allocator fails such a claim on every node: the pod would
+		// stay pending for good.
+		return resourcev1.ResourceClaimSpec{}, fmt.Errorf("%s: %s=%d: must be at most %d on the DRA path, the devices one ResourceClaim allocation holds",
+			c.Ref(), contract.ResourceGPU, c.Count, resourcev1.AllocationResultsMaxSize)
 	}
 	selectors := selectorsCEL(sel)
+	for i, src := range selectorSources(sel) {
+		if n := len(selectors[i].CEL.Expression); n > resourcev1.CELSelectorExpressionMaxLength {
+			// The API server would refuse the template.
+			return resourcev1.ResourceClaimSpec{}, fmt.Errorf("%s: annotation %s: lists too much for the DRA path: its CEL selector would be %d bytes, more than the %d a claim may hold",
+				c.Ref(), src, n, resourcev1.CELSelectorExpressionMaxLength)
+		}
+	}
 	capReq := map[resourcev1.QualifiedName]resource.Quantity{}
 	var config []resourcev1.DeviceClaimConfiguration
 	var alternatives []Model
@@ -134,11 +148,11 @@ func modelsFor(c request.Container, sel request.Selector, models []Model) ([]Mod
 	})
 	switch {
 	case len(out) == 0 && len(models) == 0:
-		return nil, fmt.Errorf("container %q: gpumem-percentage: no node has published a GPU yet, so the percentage cannot be resolved; retry once the node agents run", c.Name)
+		return nil, fmt.Errorf("%s: gpumem-percentage: no node has published a GPU yet, so the percentage cannot be resolved; retry once the node agents run", c.Ref())
 	case len(out) == 0:
-		return nil, fmt.Errorf("container %q: gpumem-percentage: no GPU model in the cluster matches the pod's GPU type selector", c.Name)
+		return nil, fmt.Errorf("%s: gpumem-percentage: no GPU model in the cluster matches the pod's GPU type selector", c.Ref())
 	case len(out) > MaxModels:
-		return nil, fmt.Errorf("container %q: gpumem-percentage: the pod may land on %d GPU models, more than the %d alternatives a claim may list; narrow it with %s or use gpumem", c.Name, len(out), MaxModels, "nvidia.com/use-gputype")
+		return nil, fmt.Errorf("%s: gpumem-percentage: the pod may land on %d GPU models, more than the %d alternatives a claim may list; narrow it with %s or use gpumem", c.Ref(), len(out), MaxModels, "nvidia.com/use-gputype")
 	}
 	return out, nil
 }
@@ -172,6 +186,22 @@ func selectorsCEL(s request.Selector) []resourcev1.DeviceSelector {
 	}
 	if len(s.NoUseUUIDs) > 0 {
 		out = append(out, cel("!("+uuids(s.NoUseUUIDs)+")"))
+	}
+	return out
+}
+
+// selectorSources names the annotation behind each of selectorsCEL's
+// selectors, in the same order.
+func selectorSources(s request.Selector) []string {
+	var out []string
+	for _, a := range []struct {
+		list []string
+		key  string
+	}{{s.UseTypes, contract.AnnotationUseGPUType}, {s.NoUseTypes, contract.AnnotationNoUseGPUType},
+		{s.UseUUIDs, contract.AnnotationUseGPUUUID}, {s.NoUseUUIDs, contract.AnnotationNoUseGPUUUID}} {
+		if len(a.list) > 0 {
+			out = append(out, a.key)
+		}
 	}
 	return out
 }

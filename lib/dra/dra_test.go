@@ -2,6 +2,7 @@ package dra
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -215,6 +216,19 @@ func TestClaimSpecPercentageResolvesPerModel(t *testing.T) {
 	}
 }
 
+// TestClaimSpecCountWithinOneAllocation: kube-scheduler's allocator fails
+// a claim of more devices than one allocation holds (32) on every node, so
+// the pod would never land; the webhook denies it instead.
+func TestClaimSpecCountWithinOneAllocation(t *testing.T) {
+	if _, err := ClaimSpec(request.Container{Name: "c", Count: resourcev1.AllocationResultsMaxSize, Exclusive: true}, request.Selector{}, nil); err != nil {
+		t.Errorf("%d GPUs: %v", resourcev1.AllocationResultsMaxSize, err)
+	}
+	_, err := ClaimSpec(request.Container{Name: "c", Count: resourcev1.AllocationResultsMaxSize + 1, Exclusive: true}, request.Selector{}, nil)
+	if err == nil || !strings.Contains(err.Error(), `container "c": nvidia.com/gpu=33: must be at most 32`) {
+		t.Errorf("33 GPUs: %v, want a denial naming the container, the resource and the limit", err)
+	}
+}
+
 func TestClaimSpecPercentageErrors(t *testing.T) {
 	c := request.Container{Name: "train", Count: 1, MemoryPercent: 50}
 	if _, err := ClaimSpec(c, request.Selector{}, nil); err == nil || !strings.Contains(err.Error(), `"train"`) || !strings.Contains(err.Error(), "no node has published") {
@@ -229,6 +243,29 @@ func TestClaimSpecPercentageErrors(t *testing.T) {
 	}
 	if _, err := ClaimSpec(c, request.Selector{}, many); err == nil || !strings.Contains(err.Error(), "9 GPU models") {
 		t.Errorf("too many models: %v", err)
+	}
+	// An init container is named as lib/request names it.
+	c.Init = true
+	if _, err := ClaimSpec(c, request.Selector{}, nil); err == nil || !strings.HasPrefix(err.Error(), `init container "train": `) {
+		t.Errorf("init container without models: %v, want it named as an init container", err)
+	}
+}
+
+// TestClaimSpecSelectorWithinTheAPILimit: a CEL selector longer than the
+// API takes would make the template's creation fail; the webhook denies
+// the pod naming the annotation instead.
+func TestClaimSpecSelectorWithinTheAPILimit(t *testing.T) {
+	var uuids []string
+	for i := range 300 {
+		uuids = append(uuids, fmt.Sprintf("GPU-%08d-aaaa-bbbb-cccc-dddddddddddd", i))
+	}
+	c := request.Container{Name: "c", Count: 1, MemoryMiB: 100}
+	if _, err := ClaimSpec(c, request.Selector{UseUUIDs: uuids[:100]}, nil); err != nil {
+		t.Errorf("100 uuids: %v", err)
+	}
+	_, err := ClaimSpec(c, request.Selector{UseTypes: []string{"A100"}, NoUseUUIDs: uuids}, nil)
+	if err == nil || !strings.Contains(err.Error(), `container "c": annotation nvidia.com/nouse-gpuuuid`) || !strings.Contains(err.Error(), "10240") {
+		t.Errorf("300 uuids: %v, want a denial naming the container, the annotation and the limit", err)
 	}
 }
 
@@ -305,3 +342,53 @@ func capValue(d resourcev1.Device, name resourcev1.QualifiedName) int64 {
 }
 
 func qv(q resource.Quantity) int64 { return q.Value() }
+
+// TestSharesLimitUnnamedMemoryToTheGPU: with deviceMemoryScaling above 1, a
+// share whose claim names no memory books the GPU's whole scaled memory
+// (so nothing else fits beside it), but its limit is the GPU's real memory,
+// as on the extender path; a share that names memory keeps what it named,
+// even above the real memory (overcommit).
+func TestSharesLimitUnnamedMemoryToTheGPU(t *testing.T) {
+	gpu := GPU{UUID: "GPU-a", MemoryMiB: 40960}
+	scaled := MiB(61440) // 40960 × 1.5
+	claimFor := func(c request.Container, models []Model, consumed resource.Quantity, req string) *resourcev1.ResourceClaim {
+		spec, err := ClaimSpec(c, request.Selector{}, models)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &resourcev1.ResourceClaim{Spec: spec, Status: resourcev1.ResourceClaimStatus{Allocation: &resourcev1.AllocationResult{
+			Devices: resourcev1.DeviceAllocationResult{Config: allocConfig(spec), Results: []resourcev1.DeviceRequestAllocationResult{{
+				Request: req, Driver: Driver, Pool: "n1", Device: "gpu-0",
+				ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{CapMemory: consumed}}}}}}}
+	}
+	lookup := func(string, string) (GPU, bool) { return gpu, true }
+	models := []Model{{Name: "A100", MemoryMiB: 40960}}
+	for _, tc := range []struct {
+		name  string
+		claim *resourcev1.ResourceClaim
+		want  int64
+	}{
+		{"gpucores alone", claimFor(request.Container{Name: "c", Count: 1, Cores: 30}, nil, scaled, RequestName), 40960},
+		{"whole GPU", claimFor(request.Container{Name: "c", Count: 1, Exclusive: true}, nil, scaled, RequestName), 40960},
+		{"whole GPU with gpumem", claimFor(request.Container{Name: "c", Count: 1, Exclusive: true, MemoryMiB: 1000}, nil, scaled, RequestName), 1000},
+		{"gpumem above the real memory", claimFor(request.Container{Name: "c", Count: 1, MemoryMiB: 50000}, nil, MiB(50000), RequestName), 50000},
+		{"gpumem-percentage", claimFor(request.Container{Name: "c", Count: 1, MemoryPercent: 50}, models, MiB(20480), RequestName+"/model-0"), 20480},
+	} {
+		shares, err := Shares(tc.claim, lookup)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(shares) != 1 || len(shares[0].Devices) != 1 || shares[0].Devices[0].MemoryMiB != tc.want {
+			t.Errorf("%s: shares %+v: want a memory limit of %d MiB", tc.name, shares, tc.want)
+		}
+	}
+}
+
+// allocConfig is the allocation's copy of the claim's configs.
+func allocConfig(spec resourcev1.ResourceClaimSpec) []resourcev1.DeviceAllocationConfiguration {
+	var out []resourcev1.DeviceAllocationConfiguration
+	for _, c := range spec.Devices.Config {
+		out = append(out, resourcev1.DeviceAllocationConfiguration{Source: resourcev1.AllocationConfigSourceClaim, Requests: c.Requests, DeviceConfiguration: c.DeviceConfiguration})
+	}
+	return out
+}

@@ -57,8 +57,11 @@ func Shares(claim *resourcev1.ResourceClaim, lookup func(pool, device string) (G
 			return nil, fmt.Errorf("claim %s: %w", name, err)
 		}
 		d := assign.Device{UUID: g.UUID, MemoryMiB: g.MemoryMiB}
-		if q, ok := r.ConsumedCapacity[CapMemory]; ok {
-			// Booked in whole MiB (the capacity's step).
+		if q, ok := r.ConsumedCapacity[CapMemory]; ok && (!unnamedMemory(claim.Spec.Devices.Requests, r.Request) || g.MemoryMiB <= 0) {
+			// Booked in whole MiB (the capacity's step). A request that
+			// names no memory books the GPU's whole scaled memory, so that
+			// nothing fits beside it, but, as on the extender path, is held
+			// to the GPU's real memory.
 			d.MemoryMiB = q.Value() / (1024 * 1024)
 		}
 		if q, ok := r.ConsumedCapacity[CapCores]; ok {
@@ -79,6 +82,37 @@ func Shares(claim *resourcev1.ResourceClaim, lookup func(pool, device string) (G
 		out[i].Results = append(out[i].Results, r)
 	}
 	return out, nil
+}
+
+// unnamedMemory reports whether the claim's request (or, "request/sub",
+// the subrequest of its firstAvailable list) is in the claim's spec and
+// asks for no amount of memory.
+func unnamedMemory(reqs []resourcev1.DeviceRequest, name string) bool {
+	base, sub, _ := strings.Cut(name, "/")
+	for _, r := range reqs {
+		if r.Name != base {
+			continue
+		}
+		switch {
+		case sub == "" && r.Exactly != nil:
+			return !asksMemory(r.Exactly.Capacity)
+		case sub != "":
+			for _, s := range r.FirstAvailable {
+				if s.Name == sub {
+					return !asksMemory(s.Capacity)
+				}
+			}
+		}
+	}
+	return false
+}
+
+func asksMemory(c *resourcev1.CapacityRequirements) bool {
+	if c == nil {
+		return false
+	}
+	_, ok := c.Requests[CapMemory]
+	return ok
 }
 
 // shareConfig is the last vgpu opaque config that applies to request

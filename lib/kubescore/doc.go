@@ -13,8 +13,14 @@
 // Modelled, from pods' and nodes' objects alone, as kube-scheduler
 // computes them:
 //   - NodeResourcesFit's filter (CPU, memory, ephemeral storage, pod count
-//     and extended resources less those the extender manages with
-//     ignoredByScheduler), NodeUnschedulable and TaintToleration's filter.
+//     (none on a node whose allocatable lists no pods) and extended
+//     resources less those the extender manages with ignoredByScheduler),
+//     NodeUnschedulable and TaintToleration's filter.
+//   - A pod's requests as kube-scheduler sums them: sidecars beside the
+//     app, init containers beside the sidecars before them, pod-level
+//     requests (spec.resources) in place of the containers' for CPU,
+//     memory and huge pages, overhead on top, and, for a pod mid-resize,
+//     the larger of its spec and the kubelet's allocation.
 //   - NodeResourcesFit's score: LeastAllocated over CPU and memory, weights
 //     1 and 1, on requests where a container that names no CPU or memory
 //     request counts 100m CPU and 200 MiB (DefaultMilliCPURequest,
@@ -42,8 +48,6 @@
 //     has affinity terms.
 //   - VolumeBinding and DynamicResources: skipped without persistent
 //     volume claims or resource claims.
-//   - Pod-level resources and in-place resizes: requests are the
-//     containers' as written in the spec.
 //   - Extended resources backed by DRA (DRAExtendedResource, GA in 1.37):
 //     NodeResourcesFit and BalancedAllocation score only CPU and memory by
 //     default, so such resources matter only to the filter, on a node that
@@ -52,6 +56,13 @@
 //   - percentageOfNodesToScore: kube-scheduler scores every feasible node
 //     of a cluster under 100 nodes; above, it samples (the simulator's
 //     --percentage-of-nodes-to-score).
+//
+// Unmodelled also flags a pod kube-scheduler would not place at all (one
+// naming its node; callers that hold a pod back with scheduling gates, as
+// the twin does, judge the pod as it will be once they are removed), a
+// runtime class whose
+// admission may still add overhead and constraints, and host ports, the app
+// containers', the sidecars' and, on the host network, the container ports.
 //
 // Users: the digital twin (test/e2e/twin) and `vgpuctl simulate placement
 // --kubeconfig` (the what-if), which places pods one after another, each

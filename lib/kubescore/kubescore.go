@@ -170,23 +170,44 @@ func (c *Cluster) Unmodelled(p Profile, pod *corev1.Pod) error {
 			errs = append(errs, fmt.Errorf("volume %s claims a persistent volume: VolumeBinding", v.Name))
 		}
 	}
-	for _, ctr := range pod.Spec.Containers {
+	for _, ctr := range portHolders(pod) {
 		for _, port := range ctr.Ports {
-			if port.HostPort != 0 {
-				errs = append(errs, fmt.Errorf("container %s asks for host port %d: NodePorts' filter", ctr.Name, port.HostPort))
+			host := port.HostPort
+			if host == 0 && pod.Spec.HostNetwork {
+				// The API server defaults it to the container port.
+				host = port.ContainerPort
+			}
+			if host != 0 {
+				errs = append(errs, fmt.Errorf("container %s asks for host port %d: NodePorts' filter", ctr.Name, host))
 			}
 		}
 	}
+	if pod.Spec.NodeName != "" {
+		errs = append(errs, fmt.Errorf("spec.nodeName %s: kube-scheduler never places the pod, the kubelet of that node runs it", pod.Spec.NodeName))
+	}
+	if pod.Spec.RuntimeClassName != nil && pod.Spec.Overhead == nil {
+		errs = append(errs, fmt.Errorf("spec.runtimeClassName %s: its RuntimeClass may add overhead, a node selector and tolerations when the pod is admitted", *pod.Spec.RuntimeClassName))
+	}
 	if len(pod.Spec.ResourceClaims) > 0 {
 		errs = append(errs, errors.New("spec.resourceClaims: DynamicResources"))
-	}
-	if pod.Spec.Resources != nil {
-		errs = append(errs, errors.New("spec.resources (pod-level resources): requests are modelled per container"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("pod %s/%s: the model of kube-scheduler does not cover %w", pod.Namespace, pod.Name, err)
 	}
 	return nil
+}
+
+// portHolders are the containers whose host ports NodePorts checks: the
+// app containers and the restartable init containers (sidecars), which run
+// as long as the pod.
+func portHolders(pod *corev1.Pod) []corev1.Container {
+	out := slices.Clone(pod.Spec.Containers)
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func controlled(pod *corev1.Pod) bool {
@@ -215,7 +236,8 @@ func (c *Cluster) Fits(p Profile, pod *corev1.Pod, name string) string {
 		}
 	}
 	alloc := allocatable(n.obj)
-	if pods, ok := alloc[corev1.ResourcePods]; ok && int64(n.pods)+1 > pods {
+	// A node that lists no pod count takes no pod (GetAllowedPodNumber 0).
+	if int64(n.pods)+1 > alloc[corev1.ResourcePods] {
 		return "too many pods"
 	}
 	for r, want := range podRequests(pod, false) {

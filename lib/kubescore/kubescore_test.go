@@ -180,7 +180,9 @@ func TestFits(t *testing.T) {
 	full.Status.Allocatable[corev1.ResourcePods] = resource.MustParse("1")
 	cordoned := testNode("cordoned", "4", "8Gi")
 	cordoned.Spec.Unschedulable = true
-	nodes := []*corev1.Node{testNode("n1", "4", "8Gi"), full, cordoned,
+	podless := testNode("podless", "4", "8Gi")
+	delete(podless.Status.Allocatable, corev1.ResourcePods)
+	nodes := []*corev1.Node{testNode("n1", "4", "8Gi"), full, cordoned, podless,
 		testNode("tainted", "4", "8Gi", corev1.Taint{Key: "gpu", Effect: corev1.TaintEffectNoSchedule})}
 	c := NewCluster(nodes, []*corev1.Pod{
 		testPod("a", "n1", req("cpu", "3", "nvidia.com/gpu", "6")), testPod("b", "full", nil),
@@ -201,6 +203,9 @@ func TestFits(t *testing.T) {
 		{testPod("p", "", nil), "full", "too many pods"},
 		{testPod("p", "", nil), "cordoned", "node is unschedulable"},
 		{testPod("p", "", nil), "tainted", "untolerated taint gpu:NoSchedule"},
+		// kube-scheduler allows no pod on a node whose allocatable lists no
+		// pod count (GetAllowedPodNumber is 0).
+		{testPod("p", "", nil), "podless", "too many pods"},
 	} {
 		if got := c.Fits(p, tc.pod, tc.node); got != tc.want {
 			t.Errorf("pod %v on %s: %q, want %q", tc.pod.Spec.Containers[0].Resources.Requests, tc.node, got, tc.want)
@@ -261,6 +266,48 @@ func TestPodRequests(t *testing.T) {
 	}
 }
 
+// TestPodLevelRequests: pod-level requests (PodLevelResources, on by
+// default) replace the containers' sum for CPU and memory; the scoring view
+// adds the 100m/200 MiB defaults only for what neither level names.
+func TestPodLevelRequests(t *testing.T) {
+	p := testPod("p", "", req("cpu", "1"), nil)
+	p.Spec.Resources = &corev1.ResourceRequirements{Requests: req("cpu", "3")}
+	if got := podRequests(p, false); got[corev1.ResourceCPU] != 3000 || got[corev1.ResourceMemory] != 0 {
+		t.Errorf("requests %v, want cpu 3000 and no memory", got)
+	}
+	if got := podRequests(p, true); got[corev1.ResourceCPU] != 3000 || got[corev1.ResourceMemory] != 400*mb {
+		t.Errorf("non-zero requests %v, want cpu 3000, memory %d", got, 400*mb)
+	}
+	c := NewCluster([]*corev1.Node{testNode("n1", "4", "8Gi")}, []*corev1.Pod{func() *corev1.Pod { q := p.DeepCopy(); q.Spec.NodeName = "n1"; return q }()})
+	if got := c.Fits(Profile{Weights: DefaultWeights()}, testPod("q", "", req("cpu", "1500m")), "n1"); got != "insufficient cpu" {
+		t.Errorf("1.5 CPU beside a pod with 3 CPU at pod level: %q, want insufficient cpu", got)
+	}
+	if err := c.Unmodelled(Profile{Weights: DefaultWeights()}, p); err != nil {
+		t.Errorf("a pod with pod-level requests: %v", err)
+	}
+}
+
+// TestResizedPodCounts: for a pod mid-resize kube-scheduler counts the
+// larger of the spec and the kubelet's allocation; after an infeasible
+// resize, the allocation alone.
+func TestResizedPodCounts(t *testing.T) {
+	grown := testPod("r", "n1", req("cpu", "1"))
+	grown.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "a", AllocatedResources: req("cpu", "2")}}
+	if got := podRequests(grown, false)[corev1.ResourceCPU]; got != 2000 {
+		t.Errorf("spec 1 CPU, allocated 2: counts %dm, want 2000m", got)
+	}
+	stuck := testPod("r", "n1", req("cpu", "3"))
+	stuck.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "a", AllocatedResources: req("cpu", "1")}}
+	stuck.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodResizePending, Status: corev1.ConditionTrue, Reason: corev1.PodReasonInfeasible}}
+	if got := podRequests(stuck, false)[corev1.ResourceCPU]; got != 1000 {
+		t.Errorf("infeasible resize to 3 CPU from 1: counts %dm, want 1000m", got)
+	}
+	c := NewCluster([]*corev1.Node{testNode("n1", "4", "8Gi")}, []*corev1.Pod{grown})
+	if got := c.Fits(Profile{Weights: DefaultWeights()}, testPod("q", "", req("cpu", "2500m")), "n1"); got != "insufficient cpu" {
+		t.Errorf("2.5 CPU beside a pod allocated 2: %q, want insufficient cpu", got)
+	}
+}
+
 func TestUnmodelled(t *testing.T) {
 	nodes := []*corev1.Node{testNode("n1", "4", "8Gi")}
 	plain := NewCluster(nodes, nil)
@@ -285,6 +332,32 @@ func TestUnmodelled(t *testing.T) {
 	ported.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}
 	if err := plain.Unmodelled(def, ported); err == nil || !strings.Contains(err.Error(), "NodePorts") {
 		t.Errorf("a pod with a host port: %v, want NodePorts named", err)
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	sidecarPort := testPod("p", "", nil)
+	sidecarPort.Spec.InitContainers = []corev1.Container{{Name: "side", RestartPolicy: &always, Ports: []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}}}
+	if err := plain.Unmodelled(def, sidecarPort); err == nil || !strings.Contains(err.Error(), "NodePorts") {
+		t.Errorf("a sidecar with a host port: %v, want NodePorts named", err)
+	}
+	// The API server defaults hostPort to containerPort on the host network.
+	hostNet := testPod("p", "", nil)
+	hostNet.Spec.HostNetwork = true
+	hostNet.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80}}
+	if err := plain.Unmodelled(def, hostNet); err == nil || !strings.Contains(err.Error(), "NodePorts") {
+		t.Errorf("a host-network pod with a port: %v, want NodePorts named", err)
+	}
+	// kube-scheduler never places a pod that names its node.
+	named := testPod("p", "n1", nil)
+	if err := plain.Unmodelled(def, named); err == nil || !strings.Contains(err.Error(), "spec.nodeName") {
+		t.Errorf("a pod naming its node: %v, want spec.nodeName named", err)
+	}
+	// RuntimeClass admission may add overhead, a node selector and
+	// tolerations to a pod not yet admitted.
+	runtime := testPod("p", "", nil)
+	kata := "kata"
+	runtime.Spec.RuntimeClassName = &kata
+	if err := plain.Unmodelled(def, runtime); err == nil || !strings.Contains(err.Error(), "runtimeClassName") {
+		t.Errorf("a pod with a runtime class and no overhead: %v, want runtimeClassName named", err)
 	}
 	affine := testPod("a", "n1", nil)
 	affine.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{}}

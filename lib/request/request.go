@@ -193,18 +193,30 @@ func FromPod(pod *corev1.Pod) (*Pod, error) {
 
 // HostRequests is what the pod asks of the node's CPU (milli) and memory
 // (MiB), as kube-scheduler's NodeResourcesFit counts it: the app
-// containers' requests summed, or the largest init container's if larger.
+// containers' and the restartable init containers' (sidecars') requests
+// summed, or, if larger, an init container's with the sidecars started
+// before it, plus the pod's overhead.
 func HostRequests(pod *corev1.Pod) (cpuMilli, memMiB int64) {
-	var initCPU, initMem int64
-	for _, c := range pod.Spec.InitContainers {
-		initCPU = max(initCPU, c.Resources.Requests.Cpu().MilliValue())
-		initMem = max(initMem, c.Resources.Requests.Memory().Value()>>20)
-	}
+	var cpu, mem, sideCPU, sideMem, initCPU, initMem int64 // memory in bytes
 	for _, c := range pod.Spec.Containers {
-		cpuMilli += c.Resources.Requests.Cpu().MilliValue()
-		memMiB += c.Resources.Requests.Memory().Value() >> 20
+		cpu += c.Resources.Requests.Cpu().MilliValue()
+		mem += c.Resources.Requests.Memory().Value()
 	}
-	return max(cpuMilli, initCPU), max(memMiB, initMem)
+	for _, c := range pod.Spec.InitContainers {
+		cc, cm := c.Resources.Requests.Cpu().MilliValue(), c.Resources.Requests.Memory().Value()
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			cpu, mem = cpu+cc, mem+cm
+			sideCPU, sideMem = sideCPU+cc, sideMem+cm
+			cc, cm = sideCPU, sideMem
+		} else {
+			cc, cm = cc+sideCPU, cm+sideMem
+		}
+		initCPU, initMem = max(initCPU, cc), max(initMem, cm)
+	}
+	cpu, mem = max(cpu, initCPU), max(mem, initMem)
+	cpu += pod.Spec.Overhead.Cpu().MilliValue()
+	mem += pod.Spec.Overhead.Memory().Value()
+	return cpu, mem >> 20
 }
 
 // CheckMemoryFits reports the containers whose gpumem exceeds the largest GPU
@@ -220,6 +232,10 @@ func CheckMemoryFits(p *Pod, largestMiB int64) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Ref names the container in messages: `container "x"` or
+// `init container "x"`.
+func (c *Container) Ref() string { return containerRef(c.Name, c.Init) }
 
 func containerRef(name string, init bool) string {
 	if init {

@@ -172,8 +172,9 @@ func stripNode(obj any) (any, error) {
 	return out, nil
 }
 
-// stripPod keeps what the books read: node, phase and the containers'
-// requests.
+// stripPod keeps what the books read (request.HostRequests): node, phase,
+// the containers' requests, which init containers are sidecars, and the
+// pod's overhead.
 func stripPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -181,8 +182,9 @@ func stripPod(obj any) (any, error) {
 	}
 	out := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion},
-		Spec:       corev1.PodSpec{NodeName: p.Spec.NodeName, InitContainers: requests(p.Spec.InitContainers), Containers: requests(p.Spec.Containers)},
-		Status:     corev1.PodStatus{Phase: p.Status.Phase},
+		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, InitContainers: requests(p.Spec.InitContainers), Containers: requests(p.Spec.Containers),
+			Overhead: p.Spec.Overhead},
+		Status: corev1.PodStatus{Phase: p.Status.Phase},
 	}
 	return out, nil
 }
@@ -193,7 +195,7 @@ func requests(cs []corev1.Container) []corev1.Container {
 	}
 	out := make([]corev1.Container, len(cs))
 	for i, c := range cs {
-		out[i] = corev1.Container{Name: c.Name, Resources: corev1.ResourceRequirements{Requests: c.Resources.Requests}}
+		out[i] = corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Resources: corev1.ResourceRequirements{Requests: c.Resources.Requests}}
 	}
 	return out
 }

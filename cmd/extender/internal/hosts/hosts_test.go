@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	vtest "github.com/vgpu-io/vgpu/internal/testutil"
+	"github.com/vgpu-io/vgpu/lib/request"
 )
 
 func node(name, cpu, mem string) *corev1.Node {
@@ -61,4 +62,27 @@ func TestFreeFollowsThePods(t *testing.T) {
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	vtest.Eventually(t, 5*time.Second, what, cond)
+}
+
+// TestStripKeepsWhatHostRequestsReads: the stripped pod the books keep
+// counts as the pod does: sidecars (restart policy) and overhead included.
+func TestStripKeepsWhatHostRequestsReads(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	cpu := func(v string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(v)}}
+	}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: corev1.PodSpec{
+		NodeName:       "n",
+		InitContainers: []corev1.Container{{Name: "side", RestartPolicy: &always, Resources: cpu("1")}},
+		Containers:     []corev1.Container{{Name: "app", Resources: cpu("2")}},
+		Overhead:       corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")},
+	}}
+	got, err := stripPod(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCPU, _ := request.HostRequests(p)
+	if gotCPU, _ := request.HostRequests(got.(*corev1.Pod)); gotCPU != wantCPU || wantCPU != 3500 {
+		t.Errorf("stripped pod counts %dm CPU, the pod %dm: want both 3500m", gotCPU, wantCPU)
+	}
 }

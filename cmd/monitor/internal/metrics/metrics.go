@@ -153,7 +153,11 @@ func (c *Collector) collectGPUs(ch chan<- prometheus.Metric, gs []gpus.GPU) {
 func Allocated(as []pods.Assigned) map[string]ledger.Usage {
 	out := map[string]ledger.Usage{}
 	for _, a := range as {
-		for _, u := range ledger.Footprint(&a.Assignment) {
+		held := &a.Assignment
+		if a.Held != nil {
+			held = a.Held
+		}
+		for _, u := range ledger.Footprint(held) {
 			t := out[u.UUID]
 			t.Slots += u.Slots
 			t.MemoryMiB += u.MemoryMiB

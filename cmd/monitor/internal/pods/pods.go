@@ -9,6 +9,7 @@ package pods
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -42,7 +43,12 @@ type Ref struct {
 // Assigned is a live pod on this node with its vgpu assignment.
 type Assigned struct {
 	Ref
+	// Assignment is what the pod holds, with its containers' limits.
 	Assignment assign.Pod
+	// Held, when set, is what the scheduler counts where it differs from
+	// the limits (lib/booking's Held: the DRA path books a share that
+	// names no memory at the GPU's whole scaled memory).
+	Held *assign.Pod
 }
 
 // Node watches one node and the pods bound to it.
@@ -172,7 +178,11 @@ func (n *Node) Assignments() []Assigned {
 	n.warnOnce(warnings)
 	out := make([]Assigned, 0, len(bs))
 	for _, b := range bs {
-		out = append(out, Assigned{Ref: Ref{Namespace: b.Namespace, Name: b.Pod, UID: b.PodUID}, Assignment: b.Assignment})
+		a := Assigned{Ref: Ref{Namespace: b.Namespace, Name: b.Pod, UID: b.PodUID}, Assignment: b.Assignment}
+		if held := b.Held(); !reflect.DeepEqual(held, b.Assignment) {
+			a.Held = &held
+		}
+		out = append(out, a)
 	}
 	return out
 }

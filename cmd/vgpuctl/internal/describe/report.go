@@ -98,7 +98,7 @@ func buildNode(name string, inv device.Inventory, bookings []booking.Booking, wa
 	for _, b := range bookings {
 		// Add books running pods even when they overcommit, which is
 		// exactly what a report must show.
-		_ = l.Add(b.Key(), b.Assignment)
+		_ = l.Add(b.Key(), b.Held())
 		for _, c := range b.Assignment.Containers {
 			for _, d := range c.Devices {
 				shares[d.UUID] = append(shares[d.UUID], PodShare{

@@ -263,10 +263,36 @@ spec:
   containers:
   - name: c
     resources: {limits: {nvidia.com/gpumem: "8000"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: gated}
+spec:
+  schedulingGates: [{name: wait}]
+  containers:
+  - name: c
+    resources: {limits: {nvidia.com/gpumem: "8000"}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: urgent}
+spec:
+  priorityClassName: high
+  containers:
+  - name: c
+    resources: {limits: {nvidia.com/gpu: "3"}}
 `)
 	rep := whatIfJSON(t, "--kubeconfig", "x", "--workload", workload)
 	if o := rep.outcome(t, "binpack/spread", 0); o.Unmodelled != "" {
 		t.Errorf("pod one is within the model, got %q", o.Unmodelled)
+	}
+	// kube-scheduler may preempt lower-priority pods for a pending pod
+	// with a priority class; the model does not.
+	if o := rep.outcome(t, "binpack/spread", 2); !strings.Contains(o.Unmodelled, "schedulingGates") {
+		t.Errorf("pod gated: unmodelled %q; want its scheduling gates named", o.Unmodelled)
+	}
+	if o := rep.outcome(t, "binpack/spread", 3); o.Pending == "" || !strings.Contains(o.Unmodelled, "preempt") {
+		t.Errorf("pod urgent: pending %q, unmodelled %q; want it pending with a note on preemption", o.Pending, o.Unmodelled)
 	}
 	o := rep.outcome(t, "binpack/spread", 1)
 	if o.Node == "" || !strings.Contains(o.Unmodelled, "topologySpreadConstraints") {

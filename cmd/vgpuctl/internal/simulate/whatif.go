@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -118,6 +119,10 @@ func WhatIf(live *Live, w *Workload, sp ScoreProfile, o Options) ([]Outcome, err
 		}
 		if len(feasible) == 0 {
 			res.Pending = countReasons(reasons)
+			if mayPreempt(pod) {
+				res.Unmodelled = strings.Join(slices.DeleteFunc([]string{res.Unmodelled,
+					"a pending pod with a priority class: kube-scheduler may preempt lower-priority pods to place it, which the model does not"}, func(s string) bool { return s == "" }), "; ")
+			}
 			continue
 		}
 		priorities := make([]int64, len(feasible))
@@ -169,10 +174,23 @@ func unmodelled(snap *kubescore.Cluster, prof kubescore.Profile, pod *corev1.Pod
 	case !vgpu && pod.Spec.SchedulerName != corev1.DefaultSchedulerName:
 		why = append(why, fmt.Sprintf("spec.schedulerName %s: its configuration is unknown", pod.Spec.SchedulerName))
 	}
+	if len(pod.Spec.SchedulingGates) > 0 {
+		why = append(why, "spec.schedulingGates: kube-scheduler leaves the pod pending until they are removed")
+	}
 	if err := snap.Unmodelled(prof, pod); err != nil {
 		why = append(why, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return strings.Join(why, "; ")
+}
+
+// mayPreempt: kube-scheduler's DefaultPreemption may evict pods of lower
+// priority for this pod when no node fits it. A workload's pods are not
+// admitted yet, so a priority class counts as a priority.
+func mayPreempt(pod *corev1.Pod) bool {
+	if p := pod.Spec.PreemptionPolicy; p != nil && *p == corev1.PreemptNever {
+		return false
+	}
+	return pod.Spec.PriorityClassName != "" || (pod.Spec.Priority != nil && *pod.Spec.Priority > 0)
 }
 
 // admitted is the pod as kube-scheduler receives it once the API server

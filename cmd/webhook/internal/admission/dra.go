@@ -67,7 +67,7 @@ func (d *DRA) ops(ctx context.Context, pod *corev1.Pod, parsed *request.Pod, dry
 		tmpl := dra.TemplateName(spec)
 		if !dryRun {
 			if err := d.Templates.Ensure(ctx, pod.Namespace, tmpl, spec); err != nil {
-				return nil, fmt.Errorf("container %q: ResourceClaimTemplate %s/%s: %w", c.Name, pod.Namespace, tmpl, err)
+				return nil, fmt.Errorf("%s: ResourceClaimTemplate %s/%s: %w", c.Ref(), pod.Namespace, tmpl, err)
 			}
 		}
 		name := claimName(c.Name)
