@@ -126,33 +126,20 @@ func Prepare(h Host, dirName string, devices []assign.Device) (Spec, error) {
 // ErrLibMissing means a file of the installed libvgpu is gone from the host.
 var ErrLibMissing = errors.New("libvgpu is missing on the host")
 
-// CheckLib checks that the files of the installed libvgpu that a container
-// mounts are on the host, as files; "" (not installed) passes. A container
-// runtime makes a missing mount source an empty directory and starts the
-// container anyway: libvgpu would be silently absent from it
+// CheckLib checks that the installed libvgpu's files are on the host as a
+// container that mounts them loads them (install.Check); "" (not
+// installed) passes. A container runtime makes a missing mount source an
+// empty directory and starts the container anyway, and ld.so skips a
+// library it cannot load with a warning: libvgpu would be silently absent
 // (docs/contract.md#allocate).
 func CheckLib(libDir string) error {
 	if libDir == "" {
 		return nil
 	}
-	for _, name := range []string{install.LibFileName(), install.PreloadFileName} {
-		path := filepath.Join(libDir, name)
-		fi, err := os.Stat(path)
-		switch {
-		case err != nil:
-			return fmt.Errorf("%w: %s: %v", ErrLibMissing, path, errors.Unwrap(err))
-		case !fi.Mode().IsRegular():
-			return fmt.Errorf("%w: %s is a %s, not a file", ErrLibMissing, path, kind(fi.Mode()))
-		}
+	if err := install.Check(libDir); err != nil {
+		return fmt.Errorf("%w: %v", ErrLibMissing, err)
 	}
 	return nil
-}
-
-func kind(m fs.FileMode) string {
-	if m.IsDir() {
-		return "directory"
-	}
-	return m.Type().String()
 }
 
 // Remove deletes what Prepare created for dirName; what is already gone is
