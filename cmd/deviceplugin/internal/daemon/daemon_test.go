@@ -569,3 +569,37 @@ func TestMissingLibvgpuIsReinstalledOrRefused(t *testing.T) {
 	}
 	e.checkContract(e.pod("after"), ctr{Name: "main", Devices: dev}, adm.Responses["main"])
 }
+
+// A restarted kubelet admits the pods that were bound but not admitted
+// before it stopped oldest first, not in the order of their bindings; each
+// still gets its own assignment, and a pod bound after the restart comes
+// after them.
+func TestKubeletRestartAdmitsBoundPodsOldestFirst(t *testing.T) {
+	u := mockUUIDs()
+	older := boundPod("older", 0, ctr{Name: "main", Devices: []assign.Device{{UUID: u[1], MemoryMiB: 1111, Cores: 11}}})
+	older.ResourceVersion = "200"
+	newer := boundPod("newer", 5, ctr{Name: "main", Devices: []assign.Device{{UUID: u[2], MemoryMiB: 2222, Cores: 22}}})
+	newer.ResourceVersion = "100"
+	e := start(t, options{libvgpu: true, extraObjects: []*podObj{older, newer}})
+	e.plugin("devices before restart", healthyIs(80))
+
+	e.kubelet.Stop()
+	k, err := testkubelet.Start(e.cfg.SocketDir, contract.ResourceGPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.kubelet = k
+	p := e.plugin("devices on the restarted kubelet", healthyIs(80))
+	late := boundPod("late", 1, ctr{Name: "main", Devices: []assign.Device{{UUID: u[3], MemoryMiB: 3333, Cores: 33}}})
+	late.ResourceVersion = "300"
+	e.createPod(late)
+	for _, want := range []*podObj{older, newer, late} {
+		pod := e.pod(want.Name)
+		adm, err := p.Admit(e.ctx, pod, contract.ResourceGPU)
+		if err != nil {
+			t.Fatalf("admitting %s: %v", want.Name, err)
+		}
+		a, _ := annotation.DecodeAssignment(want.Annotations[contract.AnnotationAssignment])
+		e.checkContract(pod, a.Containers[0], adm.Responses["main"])
+	}
+}

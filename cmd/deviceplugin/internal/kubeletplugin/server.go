@@ -108,6 +108,9 @@ func (p *Plugin) Run(ctx context.Context) error {
 			}
 			if ev.Name == p.kubeletSocket() && ev.Has(fsnotify.Create) {
 				p.log.Info("kubelet socket created: registering", zap.String("path", ev.Name))
+				// A started kubelet admits the pods already bound to it
+				// oldest first, not in binding order.
+				p.resolver.KubeletStarted()
 				p.startAndRegister(ctx)
 			}
 			if ev.Name == p.kubeletSocket() && ev.Has(fsnotify.Remove) {

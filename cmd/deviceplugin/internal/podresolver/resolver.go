@@ -62,6 +62,10 @@ type Resolver struct {
 	// boundAt is, per pod, the lowest resourceVersion this process saw it
 	// bound to the node at: the kubelet's admission order (docs/deviceplugin.md#which-pod-is-this-for).
 	boundAt map[types.UID]string
+	// restarted holds the pods bound to the node when the kubelet last
+	// started: it admits them before any other, oldest first
+	// (docs/deviceplugin.md#which-pod-is-this-for).
+	restarted map[types.UID]bool
 }
 
 // New returns a resolver for node over an informer's pod lister, which
@@ -69,9 +73,10 @@ type Resolver struct {
 func New(node string, client kubernetes.Interface, pods corelisters.PodLister, log *zap.Logger) *Resolver {
 	return &Resolver{
 		node: node, client: client, pods: pods, log: log,
-		served:   map[types.UID][]allocated.Container{},
-		rejected: map[types.UID]bool{},
-		boundAt:  map[types.UID]string{},
+		served:    map[types.UID][]allocated.Container{},
+		rejected:  map[types.UID]bool{},
+		boundAt:   map[types.UID]string{},
+		restarted: map[types.UID]bool{},
 	}
 }
 
@@ -106,7 +111,25 @@ func (r *Resolver) Forget(uid types.UID) {
 	delete(r.served, uid)
 	delete(r.rejected, uid)
 	delete(r.boundAt, uid)
+	delete(r.restarted, uid)
 	r.mu.Unlock()
+}
+
+// KubeletStarted notes that the kubelet (re)started: it lists the pods
+// bound to its node and admits those it has not admitted yet in one batch,
+// oldest first, ahead of any pod bound later, whatever the order of their
+// bindings. A pod whose Allocate failed is among them again while it is
+// Pending: the kubelet that failed it did not get to report it.
+func (r *Resolver) KubeletStarted() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.restarted = map[types.UID]bool{}
+	r.rejected = map[types.UID]bool{}
+	for _, p := range r.cached() {
+		if p.Spec.NodeName == r.node && p.DeletionTimestamp == nil {
+			r.restarted[p.UID] = true
+		}
+	}
 }
 
 // waiting is a pod's next container that waits for Allocate.
@@ -285,8 +308,9 @@ func (r *Resolver) servedLocked(pod *corev1.Pod) []allocated.Container {
 }
 
 // waitingLocked lists the pods' next waiting containers that ask for count
-// devices, in the kubelet's order: by the resourceVersion each pod was first
-// seen bound at. Where one of them has none (an apiserver whose
+// devices, in the kubelet's order: first the pods it found at its last
+// start, oldest first; then by the resourceVersion each pod was first seen
+// bound at. Where one of those has none (an apiserver whose
 // resourceVersions are not numbers), oldest pod first, then namespace and
 // name.
 func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
@@ -306,14 +330,17 @@ func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
 			continue
 		}
 		r.noteLocked(p)
-		if _, ok := r.boundAt[p.UID]; !ok {
+		if _, ok := r.boundAt[p.UID]; !ok && !r.restarted[p.UID] {
 			byBinding = false
 		}
 		out = append(out, w)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i].pod, out[j].pod
-		if byBinding {
+		if ra, rb := r.restarted[a.UID], r.restarted[b.UID]; ra != rb {
+			return ra
+		}
+		if byBinding && !r.restarted[a.UID] {
 			if c, _ := resourceversion.CompareResourceVersion(r.boundAt[a.UID], r.boundAt[b.UID]); c != 0 {
 				return c < 0
 			}

@@ -179,3 +179,42 @@ func TestBindingOrderSurvivesLaterWrites(t *testing.T) {
 		}
 	}
 }
+
+// A restarted kubelet admits the pods it finds bound to its node in one
+// batch, oldest first, whatever the order of their bindings; pods bound
+// after it started come after them, in binding order. A pod whose
+// Allocate failed before the restart is admitted again if it is still
+// Pending (the kubelet had not reported its failure).
+func TestKubeletRestartAdmitsWaitingPodsOldestFirst(t *testing.T) {
+	older := boundAt(pod("older", 0, c{name: "m", gpus: []string{"A"}}), "30")
+	newer := boundAt(pod("newer", 5, c{name: "m", gpus: []string{"B"}}), "20")
+	refused := boundAt(pod("refused", 7, c{name: "m", gpus: []string{"D"}}), "10")
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	r := New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
+	for _, p := range []*corev1.Pod{refused, newer, older} {
+		if err := idx.Add(p); err != nil {
+			t.Fatal(err)
+		}
+		r.Observe(p)
+	}
+	tg, err := r.Resolve(context.Background(), 1, []string{"D"})
+	if err != nil || tg.Pod.Name != "refused" {
+		t.Fatalf("resolved %v, %v; want refused", tg, err)
+	}
+	r.Reject(tg)
+
+	r.KubeletStarted()
+	late := boundAt(pod("late", 1, c{name: "m", gpus: []string{"C"}}), "40")
+	if err := idx.Add(late); err != nil {
+		t.Fatal(err)
+	}
+	r.Observe(late)
+	for i, want := range []struct{ gpu, got string }{{"A", "older/m"}, {"B", "newer/m"}, {"D", "refused/m"}, {"C", "late/m"}} {
+		if p := r.Preferred(1); len(p) != 1 || p[0] != want.gpu {
+			t.Fatalf("allocation %d: Preferred = %v, want %s's GPU %s", i, p, want.got, want.gpu)
+		}
+		if got := resolve(t, r, want.gpu); got != want.got {
+			t.Fatalf("allocation %d: resolved %s, want %s", i, got, want.got)
+		}
+	}
+}
