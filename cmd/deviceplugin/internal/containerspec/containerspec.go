@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
@@ -28,6 +29,9 @@ type Host struct {
 	// installed, and then the container gets neither the library nor
 	// LD_PRELOAD (a preload of a missing file makes every process complain).
 	LibDir string
+	// Keeper, when set, installs libvgpu again where CheckLib finds it
+	// damaged, before a container is given it.
+	Keeper *LibKeeper
 }
 
 // RegionDir is the host directory of one container's shared region.
@@ -81,7 +85,7 @@ func Prepare(h Host, dirName string, devices []assign.Device) (Spec, error) {
 		return Spec{}, fmt.Errorf("%s: no devices", dirName)
 	}
 	// Before anything is created: a refused container leaves nothing behind.
-	if err := CheckLib(h.LibDir); err != nil {
+	if err := h.checkLib(); err != nil {
 		return Spec{}, err
 	}
 	limits := contract.Limits{Region: filepath.Join(contract.ContainerRegionDir, contract.RegionFileName)}
@@ -138,6 +142,42 @@ func CheckLib(libDir string) error {
 	}
 	if err := install.Check(libDir); err != nil {
 		return fmt.Errorf("%w: %v", ErrLibMissing, err)
+	}
+	return nil
+}
+
+// LibKeeper puts back the installed libvgpu, which the node agent installed
+// at start and something damaged since, so that the next container gets it
+// (docs/deviceplugin.md#libvgpu-installation); both paths share it.
+type LibKeeper struct {
+	// Reinstall installs libvgpu again from the device plugin's image.
+	Reinstall func() error
+	// Reinstalled hears what was wrong once a reinstall mended it.
+	Reinstalled func(damage error)
+
+	// mu makes one container at a time reinstall it.
+	mu sync.Mutex
+}
+
+func (h Host) checkLib() error {
+	damage := CheckLib(h.LibDir)
+	if damage == nil || h.Keeper == nil || h.Keeper.Reinstall == nil {
+		return damage
+	}
+	k := h.Keeper
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if CheckLib(h.LibDir) == nil {
+		return nil // another container's reinstall put it back
+	}
+	if err := k.Reinstall(); err != nil {
+		return fmt.Errorf("%w; reinstalling it from the device plugin's image failed: %v", damage, err)
+	}
+	if err := CheckLib(h.LibDir); err != nil {
+		return fmt.Errorf("%w; reinstalled it from the device plugin's image, and still: %v", damage, err)
+	}
+	if k.Reinstalled != nil {
+		k.Reinstalled(damage)
 	}
 	return nil
 }
