@@ -160,7 +160,7 @@ func (w waiting) gpus() []string {
 func (r *Resolver) Preferred(count int) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ws := r.waitingLocked(r.cached(), count)
+	ws, _ := r.waitingLocked(r.cached(), count)
 	if len(ws) == 0 || ws[0].invalid != nil {
 		return nil
 	}
@@ -175,7 +175,7 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pods := r.cached()
-	ws := r.waitingLocked(pods, count)
+	ws, byCreation := r.waitingLocked(pods, count)
 	source := "informer cache"
 	if len(ws) == 0 {
 		// The kubelet can see a pod before our informer does. One fresh
@@ -191,7 +191,7 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 		for i := range list.Items {
 			pods = append(pods, &list.Items[i])
 		}
-		ws = r.waitingLocked(pods, count)
+		ws, byCreation = r.waitingLocked(pods, count)
 		source = "API server"
 	}
 	if len(ws) == 0 {
@@ -199,7 +199,13 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 			"(searched %d pods from the %s; a pod is waiting while it is Pending, not being deleted, and some container with a %s limit has no entry in %s)",
 			r.node, count, contract.ResourceGPU, len(pods), source, contract.ResourceGPU, contract.AnnotationAllocated)
 	}
-	w := pick(ws, gpus)
+	w := ws[0]
+	// A pod some of whose containers were served is being admitted: the
+	// kubelet allocates its containers one after another, and gives those
+	// after an init container that container's device ids again.
+	if byCreation && len(r.servedLocked(w.pod)) == 0 {
+		w = pick(ws, gpus)
+	}
 	if w.invalid != nil {
 		r.rejected[w.pod.UID] = true
 		return nil, fmt.Errorf("node %s: pod %s/%s container %q (%d %s): %w",
@@ -214,11 +220,11 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 	return &Target{Pod: w.pod, Container: *c}, nil
 }
 
-// pick chooses among the waiting containers, first in the kubelet's order.
-// The one exception is the kubelet's first list of pods after it starts,
-// which it admits oldest first, in no defined order within a second: there,
-// among pods created in the same second as the first, the one whose GPUs
-// are those of the device ids the kubelet chose wins.
+// pick chooses among waiting containers in creation order (the kubelet's
+// first list of pods after it starts, or pods without a binding order),
+// which the kubelet admits in no defined order within a second: among pods
+// created in the same second as the first, the one whose GPUs are those of
+// the device ids the kubelet chose wins.
 func pick(ws []waiting, gpus []string) waiting {
 	want := slices.Clone(gpus)
 	sort.Strings(want)
@@ -313,8 +319,9 @@ func (r *Resolver) servedLocked(pod *corev1.Pod) []allocated.Container {
 // bound at. Where one of those has none (an apiserver whose
 // resourceVersions are not numbers), oldest pod first, then namespace and
 // name.
-func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
-	var out []waiting
+//
+// byCreation says the first of them is in creation order.
+func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) (out []waiting, byCreation bool) {
 	byBinding := true
 	for _, p := range pods {
 		if p.Spec.NodeName != r.node || p.DeletionTimestamp != nil || r.rejected[p.UID] {
@@ -353,7 +360,7 @@ func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
 		}
 		return a.Name < b.Name
 	})
-	return out
+	return out, len(out) > 0 && (!byBinding || r.restarted[out[0].pod.UID])
 }
 
 // nextLocked is the pod's first vGPU container, in the kubelet's order,

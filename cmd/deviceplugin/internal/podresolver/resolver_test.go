@@ -218,3 +218,37 @@ func TestKubeletRestartAdmitsWaitingPodsOldestFirst(t *testing.T) {
 		}
 	}
 }
+
+// The kubelet allocates a pod's containers one after another, and gives a
+// container after an init container that init container's device ids
+// again (without asking for a preference): those ids say nothing about
+// which pod is next. A pod created in the same second whose GPU they are
+// must not take the rest of the pod's containers.
+func TestInitContainersDevicesReusedByTheNextContainer(t *testing.T) {
+	for _, rv := range []bool{false, true} {
+		x := pod("x", 0, c{name: "setup", init: true, gpus: []string{"C"}}, c{name: "m", gpus: []string{"A"}})
+		y := pod("y", 0, c{name: "m", gpus: []string{"C"}})
+		if rv {
+			boundAt(x, "10")
+			boundAt(y, "11")
+		}
+		r := resolver(t, x, y)
+		for i, want := range []string{"x/setup(init)", "x/m", "y/m"} {
+			if got := resolve(t, r, "C"); got != want {
+				t.Fatalf("resourceVersions %v, allocation %d on the init container's ids: resolved %s, want %s", rv, i, got, want)
+			}
+		}
+	}
+}
+
+// Only where the kubelet's order within a second is not known does the
+// GPU of the ids decide: pods bound in a known order are admitted in it,
+// even when the kubelet could not follow the steering.
+func TestBindingOrderIsNotOverriddenByTheIdsGPU(t *testing.T) {
+	first := boundAt(pod("first", 0, c{name: "m", gpus: []string{"A"}}), "10")
+	second := boundAt(pod("second", 0, c{name: "m", gpus: []string{"B"}}), "11")
+	r := resolver(t, first, second)
+	if got := resolve(t, r, "B"); got != "first/m" {
+		t.Fatalf("ids on B resolved %s, want first/m: it was bound first", got)
+	}
+}
