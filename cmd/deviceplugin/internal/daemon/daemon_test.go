@@ -604,3 +604,36 @@ func TestKubeletRestartAdmitsBoundPodsOldestFirst(t *testing.T) {
 		e.checkContract(pod, a.Containers[0], adm.Responses["main"])
 	}
 }
+
+// A pod deleted gracefully after its binding reached the kubelet (a
+// ReplicaSet scaling down takes pending pods first) is still admitted by
+// the kubelet, which stops it afterwards: it gets its own container, and so
+// do the pods behind it.
+func TestPodBeingDeletedIsAdmittedInItsPlace(t *testing.T) {
+	u := mockUUIDs()
+	var objs []*podObj
+	for i, n := range []string{"a", "b", "c"} {
+		p := boundPod(n, i, ctr{Name: "main", Devices: []assign.Device{{UUID: u[i], MemoryMiB: int64(1000 * (i + 1)), Cores: 10 * (i + 1)}}})
+		p.ResourceVersion = strconv.Itoa(10 + i)
+		objs = append(objs, p)
+	}
+	e := start(t, options{libvgpu: true, extraObjects: objs})
+	p := e.plugin("devices", healthyIs(80))
+	b := e.pod("b")
+	b.DeletionTimestamp = &metav1.Time{Time: epoch.Add(time.Minute)}
+	b.ResourceVersion = "20"
+	if _, err := e.client.CoreV1().Pods("default").Update(e.ctx, b, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing to wait on that tells both outcomes apart: give the
+	// informer time to deliver the update (it takes milliseconds).
+	time.Sleep(300 * time.Millisecond)
+	for i, o := range objs {
+		pod := e.pod(o.Name)
+		adm, err := p.Admit(e.ctx, pod, contract.ResourceGPU)
+		if err != nil {
+			t.Fatalf("admitting %s: %v", o.Name, err)
+		}
+		e.checkContract(pod, ctr{Name: "main", Devices: []assign.Device{{UUID: u[i], MemoryMiB: int64(1000 * (i + 1)), Cores: 10 * (i + 1)}}}, adm.Responses["main"])
+	}
+}

@@ -126,7 +126,7 @@ func (r *Resolver) KubeletStarted() {
 	r.restarted = map[types.UID]bool{}
 	r.rejected = map[types.UID]bool{}
 	for _, p := range r.cached() {
-		if p.Spec.NodeName == r.node && p.DeletionTimestamp == nil {
+		if p.Spec.NodeName == r.node {
 			r.restarted[p.UID] = true
 		}
 	}
@@ -196,7 +196,7 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 	}
 	if len(ws) == 0 {
 		return nil, fmt.Errorf("node %s: no pod bound to this node has a container waiting for %d %s "+
-			"(searched %d pods from the %s; a pod is waiting while it is Pending, not being deleted, and some container with a %s limit has no entry in %s)",
+			"(searched %d pods from the %s; a pod is waiting while it is Pending and some container with a %s limit has no entry in %s)",
 			r.node, count, contract.ResourceGPU, len(pods), source, contract.ResourceGPU, contract.AnnotationAllocated)
 	}
 	w := ws[0]
@@ -324,7 +324,9 @@ func (r *Resolver) servedLocked(pod *corev1.Pod) []allocated.Container {
 func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) (out []waiting, byCreation bool) {
 	byBinding := true
 	for _, p := range pods {
-		if p.Spec.NodeName != r.node || p.DeletionTimestamp != nil || r.rejected[p.UID] {
+		// A pod being deleted stays: the kubelet admits every pod it is
+		// told of, deletion timestamp or not, and stops it afterwards.
+		if p.Spec.NodeName != r.node || r.rejected[p.UID] {
 			continue
 		}
 		if p.Status.Phase != corev1.PodPending && p.Status.Phase != "" {

@@ -69,10 +69,8 @@ func TestOrder(t *testing.T) {
 	running.Status.Phase = corev1.PodRunning
 	elsewhere := pod("elsewhere", 0, c{name: "m", gpus: []string{"A"}})
 	elsewhere.Spec.NodeName = "other"
-	deleting := pod("deleting", 0, c{name: "m", gpus: []string{"A"}})
-	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
 	r := resolver(t,
-		running, elsewhere, deleting,
+		running, elsewhere,
 		pod("second", 2, c{name: "m", gpus: []string{"B"}}),
 		pod("first", 1, c{name: "setup", init: true, gpus: []string{"C"}}, c{name: "two", gpus: []string{"A", "B"}}, c{name: "m", gpus: []string{"D"}}),
 	)
@@ -250,5 +248,24 @@ func TestBindingOrderIsNotOverriddenByTheIdsGPU(t *testing.T) {
 	r := resolver(t, first, second)
 	if got := resolve(t, r, "B"); got != "first/m" {
 		t.Fatalf("ids on B resolved %s, want first/m: it was bound first", got)
+	}
+}
+
+// A pod being deleted is still admitted by the kubelet if its binding
+// reached it (the kubelet admits every pod it is told of, deletion
+// timestamp or not, and learns of the deletion after): it keeps its place.
+func TestPodBeingDeletedKeepsItsPlace(t *testing.T) {
+	a := boundAt(pod("a", 0, c{name: "m", gpus: []string{"A"}}), "10")
+	b := boundAt(pod("b", 1, c{name: "m", gpus: []string{"B"}}), "11")
+	b.DeletionTimestamp = &metav1.Time{Time: t0}
+	cc := boundAt(pod("c", 2, c{name: "m", gpus: []string{"C"}}), "12")
+	r := resolver(t, a, b, cc)
+	for i, want := range []struct{ gpu, got string }{{"A", "a/m"}, {"B", "b/m"}, {"C", "c/m"}} {
+		if p := r.Preferred(1); len(p) != 1 || p[0] != want.gpu {
+			t.Fatalf("allocation %d: Preferred = %v, want %s's GPU %s", i, p, want.got, want.gpu)
+		}
+		if got := resolve(t, r, want.gpu); got != want.got {
+			t.Fatalf("allocation %d: resolved %s, want %s", i, got, want.got)
+		}
 	}
 }
