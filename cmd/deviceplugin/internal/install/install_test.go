@@ -205,3 +205,22 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkCheck is what every Allocate and prepare pays to check the
+// installed library: a build of libvgpu is about 256 KiB.
+func BenchmarkCheck(b *testing.B) {
+	root := b.TempDir()
+	src := filepath.Join(root, "src.so")
+	if err := os.WriteFile(src, bytes.Repeat([]byte{0x7f}, 256<<10), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	dir, err := Install(src, filepath.Join(root, "lib"), "v1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := Check(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
