@@ -208,14 +208,8 @@ func TestReregistersAfterKubeletRestart(t *testing.T) {
 		t.Fatalf("%d registrations before the restart, want 1", n)
 	}
 
-	e.kubelet.Stop()
-	k, err := testkubelet.Start(e.cfg.SocketDir, contract.ResourceGPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.kubelet = k
-	p := e.plugin("devices on the restarted kubelet", healthyIs(80))
-	if n := k.Attempts(); n != 1 {
+	p := e.restartKubelet()
+	if n := e.kubelet.Attempts(); n != 1 {
 		t.Fatalf("the new kubelet saw %d registrations, want 1", n)
 	}
 	adm, err := p.Admit(e.ctx, e.pod("after-restart"), contract.ResourceGPU)
@@ -584,13 +578,7 @@ func TestKubeletRestartAdmitsBoundPodsOldestFirst(t *testing.T) {
 	e := start(t, options{libvgpu: true, extraObjects: []*podObj{older, newer}})
 	e.plugin("devices before restart", healthyIs(80))
 
-	e.kubelet.Stop()
-	k, err := testkubelet.Start(e.cfg.SocketDir, contract.ResourceGPU)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.kubelet = k
-	p := e.plugin("devices on the restarted kubelet", healthyIs(80))
+	p := e.restartKubelet()
 	late := boundPod("late", 1, ctr{Name: "main", Devices: []assign.Device{{UUID: u[3], MemoryMiB: 3333, Cores: 33}}})
 	late.ResourceVersion = "300"
 	e.createPod(late)
