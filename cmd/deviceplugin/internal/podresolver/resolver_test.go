@@ -51,6 +51,25 @@ func resolver(t *testing.T, pods ...*corev1.Pod) *Resolver {
 	return New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
 }
 
+// watched is a resolver whose informer delivered pods in this order (the
+// watch's: the bindings').
+func watched(t *testing.T, pods ...*corev1.Pod) (*Resolver, cache.Indexer) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	r := New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
+	for _, p := range pods {
+		add(t, r, idx, p)
+	}
+	return r, idx
+}
+
+func add(t *testing.T, r *Resolver, idx cache.Indexer, p *corev1.Pod) {
+	t.Helper()
+	if err := idx.Add(p); err != nil {
+		t.Fatal(err)
+	}
+	r.Observe(p)
+}
+
 func resolve(t *testing.T, r *Resolver, gpus ...string) string {
 	t.Helper()
 	tg, err := r.Resolve(context.Background(), len(gpus), gpus)
@@ -153,14 +172,7 @@ func TestBindingOrderSurvivesLaterWrites(t *testing.T) {
 	older := boundAt(pod("older", 0, c{name: "m", gpus: []string{"A"}}), "30")
 	newer := boundAt(pod("newer", 5, c{name: "m", gpus: []string{"B"}}), "20")
 	relabelled := boundAt(pod("relabelled", 9, c{name: "m", gpus: []string{"C"}}), "25")
-	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	r := New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
-	for _, p := range []*corev1.Pod{newer, relabelled, older} { // the watch's order
-		if err := idx.Add(p); err != nil {
-			t.Fatal(err)
-		}
-		r.Observe(p)
-	}
+	r, idx := watched(t, newer, relabelled, older)
 	later := relabelled.DeepCopy()
 	later.ResourceVersion = "40"
 	later.Labels = map[string]string{"team": "x"}
@@ -187,14 +199,7 @@ func TestKubeletRestartAdmitsWaitingPodsOldestFirst(t *testing.T) {
 	older := boundAt(pod("older", 0, c{name: "m", gpus: []string{"A"}}), "30")
 	newer := boundAt(pod("newer", 5, c{name: "m", gpus: []string{"B"}}), "20")
 	refused := boundAt(pod("refused", 7, c{name: "m", gpus: []string{"D"}}), "10")
-	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	r := New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
-	for _, p := range []*corev1.Pod{refused, newer, older} {
-		if err := idx.Add(p); err != nil {
-			t.Fatal(err)
-		}
-		r.Observe(p)
-	}
+	r, idx := watched(t, refused, newer, older)
 	tg, err := r.Resolve(context.Background(), 1, []string{"D"})
 	if err != nil || tg.Pod.Name != "refused" {
 		t.Fatalf("resolved %v, %v; want refused", tg, err)
@@ -202,11 +207,7 @@ func TestKubeletRestartAdmitsWaitingPodsOldestFirst(t *testing.T) {
 	r.Reject(tg)
 
 	r.KubeletStarted()
-	late := boundAt(pod("late", 1, c{name: "m", gpus: []string{"C"}}), "40")
-	if err := idx.Add(late); err != nil {
-		t.Fatal(err)
-	}
-	r.Observe(late)
+	add(t, r, idx, boundAt(pod("late", 1, c{name: "m", gpus: []string{"C"}}), "40"))
 	for i, want := range []struct{ gpu, got string }{{"A", "older/m"}, {"B", "newer/m"}, {"D", "refused/m"}, {"C", "late/m"}} {
 		if p := r.Preferred(1); len(p) != 1 || p[0] != want.gpu {
 			t.Fatalf("allocation %d: Preferred = %v, want %s's GPU %s", i, p, want.got, want.gpu)
