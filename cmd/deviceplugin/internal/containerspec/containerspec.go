@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
@@ -28,6 +29,9 @@ type Host struct {
 	// installed, and then the container gets neither the library nor
 	// LD_PRELOAD (a preload of a missing file makes every process complain).
 	LibDir string
+	// Keeper, when set, installs libvgpu again where CheckLib finds it
+	// damaged, before a container is given it.
+	Keeper *LibKeeper
 }
 
 // RegionDir is the host directory of one container's shared region.
@@ -81,7 +85,7 @@ func Prepare(h Host, dirName string, devices []assign.Device) (Spec, error) {
 		return Spec{}, fmt.Errorf("%s: no devices", dirName)
 	}
 	// Before anything is created: a refused container leaves nothing behind.
-	if err := CheckLib(h.LibDir); err != nil {
+	if err := h.checkLib(); err != nil {
 		return Spec{}, err
 	}
 	limits := contract.Limits{Region: filepath.Join(contract.ContainerRegionDir, contract.RegionFileName)}
@@ -126,33 +130,56 @@ func Prepare(h Host, dirName string, devices []assign.Device) (Spec, error) {
 // ErrLibMissing means a file of the installed libvgpu is gone from the host.
 var ErrLibMissing = errors.New("libvgpu is missing on the host")
 
-// CheckLib checks that the files of the installed libvgpu that a container
-// mounts are on the host, as files; "" (not installed) passes. A container
-// runtime makes a missing mount source an empty directory and starts the
-// container anyway: libvgpu would be silently absent from it
+// CheckLib checks that the installed libvgpu's files are on the host as a
+// container that mounts them loads them (install.Check); "" (not
+// installed) passes. A container runtime makes a missing mount source an
+// empty directory and starts the container anyway, and ld.so skips a
+// library it cannot load with a warning: libvgpu would be silently absent
 // (docs/contract.md#allocate).
 func CheckLib(libDir string) error {
 	if libDir == "" {
 		return nil
 	}
-	for _, name := range []string{install.LibFileName(), install.PreloadFileName} {
-		path := filepath.Join(libDir, name)
-		fi, err := os.Stat(path)
-		switch {
-		case err != nil:
-			return fmt.Errorf("%w: %s: %v", ErrLibMissing, path, errors.Unwrap(err))
-		case !fi.Mode().IsRegular():
-			return fmt.Errorf("%w: %s is a %s, not a file", ErrLibMissing, path, kind(fi.Mode()))
-		}
+	if err := install.Check(libDir); err != nil {
+		return fmt.Errorf("%w: %v", ErrLibMissing, err)
 	}
 	return nil
 }
 
-func kind(m fs.FileMode) string {
-	if m.IsDir() {
-		return "directory"
+// LibKeeper puts back the installed libvgpu, which the node agent installed
+// at start and something damaged since, so that the next container gets it
+// (docs/deviceplugin.md#libvgpu-installation); both paths share it.
+type LibKeeper struct {
+	// Reinstall installs libvgpu again from the device plugin's image.
+	Reinstall func() error
+	// Reinstalled hears what was wrong once a reinstall mended it.
+	Reinstalled func(damage error)
+
+	// mu makes one container at a time reinstall it.
+	mu sync.Mutex
+}
+
+func (h Host) checkLib() error {
+	damage := CheckLib(h.LibDir)
+	if damage == nil || h.Keeper == nil || h.Keeper.Reinstall == nil {
+		return damage
 	}
-	return m.Type().String()
+	k := h.Keeper
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if CheckLib(h.LibDir) == nil {
+		return nil // another container's reinstall put it back
+	}
+	if err := k.Reinstall(); err != nil {
+		return fmt.Errorf("%w; reinstalling it from the device plugin's image failed: %v", damage, err)
+	}
+	if err := CheckLib(h.LibDir); err != nil {
+		return fmt.Errorf("%w; reinstalled it from the device plugin's image, and still: %v", damage, err)
+	}
+	if k.Reinstalled != nil {
+		k.Reinstalled(damage)
+	}
+	return nil
 }
 
 // Remove deletes what Prepare created for dirName; what is already gone is

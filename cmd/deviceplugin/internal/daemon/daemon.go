@@ -125,6 +125,18 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
+	if host.LibDir != "" {
+		host.Keeper = &containerspec.LibKeeper{
+			Reinstall: func() error {
+				_, err := installLib(cfg)
+				return err
+			},
+			Reinstalled: func(damage error) {
+				m.LibvgpuReinstalls.Inc()
+				deps.Log.Warn("libvgpu was missing on the host; reinstalled it from the device plugin's image", zap.Error(damage))
+			},
+		}
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -133,7 +145,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return err
 	}
 	if cfg.Mode == ModeDRA {
-		return runDRA(ctx, cfg, deps, lib, gpus, state, m, health, &serving, host.LibDir)
+		return runDRA(ctx, cfg, deps, lib, gpus, state, m, health, &serving, host)
 	}
 	// One GPU, one booking: a slice left from DRA mode goes first.
 	if n, err := draslice.DeleteSlices(ctx, deps.Client, cfg.NodeName); err != nil {
@@ -150,14 +162,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		Metrics: m, Log: deps.Log, AdvertiseCapacity: cfg.AdvertiseCapacity}
 	go pub.Run(ctx, kick)
 
-	reinstall := func() error {
-		_, err := installLib(cfg)
-		return err
-	}
-	if host.LibDir == "" {
-		reinstall = nil
-	}
-	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host, ReinstallLib: reinstall},
+	plugin := kubeletplugin.New(kubeletplugin.Config{SocketDir: cfg.SocketDir, SocketName: cfg.SocketName, Host: host},
 		state, resolver, m, deps.Log)
 	return serve(ctx, cfg, deps, health, &serving, plugin.Run)
 }

@@ -26,7 +26,7 @@ import (
 // node's ResourceSlice and never registers nvidia.com/gpu with the kubelet,
 // so kube-scheduler cannot hand the same GPU out on the extender path too.
 func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus []device.GPU,
-	state *gpustate.State, m *metrics.Metrics, health *healthserver.Server, serving *atomic.Bool, libDir string) error {
+	state *gpustate.State, m *metrics.Metrics, health *healthserver.Server, serving *atomic.Bool, host containerspec.Host) error {
 	log := deps.Log
 	if err := draslice.RetireDevicePlugin(ctx, deps.Client, cfg.NodeName, cfg.AdvertiseCapacity); err != nil {
 		return err
@@ -58,7 +58,7 @@ func runDRA(ctx context.Context, cfg Config, deps Deps, lib nvml.Interface, gpus
 	go pub.Run(ctx, kick)
 	fatal := make(chan error, 1)
 	drv := &draprepare.Driver{Node: cfg.NodeName, State: state, Log: log, CDIDir: cfg.CDIDir, Fatal: fatal,
-		Host: containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "claims"), LibDir: libDir}}
+		Host: containerspec.Host{ContainersDir: filepath.Join(cfg.HostRoot, "claims"), LibDir: host.LibDir, Keeper: host.Keeper}}
 	helper, err := draprepare.Serve(ctx, drv, deps.Client, cfg.DRASockets)
 	if err != nil {
 		return fmt.Errorf("kubelet DRA service: %w", err)

@@ -7,9 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	resourcev1 "k8s.io/api/resource/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
 
+	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/containerspec"
 	"github.com/vgpu-io/vgpu/cmd/deviceplugin/internal/draslice"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/dra"
@@ -157,5 +163,49 @@ func TestDevicePluginModeDeletesItsLeftoverSlice(t *testing.T) {
 		if _, err := e.client.ResourceV1().ResourceSlices().Get(e.ctx, name, metav1.GetOptions{}); err != nil {
 			t.Errorf("slice %s: %v: another node's or driver's slice must stay", name, err)
 		}
+	}
+}
+
+// On the DRA path as on the device plugin's, a file of the installed
+// libvgpu gone from the host is installed again before a claim is
+// prepared, and the claim's containers get it; the reinstall is counted.
+func TestDRAPrepareReinstallsAMissingLibvgpu(t *testing.T) {
+	e := start(t, options{mode: ModeDRA, libvgpu: true})
+	e.sliceIs("slice published", func(s *resourcev1.ResourceSlice) (bool, string) { return len(s.Spec.Devices) == 8, "" })
+	share := types.UID("share-1")
+	c := &resourcev1.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "c", UID: "uid-c"}}
+	c.Status.Allocation = &resourcev1.AllocationResult{Devices: resourcev1.DeviceAllocationResult{Results: []resourcev1.DeviceRequestAllocationResult{{
+		Request: "gpu", Driver: dra.Driver, Pool: nodeName, Device: dra.DeviceName(0), ShareID: &share,
+		ConsumedCapacity: map[resourcev1.QualifiedName]resource.Quantity{
+			dra.CapMemory: dra.MiB(1000), dra.CapCores: *resource.NewQuantity(10, resource.DecimalSI),
+			dra.CapVGPUs: *resource.NewQuantity(1, resource.DecimalSI)}}}}}
+	if _, err := e.client.ResourceV1().ResourceClaims("default").Create(e.ctx, c, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	current, err := filepath.EvalSymlinks(filepath.Join(e.cfg.HostRoot, "lib", "current"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(current, filepath.Base(contract.ContainerLibPath))); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("unix://"+filepath.Join(e.cfg.DRASockets.PluginDir, "dra.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := drapb.NewDRAPluginClient(conn).NodePrepareResources(e.ctx, &drapb.NodePrepareResourcesRequest{
+		Claims: []*drapb.Claim{{Namespace: "default", Name: "c", Uid: "uid-c"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := resp.Claims["uid-c"]; r == nil || r.Error != "" || len(r.Devices) != 1 {
+		t.Fatalf("prepare with libvgpu removed from the host: %+v", r)
+	}
+	if err := containerspec.CheckLib(current); err != nil {
+		t.Errorf("after the prepare: %v", err)
+	}
+	if e.metric("vgpu_deviceplugin_libvgpu_reinstalls_total") != 1 {
+		t.Error("the reinstall was not counted")
 	}
 }

@@ -161,6 +161,20 @@ func (e *env) plugin(what string, ok func([]*pluginapi.Device) bool) *testkubele
 	return p
 }
 
+// restartKubelet stops the test kubelet and starts a new one, as a kubelet
+// restart does (its sockets removed and made again), and waits for the
+// plugin on it.
+func (e *env) restartKubelet() *testkubelet.Plugin {
+	e.t.Helper()
+	e.kubelet.Stop()
+	k, err := testkubelet.Start(e.cfg.SocketDir, contract.ResourceGPU)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.kubelet = k
+	return e.plugin("devices on the restarted kubelet", healthyIs(80))
+}
+
 func healthyIs(n int) func([]*pluginapi.Device) bool {
 	return func(d []*pluginapi.Device) bool { return testkubelet.Healthy(d) == n }
 }

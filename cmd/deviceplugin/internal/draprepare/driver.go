@@ -88,6 +88,12 @@ func (d *Driver) prepare(c *resourcev1.ResourceClaim) ([]kubeletplugin.Device, e
 		}
 		for _, g := range sn.GPUs {
 			if dra.DeviceName(g.Index) == device {
+				if !g.Healthy {
+					// Allocated before its taint kept new claims off it;
+					// served as Allocate serves it (docs/dra.md).
+					d.Log.Warn("preparing a claim on a GPU that became unhealthy after allocation",
+						zap.String("claim", c.Namespace+"/"+c.Name), zap.String("gpu", g.UUID))
+				}
 				return dra.GPU{UUID: g.UUID, MemoryMiB: g.MemoryMiB}, true
 			}
 		}

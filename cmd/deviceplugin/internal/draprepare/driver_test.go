@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	resourcev1 "k8s.io/api/resource/v1"
@@ -412,5 +413,26 @@ func BenchmarkPrepareUnprepare(b *testing.B) {
 		if _, err := p.client.NodeUnprepareResources(ctx, &drapb.NodeUnprepareResourcesRequest{Claims: []*drapb.Claim{ref(c)}}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A claim allocated a GPU that has turned unhealthy since is prepared, as
+// Allocate serves such a container on the device plugin path, and the log
+// says so, naming the claim and the GPU.
+func TestPrepareOnAnUnhealthyGPUWarns(t *testing.T) {
+	d := newDirs(t)
+	core, logs := observer.New(zap.WarnLevel)
+	st := gpustate.New(gpus, settings.Default())
+	st.SetHealthy(gpus[1].UUID, false)
+	drv := &Driver{Node: node, CDIDir: d.cdi, State: st, Log: zap.New(core),
+		Host: containerspec.Host{ContainersDir: d.claims, LibDir: d.lib}}
+	c := claim("sick", []resourcev1.DeviceRequestAllocationResult{result("gpu", 1, 1000, 0)})
+	res, err := drv.PrepareResourceClaims(context.Background(), []*resourcev1.ResourceClaim{c})
+	if err != nil || res[c.UID].Err != nil {
+		t.Fatalf("prepare: %v %v", err, res[c.UID].Err)
+	}
+	w := logs.FilterMessageSnippet("unhealthy").All()
+	if len(w) != 1 || w[0].ContextMap()["gpu"] != gpus[1].UUID || w[0].ContextMap()["claim"] != "team/sick" {
+		t.Fatalf("warnings %+v: want one naming claim team/sick and GPU %s", w, gpus[1].UUID)
 	}
 }

@@ -42,9 +42,6 @@ type Config struct {
 	// SocketName is this plugin's socket in SocketDir.
 	SocketName string
 	Host       containerspec.Host
-	// ReinstallLib, when set, installs libvgpu into Host.LibDir again
-	// from the plugin's image; Allocate calls it when a file of it is gone.
-	ReinstallLib func() error
 }
 
 // Plugin serves the DevicePlugin API.
@@ -62,8 +59,6 @@ type Plugin struct {
 
 	mu     sync.Mutex
 	server *grpc.Server
-	// libMu makes one Allocate at a time reinstall libvgpu.
-	libMu sync.Mutex
 }
 
 // New returns a plugin; Run serves it.
@@ -108,6 +103,9 @@ func (p *Plugin) Run(ctx context.Context) error {
 			}
 			if ev.Name == p.kubeletSocket() && ev.Has(fsnotify.Create) {
 				p.log.Info("kubelet socket created: registering", zap.String("path", ev.Name))
+				// A started kubelet admits the pods already bound to it
+				// oldest first, not in binding order.
+				p.resolver.KubeletStarted()
 				p.startAndRegister(ctx)
 			}
 			if ev.Name == p.kubeletSocket() && ev.Has(fsnotify.Remove) {
@@ -330,12 +328,8 @@ func (p *Plugin) allocate(ctx context.Context, ids []string) (*pluginapi.Contain
 				zap.String("pod", t.Pod.Namespace+"/"+t.Pod.Name))
 		}
 	}
+	// Build puts back a damaged libvgpu first (Host.Keeper).
 	c, err := containerspec.Build(p.cfg.Host, string(t.Pod.UID), t.Container)
-	if errors.Is(err, containerspec.ErrLibMissing) {
-		if err = p.reinstallLib(err); err == nil {
-			c, err = containerspec.Build(p.cfg.Host, string(t.Pod.UID), t.Container)
-		}
-	}
 	if err != nil {
 		p.resolver.Reject(t)
 		return nil, fmt.Errorf("pod %s/%s container %q: %w", t.Pod.Namespace, t.Pod.Name, t.Container.Name, err)
@@ -346,28 +340,4 @@ func (p *Plugin) allocate(ctx context.Context, ids []string) (*pluginapi.Contain
 	p.log.Info("allocated", zap.String("pod", t.Pod.Namespace+"/"+t.Pod.Name), zap.String("container", t.Container.Name),
 		zap.Bool("init", t.Container.Init), zap.String("devices", c.Envs[contract.EnvVisibleDevices]))
 	return c, nil
-}
-
-// reinstallLib puts back libvgpu, which the plugin installed at start and
-// something removed since, so that the container gets it; missing says
-// what is gone. Where that fails, the error names both, and the kubelet
-// fails the pod's admission with it.
-func (p *Plugin) reinstallLib(missing error) error {
-	p.libMu.Lock()
-	defer p.libMu.Unlock()
-	if containerspec.CheckLib(p.cfg.Host.LibDir) == nil {
-		return nil // another Allocate put it back
-	}
-	if p.cfg.ReinstallLib == nil {
-		return missing
-	}
-	if err := p.cfg.ReinstallLib(); err != nil {
-		return fmt.Errorf("%w; reinstalling it from the device plugin's image failed: %v", missing, err)
-	}
-	if err := containerspec.CheckLib(p.cfg.Host.LibDir); err != nil {
-		return fmt.Errorf("%w; reinstalled it from the device plugin's image, and still: %v", missing, err)
-	}
-	p.metrics.LibvgpuReinstalls.Inc()
-	p.log.Warn("libvgpu was missing on the host; reinstalled it from the device plugin's image", zap.Error(missing))
-	return nil
 }

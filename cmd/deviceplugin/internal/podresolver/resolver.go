@@ -62,6 +62,10 @@ type Resolver struct {
 	// boundAt is, per pod, the lowest resourceVersion this process saw it
 	// bound to the node at: the kubelet's admission order (docs/deviceplugin.md#which-pod-is-this-for).
 	boundAt map[types.UID]string
+	// restarted holds the pods bound to the node when the kubelet last
+	// started: it admits them before any other, oldest first
+	// (docs/deviceplugin.md#which-pod-is-this-for).
+	restarted map[types.UID]bool
 }
 
 // New returns a resolver for node over an informer's pod lister, which
@@ -69,9 +73,10 @@ type Resolver struct {
 func New(node string, client kubernetes.Interface, pods corelisters.PodLister, log *zap.Logger) *Resolver {
 	return &Resolver{
 		node: node, client: client, pods: pods, log: log,
-		served:   map[types.UID][]allocated.Container{},
-		rejected: map[types.UID]bool{},
-		boundAt:  map[types.UID]string{},
+		served:    map[types.UID][]allocated.Container{},
+		rejected:  map[types.UID]bool{},
+		boundAt:   map[types.UID]string{},
+		restarted: map[types.UID]bool{},
 	}
 }
 
@@ -106,7 +111,25 @@ func (r *Resolver) Forget(uid types.UID) {
 	delete(r.served, uid)
 	delete(r.rejected, uid)
 	delete(r.boundAt, uid)
+	delete(r.restarted, uid)
 	r.mu.Unlock()
+}
+
+// KubeletStarted notes that the kubelet (re)started: it lists the pods
+// bound to its node and admits those it has not admitted yet in one batch,
+// oldest first, ahead of any pod bound later, whatever the order of their
+// bindings. A pod whose Allocate failed is among them again while it is
+// Pending: the kubelet that failed it did not get to report it.
+func (r *Resolver) KubeletStarted() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.restarted = map[types.UID]bool{}
+	r.rejected = map[types.UID]bool{}
+	for _, p := range r.cached() {
+		if p.Spec.NodeName == r.node {
+			r.restarted[p.UID] = true
+		}
+	}
 }
 
 // waiting is a pod's next container that waits for Allocate.
@@ -137,7 +160,7 @@ func (w waiting) gpus() []string {
 func (r *Resolver) Preferred(count int) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ws := r.waitingLocked(r.cached(), count)
+	ws, _ := r.waitingLocked(r.cached(), count)
 	if len(ws) == 0 || ws[0].invalid != nil {
 		return nil
 	}
@@ -152,7 +175,7 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pods := r.cached()
-	ws := r.waitingLocked(pods, count)
+	ws, byCreation := r.waitingLocked(pods, count)
 	source := "informer cache"
 	if len(ws) == 0 {
 		// The kubelet can see a pod before our informer does. One fresh
@@ -168,15 +191,21 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 		for i := range list.Items {
 			pods = append(pods, &list.Items[i])
 		}
-		ws = r.waitingLocked(pods, count)
+		ws, byCreation = r.waitingLocked(pods, count)
 		source = "API server"
 	}
 	if len(ws) == 0 {
 		return nil, fmt.Errorf("node %s: no pod bound to this node has a container waiting for %d %s "+
-			"(searched %d pods from the %s; a pod is waiting while it is Pending, not being deleted, and some container with a %s limit has no entry in %s)",
+			"(searched %d pods from the %s; a pod is waiting while it is Pending and some container with a %s limit has no entry in %s)",
 			r.node, count, contract.ResourceGPU, len(pods), source, contract.ResourceGPU, contract.AnnotationAllocated)
 	}
-	w := pick(ws, gpus)
+	w := ws[0]
+	// A pod some of whose containers were served is being admitted: the
+	// kubelet allocates its containers one after another, and gives those
+	// after an init container that container's device ids again.
+	if byCreation && len(r.servedLocked(w.pod)) == 0 {
+		w = pick(ws, gpus)
+	}
 	if w.invalid != nil {
 		r.rejected[w.pod.UID] = true
 		return nil, fmt.Errorf("node %s: pod %s/%s container %q (%d %s): %w",
@@ -191,11 +220,11 @@ func (r *Resolver) Resolve(ctx context.Context, count int, gpus []string) (*Targ
 	return &Target{Pod: w.pod, Container: *c}, nil
 }
 
-// pick chooses among the waiting containers, first in the kubelet's order.
-// The one exception is the kubelet's first list of pods after it starts,
-// which it admits oldest first, in no defined order within a second: there,
-// among pods created in the same second as the first, the one whose GPUs
-// are those of the device ids the kubelet chose wins.
+// pick chooses among waiting containers in creation order (the kubelet's
+// first list of pods after it starts, or pods without a binding order),
+// which the kubelet admits in no defined order within a second: among pods
+// created in the same second as the first, the one whose GPUs are those of
+// the device ids the kubelet chose wins.
 func pick(ws []waiting, gpus []string) waiting {
 	want := slices.Clone(gpus)
 	sort.Strings(want)
@@ -285,15 +314,19 @@ func (r *Resolver) servedLocked(pod *corev1.Pod) []allocated.Container {
 }
 
 // waitingLocked lists the pods' next waiting containers that ask for count
-// devices, in the kubelet's order: by the resourceVersion each pod was first
-// seen bound at. Where one of them has none (an apiserver whose
+// devices, in the kubelet's order: first the pods it found at its last
+// start, oldest first; then by the resourceVersion each pod was first seen
+// bound at. Where one of those has none (an apiserver whose
 // resourceVersions are not numbers), oldest pod first, then namespace and
 // name.
-func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
-	var out []waiting
+//
+// byCreation says the first of them is in creation order.
+func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) (out []waiting, byCreation bool) {
 	byBinding := true
 	for _, p := range pods {
-		if p.Spec.NodeName != r.node || p.DeletionTimestamp != nil || r.rejected[p.UID] {
+		// A pod being deleted stays: the kubelet admits every pod it is
+		// told of, deletion timestamp or not, and stops it afterwards.
+		if p.Spec.NodeName != r.node || r.rejected[p.UID] {
 			continue
 		}
 		if p.Status.Phase != corev1.PodPending && p.Status.Phase != "" {
@@ -306,14 +339,17 @@ func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
 			continue
 		}
 		r.noteLocked(p)
-		if _, ok := r.boundAt[p.UID]; !ok {
+		if _, ok := r.boundAt[p.UID]; !ok && !r.restarted[p.UID] {
 			byBinding = false
 		}
 		out = append(out, w)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := out[i].pod, out[j].pod
-		if byBinding {
+		if ra, rb := r.restarted[a.UID], r.restarted[b.UID]; ra != rb {
+			return ra
+		}
+		if byBinding && !r.restarted[a.UID] {
 			if c, _ := resourceversion.CompareResourceVersion(r.boundAt[a.UID], r.boundAt[b.UID]); c != 0 {
 				return c < 0
 			}
@@ -326,7 +362,7 @@ func (r *Resolver) waitingLocked(pods []*corev1.Pod, count int) []waiting {
 		}
 		return a.Name < b.Name
 	})
-	return out
+	return out, len(out) > 0 && (!byBinding || r.restarted[out[0].pod.UID])
 }
 
 // nextLocked is the pod's first vGPU container, in the kubelet's order,

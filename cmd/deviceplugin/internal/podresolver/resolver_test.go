@@ -51,6 +51,25 @@ func resolver(t *testing.T, pods ...*corev1.Pod) *Resolver {
 	return New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
 }
 
+// watched is a resolver whose informer delivered pods in this order (the
+// watch's: the bindings').
+func watched(t *testing.T, pods ...*corev1.Pod) (*Resolver, cache.Indexer) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	r := New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
+	for _, p := range pods {
+		add(t, r, idx, p)
+	}
+	return r, idx
+}
+
+func add(t *testing.T, r *Resolver, idx cache.Indexer, p *corev1.Pod) {
+	t.Helper()
+	if err := idx.Add(p); err != nil {
+		t.Fatal(err)
+	}
+	r.Observe(p)
+}
+
 func resolve(t *testing.T, r *Resolver, gpus ...string) string {
 	t.Helper()
 	tg, err := r.Resolve(context.Background(), len(gpus), gpus)
@@ -69,10 +88,8 @@ func TestOrder(t *testing.T) {
 	running.Status.Phase = corev1.PodRunning
 	elsewhere := pod("elsewhere", 0, c{name: "m", gpus: []string{"A"}})
 	elsewhere.Spec.NodeName = "other"
-	deleting := pod("deleting", 0, c{name: "m", gpus: []string{"A"}})
-	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
 	r := resolver(t,
-		running, elsewhere, deleting,
+		running, elsewhere,
 		pod("second", 2, c{name: "m", gpus: []string{"B"}}),
 		pod("first", 1, c{name: "setup", init: true, gpus: []string{"C"}}, c{name: "two", gpus: []string{"A", "B"}}, c{name: "m", gpus: []string{"D"}}),
 	)
@@ -155,14 +172,7 @@ func TestBindingOrderSurvivesLaterWrites(t *testing.T) {
 	older := boundAt(pod("older", 0, c{name: "m", gpus: []string{"A"}}), "30")
 	newer := boundAt(pod("newer", 5, c{name: "m", gpus: []string{"B"}}), "20")
 	relabelled := boundAt(pod("relabelled", 9, c{name: "m", gpus: []string{"C"}}), "25")
-	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	r := New(node, fake.NewClientset(), corelisters.NewPodLister(idx), zap.NewNop())
-	for _, p := range []*corev1.Pod{newer, relabelled, older} { // the watch's order
-		if err := idx.Add(p); err != nil {
-			t.Fatal(err)
-		}
-		r.Observe(p)
-	}
+	r, idx := watched(t, newer, relabelled, older)
 	later := relabelled.DeepCopy()
 	later.ResourceVersion = "40"
 	later.Labels = map[string]string{"team": "x"}
@@ -171,6 +181,87 @@ func TestBindingOrderSurvivesLaterWrites(t *testing.T) {
 	}
 	r.Observe(later)
 	for i, want := range []struct{ gpu, got string }{{"B", "newer/m"}, {"C", "relabelled/m"}, {"A", "older/m"}} {
+		if p := r.Preferred(1); len(p) != 1 || p[0] != want.gpu {
+			t.Fatalf("allocation %d: Preferred = %v, want %s's GPU %s", i, p, want.got, want.gpu)
+		}
+		if got := resolve(t, r, want.gpu); got != want.got {
+			t.Fatalf("allocation %d: resolved %s, want %s", i, got, want.got)
+		}
+	}
+}
+
+// A restarted kubelet admits the pods it finds bound to its node in one
+// batch, oldest first, whatever the order of their bindings; pods bound
+// after it started come after them, in binding order. A pod whose
+// Allocate failed before the restart is admitted again if it is still
+// Pending (the kubelet had not reported its failure).
+func TestKubeletRestartAdmitsWaitingPodsOldestFirst(t *testing.T) {
+	older := boundAt(pod("older", 0, c{name: "m", gpus: []string{"A"}}), "30")
+	newer := boundAt(pod("newer", 5, c{name: "m", gpus: []string{"B"}}), "20")
+	refused := boundAt(pod("refused", 7, c{name: "m", gpus: []string{"D"}}), "10")
+	r, idx := watched(t, refused, newer, older)
+	tg, err := r.Resolve(context.Background(), 1, []string{"D"})
+	if err != nil || tg.Pod.Name != "refused" {
+		t.Fatalf("resolved %v, %v; want refused", tg, err)
+	}
+	r.Reject(tg)
+
+	r.KubeletStarted()
+	add(t, r, idx, boundAt(pod("late", 1, c{name: "m", gpus: []string{"C"}}), "40"))
+	for i, want := range []struct{ gpu, got string }{{"A", "older/m"}, {"B", "newer/m"}, {"D", "refused/m"}, {"C", "late/m"}} {
+		if p := r.Preferred(1); len(p) != 1 || p[0] != want.gpu {
+			t.Fatalf("allocation %d: Preferred = %v, want %s's GPU %s", i, p, want.got, want.gpu)
+		}
+		if got := resolve(t, r, want.gpu); got != want.got {
+			t.Fatalf("allocation %d: resolved %s, want %s", i, got, want.got)
+		}
+	}
+}
+
+// The kubelet allocates a pod's containers one after another, and gives a
+// container after an init container that init container's device ids
+// again (without asking for a preference): those ids say nothing about
+// which pod is next. A pod created in the same second whose GPU they are
+// must not take the rest of the pod's containers.
+func TestInitContainersDevicesReusedByTheNextContainer(t *testing.T) {
+	for _, rv := range []bool{false, true} {
+		x := pod("x", 0, c{name: "setup", init: true, gpus: []string{"C"}}, c{name: "m", gpus: []string{"A"}})
+		y := pod("y", 0, c{name: "m", gpus: []string{"C"}})
+		if rv {
+			boundAt(x, "10")
+			boundAt(y, "11")
+		}
+		r := resolver(t, x, y)
+		for i, want := range []string{"x/setup(init)", "x/m", "y/m"} {
+			if got := resolve(t, r, "C"); got != want {
+				t.Fatalf("resourceVersions %v, allocation %d on the init container's ids: resolved %s, want %s", rv, i, got, want)
+			}
+		}
+	}
+}
+
+// Only where the kubelet's order within a second is not known does the
+// GPU of the ids decide: pods bound in a known order are admitted in it,
+// even when the kubelet could not follow the steering.
+func TestBindingOrderIsNotOverriddenByTheIdsGPU(t *testing.T) {
+	first := boundAt(pod("first", 0, c{name: "m", gpus: []string{"A"}}), "10")
+	second := boundAt(pod("second", 0, c{name: "m", gpus: []string{"B"}}), "11")
+	r := resolver(t, first, second)
+	if got := resolve(t, r, "B"); got != "first/m" {
+		t.Fatalf("ids on B resolved %s, want first/m: it was bound first", got)
+	}
+}
+
+// A pod being deleted is still admitted by the kubelet if its binding
+// reached it (the kubelet admits every pod it is told of, deletion
+// timestamp or not, and learns of the deletion after): it keeps its place.
+func TestPodBeingDeletedKeepsItsPlace(t *testing.T) {
+	a := boundAt(pod("a", 0, c{name: "m", gpus: []string{"A"}}), "10")
+	b := boundAt(pod("b", 1, c{name: "m", gpus: []string{"B"}}), "11")
+	b.DeletionTimestamp = &metav1.Time{Time: t0}
+	cc := boundAt(pod("c", 2, c{name: "m", gpus: []string{"C"}}), "12")
+	r := resolver(t, a, b, cc)
+	for i, want := range []struct{ gpu, got string }{{"A", "a/m"}, {"B", "b/m"}, {"C", "c/m"}} {
 		if p := r.Preferred(1); len(p) != 1 || p[0] != want.gpu {
 			t.Fatalf("allocation %d: Preferred = %v, want %s's GPU %s", i, p, want.got, want.gpu)
 		}

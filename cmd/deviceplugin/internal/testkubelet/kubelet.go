@@ -233,27 +233,40 @@ func (p *Plugin) Devices() []*pluginapi.Device {
 // asking for n devices: pick n free healthy ids, preferring the plugin's
 // choice, and call Allocate with them. The ids stay allocated.
 func (p *Plugin) AllocateContainer(ctx context.Context, n int) (*pluginapi.ContainerAllocateResponse, []string, error) {
-	p.mu.Lock()
-	var available []string
-	for _, d := range p.devices {
-		if d.Health == pluginapi.Healthy && !p.allocated[d.ID] {
-			available = append(available, d.ID)
+	return p.allocate(ctx, n, nil)
+}
+
+// allocate takes the container's ids from reusable (ids of the pod's init
+// containers, sorted) first, as the device manager does: when they are
+// enough it asks no preference, otherwise it asks one that must include
+// them.
+func (p *Plugin) allocate(ctx context.Context, n int, reusable []string) (*pluginapi.ContainerAllocateResponse, []string, error) {
+	reused := reusable[:min(n, len(reusable))]
+	ids := slices.Clone(reused)
+	if len(ids) < n {
+		p.mu.Lock()
+		available := slices.Clone(reused)
+		for _, d := range p.devices {
+			if d.Health == pluginapi.Healthy && !p.allocated[d.ID] {
+				available = append(available, d.ID)
+			}
 		}
-	}
-	p.mu.Unlock()
-	if len(available) < n {
-		return nil, nil, fmt.Errorf("only %d of %d devices free", len(available), n)
-	}
-	pref, err := p.Client.GetPreferredAllocation(ctx, &pluginapi.PreferredAllocationRequest{
-		ContainerRequests: []*pluginapi.ContainerPreferredAllocationRequest{{AvailableDeviceIDs: available, AllocationSize: int32(n)}},
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("GetPreferredAllocation: %w", err)
-	}
-	ids := available[:n]
-	// The kubelet uses the preference only if it is valid.
-	if got := pref.ContainerResponses[0].DeviceIDs; len(got) == n && subset(got, available) {
-		ids = got
+		p.mu.Unlock()
+		if len(available) < n {
+			return nil, nil, fmt.Errorf("only %d of %d devices free", len(available), n)
+		}
+		pref, err := p.Client.GetPreferredAllocation(ctx, &pluginapi.PreferredAllocationRequest{
+			ContainerRequests: []*pluginapi.ContainerPreferredAllocationRequest{{
+				AvailableDeviceIDs: available, MustIncludeDeviceIDs: reused, AllocationSize: int32(n)}},
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("GetPreferredAllocation: %w", err)
+		}
+		ids = available[:n]
+		// The kubelet uses the preference only if it is valid.
+		if got := pref.ContainerResponses[0].DeviceIDs; len(got) == n && subset(got, available) && subset(reused, got) {
+			ids = got
+		}
 	}
 	resp, err := p.Client.Allocate(ctx, &pluginapi.AllocateRequest{
 		ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: ids}},
@@ -285,33 +298,52 @@ type Admission struct {
 	// Responses by container name, init containers prefixed "init:".
 	Responses map[string]*pluginapi.ContainerAllocateResponse
 	IDs       map[string][]string
+	// Reused names the containers given an init container's ids again.
+	Reused map[string]bool
 }
 
 // Admit allocates the pod's containers that ask for resource, init
 // containers first, in spec order, stopping at the first error as the
-// kubelet's admission does.
+// kubelet's admission does. As in the kubelet's device manager, the ids of
+// a (non-sidecar) init container are given again to the containers after
+// it, each id to one app container at most.
 func (p *Plugin) Admit(ctx context.Context, pod *corev1.Pod, resource string) (*Admission, error) {
-	a := &Admission{Responses: map[string]*pluginapi.ContainerAllocateResponse{}, IDs: map[string][]string{}}
-	step := func(key string, c corev1.Container) error {
+	a := &Admission{Responses: map[string]*pluginapi.ContainerAllocateResponse{}, IDs: map[string][]string{}, Reused: map[string]bool{}}
+	reusable := map[string]bool{}
+	step := func(key string, c corev1.Container, init bool) error {
 		q, ok := c.Resources.Limits[corev1.ResourceName(resource)]
 		if !ok || q.Value() == 0 {
 			return nil
 		}
-		resp, ids, err := p.AllocateContainer(ctx, int(q.Value()))
+		pool := make([]string, 0, len(reusable))
+		for id := range reusable {
+			pool = append(pool, id)
+		}
+		slices.Sort(pool)
+		resp, ids, err := p.allocate(ctx, int(q.Value()), pool)
 		if err != nil {
 			return fmt.Errorf("pod %s container %s: %w", pod.Name, c.Name, err)
 		}
 		a.Responses[key] = resp
 		a.IDs[key] = ids
+		a.Reused[key] = len(pool) > 0
+		sidecar := c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		for _, id := range ids {
+			if init && !sidecar {
+				reusable[id] = true
+			} else {
+				delete(reusable, id)
+			}
+		}
 		return nil
 	}
 	for _, c := range pod.Spec.InitContainers {
-		if err := step("init:"+c.Name, c); err != nil {
+		if err := step("init:"+c.Name, c, true); err != nil {
 			return a, err
 		}
 	}
 	for _, c := range pod.Spec.Containers {
-		if err := step(c.Name, c); err != nil {
+		if err := step(c.Name, c, false); err != nil {
 			return a, err
 		}
 	}
