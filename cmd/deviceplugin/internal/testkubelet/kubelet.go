@@ -38,7 +38,11 @@ type Kubelet struct {
 	mu       sync.Mutex
 	changed  chan struct{}
 	attempts int
-	plugin   *Plugin
+	// registered counts the registrations that succeeded; failures says
+	// why the others did not, for a test that reports them.
+	registered int
+	failures   []string
+	plugin     *Plugin
 }
 
 // Start serves a kubelet registration socket in dir for resource.
@@ -79,7 +83,33 @@ func (k *Kubelet) Attempts() int {
 }
 
 // Register validates the request like the kubelet and connects back.
-func (k *Kubelet) Register(_ context.Context, r *pluginapi.RegisterRequest) (*pluginapi.Empty, error) {
+func (k *Kubelet) Register(ctx context.Context, r *pluginapi.RegisterRequest) (*pluginapi.Empty, error) {
+	out, err := k.register(ctx, r)
+	k.mu.Lock()
+	if err != nil {
+		k.failures = append(k.failures, err.Error())
+	} else {
+		k.registered++
+	}
+	k.mu.Unlock()
+	return out, err
+}
+
+// Registrations is the number of Register calls that succeeded.
+func (k *Kubelet) Registrations() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.registered
+}
+
+// Failures says why each Register call that failed did.
+func (k *Kubelet) Failures() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]string(nil), k.failures...)
+}
+
+func (k *Kubelet) register(_ context.Context, r *pluginapi.RegisterRequest) (*pluginapi.Empty, error) {
 	k.mu.Lock()
 	k.attempts++
 	k.notifyLocked()
