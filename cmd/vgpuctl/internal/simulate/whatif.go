@@ -52,29 +52,10 @@ type Outcome struct {
 // fragmentation policy's mix is first taught the running pods, as the
 // extender's is after a restart. Nothing leaves.
 func WhatIf(live *Live, w *Workload, sp ScoreProfile, o Options) ([]Outcome, error) {
-	l := ledger.New()
-	if err := setInventories(l, live.Cluster, o); err != nil {
+	wi, err := newWhatIf(live, w, o)
+	if err != nil {
 		return nil, err
 	}
-	pol := o.Policies
-	if pol.Node == settings.Fragmentation || pol.GPU == settings.Fragmentation {
-		pol.Mix = newMix(w, o.FGD)
-	}
-	hosts := placement.HostBook(live.Nodes, live.Pods)
-	pol.Host = func(node string) placement.HostFree { return hosts[node] }
-	for _, r := range live.Running {
-		if r.Assignment != nil {
-			// A running pod holds what it holds, even over a limit.
-			_ = l.Add(r.Key, *r.Assignment)
-		}
-		if pol.Mix != nil && !o.FGD {
-			pol.Mix.Observe(r.Shape)
-		}
-	}
-	if pol.Mix != nil {
-		pol.Mix.Refresh()
-	}
-	snap := kubescore.NewCluster(live.Nodes, live.Pods)
 	plain := kubescore.Profile{Weights: kubescore.DefaultWeights()}
 	out := make([]Outcome, len(w.Tasks))
 	for k := range w.Tasks {
@@ -82,87 +63,142 @@ func WhatIf(live *Live, w *Workload, sp ScoreProfile, o Options) ([]Outcome, err
 		if t.Object == nil {
 			return nil, fmt.Errorf("workload %s: task %s has no pod spec: the what-if reads a YAML stream of Pods", w.Source, t.Name)
 		}
-		vgpu := t.Pod != nil
-		pod := admitted(t.Object, vgpu)
-		res := &out[k]
-		res.Pod, res.Scheduler = t.Name, pod.Spec.SchedulerName
 		prof := plain
-		if vgpu {
+		if t.Pod != nil {
 			prof = sp.prof
 		}
-		res.Unmodelled = unmodelled(snap, prof, pod, vgpu)
-		if pol.Mix != nil && !o.FGD {
-			pol.Mix.Observe(t.Shape)
-		}
-		var sc *placement.Scorer
-		if vgpu {
-			sc = placement.NewScorer(t.Pod, pol)
-		}
-		var feasible []string
-		var ratings []float64
-		reasons := map[string]int{}
-		for _, n := range live.Nodes {
-			why := snap.Fits(prof, pod, n.Name)
-			var rating float64
-			if why == "" && vgpu {
-				if h := l.Node(n.Name); h == nil {
-					why = "no vGPU inventory"
-				} else {
-					rating, why = sc.Score(h)
-				}
-			}
-			if why != "" {
-				reasons[why]++
-				continue
-			}
-			feasible, ratings = append(feasible, n.Name), append(ratings, rating)
-		}
-		if len(feasible) == 0 {
-			res.Pending = countReasons(reasons)
-			if mayPreempt(pod) {
-				res.Unmodelled = strings.Join(slices.DeleteFunc([]string{res.Unmodelled,
-					"a pending pod with a priority class: kube-scheduler may preempt lower-priority pods to place it, which the model does not"}, func(s string) bool { return s == "" }), "; ")
-			}
-			continue
-		}
-		priorities := make([]int64, len(feasible))
-		if vgpu {
-			priorities = placement.ExtenderPriorities(ratings)
-		}
-		plugins, err := snap.Scores(prof, pod, feasible)
-		if err != nil {
+		if out[k], err = wi.place(k, t, prof); err != nil {
 			return nil, err
 		}
-		best, _ := kubescore.Best(prof, plugins, priorities)
-		// feasible is in name order: of equally good nodes, the pods after
-		// this one assume the first.
-		res.Node = feasible[best[0]]
-		if len(best) > 1 {
-			for _, i := range best {
-				res.Tied = append(res.Tied, feasible[i])
-			}
-		}
-		if vgpu {
-			a, err := placement.Bind(l, fmt.Sprintf("whatif/%d", k), t.Pod, res.Node, pol)
-			if err != nil {
-				return nil, fmt.Errorf("pod %s: the node chosen refused the bind: %v", t.Name, err)
-			}
-			for _, c := range a.Containers {
-				if c.Init {
-					continue
-				}
-				for _, d := range c.Devices {
-					res.GPUs = append(res.GPUs, d.UUID)
-				}
-			}
-		}
-		snap.Add(pod, res.Node)
-		cpu, mem := request.HostRequests(pod)
-		h := hosts[res.Node]
-		h.CPUMilli, h.MemoryMiB = h.CPUMilli-cpu, h.MemoryMiB-mem
-		hosts[res.Node] = h
 	}
 	return out, nil
+}
+
+// whatIf is the cluster as the pods placed so far leave it: vgpu's ledger,
+// the hosts' free CPU and memory, kube-scheduler's view.
+type whatIf struct {
+	live  *Live
+	o     Options
+	l     *ledger.Ledger
+	pol   placement.Policies
+	hosts map[string]placement.HostFree
+	snap  *kubescore.Cluster
+}
+
+// newWhatIf books the running pods, and teaches the fragmentation policy's
+// mix the running pods' shapes, as the extender's is after a restart.
+func newWhatIf(live *Live, w *Workload, o Options) (*whatIf, error) {
+	wi := &whatIf{live: live, o: o, l: ledger.New(), pol: o.Policies,
+		hosts: placement.HostBook(live.Nodes, live.Pods),
+		snap:  kubescore.NewCluster(live.Nodes, live.Pods),
+	}
+	if err := setInventories(wi.l, live.Cluster, o); err != nil {
+		return nil, err
+	}
+	if wi.pol.Node == settings.Fragmentation || wi.pol.GPU == settings.Fragmentation {
+		wi.pol.Mix = newMix(w, o.FGD)
+	}
+	wi.pol.Host = func(node string) placement.HostFree { return wi.hosts[node] }
+	for _, r := range live.Running {
+		if r.Assignment != nil {
+			// A running pod holds what it holds, even over a limit.
+			_ = wi.l.Add(r.Key, *r.Assignment)
+		}
+		if wi.pol.Mix != nil && !o.FGD {
+			wi.pol.Mix.Observe(r.Shape)
+		}
+	}
+	if wi.pol.Mix != nil {
+		wi.pol.Mix.Refresh()
+	}
+	return wi, nil
+}
+
+// place decides the k-th pod of the workload and books it where it lands.
+func (wi *whatIf) place(k int, t *Task, prof kubescore.Profile) (Outcome, error) {
+	vgpu := t.Pod != nil
+	pod := admitted(t.Object, vgpu)
+	res := Outcome{Pod: t.Name, Scheduler: pod.Spec.SchedulerName}
+	res.Unmodelled = unmodelled(wi.snap, prof, pod, vgpu)
+	if wi.pol.Mix != nil && !wi.o.FGD {
+		wi.pol.Mix.Observe(t.Shape)
+	}
+	feasible, ratings, reasons := wi.filter(t, pod, prof)
+	if len(feasible) == 0 {
+		res.Pending = countReasons(reasons)
+		if mayPreempt(pod) {
+			res.Unmodelled = strings.Join(slices.DeleteFunc([]string{res.Unmodelled,
+				"a pending pod with a priority class: kube-scheduler may preempt lower-priority pods to place it, which the model does not"}, func(s string) bool { return s == "" }), "; ")
+		}
+		return res, nil
+	}
+	priorities := make([]int64, len(feasible))
+	if vgpu {
+		priorities = placement.ExtenderPriorities(ratings)
+	}
+	plugins, err := wi.snap.Scores(prof, pod, feasible)
+	if err != nil {
+		return res, err
+	}
+	best, _ := kubescore.Best(prof, plugins, priorities)
+	// feasible is in name order: of equally good nodes, the pods after
+	// this one assume the first.
+	res.Node = feasible[best[0]]
+	if len(best) > 1 {
+		for _, i := range best {
+			res.Tied = append(res.Tied, feasible[i])
+		}
+	}
+	if vgpu {
+		a, err := placement.Bind(wi.l, fmt.Sprintf("whatif/%d", k), t.Pod, res.Node, wi.pol)
+		if err != nil {
+			return res, fmt.Errorf("pod %s: the node chosen refused the bind: %v", t.Name, err)
+		}
+		for _, c := range a.Containers {
+			if c.Init {
+				continue
+			}
+			for _, d := range c.Devices {
+				res.GPUs = append(res.GPUs, d.UUID)
+			}
+		}
+	}
+	wi.snap.Add(pod, res.Node)
+	cpu, mem := request.HostRequests(pod)
+	h := wi.hosts[res.Node]
+	h.CPUMilli, h.MemoryMiB = h.CPUMilli-cpu, h.MemoryMiB-mem
+	wi.hosts[res.Node] = h
+	return res, nil
+}
+
+// filter runs kube-scheduler's filters and, for a vgpu pod, the extender's
+// fit and rating on every node: the nodes that pass, in name order, their
+// ratings, and how many nodes each reason turned away.
+func (wi *whatIf) filter(t *Task, pod *corev1.Pod, prof kubescore.Profile) ([]string, []float64, map[string]int) {
+	var sc *placement.Scorer
+	if t.Pod != nil {
+		sc = placement.NewScorer(t.Pod, wi.pol)
+	}
+	var feasible []string
+	var ratings []float64
+	reasons := map[string]int{}
+	for _, n := range wi.live.Nodes {
+		why := wi.snap.Fits(prof, pod, n.Name)
+		var rating float64
+		if why == "" && sc != nil {
+			if h := wi.l.Node(n.Name); h == nil {
+				why = "no vGPU inventory"
+			} else {
+				rating, why = sc.Score(h)
+			}
+		}
+		if why != "" {
+			reasons[why]++
+			continue
+		}
+		feasible, ratings = append(feasible, n.Name), append(ratings, rating)
+	}
+	return feasible, ratings, reasons
 }
 
 // unmodelled says what the model cannot judge for the pod, "" if nothing.
