@@ -97,6 +97,23 @@ func InitContainer(name string, limits ...string) PodOption {
 	return func(p *corev1.Pod) { p.Spec.InitContainers = append(p.Spec.InitContainers, container(name, limits)) }
 }
 
+// Sidecar appends a restartable init container (restartPolicy Always),
+// which runs beside the app containers, with the given limits.
+func Sidecar(name string, limits ...string) PodOption {
+	return func(p *corev1.Pod) {
+		c := container(name, limits)
+		always := corev1.ContainerRestartPolicyAlways
+		c.RestartPolicy = &always
+		p.Spec.InitContainers = append(p.Spec.InitContainers, c)
+	}
+}
+
+// Overhead sets the pod's overhead (what its runtime class adds), as
+// resource name/quantity pairs.
+func Overhead(kv ...string) PodOption {
+	return func(p *corev1.Pod) { p.Spec.Overhead = Limits(kv...) }
+}
+
 func container(name string, limits []string) corev1.Container {
 	return corev1.Container{Name: name, Image: Image, Resources: corev1.ResourceRequirements{Limits: Limits(limits...)}}
 }

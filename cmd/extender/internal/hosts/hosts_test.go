@@ -67,16 +67,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // TestStripKeepsWhatHostRequestsReads: the stripped pod the books keep
 // counts as the pod does: sidecars (restart policy) and overhead included.
 func TestStripKeepsWhatHostRequestsReads(t *testing.T) {
-	always := corev1.ContainerRestartPolicyAlways
-	cpu := func(v string) corev1.ResourceRequirements {
-		return corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(v)}}
-	}
-	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: corev1.PodSpec{
-		NodeName:       "n",
-		InitContainers: []corev1.Container{{Name: "side", RestartPolicy: &always, Resources: cpu("1")}},
-		Containers:     []corev1.Container{{Name: "app", Resources: cpu("2")}},
-		Overhead:       corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")},
-	}}
+	p := vtest.Pod("p", vtest.Namespace("ns"), vtest.Node("n"),
+		vtest.Sidecar("side"), vtest.Requests("side", "cpu", "1"),
+		vtest.Container("app"), vtest.Requests("app", "cpu", "2"),
+		vtest.Overhead("cpu", "500m"))
 	got, err := stripPod(p)
 	if err != nil {
 		t.Fatal(err)
