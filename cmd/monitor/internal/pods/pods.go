@@ -332,7 +332,7 @@ func (n *Node) claimAssignment(p *corev1.Pod) (assign.Pod, bool) {
 			// A claim used by several containers books once; each of them
 			// runs under its limits.
 			for _, name := range strings.Split(c.Name, ",") {
-				a.Containers = append(a.Containers, assign.Container{Name: name, Init: c.Init, Devices: c.Devices})
+				a.Containers = append(a.Containers, assign.Container{Name: name, Init: c.Init, Sidecar: c.Sidecar, Devices: c.Devices})
 			}
 		}
 	}
