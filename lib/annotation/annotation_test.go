@@ -1,11 +1,15 @@
 package annotation
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
 )
 
@@ -74,6 +78,34 @@ func TestAssignmentRoundTrip(t *testing.T) {
 	}
 	if init, _ := out.Container("init", true); init.Sidecar || init.RunsWithApp() || strings.Count(s, `"sidecar"`) != 1 {
 		t.Fatalf("only the sidecar may carry the sidecar field: %+v in %s", init, s)
+	}
+}
+
+// TestDecodePodAssignmentMarksSidecarsFromTheSpec: an assignment written
+// before the sidecar field books the pod's restartable init containers as
+// sidecars all the same, read with the pod's spec.
+func TestDecodePodAssignmentMarksSidecarsFromTheSpec(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	p := &corev1.Pod{}
+	p.Annotations = map[string]string{contract.AnnotationAssignment: `{"version":"v1","node":"n","containers":[` +
+		`{"name":"setup","init":true,"devices":[{"uuid":"a","memoryMiB":1,"cores":0}]},` +
+		`{"name":"proxy","init":true,"devices":[{"uuid":"a","memoryMiB":1,"cores":0}]},` +
+		`{"name":"main","devices":[{"uuid":"a","memoryMiB":1,"cores":0}]}]}`}
+	p.Spec.InitContainers = []corev1.Container{{Name: "setup"}, {Name: "proxy", RestartPolicy: &always}}
+	p.Spec.Containers = []corev1.Container{{Name: "main"}}
+	a, err := DecodePodAssignment(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []bool
+	for _, c := range a.Containers {
+		got = append(got, c.Sidecar)
+	}
+	if !reflect.DeepEqual(got, []bool{false, true, false}) {
+		t.Fatalf("sidecar flags %v, want only proxy's set", got)
+	}
+	if _, err := DecodePodAssignment(&corev1.Pod{}); !errors.Is(err, ErrMissing) {
+		t.Fatalf("pod without the annotation: %v, want ErrMissing", err)
 	}
 }
 

@@ -82,11 +82,11 @@ func sortBookings(out []Booking) {
 func FromPods(node string, pods []corev1.Pod) (out []Booking, warnings []string) {
 	for i := range pods {
 		p := &pods[i]
-		v, ok := p.Annotations[contract.AnnotationAssignment]
+		_, ok := p.Annotations[contract.AnnotationAssignment]
 		if !ok || !active(p) {
 			continue
 		}
-		a, err := annotation.DecodeAssignment(v)
+		a, err := annotation.DecodePodAssignment(p)
 		if err != nil {
 			warnings = append(warnings, "pod "+p.Namespace+"/"+p.Name+": "+err.Error())
 			continue
