@@ -106,6 +106,7 @@ func (f *fitter) reset(n int) {
 	f.loads = f.loads[:n]
 	clear(f.app)
 	clear(f.init)
+	clear(f.side)
 	f.picks = f.picks[:0]
 }
 
