@@ -170,14 +170,16 @@ func Assigned(a assign.Pod) PodOption {
 	}
 }
 
-// AskingFor appends, for each of a's containers, the (init) container that
+// AskingFor appends, for each of a's containers, the (init or sidecar) container that
 // asks for its GPUs: nvidia.com/gpu as many as a gives it, the request a
 // answers.
 func AskingFor(a assign.Pod) PodOption {
 	return func(p *corev1.Pod) {
 		for _, c := range a.Containers {
 			add := Container
-			if c.Init {
+			if c.Sidecar {
+				add = Sidecar
+			} else if c.Init {
 				add = InitContainer
 			}
 			add(c.Name, contract.ResourceGPU, strconv.Itoa(len(c.Devices)))(p)

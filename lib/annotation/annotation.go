@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
@@ -74,6 +76,30 @@ func DecodeAssignment(s string) (assign.Pod, error) {
 		return assign.Pod{}, fmt.Errorf("%s: %w", contract.AnnotationAssignment, err)
 	}
 	return v.Pod, nil
+}
+
+// DecodePodAssignment parses the pod's vgpu.io/assignment and marks as
+// sidecars the init containers its spec declares restartable: an
+// assignment written before the sidecar field existed then books them as
+// the pod runs them (docs/contract.md#assignment). An init container's
+// restartPolicy cannot change, so the spec is as good a witness as the field.
+func DecodePodAssignment(p *corev1.Pod) (assign.Pod, error) {
+	a, err := DecodeAssignment(p.Annotations[contract.AnnotationAssignment])
+	if err != nil {
+		return a, err
+	}
+	for i := range a.Containers {
+		c := &a.Containers[i]
+		if !c.Init || c.Sidecar {
+			continue
+		}
+		for _, ic := range p.Spec.InitContainers {
+			if ic.Name == c.Name && ic.RestartPolicy != nil && *ic.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				c.Sidecar = true
+			}
+		}
+	}
+	return a, nil
 }
 
 // decode checks the version before it decodes the body strictly, so that an

@@ -1,11 +1,15 @@
 package annotation
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/vgpu-io/vgpu/lib/assign"
+	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
 )
 
@@ -25,6 +29,7 @@ func sampleAssignment() assign.Pod {
 		Node: "node-1",
 		Containers: []assign.Container{
 			{Name: "init", Init: true, Devices: []assign.Device{{UUID: "GPU-a", MemoryMiB: 1024, Cores: 10}}},
+			{Name: "side", Init: true, Sidecar: true, Devices: []assign.Device{{UUID: "GPU-b", MemoryMiB: 512, Cores: 5}}},
 			{Name: "main", Devices: []assign.Device{{UUID: "GPU-a", MemoryMiB: 4096, Cores: 30}, {UUID: "GPU-b", MemoryMiB: 4096, Cores: 30}}},
 		},
 	}
@@ -68,6 +73,52 @@ func TestAssignmentRoundTrip(t *testing.T) {
 	if _, ok := out.Container("main", true); ok {
 		t.Fatal("Container(main, init) found an app container")
 	}
+	if side, ok := out.Container("side", true); !ok || !side.Sidecar || !side.RunsWithApp() {
+		t.Fatalf("Container(side) = %+v, %v; want a sidecar", side, ok)
+	}
+	if init, _ := out.Container("init", true); init.Sidecar || init.RunsWithApp() || strings.Count(s, `"sidecar"`) != 1 {
+		t.Fatalf("only the sidecar may carry the sidecar field: %+v in %s", init, s)
+	}
+}
+
+// TestDecodePodAssignmentMarksSidecarsFromTheSpec: an assignment written
+// before the sidecar field books the pod's restartable init containers as
+// sidecars all the same, read with the pod's spec.
+func TestDecodePodAssignmentMarksSidecarsFromTheSpec(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	p := &corev1.Pod{}
+	p.Annotations = map[string]string{contract.AnnotationAssignment: `{"version":"v1","node":"n","containers":[` +
+		`{"name":"setup","init":true,"devices":[{"uuid":"a","memoryMiB":1,"cores":0}]},` +
+		`{"name":"proxy","init":true,"devices":[{"uuid":"a","memoryMiB":1,"cores":0}]},` +
+		`{"name":"main","devices":[{"uuid":"a","memoryMiB":1,"cores":0}]}]}`}
+	p.Spec.InitContainers = []corev1.Container{{Name: "setup"}, {Name: "proxy", RestartPolicy: &always}}
+	p.Spec.Containers = []corev1.Container{{Name: "main"}}
+	a, err := DecodePodAssignment(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []bool
+	for _, c := range a.Containers {
+		got = append(got, c.Sidecar)
+	}
+	if !reflect.DeepEqual(got, []bool{false, true, false}) {
+		t.Fatalf("sidecar flags %v, want only proxy's set", got)
+	}
+	if _, err := DecodePodAssignment(&corev1.Pod{}); !errors.Is(err, ErrMissing) {
+		t.Fatalf("pod without the annotation: %v, want ErrMissing", err)
+	}
+}
+
+// TestAssignmentWithoutSidecarField: annotations written before sidecars
+// were marked still parse, their init containers as ordinary ones.
+func TestAssignmentWithoutSidecarField(t *testing.T) {
+	out, err := DecodeAssignment(`{"version":"v1","node":"n","containers":[{"name":"s","init":true,"devices":[{"uuid":"a","memoryMiB":1,"cores":0}]}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := out.Containers[0]; !c.Init || c.Sidecar {
+		t.Fatalf("got %+v, want an ordinary init container", c)
+	}
 }
 
 func TestDecodeErrors(t *testing.T) {
@@ -86,6 +137,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"assignment array", `[]`, "vgpu.io/assignment: malformed JSON", true},
 		{"assignment no node", `{"version":"v1","containers":[]}`, "node is empty", true},
 		{"cores over 100", `{"version":"v1","node":"n","containers":[{"name":"c","devices":[{"uuid":"a","memoryMiB":1,"cores":101}]}]}`, "cores 101", true},
+		{"sidecar not init", `{"version":"v1","node":"n","containers":[{"name":"c","sidecar":true,"devices":[]}]}`, "sidecar is true but init is not", true},
 		{"same gpu twice", `{"version":"v1","node":"n","containers":[{"name":"c","devices":[{"uuid":"a","memoryMiB":1},{"uuid":"a","memoryMiB":1}]}]}`, "given twice", true},
 	}
 	for _, tc := range cases {

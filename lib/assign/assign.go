@@ -16,10 +16,19 @@ type Device struct {
 	Cores int `json:"cores"`
 }
 
+// RunsWithApp reports whether the container runs beside the app containers:
+// an app container or a sidecar.
+func (c *Container) RunsWithApp() bool { return !c.Init || c.Sidecar }
+
 // Container is what one container of the pod was given.
 type Container struct {
-	Name    string   `json:"name"`
-	Init    bool     `json:"init,omitempty"`
+	Name string `json:"name"`
+	Init bool   `json:"init,omitempty"`
+	// Sidecar is set, with Init, for a restartable init container: it runs
+	// beside the app containers and the init containers after it, so its
+	// share is booked in addition to theirs (docs/contract.md). Absent in
+	// older annotations, which then book it as an ordinary init container.
+	Sidecar bool     `json:"sidecar,omitempty"`
 	Devices []Device `json:"devices"`
 }
 
@@ -48,6 +57,9 @@ func (p *Pod) Validate() error {
 	for i, c := range p.Containers {
 		if c.Name == "" {
 			return fmt.Errorf("containers[%d]: name is empty", i)
+		}
+		if c.Sidecar && !c.Init {
+			return fmt.Errorf("container %q: sidecar is true but init is not: a sidecar is an init container", c.Name)
 		}
 		seen := make(map[string]bool, len(c.Devices))
 		for j, d := range c.Devices {

@@ -82,11 +82,11 @@ func sortBookings(out []Booking) {
 func FromPods(node string, pods []corev1.Pod) (out []Booking, warnings []string) {
 	for i := range pods {
 		p := &pods[i]
-		v, ok := p.Annotations[contract.AnnotationAssignment]
+		_, ok := p.Annotations[contract.AnnotationAssignment]
 		if !ok || !active(p) {
 			continue
 		}
-		a, err := annotation.DecodeAssignment(v)
+		a, err := annotation.DecodePodAssignment(p)
 		if err != nil {
 			warnings = append(warnings, "pod "+p.Namespace+"/"+p.Name+": "+err.Error())
 			continue
@@ -162,11 +162,11 @@ func FromClaims(node string, rs []*resourcev1.ResourceSlice, claims []*resourcev
 		}
 		pos := 0
 		for i, s := range shares {
-			name, init, at := containersOf(holder, c.Name, s.Request)
+			name, init, sidecar, at := containersOf(holder, c.Name, s.Request)
 			if i == 0 {
 				pos = at
 			}
-			b.Assignment.Containers = append(b.Assignment.Containers, assign.Container{Name: name, Init: init, Devices: s.Devices})
+			b.Assignment.Containers = append(b.Assignment.Containers, assign.Container{Name: name, Init: init, Sidecar: sidecar, Devices: s.Devices})
 			for j, r := range s.Results {
 				if q, ok := r.ConsumedCapacity[dra.CapMemory]; ok && q.Value()>>20 != s.Devices[j].MemoryMiB {
 					for len(b.heldMiB) <= i {
@@ -201,27 +201,28 @@ func FromClaims(node string, rs []*resourcev1.ResourceSlice, claims []*resourcev
 
 // containersOf names the containers of p that use request of claim,
 // comma separated; the request's name when p is unknown or none does.
-// init is true when only init containers use it; at is the first one's
-// place in the pod, init containers first.
-func containersOf(p *corev1.Pod, claim, request string) (name string, init bool, at int) {
-	names, init, at := using(p, claim, request)
+// init is true when only init containers use it, sidecar when these are
+// all sidecars (restartable init containers, which run beside the app);
+// at is the first one's place in the pod, init containers first.
+func containersOf(p *corev1.Pod, claim, request string) (name string, init, sidecar bool, at int) {
+	names, init, sidecar, at := using(p, claim, request)
 	if len(names) == 0 {
-		return request, false, 0
+		return request, false, false, 0
 	}
-	return strings.Join(names, ","), init, at
+	return strings.Join(names, ","), init, sidecar, at
 }
 
 // ContainersUsing names the containers of p, init containers first, that
 // use request of the claim named claim (directly or made from one of p's
 // templates); none when p is nil or none does.
 func ContainersUsing(p *corev1.Pod, claim, request string) []string {
-	names, _, _ := using(p, claim, request)
+	names, _, _, _ := using(p, claim, request)
 	return names
 }
 
-func using(p *corev1.Pod, claim, request string) (names []string, init bool, at int) {
+func using(p *corev1.Pod, claim, request string) (names []string, init, sidecar bool, at int) {
 	if p == nil {
-		return nil, false, 0
+		return nil, false, false, 0
 	}
 	// The pod's own name for the claim: direct, or from a template.
 	var podClaims []string
@@ -241,8 +242,10 @@ func using(p *corev1.Pod, claim, request string) (names []string, init bool, at 
 		})
 	}
 	at = -1
+	sidecar = true
 	for i, c := range p.Spec.InitContainers {
 		if uses(c) {
+			sidecar = sidecar && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 			names = append(names, c.Name)
 			if at < 0 {
 				at = i
@@ -250,14 +253,15 @@ func using(p *corev1.Pod, claim, request string) (names []string, init bool, at 
 		}
 	}
 	init = len(names) > 0
+	sidecar = sidecar && init
 	for i, c := range p.Spec.Containers {
 		if uses(c) {
 			if at < 0 {
 				at = len(p.Spec.InitContainers) + i
 			}
 			names = append(names, c.Name)
-			init = false
+			init, sidecar = false, false
 		}
 	}
-	return names, init, at
+	return names, init, sidecar, at
 }

@@ -156,8 +156,14 @@ func TestFromClaimsEdges(t *testing.T) {
 	pod.Spec.InitContainers = []corev1.Container{{Name: "warm", Resources: corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "vgpu-init"}}}}}
 	initClaim := claimFor(&pod, "init", node, []share{{"gpu", 1, 100, 0}})
 	pod.Spec.Containers = pod.Spec.Containers[:len(pod.Spec.Containers)-1]
+	// Used by a sidecar (a restartable init container) only.
+	always := corev1.ContainerRestartPolicyAlways
+	pod.Spec.InitContainers = append(pod.Spec.InitContainers, corev1.Container{Name: "proxy", RestartPolicy: &always,
+		Resources: corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "vgpu-proxy"}}}})
+	sidecarClaim := claimFor(&pod, "proxy", node, []share{{"gpu", 1, 200, 0}})
+	pod.Spec.Containers = pod.Spec.Containers[:len(pod.Spec.Containers)-1]
 
-	got, warnings := FromClaims(node, slices, []*resourcev1.ResourceClaim{elsewhere, unallocated, unknownDevice, orphan, whole, initClaim}, []corev1.Pod{pod})
+	got, warnings := FromClaims(node, slices, []*resourcev1.ResourceClaim{elsewhere, unallocated, unknownDevice, orphan, whole, initClaim, sidecarClaim}, []corev1.Pod{pod})
 	if len(warnings) != 1 || !strings.Contains(warnings[0], "ns/bad") || !strings.Contains(warnings[0], "gpu-7") {
 		t.Errorf("warnings %v: want one naming claim ns/bad and device gpu-7", warnings)
 	}
@@ -166,6 +172,8 @@ func TestFromClaimsEdges(t *testing.T) {
 			{Name: "gpu", Devices: []assign.Device{{UUID: "GPU-0", MemoryMiB: 500, Cores: 5}}}}}},
 		{Namespace: "ns", Pod: "p", PodUID: "uid-p", Claim: initClaim.Name, Assignment: assign.Pod{Node: node, Containers: []assign.Container{
 			{Name: "warm", Init: true, Devices: []assign.Device{{UUID: "GPU-1", MemoryMiB: 100}}}}}},
+		{Namespace: "ns", Pod: "p", PodUID: "uid-p", Claim: sidecarClaim.Name, Assignment: assign.Pod{Node: node, Containers: []assign.Container{
+			{Name: "proxy", Init: true, Sidecar: true, Devices: []assign.Device{{UUID: "GPU-1", MemoryMiB: 200}}}}}},
 		{Namespace: "ns", Pod: "p", PodUID: "uid-p", Claim: whole.Name, Assignment: assign.Pod{Node: node, Containers: []assign.Container{
 			{Name: "side", Devices: []assign.Device{{UUID: "GPU-0", MemoryMiB: 20480, Cores: 100}}}}},
 			// The whole GPU is held, whatever its limit.

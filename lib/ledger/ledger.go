@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -54,10 +55,13 @@ type Use struct {
 }
 
 // Footprint is what a pod's assignment holds on each GPU. App containers
-// run together, so their uses add up; init containers run one at a time
-// before them, so the pod holds the larger of the app sum and each init
-// container, per GPU and per quantity. A device with 100 cores holds its GPU
-// exclusively. The result is ordered by first appearance in the assignment.
+// and sidecars run together, so their uses add up; ordinary init containers
+// run one at a time before the app containers, each beside the sidecars
+// listed before it, so the pod holds the larger of the app sum and each init
+// container with those sidecars, per GPU and per quantity — the rule
+// kube-scheduler applies to a pod's requests (docs/contract.md). A device
+// with 100 cores holds its GPU exclusively. The result is ordered by first
+// appearance in the assignment.
 func Footprint(a *assign.Pod) []Use {
 	var out []Use
 	find := func(uuid string) *Use {
@@ -70,7 +74,7 @@ func Footprint(a *assign.Pod) []Use {
 		return &out[len(out)-1]
 	}
 	for _, c := range a.Containers {
-		if c.Init {
+		if !c.RunsWithApp() {
 			continue
 		}
 		for _, d := range c.Devices {
@@ -81,15 +85,32 @@ func Footprint(a *assign.Pod) []Use {
 			u.Exclusive = u.Exclusive || d.Cores >= 100
 		}
 	}
+	var side []Use // the sidecars listed so far, summed per GPU
 	for _, c := range a.Containers {
-		if !c.Init {
+		if c.Sidecar {
+			for _, d := range c.Devices {
+				i := slices.IndexFunc(side, func(s Use) bool { return s.UUID == d.UUID })
+				if i < 0 {
+					side = append(side, Use{UUID: d.UUID})
+					i = len(side) - 1
+				}
+				side[i].Slots++
+				side[i].MemoryMiB += d.MemoryMiB
+				side[i].Cores += d.Cores
+			}
+		}
+		if c.RunsWithApp() {
 			continue
 		}
 		for _, d := range c.Devices {
+			var with Use
+			if i := slices.IndexFunc(side, func(s Use) bool { return s.UUID == d.UUID }); i >= 0 {
+				with = side[i]
+			}
 			u := find(d.UUID)
-			u.Slots = max(u.Slots, 1)
-			u.MemoryMiB = max(u.MemoryMiB, d.MemoryMiB)
-			u.Cores = max(u.Cores, d.Cores)
+			u.Slots = max(u.Slots, with.Slots+1)
+			u.MemoryMiB = max(u.MemoryMiB, with.MemoryMiB+d.MemoryMiB)
+			u.Cores = max(u.Cores, with.Cores+d.Cores)
 			u.Exclusive = u.Exclusive || d.Cores >= 100
 		}
 	}

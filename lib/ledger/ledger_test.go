@@ -44,6 +44,53 @@ func TestFootprint(t *testing.T) {
 	}
 }
 
+func TestFootprintSidecars(t *testing.T) {
+	dev := func(uuid string, mem int64, cores int) []assign.Device {
+		return []assign.Device{{UUID: uuid, MemoryMiB: mem, Cores: cores}}
+	}
+	cases := []struct {
+		name string
+		ctrs []assign.Container
+		want []Use
+	}{
+		{name: "a sidecar adds to the app containers",
+			ctrs: []assign.Container{
+				{Name: "side", Init: true, Sidecar: true, Devices: dev("A", 3000, 20)},
+				{Name: "app", Devices: dev("A", 4000, 30)}},
+			want: []Use{{UUID: "A", Slots: 2, MemoryMiB: 7000, Cores: 50}}},
+		{name: "an init container after a sidecar runs beside it",
+			ctrs: []assign.Container{
+				{Name: "side", Init: true, Sidecar: true, Devices: dev("A", 3000, 20)},
+				{Name: "init", Init: true, Devices: dev("A", 9000, 40)},
+				{Name: "app", Devices: dev("A", 4000, 30)}},
+			want: []Use{{UUID: "A", Slots: 2, MemoryMiB: 12000, Cores: 60}}},
+		{name: "an init container before a sidecar runs without it",
+			ctrs: []assign.Container{
+				{Name: "init", Init: true, Devices: dev("A", 9000, 40)},
+				{Name: "side", Init: true, Sidecar: true, Devices: dev("A", 3000, 20)},
+				{Name: "app", Devices: dev("A", 4000, 30)}},
+			want: []Use{{UUID: "A", Slots: 2, MemoryMiB: 9000, Cores: 50}}},
+		{name: "a sidecar on another GPU does not add",
+			ctrs: []assign.Container{
+				{Name: "side", Init: true, Sidecar: true, Devices: dev("B", 3000, 20)},
+				{Name: "init", Init: true, Devices: dev("A", 9000, 40)}},
+			want: []Use{{UUID: "B", Slots: 1, MemoryMiB: 3000, Cores: 20}, {UUID: "A", Slots: 1, MemoryMiB: 9000, Cores: 40}}},
+		{name: "a whole-GPU sidecar holds its GPU",
+			ctrs: []assign.Container{
+				{Name: "side", Init: true, Sidecar: true, Devices: dev("A", 16000, 100)},
+				{Name: "app", Devices: dev("B", 4000, 30)}},
+			want: []Use{{UUID: "A", Slots: 1, MemoryMiB: 16000, Cores: 100, Exclusive: true}, {UUID: "B", Slots: 1, MemoryMiB: 4000, Cores: 30}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := assign.Pod{Node: "n", Containers: tc.ctrs}
+			if got := Footprint(&a); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestReserveGuards(t *testing.T) {
 	unhealthy := inv(2, 16000, 2, 1)
 	unhealthy.GPUs[1].Healthy = false

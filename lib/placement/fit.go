@@ -46,8 +46,11 @@ type fitter struct {
 	// invSplit is 1/split count of the node being fitted.
 	invSplit float64
 
-	app   []own // sum of the app containers, per GPU
-	init  []own // max of the init containers, per GPU
+	app  []own // sum of the app containers and sidecars, per GPU
+	init []own // max of the init containers with their sidecars, per GPU
+	// side is, while an ordinary init container is placed, the sidecars
+	// declared before it, per GPU: they run beside it.
+	side  []own
 	cand  []int
 	loads []float64
 	picks []pick
@@ -91,6 +94,7 @@ func (f *fitter) reset(n int) {
 	if cap(f.app) < n {
 		f.app = make([]own, n)
 		f.init = make([]own, n)
+		f.side = make([]own, n)
 		f.cand = make([]int, 0, n)
 		f.loads = make([]float64, n)
 		f.keys = make([]float64, n)
@@ -98,14 +102,16 @@ func (f *fitter) reset(n int) {
 	f.keys = f.keys[:n]
 	f.app = f.app[:n]
 	f.init = f.init[:n]
+	f.side = f.side[:n]
 	f.loads = f.loads[:n]
 	clear(f.app)
 	clear(f.init)
+	clear(f.side)
 	f.picks = f.picks[:0]
 }
 
-// fit places the pod on v, greedily in container order (app containers,
-// then init containers), each container's vGPUs on the GPUs its policy
+// fit places the pod on v, greedily in container order (app containers
+// and sidecars, then ordinary init containers), each container's vGPUs on the GPUs its policy
 // prefers. It returns "" on success and the reason otherwise.
 func (f *fitter) fit(v *ledger.View) string {
 	if !v.Known {
@@ -126,10 +132,10 @@ func (f *fitter) fit(v *ledger.View) string {
 		f.host = f.hostFn(v.Name)
 	}
 	for pass := 0; pass < 2; pass++ {
-		isInit := pass == 1
+		withApp := pass == 0
 		for ci := range f.pod.Containers {
 			c := &f.pod.Containers[ci]
-			if c.Init != isInit {
+			if c.RunsWithApp() != withApp {
 				continue
 			}
 			if r := f.place(v, ci, c); r != "" {
@@ -147,10 +153,11 @@ func take(c *request.Container, memMiB int64) own {
 
 // after is what the pod would hold on GPU g if container c took it.
 func (f *fitter) after(g int, c *request.Container, t own) own {
-	if c.Init {
-		// Init containers run alone, before the app containers.
-		a, o := f.app[g], f.init[g]
-		return own{slots: max(a.slots, o.slots, 1), mem: max(a.mem, o.mem, t.mem), cores: max(a.cores, o.cores, t.cores), excl: a.excl || o.excl || t.excl}
+	if !c.RunsWithApp() {
+		// Ordinary init containers run before the app containers, each
+		// beside the sidecars declared before it (docs/contract.md).
+		a, o, s := f.app[g], f.init[g], f.side[g]
+		return own{slots: max(a.slots, o.slots, s.slots+1), mem: max(a.mem, o.mem, s.mem+t.mem), cores: max(a.cores, o.cores, s.cores+t.cores), excl: a.excl || o.excl || t.excl}
 	}
 	a := f.app[g]
 	o := own{slots: a.slots + 1, mem: a.mem + t.mem, cores: a.cores + t.cores, excl: a.excl || t.excl}
@@ -184,10 +191,15 @@ func (f *fitter) why(v *ledger.View, g int, c *request.Container) (int, float64)
 	if base.Exclusive > 0 {
 		return whyHeldWhole, 0
 	}
-	if !c.Init && f.app[g].excl {
+	// with is what the pod runs on g at the same time as c.
+	with := &f.side[g]
+	if c.RunsWithApp() {
+		with = &f.app[g]
+	}
+	if with.excl {
 		return whyHeldWhole, 0
 	}
-	if c.Exclusive && (base.Pods > 0 || (!c.Init && f.app[g].slots > 0)) {
+	if c.Exclusive && (base.Pods > 0 || with.slots > 0) {
 		return whyNotWhole, 0
 	}
 	a := f.after(g, c, take(c, gpu.MemoryMiB))
@@ -205,6 +217,9 @@ func (f *fitter) why(v *ledger.View, g int, c *request.Container) (int, float64)
 }
 
 func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
+	if !c.RunsWithApp() {
+		f.sidecarsBefore(ci)
+	}
 	f.cand = f.cand[:0]
 	for g := range v.GPUs {
 		if w, l := f.why(v, g, c); w < 0 {
@@ -237,9 +252,9 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 	}
 	for _, g := range f.cand[:c.Count] {
 		t := take(c, v.GPUs[g].MemoryMiB)
-		if c.Init {
-			o := &f.init[g]
-			o.slots, o.mem, o.cores, o.excl = max(o.slots, 1), max(o.mem, t.mem), max(o.cores, t.cores), o.excl || t.excl
+		if !c.RunsWithApp() {
+			o, s := &f.init[g], f.side[g]
+			o.slots, o.mem, o.cores, o.excl = max(o.slots, s.slots+1), max(o.mem, s.mem+t.mem), max(o.cores, s.cores+t.cores), o.excl || t.excl
 		} else {
 			o := &f.app[g]
 			o.slots, o.mem, o.cores, o.excl = o.slots+1, o.mem+t.mem, o.cores+t.cores, o.excl || t.excl
@@ -247,6 +262,19 @@ func (f *fitter) place(v *ledger.View, ci int, c *request.Container) string {
 		f.picks = append(f.picks, pick{c: ci, g: g, mem: t.mem, cores: t.cores})
 	}
 	return ""
+}
+
+// sidecarsBefore sets f.side to the picks of the sidecars declared before
+// container ci. Sidecars are placed in the first pass, so all are known.
+func (f *fitter) sidecarsBefore(ci int) {
+	clear(f.side)
+	for _, p := range f.picks {
+		if p.c < ci && f.pod.Containers[p.c].Sidecar {
+			s := &f.side[p.g]
+			s.slots, s.mem, s.cores = s.slots+1, s.mem+p.mem, s.cores+p.cores
+			s.excl = s.excl || f.pod.Containers[p.c].Exclusive
+		}
+	}
 }
 
 func (f *fitter) better(a, b int, ordered bool) bool {
@@ -316,7 +344,9 @@ func (f *fitter) reason(v *ledger.View, c *request.Container) string {
 	n := len(v.GPUs)
 	var b strings.Builder
 	what := "container"
-	if c.Init {
+	if c.Sidecar {
+		what = "sidecar container"
+	} else if c.Init {
 		what = "init container"
 	}
 	if n == 0 {
@@ -353,7 +383,7 @@ func (f *fitter) assignment(v *ledger.View) assign.Pod {
 	a := assign.Pod{Node: v.Name, Containers: make([]assign.Container, 0, len(f.pod.Containers))}
 	for ci := range f.pod.Containers {
 		c := &f.pod.Containers[ci]
-		ac := assign.Container{Name: c.Name, Init: c.Init, Devices: make([]assign.Device, 0, c.Count)}
+		ac := assign.Container{Name: c.Name, Init: c.Init, Sidecar: c.Sidecar, Devices: make([]assign.Device, 0, c.Count)}
 		for _, p := range f.picks {
 			if p.c == ci {
 				ac.Devices = append(ac.Devices, assign.Device{UUID: v.GPUs[p.g].UUID, MemoryMiB: p.mem, Cores: p.cores})

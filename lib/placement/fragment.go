@@ -463,7 +463,7 @@ func lost(n int, u, free float64) float64 {
 // several such GPUs, empty ones above all.
 func (f *fitter) twin(v *ledger.View, g int, done []int) (int, bool) {
 	for _, h := range done {
-		if v.Used[h] == v.Used[g] && f.app[h] == f.app[g] && f.init[h] == f.init[g] &&
+		if v.Used[h] == v.Used[g] && f.app[h] == f.app[g] && f.init[h] == f.init[g] && f.side[h] == f.side[g] &&
 			v.GPUs[h].MemoryMiB == v.GPUs[g].MemoryMiB && v.GPUs[h].Model == v.GPUs[g].Model {
 			return h, true
 		}

@@ -53,7 +53,9 @@ func genContainer(t *rapid.T, name string, init bool) request.Container {
 func genPod(t *rapid.T) *request.Pod {
 	p := &request.Pod{}
 	for i := rapid.IntRange(0, 2).Draw(t, "inits"); i > 0; i-- {
-		p.Containers = append(p.Containers, genContainer(t, fmt.Sprint("init", i), true))
+		c := genContainer(t, fmt.Sprint("init", i), true)
+		c.Sidecar = rapid.Bool().Draw(t, "sidecar")
+		p.Containers = append(p.Containers, c)
 	}
 	for i := rapid.IntRange(1, 3).Draw(t, "apps"); i > 0; i-- {
 		p.Containers = append(p.Containers, genContainer(t, fmt.Sprint("app", i), false))

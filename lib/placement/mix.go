@@ -161,19 +161,9 @@ func (m *Mix) shapeOf(p *request.Pod) (shapeKey, request.Selector) {
 	return k, sel
 }
 
-// PodVGPUs is the pod's nvidia.com/gpu as kube-scheduler counts it: the
-// app containers' vGPUs together, or the largest init container's.
-func PodVGPUs(p *request.Pod) int {
-	app, init := 0, 0
-	for _, c := range p.Containers {
-		if c.Init {
-			init = max(init, c.Count)
-		} else {
-			app += c.Count
-		}
-	}
-	return max(app, init)
-}
+// PodVGPUs is the pod's nvidia.com/gpu as kube-scheduler counts it
+// (request.Pod.VGPUs).
+func PodVGPUs(p *request.Pod) int { return p.VGPUs() }
 
 // Observe counts one arriving pod; a pod without containers is CPU-only
 // (its HostCPUMilli and HostMemoryMiB still count). It rebuilds the

@@ -62,6 +62,12 @@ func whole(name string, count int) request.Container {
 	return request.Container{Name: name, Count: count, Exclusive: true}
 }
 
+// sidecar marks c a restartable init container.
+func sidecar(c request.Container) request.Container {
+	c.Init, c.Sidecar = true, true
+	return c
+}
+
 // dev is "uuid/memory/cores" for compact expectations.
 func devs(a assign.Pod) map[string][]string {
 	out := map[string][]string{}
@@ -84,6 +90,8 @@ func TestPlan(t *testing.T) {
 		gpuPol  settings.Policy
 		want    map[string][]string
 		wantErr string
+		// wantUsed, when set, is GPU-0's booked memory after the bind.
+		wantUsed int64
 	}{
 		{name: "N vGPUs land on different GPUs",
 			inv: gpus(10, 1, repeat(3, "T4:16000")...), pod: request.Pod{Containers: []request.Container{share("a", 2, 1000, 0, 10)}},
@@ -109,6 +117,45 @@ func TestPlan(t *testing.T) {
 			inv: gpus(10, 1, "T4:16000"), held: []held{{"n", "GPU-0", 8000, 0}},
 			pod:     request.Pod{Containers: []request.Container{{Name: "i1", Init: true, Count: 1, MemoryMiB: 9000}, share("app", 1, 1000, 0, 0)}},
 			wantErr: `init container "i1" needs 1 GPU(s), 0 of 1 fit; insufficient GPU memory: 1 of 1 GPUs have < 9000 MiB free`},
+		{name: "a sidecar runs beside the app: their shares add up",
+			inv: gpus(10, 1, "T4:16000"), held: []held{{"n", "GPU-0", 9000, 0}},
+			pod:  request.Pod{Containers: []request.Container{sidecar(share("side", 1, 3000, 0, 20)), share("app", 1, 4000, 0, 30)}},
+			want: map[string][]string{"side": {"GPU-0/3000/20"}, "app": {"GPU-0/4000/30"}}, wantUsed: 16000},
+		{name: "a sidecar and the app are refused when their sum exceeds the GPU",
+			inv: gpus(10, 1, "T4:16000"), held: []held{{"n", "GPU-0", 9001, 0}},
+			pod:     request.Pod{Containers: []request.Container{sidecar(share("side", 1, 3000, 0, 20)), share("app", 1, 4000, 0, 30)}},
+			wantErr: `container "app" needs 1 GPU(s), 0 of 1 fit; insufficient GPU memory: 1 of 1 GPUs have < 4000 MiB free`},
+		{name: "sidecar and app cores add up",
+			inv:     gpus(10, 1, "T4:16000"),
+			pod:     request.Pod{Containers: []request.Container{sidecar(share("side", 1, 1000, 0, 60)), share("app", 1, 1000, 0, 50)}},
+			wantErr: `insufficient GPU cores: 1 of 1 GPUs have < 50 % of their cores free`},
+		{name: "an init container after a sidecar runs beside it",
+			inv: gpus(10, 1, "T4:16000"),
+			pod: request.Pod{Containers: []request.Container{sidecar(share("side", 1, 6000, 0, 0)),
+				{Name: "i", Init: true, Count: 1, MemoryMiB: 11000}, share("app", 1, 1000, 0, 0)}},
+			wantErr: `init container "i" needs 1 GPU(s), 0 of 1 fit; insufficient GPU memory: 1 of 1 GPUs have < 11000 MiB free`},
+		{name: "an init container before a sidecar runs without it",
+			inv: gpus(10, 1, "T4:16000"),
+			pod: request.Pod{Containers: []request.Container{{Name: "i", Init: true, Count: 1, MemoryMiB: 11000},
+				sidecar(share("side", 1, 6000, 0, 0)), share("app", 1, 1000, 0, 0)}},
+			want: map[string][]string{"i": {"GPU-0/11000/0"}, "side": {"GPU-0/6000/0"}, "app": {"GPU-0/1000/0"}}, wantUsed: 11000},
+		{name: "init container and earlier sidecar book init+sidecar",
+			inv: gpus(10, 1, "T4:16000"),
+			pod: request.Pod{Containers: []request.Container{sidecar(share("side", 1, 6000, 0, 0)),
+				{Name: "i", Init: true, Count: 1, MemoryMiB: 10000}, share("app", 1, 1000, 0, 0)}},
+			want: map[string][]string{"i": {"GPU-0/10000/0"}, "side": {"GPU-0/6000/0"}, "app": {"GPU-0/1000/0"}}, wantUsed: 16000},
+		{name: "a whole-GPU sidecar is not shared with the app",
+			inv:     gpus(10, 1, "T4:16000"),
+			pod:     request.Pod{Containers: []request.Container{sidecar(whole("side", 1)), share("app", 1, 1000, 0, 0)}},
+			wantErr: `container "app" needs 1 GPU(s), 0 of 1 fit; 1 of 1 GPUs are held whole`},
+		{name: "a whole-GPU sidecar and the app take different GPUs",
+			inv:  gpus(10, 1, "T4:16000", "T4:16000"),
+			pod:  request.Pod{Containers: []request.Container{sidecar(whole("side", 1)), share("app", 1, 1000, 0, 0)}},
+			want: map[string][]string{"side": {"GPU-0/16000/100"}, "app": {"GPU-1/1000/0"}}},
+		{name: "a whole-GPU init container does not share with an earlier sidecar",
+			inv:     gpus(10, 1, "T4:16000"),
+			pod:     request.Pod{Containers: []request.Container{sidecar(share("side", 1, 1000, 0, 0)), {Name: "i", Init: true, Count: 1, Exclusive: true}, share("app", 1, 1000, 0, 0)}},
+			wantErr: `1 of 1 GPUs are in use, and the container needs whole GPUs`},
 		{name: "whole GPU goes to an unused GPU",
 			inv: gpus(10, 1, "T4:16000", "T4:16000"), held: []held{{"n", "GPU-0", 1000, 10}},
 			pod:  request.Pod{Containers: []request.Container{whole("a", 1)}},
@@ -225,6 +272,13 @@ func TestPlan(t *testing.T) {
 			// The plan must book: placement and ledger agree on every rule.
 			if b, err := Bind(l, "new", &tc.pod, "n", pol); err != nil || !reflect.DeepEqual(b, a) {
 				t.Fatalf("Bind = %v, %v; want the plan", b, err)
+			}
+			if tc.wantUsed > 0 {
+				l.Node("n").View(func(v ledger.View) {
+					if v.Used[0].MemoryMiB != tc.wantUsed {
+						t.Fatalf("GPU-0 books %d MiB, want %d", v.Used[0].MemoryMiB, tc.wantUsed)
+					}
+				})
 			}
 		})
 	}

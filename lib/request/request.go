@@ -30,6 +30,11 @@ const MaxCount = 128
 type Container struct {
 	Name string
 	Init bool
+	// Sidecar marks a restartable init container (restartPolicy: Always):
+	// it starts in init order but then runs beside the app containers for
+	// the pod's whole life, so its share adds to theirs and to every init
+	// container declared after it (docs/contract.md). Init is also set.
+	Sidecar bool
 	// Count is the number of vGPUs, each on a different physical GPU.
 	Count int
 	// MemoryMiB is the memory per vGPU in MiB; 0 when not given.
@@ -172,6 +177,7 @@ func FromPod(pod *corev1.Pod) (*Pod, error) {
 				continue
 			}
 			if ok {
+				c.Sidecar = init && IsSidecar(&cs[i])
 				p.Containers = append(p.Containers, c)
 			}
 		}
@@ -191,6 +197,34 @@ func FromPod(pod *corev1.Pod) (*Pod, error) {
 	return p, nil
 }
 
+// IsSidecar reports whether an init container is restartable (a native
+// sidecar): restartPolicy Always.
+func IsSidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}
+
+// RunsWithApp reports whether the container runs beside the app containers:
+// an app container or a sidecar.
+func (c *Container) RunsWithApp() bool { return !c.Init || c.Sidecar }
+
+// VGPUs is the pod's nvidia.com/gpu as kube-scheduler counts an extended
+// resource: the app containers and all sidecars summed, or, if larger, an
+// ordinary init container's with the sidecars declared before it.
+func (p *Pod) VGPUs() int {
+	app, side, init := 0, 0, 0
+	for _, c := range p.Containers {
+		switch {
+		case c.Sidecar:
+			side += c.Count
+		case c.Init:
+			init = max(init, c.Count+side)
+		default:
+			app += c.Count
+		}
+	}
+	return max(app+side, init)
+}
+
 // HostRequests is what the pod asks of the node's CPU (milli) and memory
 // (MiB), as kube-scheduler's NodeResourcesFit counts it: the app
 // containers' and the restartable init containers' (sidecars') requests
@@ -204,7 +238,7 @@ func HostRequests(pod *corev1.Pod) (cpuMilli, memMiB int64) {
 	}
 	for _, c := range pod.Spec.InitContainers {
 		cc, cm := c.Resources.Requests.Cpu().MilliValue(), c.Resources.Requests.Memory().Value()
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+		if IsSidecar(&c) {
 			cpu, mem = cpu+cc, mem+cm
 			sideCPU, sideMem = sideCPU+cc, sideMem+cm
 			cc, cm = sideCPU, sideMem

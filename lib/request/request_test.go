@@ -227,3 +227,58 @@ func TestHostRequestsCountsSidecarsAndOverhead(t *testing.T) {
 		t.Errorf("HostRequests = %dm CPU, %d MiB; want 2750m, %d MiB", cpu, mem, 5*1024+128)
 	}
 }
+
+// TestSidecarsRunBesideTheApp: a restartable init container asking for a
+// vGPU is marked a sidecar, and the pod's nvidia.com/gpu counts it beside
+// the app containers and every init container declared after it.
+func TestSidecarsRunBesideTheApp(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	side := func(name string, kv ...string) corev1.Container {
+		c := ctr(name, kv...)
+		c.RestartPolicy = &always
+		return c
+	}
+	cases := []struct {
+		name     string
+		init     []corev1.Container
+		app      []corev1.Container
+		sidecars []string
+		vgpus    int
+	}{
+		{name: "sidecar plus app is their sum",
+			init: []corev1.Container{side("s", "nvidia.com/gpu", "1", "nvidia.com/gpumem", "3000")},
+			app:  []corev1.Container{ctr("a", "nvidia.com/gpu", "1", "nvidia.com/gpumem", "4000")}, sidecars: []string{"s"}, vgpus: 2},
+		{name: "an init container counts the sidecars before it",
+			init: []corev1.Container{side("s", "nvidia.com/gpu", "2", "nvidia.com/gpumem", "1"), ctr("i", "nvidia.com/gpu", "3", "nvidia.com/gpumem", "1")},
+			app:  []corev1.Container{ctr("a", "nvidia.com/gpu", "1", "nvidia.com/gpumem", "1")}, sidecars: []string{"s"}, vgpus: 5},
+		{name: "an init container does not count the sidecars after it",
+			init: []corev1.Container{ctr("i", "nvidia.com/gpu", "3", "nvidia.com/gpumem", "1"), side("s", "nvidia.com/gpu", "2", "nvidia.com/gpumem", "1")},
+			app:  []corev1.Container{ctr("a", "nvidia.com/gpu", "1", "nvidia.com/gpumem", "1")}, sidecars: []string{"s"}, vgpus: 3},
+		{name: "ordinary init containers take the max",
+			init: []corev1.Container{ctr("i1", "nvidia.com/gpu", "2", "nvidia.com/gpumem", "1"), ctr("i2", "nvidia.com/gpu", "2", "nvidia.com/gpumem", "1")},
+			app:  []corev1.Container{ctr("a", "nvidia.com/gpu", "1", "nvidia.com/gpumem", "1")}, vgpus: 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := FromPod(pod(nil, tc.init, tc.app...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sidecars []string
+			for _, c := range p.Containers {
+				if c.Sidecar {
+					if !c.Init || !c.RunsWithApp() {
+						t.Errorf("sidecar %q: Init %v, RunsWithApp %v; want both", c.Name, c.Init, c.RunsWithApp())
+					}
+					sidecars = append(sidecars, c.Name)
+				}
+			}
+			if !reflect.DeepEqual(sidecars, tc.sidecars) {
+				t.Errorf("sidecars %v, want %v", sidecars, tc.sidecars)
+			}
+			if got := p.VGPUs(); got != tc.vgpus {
+				t.Errorf("VGPUs = %d, want %d", got, tc.vgpus)
+			}
+		})
+	}
+}

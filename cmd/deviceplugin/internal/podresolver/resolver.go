@@ -402,7 +402,7 @@ func gpuCount(c corev1.Container) int {
 
 // assignmentFor checks that the pod's assignment can serve the container.
 func assignmentFor(p *corev1.Pod, name string, init bool, count int, node string) (assign.Pod, error) {
-	a, err := annotation.DecodeAssignment(p.Annotations[contract.AnnotationAssignment])
+	a, err := annotation.DecodePodAssignment(p)
 	if errors.Is(err, annotation.ErrMissing) {
 		return a, fmt.Errorf("annotation %s is missing (the vgpu scheduler extender writes it at bind; the pod's schedulerName is %q)",
 			contract.AnnotationAssignment, p.Spec.SchedulerName)

@@ -22,9 +22,9 @@ const node = "n1"
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type c struct {
-	name string
-	init bool
-	gpus []string
+	name          string
+	init, sidecar bool
+	gpus          []string
 }
 
 // pod is a pending pod bound to the node; each container was given its
@@ -32,7 +32,7 @@ type c struct {
 func pod(name string, sec int, cs ...c) *corev1.Pod {
 	a := assign.Pod{Node: node}
 	for _, x := range cs {
-		ac := assign.Container{Name: x.name, Init: x.init}
+		ac := assign.Container{Name: x.name, Init: x.init || x.sidecar, Sidecar: x.sidecar}
 		for _, g := range x.gpus {
 			ac.Devices = append(ac.Devices, assign.Device{UUID: g, MemoryMiB: 100})
 		}
@@ -236,6 +236,35 @@ func TestInitContainersDevicesReusedByTheNextContainer(t *testing.T) {
 			if got := resolve(t, r, "C"); got != want {
 				t.Fatalf("resourceVersions %v, allocation %d on the init container's ids: resolved %s, want %s", rv, i, got, want)
 			}
+		}
+	}
+}
+
+// A sidecar (restartable init container) is allocated in spec order among
+// the init containers and gets its own share, not an init container's: the
+// kubelet keeps its devices for the pod's life.
+func TestSidecarGetsItsOwnShareInSpecOrder(t *testing.T) {
+	x := pod("x", 0, c{name: "setup", init: true, gpus: []string{"B"}}, c{name: "proxy", sidecar: true, gpus: []string{"A"}},
+		c{name: "late", init: true, gpus: []string{"A"}}, c{name: "m", gpus: []string{"A"}})
+	if got := x.Spec.InitContainers[1]; got.Name != "proxy" || got.RestartPolicy == nil || *got.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("init container 1 = %s, want the restartable proxy", got.Name)
+	}
+	r := resolver(t, x)
+	for i, want := range []struct {
+		gpu, got string
+		sidecar  bool
+	}{{"B", "x/setup(init)", false}, {"A", "x/proxy(init)", true}, {"A", "x/late(init)", false}, {"A", "x/m", false}} {
+		tg, err := r.Resolve(context.Background(), 1, []string{want.gpu})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := tg.Pod.Name + "/" + tg.Container.Name
+		if tg.Container.Init {
+			got += "(init)"
+		}
+		if got != want.got || tg.Container.Sidecar != want.sidecar || tg.Container.Devices[0].UUID != want.gpu {
+			t.Fatalf("allocation %d: resolved %s (sidecar %v, %s), want %s (sidecar %v, %s)",
+				i, got, tg.Container.Sidecar, tg.Container.Devices[0].UUID, want.got, want.sidecar, want.gpu)
 		}
 	}
 }

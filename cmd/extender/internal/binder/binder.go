@@ -101,7 +101,7 @@ func (b *Binder) Bind(ctx context.Context, args *extenderv1.ExtenderBindingArgs)
 		if bound, ok := b.boundHere(ctx, args); ok {
 			// An earlier attempt's Binding went through: book what it
 			// wrote (the informer's view of it may have been ignored).
-			if prev, derr := annotation.DecodeAssignment(bound.Annotations[contract.AnnotationAssignment]); derr == nil {
+			if prev, derr := annotation.DecodePodAssignment(bound); derr == nil {
 				_ = b.State.Ledger.Add(key, prev)
 			}
 			return Already, nil

@@ -119,6 +119,14 @@ func TestFilter(t *testing.T) {
 			nodes:  []string{"big"},
 			fits:   []string{},
 			failed: map[string]string{"big": "vgpu: too few GPUs"}},
+		{name: "a GPU sidecar books beside the app: the sum must fit one GPU",
+			pod: vtest.Pod("p", vtest.Sidecar("proxy", "nvidia.com/gpumem", "20000"), vtest.Container("work", "nvidia.com/gpumem", "21000")),
+			// small has one 40 GiB GPU: 20000 + 21000 MiB do not fit on it.
+			fits:   []string{"big", "used"},
+			failed: map[string]string{"small": "insufficient GPU memory", "cpu": "no vGPU inventory"}},
+		{name: "a GPU sidecar and the app that together fit one GPU",
+			pod:  vtest.Pod("p", vtest.Sidecar("proxy", "nvidia.com/gpumem", "20000"), vtest.Container("work", "nvidia.com/gpumem", "20000")),
+			fits: []string{"big", "small", "used"}, failed: map[string]string{"cpu": "no vGPU inventory"}},
 		{name: "invalid request fits nowhere, unresolvably",
 			pod: gpuPod(nil, "nvidia.com/gpucores", "300"), unresolved: `container "work": nvidia.com/gpucores=300: must be an integer from 1 to 100`},
 	}

@@ -216,7 +216,7 @@ func (s *State) pod(obj any, deleted bool) {
 		// itself undoes it.
 		return
 	}
-	a, err := annotation.DecodeAssignment(raw)
+	a, err := annotation.DecodePodAssignment(p)
 	if err != nil {
 		s.log.Warn("pod assignment unreadable; its GPUs are not counted", zap.String("pod", p.Namespace+"/"+p.Name), zap.Error(err))
 		return

@@ -277,11 +277,11 @@ func (n *Node) podOf(p *corev1.Pod) Pod {
 // assignment decodes the pod's vgpu.io/assignment; an unreadable one is
 // logged once per pod.
 func (n *Node) assignment(p *corev1.Pod) (assign.Pod, bool) {
-	v, ok := p.Annotations[contract.AnnotationAssignment]
+	_, ok := p.Annotations[contract.AnnotationAssignment]
 	if !ok {
 		return assign.Pod{}, false
 	}
-	a, err := annotation.DecodeAssignment(v)
+	a, err := annotation.DecodePodAssignment(p)
 	if err != nil {
 		n.mu.Lock()
 		first := !n.badAssignment[p.UID]
@@ -332,7 +332,7 @@ func (n *Node) claimAssignment(p *corev1.Pod) (assign.Pod, bool) {
 			// A claim used by several containers books once; each of them
 			// runs under its limits.
 			for _, name := range strings.Split(c.Name, ",") {
-				a.Containers = append(a.Containers, assign.Container{Name: name, Init: c.Init, Devices: c.Devices})
+				a.Containers = append(a.Containers, assign.Container{Name: name, Init: c.Init, Sidecar: c.Sidecar, Devices: c.Devices})
 			}
 		}
 	}

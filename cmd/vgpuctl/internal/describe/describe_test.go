@@ -307,3 +307,21 @@ func TestBar(t *testing.T) {
 		}
 	}
 }
+
+// A sidecar (restartable init container) runs beside the app, so the GPU's
+// allocated memory is their sum, and the report marks it.
+func TestSidecarAddsToTheApp(t *testing.T) {
+	n := gpuNode(t, "n", device.Inventory{GPUs: a100s(1, uuid0), SplitCount: 10, MemoryScaling: 1})
+	p := testutil.Pod("svc", testutil.Namespace("team-s"), testutil.Phase(corev1.PodRunning), testutil.Assigned(assign.Pod{Node: "n", Containers: []assign.Container{
+		{Name: "proxy", Init: true, Sidecar: true, Devices: []assign.Device{{UUID: uuid0, MemoryMiB: 3000, Cores: 20}}},
+		ctr("server", assign.Device{UUID: uuid0, MemoryMiB: 4000, Cores: 30})}}))
+	out, _, err := run(t, []runtime.Object{n, p}, "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"7000/40960 MiB", "50/100", "proxy (sidecar)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -99,7 +99,9 @@ func renderNode(w io.Writer, r NodeReport) error {
 		}
 		for _, p := range g.Pods {
 			ctr := p.Container
-			if p.Init {
+			if p.Sidecar {
+				ctr += " (sidecar)"
+			} else if p.Init {
 				ctr += " (init)"
 			}
 			line := fmt.Sprintf("  %s\t%s\t%s\t%d MiB\t%s", p.Namespace, p.Pod, ctr, p.MemoryMiB, coresText(p.Cores))

@@ -52,9 +52,12 @@ type PodShare struct {
 	// Pod is "" for a claim (DRA path) that no pod uses yet.
 	Pod string `json:"pod"`
 	// Claim is the ResourceClaim holding the share on the DRA path.
-	Claim     string         `json:"claim,omitempty"`
-	Container string         `json:"container"`
-	Init      bool           `json:"init,omitempty"`
+	Claim     string `json:"claim,omitempty"`
+	Container string `json:"container"`
+	Init      bool   `json:"init,omitempty"`
+	// Sidecar marks a restartable init container, which runs beside the
+	// app containers (docs/contract.md).
+	Sidecar   bool           `json:"sidecar,omitempty"`
 	MemoryMiB int64          `json:"memoryMiB"`
 	Cores     int            `json:"cores"`
 	Used      *ContainerUsed `json:"used,omitempty"`
@@ -102,7 +105,7 @@ func buildNode(name string, inv device.Inventory, bookings []booking.Booking, wa
 		for _, c := range b.Assignment.Containers {
 			for _, d := range c.Devices {
 				shares[d.UUID] = append(shares[d.UUID], PodShare{
-					Namespace: b.Namespace, Pod: b.Pod, Claim: b.Claim, Container: c.Name, Init: c.Init,
+					Namespace: b.Namespace, Pod: b.Pod, Claim: b.Claim, Container: c.Name, Init: c.Init, Sidecar: c.Sidecar,
 					MemoryMiB: d.MemoryMiB, Cores: d.Cores,
 				})
 			}

@@ -246,7 +246,7 @@ func taskFromPod(pod *corev1.Pod, refMemMiB int64) (Task, error) {
 	t.Shape = req
 	t.ShareMilli = map[string]int64{}
 	for _, c := range req.Containers {
-		if c.Init {
+		if !c.RunsWithApp() {
 			continue
 		}
 		share := shareMilli(&c, refMemMiB)

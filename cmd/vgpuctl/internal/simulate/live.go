@@ -94,8 +94,8 @@ func LiveCluster(ctx context.Context, cs kubernetes.Interface) (*Live, error) {
 			continue
 		}
 		r := Running{Key: p.Namespace + "/" + p.Name, Node: p.Spec.NodeName}
-		if raw, ok := p.Annotations[contract.AnnotationAssignment]; ok {
-			a, err := annotation.DecodeAssignment(raw)
+		if _, ok := p.Annotations[contract.AnnotationAssignment]; ok {
+			a, err := annotation.DecodePodAssignment(p)
 			if err != nil {
 				return nil, fmt.Errorf("pod %s: annotation %s: %v", r.Key, contract.AnnotationAssignment, err)
 			}

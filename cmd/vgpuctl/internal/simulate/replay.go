@@ -413,7 +413,7 @@ func (s *sim) place(t *Task, key string, best int) (held, error) {
 			return h, fmt.Errorf("task %s: the node chosen refused the bind: %v", t.Name, err)
 		}
 		for _, ctr := range a.Containers {
-			if ctr.Init {
+			if !ctr.RunsWithApp() {
 				continue
 			}
 			for _, d := range ctr.Devices {

@@ -155,7 +155,7 @@ func (wi *whatIf) place(k int, t *Task, prof kubescore.Profile) (Outcome, error)
 			return res, fmt.Errorf("pod %s: the node chosen refused the bind: %v", t.Name, err)
 		}
 		for _, c := range a.Containers {
-			if c.Init {
+			if !c.RunsWithApp() {
 				continue
 			}
 			for _, d := range c.Devices {
