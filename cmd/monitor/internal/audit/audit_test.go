@@ -369,11 +369,11 @@ func TestClaimRegionsAreTheirContainers(t *testing.T) {
 	// The pod's assignment as the monitor reads it from the claim: both
 	// containers run under the claim's 4 GiB on GPU 0.
 	n.pod(uidA, "a", assign.Container{Name: "main", Devices: one(gpu0, 4096)}, assign.Container{Name: "side", Devices: one(gpu0, 4096)})
-	users := func(claim, request string) (string, []string, bool) {
+	users := func(claim, request string) []regions.Holder {
 		if claim == claimUID && request == "gpu" {
-			return uidA, []string{"main", "side"}, true
+			return []regions.Holder{{PodUID: uidA, Containers: []string{"main", "side"}}}
 		}
-		return "", nil, false
+		return nil
 	}
 	a := n.auditor(0)
 	a.Claims = regions.Claims{Dir: claims, Users: users}

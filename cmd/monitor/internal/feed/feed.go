@@ -8,6 +8,7 @@ package feed
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -84,10 +85,17 @@ func (f *Feeder) Tick() int {
 	seen := make(map[string]known, len(entries))
 	var cs []usage.Container
 	var paths []string
+	at := map[string]int{} // path -> its index in cs
 	for _, e := range entries {
 		path := e.Path()
 		if _, dup := seen[path]; dup {
-			continue // a claim's region, listed once per container using it: fed once
+			// A claim's region, listed once per container using it, in
+			// each pod holding the claim: fed once, with the processes of
+			// every such pod.
+			if i, ok := at[path]; ok && !slices.Contains(cs[i].PodUIDs, e.PodUID) {
+				cs[i].PodUIDs = append(cs[i].PodUIDs, e.PodUID)
+			}
+			continue
 		}
 		k, ok := f.known[path]
 		if !ok || t.Sub(k.at) >= f.Reread {
@@ -98,7 +106,8 @@ func (f *Feeder) Tick() int {
 		}
 		seen[path] = k
 		if k.ok {
-			cs = append(cs, usage.Container{PodUID: e.PodUID, Region: k.region})
+			at[path] = len(cs)
+			cs = append(cs, usage.Container{PodUIDs: []string{e.PodUID}, Region: k.region})
 			paths = append(paths, path)
 		}
 	}

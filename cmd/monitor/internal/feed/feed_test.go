@@ -198,19 +198,24 @@ func BenchmarkTick(b *testing.B) {
 }
 
 // On the DRA path a region is named by claim; its processes are those of
-// the pod the claim is reserved for.
-func TestTickFeedsClaimRegionsThroughTheirPod(t *testing.T) {
+// every pod the claim is reserved for.
+func TestTickFeedsClaimRegionsThroughTheirPods(t *testing.T) {
 	dir, claims := t.TempDir(), t.TempDir()
-	put(t, claims, "claim1_gpu", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 25}}, Processes: []regions.Process{{PID: 3}}})
+	put(t, claims, "claim1_gpu", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 25}}, Processes: []regions.Process{{PID: 3, StartTime: 30}, {PID: 3, StartTime: 40}}})
 	put(t, claims, "unheld_gpu", regions.Region{Devices: []regions.Device{{UUID: "a", CoresLimit: 25}}})
-	g := fixedGPUs{{UUID: "a", UtilizationPercent: 50, PerProcessSM: true, Processes: []gpus.Process{{PID: 1003, SMPercent: 22}}}}
-	o := owners{1003: {PodUID: "podX", NSPID: 3}}
+	g := fixedGPUs{{UUID: "a", UtilizationPercent: 50, PerProcessSM: true, Processes: []gpus.Process{{PID: 1003, SMPercent: 22}, {PID: 2003, SMPercent: 13}}}}
+	// Two pods share the claim; each one's process is pid 3 in its own
+	// namespace, told apart by start time.
+	o := owners{1003: {PodUID: "podX", NSPID: 3, StartTime: 30}, 2003: {PodUID: "podY", NSPID: 3, StartTime: 40}}
 	rec := &recorder{}
 	f := &Feeder{Dir: dir, GPUs: g, Regions: regions.NewReader(jsonDecoder, zap.NewNop()), Procs: o, Writer: rec, Log: zap.NewNop(),
-		Claims: regions.Claims{Dir: claims, Users: func(claim, _ string) (string, []string, bool) {
-			return "podX", []string{"main", "side"}, claim == "claim1"
+		Claims: regions.Claims{Dir: claims, Users: func(claim, _ string) []regions.Holder {
+			if claim != "claim1" {
+				return nil
+			}
+			return []regions.Holder{{PodUID: "podX", Containers: []string{"main", "side"}}, {PodUID: "podY", Containers: []string{"main"}}}
 		}}}
-	if n := f.Tick(); n != 1 || len(rec.got) != 1 || rec.got[0] != (sample{"claim1_gpu", 0, 220}) {
-		t.Fatalf("published %d: %+v, want claim1's region fed 220 permille from podX's process", n, rec.got)
+	if n := f.Tick(); n != 1 || len(rec.got) != 1 || rec.got[0] != (sample{"claim1_gpu", 0, 350}) {
+		t.Fatalf("published %d: %+v, want claim1's region fed once, 350 permille from the processes of podX and podY", n, rec.got)
 	}
 }

@@ -206,7 +206,7 @@ func (c *Collector) collectContainers(ch chan<- prometheus.Metric, gs []gpus.GPU
 	}
 	cs := make([]usage.Container, len(live))
 	for i, r := range live {
-		cs[i] = usage.Container{PodUID: r.entry.PodUID, Region: r.region}
+		cs[i] = usage.Container{PodUIDs: []string{r.entry.PodUID}, Region: r.region}
 	}
 	util := usage.Utilization(cs, gs, c.Procs)
 	found := map[audit.Key][]audit.Finding{}

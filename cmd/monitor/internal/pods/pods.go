@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vgpu-io/vgpu/cmd/monitor/internal/regions"
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/booking"
@@ -339,26 +340,31 @@ func (n *Node) claimAssignment(p *corev1.Pod) (assign.Pod, bool) {
 	return a, len(a.Containers) > 0
 }
 
-// ClaimUsers names the pod a prepared claim is reserved for (the first,
-// when it is shared) and that pod's containers that use request: the
-// region of the claim's request is theirs. False off the DRA path, while
-// no pod of this node holds the claim, or when none of its containers
-// uses the request.
-func (n *Node) ClaimUsers(claimUID, request string) (podUID string, containers []string, ok bool) {
-	uid, ok := n.PodOfClaim(claimUID)
-	if !ok {
-		return "", nil, false
-	}
-	objs, err := n.pods.GetIndexer().ByIndex(byUID, uid)
-	if err != nil || len(objs) == 0 {
-		return "", nil, false
+// ClaimUsers names every pod of this node a prepared claim is reserved for,
+// each with its containers that use request: the region of the claim's
+// request is theirs, all of them together when pods share the claim. Empty
+// off the DRA path, while no pod of this node holds the claim, or when none
+// of their containers uses the request.
+func (n *Node) ClaimUsers(claimUID, request string) []regions.Holder {
+	if n.claims == nil {
+		return nil
 	}
 	claims, _ := n.claims.GetIndexer().ByIndex(byUID, claimUID)
 	if len(claims) == 0 {
-		return "", nil, false
+		return nil
 	}
-	names := booking.ContainersUsing(objs[0].(*corev1.Pod), claims[0].(*resourcev1.ResourceClaim).Name, request)
-	return uid, names, len(names) > 0
+	claim := claims[0].(*resourcev1.ResourceClaim)
+	var out []regions.Holder
+	for _, uid := range podsHolding(claim) {
+		objs, err := n.pods.GetIndexer().ByIndex(byUID, uid)
+		if err != nil || len(objs) == 0 {
+			continue // reserved for a pod of another node, or not yet seen
+		}
+		if names := booking.ContainersUsing(objs[0].(*corev1.Pod), claim.Name, request); len(names) > 0 {
+			out = append(out, regions.Holder{PodUID: uid, Containers: names})
+		}
+	}
+	return out
 }
 
 // Inventory is the node's vgpu.io/devices annotation, if present and
@@ -382,23 +388,15 @@ func (n *Node) Inventory() (device.Inventory, bool) {
 	return inv, true
 }
 
-// PodOfClaim names the pod a claim is reserved for (the first, when the
-// claim is shared): the region of a prepared claim holds that pod's
-// processes. False off the DRA path or while no pod holds the claim.
-func (n *Node) PodOfClaim(uid string) (string, bool) {
-	if n.claims == nil {
-		return "", false
-	}
-	objs, err := n.claims.GetIndexer().ByIndex(byUID, uid)
-	if err != nil || len(objs) == 0 {
-		return "", false
-	}
-	for _, r := range objs[0].(*resourcev1.ResourceClaim).Status.ReservedFor {
+// podsHolding lists the uids of the pods a claim is reserved for.
+func podsHolding(claim *resourcev1.ResourceClaim) []string {
+	var uids []string
+	for _, r := range claim.Status.ReservedFor {
 		if r.Resource == "pods" && r.APIGroup == "" {
-			return string(r.UID), true
+			uids = append(uids, string(r.UID))
 		}
 	}
-	return "", false
+	return uids
 }
 
 // Exists reports whether a pod with this uid is bound to the node.

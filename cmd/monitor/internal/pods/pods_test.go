@@ -124,12 +124,6 @@ func TestNodeViewFromClaims(t *testing.T) {
 	if logs.Len() != 1 {
 		t.Fatalf("3 reads logged the broken claim %d times, want once", logs.Len())
 	}
-	if uid, ok := n.PodOfClaim("claim-mine"); !ok || uid != string(running.UID) {
-		t.Errorf("PodOfClaim(claim-mine) = %q, %v; want the running pod", uid, ok)
-	}
-	if _, ok := n.PodOfClaim("claim-unused"); ok {
-		t.Error("a claim no pod holds has a pod")
-	}
 	if got, ok := n.Inventory(); !ok || got.SplitCount != 6 || len(got.GPUs) != 1 || got.GPUs[0].UUID != "GPU-1" {
 		t.Fatalf("Inventory = %+v, %v", got, ok)
 	}
@@ -149,15 +143,15 @@ func TestNodeViewFromClaims(t *testing.T) {
 	if strings.Join(names, ",") != "main,side" {
 		t.Errorf("containers under the claim: %v, want main and side", names)
 	}
-	if uid, ctrs, ok := n.ClaimUsers("claim-mine", "gpu"); !ok || uid != string(running.UID) || strings.Join(ctrs, ",") != "main,side" {
-		t.Errorf("ClaimUsers(claim-mine, gpu) = %q, %v, %v", uid, ctrs, ok)
+	if hs := n.ClaimUsers("claim-mine", "gpu"); len(hs) != 1 || hs[0].PodUID != string(running.UID) || strings.Join(hs[0].Containers, ",") != "main,side" {
+		t.Errorf("ClaimUsers(claim-mine, gpu) = %+v, want the running pod's main and side", hs)
 	}
 	// side names the request it uses; main uses the whole claim.
-	if _, ctrs, ok := n.ClaimUsers("claim-mine", "other"); !ok || strings.Join(ctrs, ",") != "main" {
-		t.Errorf("ClaimUsers(claim-mine, other) = %v, %v; want main alone", ctrs, ok)
+	if hs := n.ClaimUsers("claim-mine", "other"); len(hs) != 1 || strings.Join(hs[0].Containers, ",") != "main" {
+		t.Errorf("ClaimUsers(claim-mine, other) = %+v; want main alone", hs)
 	}
-	if _, _, ok := n.ClaimUsers("claim-unused", "gpu"); ok {
-		t.Error("a claim no pod holds has users")
+	if hs := n.ClaimUsers("claim-unused", "gpu"); len(hs) != 0 {
+		t.Errorf("a claim no pod holds has users: %+v", hs)
 	}
 }
 

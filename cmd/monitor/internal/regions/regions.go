@@ -117,19 +117,26 @@ func List(dir string) ([]Entry, error) {
 
 // Claims locates the regions of prepared DRA claims
 // (docs/contract.md#on-the-dra-path): named by claim uid and request, each
-// is the region of the containers that use that request, in the pod the
+// is the region of the containers that use that request, in every pod the
 // claim is reserved for. Users names them.
 type Claims struct {
 	Dir   string
-	Users func(claimUID, request string) (podUID string, containers []string, ok bool)
+	Users func(claimUID, request string) []Holder
+}
+
+// Holder is a pod that holds a prepared claim, with its containers that use
+// the claim's request.
+type Holder struct {
+	PodUID     string
+	Containers []string
 }
 
 // ListWithClaims lists dir's regions and, when claims has a directory,
-// those of prepared claims: one entry per container that uses the claim's
-// request, with the holding pod's uid in PodUID, so that a claim's region
-// is read, reported and audited as each of its containers' own. A claim
-// no pod of the node holds yet is left out. Entries of one claim share
-// their Dir.
+// those of prepared claims: one entry per container of each holding pod
+// that uses the claim's request, with that pod's uid in PodUID, so that a
+// claim's region is read, reported and audited as each of its containers'
+// own. A claim no pod of the node holds yet is left out. Entries of one
+// claim share their Dir.
 func ListWithClaims(dir string, claims Claims) ([]Entry, error) {
 	out, err := List(dir)
 	if err != nil || claims.Dir == "" || claims.Users == nil {
@@ -137,14 +144,12 @@ func ListWithClaims(dir string, claims Claims) ([]Entry, error) {
 	}
 	more, err := List(claims.Dir)
 	for _, e := range more {
-		pod, ctrs, ok := claims.Users(e.PodUID, e.Container)
-		if !ok {
-			continue
-		}
-		for _, c := range ctrs {
-			e := e
-			e.PodUID, e.Container = pod, c
-			out = append(out, e)
+		for _, h := range claims.Users(e.PodUID, e.Container) {
+			for _, c := range h.Containers {
+				e := e
+				e.PodUID, e.Container = h.PodUID, c
+				out = append(out, e)
+			}
 		}
 	}
 	return out, err

@@ -130,8 +130,11 @@ func TestListWithClaims(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := ListWithClaims(dir, Claims{Dir: claims, Users: func(uid, request string) (string, []string, bool) {
-		return "pod2", []string{"main", "side"}, uid == "claimA" && request == "gpu"
+	got, err := ListWithClaims(dir, Claims{Dir: claims, Users: func(uid, request string) []Holder {
+		if uid != "claimA" || request != "gpu" {
+			return nil
+		}
+		return []Holder{{PodUID: "pod2", Containers: []string{"main", "side"}}, {PodUID: "pod3", Containers: []string{"app"}}}
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +143,7 @@ func TestListWithClaims(t *testing.T) {
 	for _, e := range got {
 		names = append(names, e.PodUID+"/"+e.Container+"@"+filepath.Base(filepath.Dir(e.Dir)))
 	}
-	want := []string{"pod1/main@" + filepath.Base(dir), "pod2/main@" + filepath.Base(claims), "pod2/side@" + filepath.Base(claims)}
+	want := []string{"pod1/main@" + filepath.Base(dir), "pod2/main@" + filepath.Base(claims), "pod2/side@" + filepath.Base(claims), "pod3/app@" + filepath.Base(claims)}
 	if !slices.Equal(names, want) {
 		t.Errorf("listed %v, want %v", names, want)
 	}

@@ -17,8 +17,10 @@ type OwnerResolver interface {
 
 // Container is one container's region, as found on the node.
 type Container struct {
-	PodUID string
-	Region regions.Region
+	// PodUIDs are the pods whose processes may use the region: one, or
+	// several that share a DRA claim.
+	PodUIDs []string
+	Region  regions.Region
 }
 
 // Utilization returns, for each container (same order) and each GPU uuid it
@@ -33,10 +35,12 @@ func Utilization(cs []Container, gs []gpus.GPU, owners OwnerResolver) []map[stri
 	for i, c := range cs {
 		out[i] = map[string]uint32{}
 		for _, d := range c.Region.Devices {
-			if users[c.PodUID] == nil {
-				users[c.PodUID] = map[string][]int{}
+			for _, uid := range c.PodUIDs {
+				if users[uid] == nil {
+					users[uid] = map[string][]int{}
+				}
+				users[uid][d.UUID] = append(users[uid][d.UUID], i)
 			}
-			users[c.PodUID][d.UUID] = append(users[c.PodUID][d.UUID], i)
 			out[i][d.UUID] = 0
 		}
 	}

@@ -24,8 +24,8 @@ func TestSamePIDInTwoContainers(t *testing.T) {
 	const pod, gpu = "uid-1", "GPU-0"
 	dev := []regions.Device{{UUID: gpu}}
 	cs := []Container{
-		{PodUID: pod, Region: regions.Region{Devices: dev, Processes: []regions.Process{{PID: 1, StartTime: 500}}}},
-		{PodUID: pod, Region: regions.Region{Devices: dev, Processes: []regions.Process{{PID: 1, StartTime: 900}}}},
+		{PodUIDs: []string{pod}, Region: regions.Region{Devices: dev, Processes: []regions.Process{{PID: 1, StartTime: 500}}}},
+		{PodUIDs: []string{pod}, Region: regions.Region{Devices: dev, Processes: []regions.Process{{PID: 1, StartTime: 900}}}},
 	}
 	gs := []gpus.GPU{{UUID: gpu, Processes: []gpus.Process{{PID: 4001, SMPercent: 20}, {PID: 4002, SMPercent: 50}}}}
 	got := Utilization(cs, gs, owners{
