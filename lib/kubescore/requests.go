@@ -56,6 +56,16 @@ func podRequests(pod *corev1.Pod, nonZero bool) resources {
 	return aggregate(pod, defaults)
 }
 
+// HostRequests is what the pod asks of a node's CPU (millicores) and
+// memory (MiB) as kube-scheduler's NodeResourcesFit filter counts it:
+// requests as written, sidecars, init containers, pod-level requests,
+// resizes and overhead included. The extender, the simulator and the
+// what-if book hosts with it, so that they count as this model filters.
+func HostRequests(pod *corev1.Pod) (cpuMilli, memMiB int64) {
+	r := podRequests(pod, false)
+	return r[corev1.ResourceCPU], r[corev1.ResourceMemory] >> 20
+}
+
 // aggregate sums the pod's requests as kube-scheduler does, each container
 // that names none of a resource in defaults counting the default. For a
 // pod the kubelet runs, each amount is the largest of the spec's, the

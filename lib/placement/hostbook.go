@@ -3,7 +3,7 @@ package placement
 import (
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/kubescore"
 )
 
 // HostBook is each node's allocatable CPU and memory less what the
@@ -21,7 +21,7 @@ func HostBook(nodes []*corev1.Node, pods []*corev1.Pod) map[string]HostFree {
 		if !ok || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}
-		cpu, mem := request.HostRequests(p)
+		cpu, mem := kubescore.HostRequests(p)
 		f.CPUMilli, f.MemoryMiB = f.CPUMilli-cpu, f.MemoryMiB-mem
 		free[p.Spec.NodeName] = f
 	}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/kubescore"
 	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
@@ -193,7 +194,7 @@ func FromPod(pod *corev1.Pod) (*Pod, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	p.HostCPUMilli, p.HostMemoryMiB = HostRequests(pod)
+	p.HostCPUMilli, p.HostMemoryMiB = kubescore.HostRequests(pod)
 	return p, nil
 }
 
@@ -223,34 +224,6 @@ func (p *Pod) VGPUs() int {
 		}
 	}
 	return max(app+side, init)
-}
-
-// HostRequests is what the pod asks of the node's CPU (milli) and memory
-// (MiB), as kube-scheduler's NodeResourcesFit counts it: the app
-// containers' and the restartable init containers' (sidecars') requests
-// summed, or, if larger, an init container's with the sidecars started
-// before it, plus the pod's overhead.
-func HostRequests(pod *corev1.Pod) (cpuMilli, memMiB int64) {
-	var cpu, mem, sideCPU, sideMem, initCPU, initMem int64 // memory in bytes
-	for _, c := range pod.Spec.Containers {
-		cpu += c.Resources.Requests.Cpu().MilliValue()
-		mem += c.Resources.Requests.Memory().Value()
-	}
-	for _, c := range pod.Spec.InitContainers {
-		cc, cm := c.Resources.Requests.Cpu().MilliValue(), c.Resources.Requests.Memory().Value()
-		if IsSidecar(&c) {
-			cpu, mem = cpu+cc, mem+cm
-			sideCPU, sideMem = sideCPU+cc, sideMem+cm
-			cc, cm = sideCPU, sideMem
-		} else {
-			cc, cm = cc+sideCPU, cm+sideMem
-		}
-		initCPU, initMem = max(initCPU, cc), max(initMem, cm)
-	}
-	cpu, mem = max(cpu, initCPU), max(mem, initMem)
-	cpu += pod.Spec.Overhead.Cpu().MilliValue()
-	mem += pod.Spec.Overhead.Memory().Value()
-	return cpu, mem >> 20
 }
 
 // CheckMemoryFits reports the containers whose gpumem exceeds the largest GPU

@@ -204,30 +204,6 @@ func TestSelectorAllows(t *testing.T) {
 	}
 }
 
-// TestHostRequestsCountsSidecarsAndOverhead: kube-scheduler counts a
-// restartable init container (a sidecar) beside the app containers and
-// beside every init container after it, and adds the pod's overhead.
-func TestHostRequestsCountsSidecarsAndOverhead(t *testing.T) {
-	always := corev1.ContainerRestartPolicyAlways
-	rl := func(cpu, mem string) corev1.ResourceRequirements {
-		return corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}}
-	}
-	pod := &corev1.Pod{Spec: corev1.PodSpec{
-		InitContainers: []corev1.Container{
-			{Name: "side", RestartPolicy: &always, Resources: rl("500m", "1Gi")},
-			{Name: "init", Resources: rl("2", "1Gi")},
-		},
-		Containers: []corev1.Container{{Name: "app", Resources: rl("1", "4Gi")}},
-		Overhead:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
-	}}
-	// CPU: init 2 + sidecar 0.5 = 2.5 beats app 1 + sidecar 0.5; memory:
-	// app 4Gi + sidecar 1Gi beats init 1Gi + sidecar 1Gi; overhead on top.
-	cpu, mem := HostRequests(pod)
-	if cpu != 2750 || mem != 5*1024+128 {
-		t.Errorf("HostRequests = %dm CPU, %d MiB; want 2750m, %d MiB", cpu, mem, 5*1024+128)
-	}
-}
-
 // TestSidecarsRunBesideTheApp: a restartable init container asking for a
 // vGPU is marked a sidecar, and the pod's nvidia.com/gpu counts it beside
 // the app containers and every init container declared after it.

@@ -16,8 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/vgpu-io/vgpu/lib/kubescore"
 	"github.com/vgpu-io/vgpu/lib/placement"
-	"github.com/vgpu-io/vgpu/lib/request"
 )
 
 // Hosts is the CPU and memory books of every node.
@@ -148,7 +148,7 @@ func (h *Hosts) pod(obj any, deleted bool) {
 	if ended || p.Spec.NodeName == "" {
 		return
 	}
-	cpu, mem := request.HostRequests(p)
+	cpu, mem := kubescore.HostRequests(p)
 	h.pods[p.UID] = podUse{node: p.Spec.NodeName, amount: amount{cpu, mem}}
 	u := h.used[p.Spec.NodeName]
 	u.cpu += cpu
@@ -172,9 +172,10 @@ func stripNode(obj any) (any, error) {
 	return out, nil
 }
 
-// stripPod keeps what the books read (request.HostRequests): node, phase,
-// the containers' requests, which init containers are sidecars, and the
-// pod's overhead.
+// stripPod keeps what the books read (kubescore.HostRequests): node,
+// phase, the containers' requests and restart policies, pod-level
+// requests, overhead, and what a resize has the kubelet allocate; the rest
+// of the pod is dropped from the informer's cache.
 func stripPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -183,8 +184,14 @@ func stripPod(obj any) (any, error) {
 	out := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion},
 		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, InitContainers: requests(p.Spec.InitContainers), Containers: requests(p.Spec.Containers),
-			Overhead: p.Spec.Overhead},
-		Status: corev1.PodStatus{Phase: p.Status.Phase},
+			Resources: p.Spec.Resources, Overhead: p.Spec.Overhead},
+		Status: corev1.PodStatus{Phase: p.Status.Phase, Resources: p.Status.Resources, AllocatedResources: p.Status.AllocatedResources,
+			ContainerStatuses: allocated(p.Status.ContainerStatuses), InitContainerStatuses: allocated(p.Status.InitContainerStatuses)},
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodResizePending {
+			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Reason: c.Reason}}
+		}
 	}
 	return out, nil
 }
@@ -196,6 +203,18 @@ func requests(cs []corev1.Container) []corev1.Container {
 	out := make([]corev1.Container, len(cs))
 	for i, c := range cs {
 		out[i] = corev1.Container{Name: c.Name, RestartPolicy: c.RestartPolicy, Resources: corev1.ResourceRequirements{Requests: c.Resources.Requests}}
+	}
+	return out
+}
+
+// allocated keeps of container statuses what a resize changes: what the
+// kubelet allocated and what it actuated.
+func allocated(cs []corev1.ContainerStatus) []corev1.ContainerStatus {
+	var out []corev1.ContainerStatus
+	for _, c := range cs {
+		if c.AllocatedResources != nil || c.Resources != nil {
+			out = append(out, corev1.ContainerStatus{Name: c.Name, AllocatedResources: c.AllocatedResources, Resources: c.Resources})
+		}
 	}
 	return out
 }

@@ -11,7 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	vtest "github.com/vgpu-io/vgpu/internal/testutil"
-	"github.com/vgpu-io/vgpu/lib/request"
+	"github.com/vgpu-io/vgpu/lib/kubescore"
 )
 
 func node(name, cpu, mem string) *corev1.Node {
@@ -65,18 +65,29 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // TestStripKeepsWhatHostRequestsReads: the stripped pod the books keep
-// counts as the pod does: sidecars (restart policy) and overhead included.
+// counts as the pod does: sidecars (restart policy), overhead, pod-level
+// requests and a resize the kubelet allocated included.
 func TestStripKeepsWhatHostRequestsReads(t *testing.T) {
 	p := vtest.Pod("p", vtest.Namespace("ns"), vtest.Node("n"),
 		vtest.Sidecar("side"), vtest.Requests("side", "cpu", "1"),
 		vtest.Container("app"), vtest.Requests("app", "cpu", "2"),
 		vtest.Overhead("cpu", "500m"))
-	got, err := stripPod(p)
-	if err != nil {
-		t.Fatal(err)
+	check := func(what string, wantCPU int64) {
+		t.Helper()
+		got, err := stripPod(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		podCPU, _ := kubescore.HostRequests(p)
+		if gotCPU, _ := kubescore.HostRequests(got.(*corev1.Pod)); gotCPU != podCPU || podCPU != wantCPU {
+			t.Errorf("%s: stripped pod counts %dm CPU, the pod %dm: want both %dm", what, gotCPU, podCPU, wantCPU)
+		}
 	}
-	wantCPU, _ := request.HostRequests(p)
-	if gotCPU, _ := request.HostRequests(got.(*corev1.Pod)); gotCPU != wantCPU || wantCPU != 3500 {
-		t.Errorf("stripped pod counts %dm CPU, the pod %dm: want both 3500m", gotCPU, wantCPU)
-	}
+	check("sidecar and overhead", 3500)
+	// The kubelet allocated a resize of app to 4 CPUs.
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", AllocatedResources: vtest.Limits("cpu", "4")}}
+	check("resized", 5500)
+	p.Spec.Resources = &corev1.ResourceRequirements{Requests: vtest.Limits("cpu", "10")}
+	p.Status.ContainerStatuses = nil
+	check("pod-level requests", 10500)
 }

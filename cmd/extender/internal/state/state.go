@@ -20,6 +20,7 @@ import (
 
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/kubescore"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
 	"github.com/vgpu-io/vgpu/lib/request"
@@ -152,7 +153,7 @@ func (s *State) observe(obj any) {
 	req, err := request.FromPod(p)
 	if errors.Is(err, request.ErrNoGPU) {
 		req, err = &request.Pod{}, nil
-		req.HostCPUMilli, req.HostMemoryMiB = request.HostRequests(p)
+		req.HostCPUMilli, req.HostMemoryMiB = kubescore.HostRequests(p)
 	}
 	if err != nil {
 		return

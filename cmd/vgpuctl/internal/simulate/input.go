@@ -19,6 +19,7 @@ import (
 	"github.com/vgpu-io/vgpu/cmd/vgpuctl/internal/simulate/openb"
 	"github.com/vgpu-io/vgpu/lib/contract"
 	"github.com/vgpu-io/vgpu/lib/device"
+	"github.com/vgpu-io/vgpu/lib/kubescore"
 	"github.com/vgpu-io/vgpu/lib/request"
 )
 
@@ -230,7 +231,7 @@ func ReadWorkloadYAML(source string, data []byte, refMemMiB int64) (*Workload, e
 // taskFromPod parses the pod with the same code as the webhook and extender.
 func taskFromPod(pod *corev1.Pod, refMemMiB int64) (Task, error) {
 	t := Task{Name: pod.Name}
-	t.CPUMilli, t.MemoryMiB = request.HostRequests(pod)
+	t.CPUMilli, t.MemoryMiB = kubescore.HostRequests(pod)
 	req, err := request.FromPod(pod)
 	if errors.Is(err, request.ErrNoGPU) {
 		t.Shape = &request.Pod{HostCPUMilli: t.CPUMilli, HostMemoryMiB: t.MemoryMiB}

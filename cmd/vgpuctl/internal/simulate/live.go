@@ -13,6 +13,7 @@ import (
 	"github.com/vgpu-io/vgpu/lib/annotation"
 	"github.com/vgpu-io/vgpu/lib/assign"
 	"github.com/vgpu-io/vgpu/lib/contract"
+	"github.com/vgpu-io/vgpu/lib/kubescore"
 	"github.com/vgpu-io/vgpu/lib/request"
 )
 
@@ -104,7 +105,7 @@ func LiveCluster(ctx context.Context, cs kubernetes.Interface) (*Live, error) {
 		if req, err := request.FromPod(p); err == nil {
 			r.Shape = req
 		} else {
-			cpu, mem := request.HostRequests(p)
+			cpu, mem := kubescore.HostRequests(p)
 			r.Shape = &request.Pod{HostCPUMilli: cpu, HostMemoryMiB: mem}
 		}
 		live.Running = append(live.Running, r)

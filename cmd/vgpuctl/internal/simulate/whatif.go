@@ -13,7 +13,6 @@ import (
 	"github.com/vgpu-io/vgpu/lib/kubescore"
 	"github.com/vgpu-io/vgpu/lib/ledger"
 	"github.com/vgpu-io/vgpu/lib/placement"
-	"github.com/vgpu-io/vgpu/lib/request"
 	"github.com/vgpu-io/vgpu/lib/settings"
 )
 
@@ -164,7 +163,7 @@ func (wi *whatIf) place(k int, t *Task, prof kubescore.Profile) (Outcome, error)
 		}
 	}
 	wi.snap.Add(pod, res.Node)
-	cpu, mem := request.HostRequests(pod)
+	cpu, mem := kubescore.HostRequests(pod)
 	h := wi.hosts[res.Node]
 	h.CPUMilli, h.MemoryMiB = h.CPUMilli-cpu, h.MemoryMiB-mem
 	wi.hosts[res.Node] = h
